@@ -1,0 +1,78 @@
+"""Errors as values a user can read, and the one place they map to exit statuses.
+
+Every failure dd reports is a DDError: a one-line message that names the thing
+and, where there is one, the fix.  Rejections of notices also carry a short
+machine-readable ``rule`` so that logs and delivery reports can name it.
+"""
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Process exit statuses; LSB init-script values where they apply."""
+
+    OK = 0
+    FAILURE = 1          # generic failure, or a notice not announced
+    USAGE = 2            # bad command line or configuration
+    NOT_RUNNING = 3      # LSB status: program is not running
+    UNAVAILABLE = 4      # broker or server unreachable
+    DATA = 5             # input data refused (checksum, path, notice)
+    INTERRUPTED = 130    # stopped by Ctrl-C
+
+
+class DDError(Exception):
+    """A failure with a message for people and a rule name for machines."""
+
+    status = ExitStatus.FAILURE
+    rule = "error"
+
+    def __init__(self, message, *, fix=None, rule=None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        if rule is not None:
+            self.rule = rule
+
+    def __str__(self):
+        return f"{self.message} ({self.fix})" if self.fix else self.message
+
+
+class ConfigError(DDError):
+    status = ExitStatus.USAGE
+    rule = "config"
+
+
+class BrokerError(DDError):
+    status = ExitStatus.UNAVAILABLE
+    rule = "broker"
+
+
+class TransferError(DDError):
+    """A data transfer failed; ``retryable`` says whether trying again may help."""
+
+    status = ExitStatus.UNAVAILABLE
+    rule = "transfer"
+    retryable = True
+
+
+class NoticeError(DDError):
+    """A notice was refused: malformed, hostile or inconsistent."""
+
+    status = ExitStatus.DATA
+    rule = "notice"
+
+
+class PathError(NoticeError):
+    rule = "path"
+
+
+class ChecksumMismatch(TransferError):
+    rule = "checksum"
+
+
+def exit_status(error):
+    """Map any exception to the status the command exits with."""
+    if isinstance(error, DDError):
+        return error.status
+    if isinstance(error, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.FAILURE

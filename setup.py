@@ -1,0 +1,35 @@
+"""Packaging metadata for dd (distribution name: metpx-dd; commands dd_*)."""
+from setuptools import find_packages, setup
+
+from dd import __version__
+
+COMMANDS = ["post", "subscribe"]
+
+setup(
+    name="metpx-dd",
+    version=__version__,
+    description="Data distribution over AMQP notices: post, watch, subscribe, pump",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(include=["dd", "dd.*"]),
+    install_requires=[
+        "amqp>=5.1.1",
+        "paramiko>=2.12.0",
+        "watchdog>=2.2.1",
+        "xxhash>=3.2.0",
+        "platformdirs>=2.6.0",
+        "humanize>=4.4.0",
+        "requests>=2.28.1",
+    ],
+    extras_require={"test": ["pytest>=7.2", "hypothesis>=6.36"]},
+    entry_points={
+        "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: System :: Networking",
+    ],
+)
