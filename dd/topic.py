@@ -1,0 +1,39 @@
+"""AMQP topics derived from relative paths.
+
+A topic is `<prefix>.<dir>.<dir>...`: one word per directory of the relative
+path.  Words are escaped so that the characters AMQP topic matching gives
+meaning to ('.', '#', '*'), spaces and non-ASCII names cannot break routing:
+every byte of the UTF-8 name outside [A-Za-z0-9_~-] becomes %XX.  Topics are
+kept within AMQP's 255-byte limit by dropping the deepest words; subscribers
+still get the precise path from the notice for accept/reject.
+"""
+import re
+
+MAX_TOPIC_BYTES = 255
+_SAFE = re.compile(rb"[A-Za-z0-9_~-]")
+
+
+def escape_word(word):
+    return "".join(
+        chr(b) if _SAFE.fullmatch(bytes([b])) else f"%{b:02X}" for b in word.encode("utf-8"))
+
+
+def for_path(prefix, rel_path):
+    """The topic a notice about `rel_path` is published on."""
+    directories = [w for w in rel_path.split("/")[:-1] if w]
+    words = prefix.split(".") + [escape_word(d) for d in directories]
+    return _fit(words, len(prefix.split(".")))
+
+
+def binding(prefix, subtopic):
+    """The binding key for a subscription: `subtopic` is '/'- or '.'-separated
+    directory names, where a word that is exactly '#' or '*' stays a wildcard."""
+    separator = "/" if "/" in subtopic else "."
+    words = [w if w in ("#", "*") else escape_word(w) for w in subtopic.split(separator) if w]
+    return ".".join(prefix.split(".") + words)
+
+
+def _fit(words, keep):
+    while len(".".join(words).encode()) > MAX_TOPIC_BYTES and len(words) > keep:
+        words.pop()
+    return ".".join(words)
