@@ -1,0 +1,331 @@
+"""The broker: connect, declare, publish with confirms, consume, ack (py-amqp).
+
+Publishing and consuming use separate connections, so a slow consumer never
+stalls confirms and a publisher's flow control never stalls deliveries.  This
+module knows messages (topic, body, headers), not notices or files.
+"""
+import collections
+import dataclasses
+import logging
+import socket
+import ssl
+import time
+import urllib.parse
+
+import amqp
+import amqp.exceptions
+
+from dd.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+#: What py-amqp raises when a connection or channel is gone and a new one may work.
+CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
+                     amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableChannelError)
+_NOT_FOUND = 404
+_ACCESS_REFUSED = 403
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One message as received; `generation` ties its tag to the connection it came on."""
+
+    body: bytes
+    headers: dict
+    topic: str
+    exchange: str
+    user_id: str
+    tag: int
+    generation: int
+    redelivered: bool
+
+
+def _vhost(url):
+    path = urllib.parse.unquote(url.path or "")
+    return path[1:] if path.startswith("/") and len(path) > 1 else "/"
+
+
+def connect(url, *, heartbeat=60, timeout=10.0, name="dd"):
+    """An open amqp.Connection to `url` (a dd.credentials.Url carrying its password)."""
+    tls = url.scheme == "amqps"
+    port = url.port or (5671 if tls else 5672)
+    options = dict(
+        host=f"{url.host}:{port}", userid=url.user or "guest", password=url.password or "guest",
+        virtual_host=_vhost(url), heartbeat=int(heartbeat), connect_timeout=timeout,
+        client_properties={"connection_name": name},
+    )
+    if tls:
+        # Certificate and host name are verified against the system's CAs.
+        options["ssl"] = {"server_hostname": url.host, "cert_reqs": ssl.CERT_REQUIRED}
+    connection = amqp.Connection(**options)
+    try:
+        connection.connect()
+    except amqp.exceptions.AccessRefused:
+        raise BrokerError(f"broker {url} refused the login of user '{url.user}'",
+                          fix="check the password in credentials.conf") from None
+    except amqp.exceptions.NotAllowed:
+        raise BrokerError(f"broker {url}: user '{url.user}' may not use virtual host '{_vhost(url)}'",
+                          fix="ask the broker administrator for permissions") from None
+    except (OSError, amqp.exceptions.AMQPError) as error:
+        raise BrokerError(f"cannot connect to broker {url}: {_reason(error)}",
+                          fix="check that the broker is running and the URL is right") from None
+    return connection
+
+
+def _reason(error):
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+def _close_quietly(connection):
+    if connection is None:
+        return
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - the connection is being abandoned anyway
+        try:
+            connection.collect()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class _Endpoint:
+    """A connection with one channel that re-opens itself with backoff."""
+
+    def __init__(self, url, *, heartbeat, name, timeout=10.0):
+        self.url = url
+        self.heartbeat = heartbeat
+        self.name = name
+        self.timeout = timeout
+        self.connection = None
+        self.channel = None
+        self.generation = 0
+
+    def open(self):
+        if self.connection is None:
+            self.connection = connect(self.url, heartbeat=self.heartbeat, timeout=self.timeout,
+                                      name=self.name)
+            self.channel = self.connection.channel()
+            self.generation += 1
+            self._on_open()
+        return self.channel
+
+    def _on_open(self):
+        """Set the channel up after every (re)connection."""
+
+    def close(self):
+        _close_quietly(self.connection)
+        self.connection = self.channel = None
+
+    def reopen(self, backoff_max=30.0, give_up_after=None):
+        """Drop the connection and connect again, waiting longer after each failure."""
+        self.close()
+        delay, started = 0.5, time.monotonic()
+        while True:
+            try:
+                return self.open()
+            except BrokerError as error:
+                if give_up_after is not None and time.monotonic() - started + delay > give_up_after:
+                    raise
+                log.warning("%s; retrying in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, backoff_max)
+
+    def tick(self):
+        """Read what arrived and keep heartbeats flowing; safe during long transfers."""
+        if self.connection is None:
+            return
+        try:
+            while True:
+                self.connection.drain_events(timeout=0)
+        except socket.timeout:
+            pass
+        self.connection.heartbeat_tick()
+
+    def declare_exchange(self, exchange):
+        """Make sure a durable topic exchange exists, creating it when we may.
+
+        Runs on throw-away channels: a refused declaration closes its channel,
+        and the working channel must keep its confirm mode and consumers.
+        """
+        probe = self.connection.channel()
+        try:
+            probe.exchange_declare(exchange, "topic", passive=True)
+            probe.close()
+            return
+        except amqp.exceptions.NotFound:
+            pass
+        creator = self.connection.channel()
+        try:
+            creator.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+            creator.close()
+        except amqp.exceptions.AccessRefused:
+            raise BrokerError(f"exchange '{exchange}' does not exist on {self.url} and user "
+                              f"'{self.url.user}' may not create it",
+                              fix="ask the pump administrator to declare it") from None
+
+
+class Publisher(_Endpoint):
+    """Publishes persistent messages with pipelined publisher confirms."""
+
+    def __init__(self, url, *, heartbeat=60, name="dd-publisher"):
+        super().__init__(url, heartbeat=heartbeat, name=name)
+        self._next_tag = 0
+        self._pending = {}      # delivery tag -> caller's reference
+        self._nacked = []
+        self._declared = set()
+
+    def _on_open(self):
+        self._next_tag = 0
+        self._declared.clear()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.confirm_select()
+
+    def publish(self, exchange, message, reference=None):
+        """Send `message` (dd.formats.Message); its confirm arrives later, see wait()."""
+        channel = self.open()
+        if exchange not in self._declared:
+            self.declare_exchange(exchange)
+            self._declared.add(exchange)
+        properties = dict(delivery_mode=2, content_type=message.content_type,
+                          application_headers=dict(message.headers))
+        if self.url.user:
+            # RabbitMQ checks user_id against the login: downstream can trust it.
+            properties["user_id"] = self.url.user
+        self._next_tag += 1
+        self._pending[self._next_tag] = reference
+        channel.basic_publish(amqp.Message(message.body, **properties), exchange=exchange,
+                              routing_key=message.topic)
+
+    def _on_ack(self, tag, multiple):
+        for done in [t for t in self._pending if t == tag or (multiple and t < tag)]:
+            del self._pending[done]
+
+    def _on_nack(self, tag, multiple):
+        for done in [t for t in self._pending if t == tag or (multiple and t < tag)]:
+            self._nacked.append(self._pending.pop(done))
+
+    @property
+    def unconfirmed(self):
+        return list(self._pending.values())
+
+    def wait(self, timeout=30.0):
+        """Block until every publish is confirmed; return the references the broker refused."""
+        deadline = time.monotonic() + timeout
+        while self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(f"broker {self.url} did not confirm {len(self._pending)} "
+                                  f"message(s) within {timeout:g} s")
+            try:
+                self.connection.drain_events(timeout=min(remaining, 1.0))
+            except socket.timeout:
+                self.connection.heartbeat_tick()
+        refused, self._nacked = self._nacked, []
+        return refused
+
+    def forget_pending(self):
+        """After a lost connection: hand back what was never confirmed."""
+        lost = self.unconfirmed + self._nacked
+        self._pending.clear()
+        self._nacked = []
+        return lost
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscription:
+    """A durable queue and what it is bound to."""
+
+    queue: str
+    exchange: str
+    bindings: tuple          # binding keys
+    expire: float = 0.0      # seconds without consumer before the broker deletes the queue
+    message_ttl: float = 0.0
+
+
+class Consumer(_Endpoint):
+    """Consumes from one durable queue with manual acks and a prefetch window."""
+
+    def __init__(self, url, subscription, *, prefetch=25, heartbeat=60, name="dd-consumer"):
+        super().__init__(url, heartbeat=heartbeat, name=name)
+        self.subscription = subscription
+        self.prefetch = prefetch
+        self._inbox = collections.deque()
+
+    def declare(self):
+        """Declare the queue and its bindings (idempotent)."""
+        sub = self.subscription
+        channel = self.open()
+        arguments = {}
+        if sub.expire:
+            arguments["x-expires"] = int(sub.expire * 1000)
+        if sub.message_ttl:
+            arguments["x-message-ttl"] = int(sub.message_ttl * 1000)
+        try:
+            channel.queue_declare(sub.queue, durable=True, auto_delete=False, arguments=arguments)
+        except amqp.exceptions.PreconditionFailed as error:
+            raise BrokerError(f"queue '{sub.queue}' exists with other settings: {error.reply_text}",
+                              fix="run cleanup to remove the old queue") from None
+        except amqp.exceptions.AccessRefused:
+            raise BrokerError(f"user '{self.url.user}' may not declare queue '{sub.queue}' on {self.url}",
+                              fix="queues must be named q_<user>.*") from None
+        for key in sub.bindings:
+            try:
+                channel.queue_bind(sub.queue, sub.exchange, key)
+            except amqp.exceptions.NotFound:
+                raise BrokerError(f"exchange '{sub.exchange}' does not exist on {self.url}",
+                                  fix="check the exchange option, or ask the pump administrator") from None
+            except amqp.exceptions.AccessRefused:
+                raise BrokerError(f"user '{self.url.user}' may not read exchange '{sub.exchange}' "
+                                  f"on {self.url}", fix="check the exchange option") from None
+
+    def _on_open(self):
+        self._inbox.clear()
+        self.channel.basic_qos(0, self.prefetch, False)
+
+    def start(self):
+        self.declare()
+        self.channel.basic_consume(self.subscription.queue, callback=self._receive, no_ack=False)
+
+    def _receive(self, message):
+        info = message.delivery_info
+        properties = message.properties
+        self._inbox.append(Delivery(
+            body=message.body if isinstance(message.body, bytes) else message.body.encode(),
+            headers=dict(properties.get("application_headers") or {}),
+            topic=info.get("routing_key", ""), exchange=info.get("exchange", ""),
+            user_id=properties.get("user_id", ""), tag=info["delivery_tag"],
+            generation=self.generation, redelivered=bool(info.get("redelivered"))))
+
+    def fetch(self, timeout):
+        """Return the deliveries that arrive within `timeout` seconds (maybe none)."""
+        if not self._inbox:
+            try:
+                self.connection.drain_events(timeout=timeout)
+            except socket.timeout:
+                self.connection.heartbeat_tick()
+        batch = list(self._inbox)
+        self._inbox.clear()
+        return batch
+
+    def ack(self, delivery):
+        """Acknowledge; a tag from an earlier connection is stale and is never sent."""
+        if delivery.generation != self.generation or self.channel is None:
+            return False
+        self.channel.basic_ack(delivery.tag)
+        return True
+
+    def reject(self, delivery):
+        """Hand a delivery back to the queue (used when shutting down mid-batch)."""
+        if delivery.generation == self.generation and self.channel is not None:
+            self.channel.basic_reject(delivery.tag, requeue=True)
+
+    def depth(self):
+        """(messages ready, consumers) of the queue, as the broker sees them now."""
+        _, ready, consumers = self.open().queue_declare(self.subscription.queue, passive=True)
+        return ready, consumers
+
+    def delete(self):
+        self.open().queue_delete(self.subscription.queue)

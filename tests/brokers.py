@@ -1,0 +1,47 @@
+"""A real RabbitMQ for the tests: one fresh vhost per test session, deleted after."""
+import secrets
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+
+BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
+
+
+def _rabbitmqctl(*args):
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+
+
+def _broker_up():
+    try:
+        with socket.create_connection((BROKER_HOST, BROKER_PORT), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def vhost():
+    """A vhost of its own for this run, where guest may do anything."""
+    if not _broker_up() or not shutil.which("rabbitmqctl"):
+        pytest.skip(f"RabbitMQ is not running on {BROKER_HOST}:{BROKER_PORT} (start it: rabbitmq-server -detached)")
+    name = f"dd-test-{secrets.token_hex(4)}"
+    for command in (["add_vhost", name], ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]):
+        result = _rabbitmqctl(*command)
+        assert result.returncode == 0, result.stderr
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="session")
+def broker_url(vhost):
+    """amqp URL (with guest's password) of the run's vhost."""
+    return f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{vhost}"
+
+
+@pytest.fixture
+def exchange():
+    """An exchange name no other test uses."""
+    return f"xtest_{uuid.uuid4().hex[:10]}"
