@@ -1,0 +1,311 @@
+"""The one table of options: every option dd understands, declared once.
+
+The parser (dd.config), `show`, the man page (dd.manpage) and redaction all
+derive from OPTIONS, so adding a row here is all it takes to support an option
+everywhere.  Defaults are written as they would be in a config file, so the
+man page shows exactly what a user would type; they may use ${BROKER_USER} or
+${POST_BROKER_USER}, resolved once the configuration is read (unset when that
+broker is unset).  A component may have its own default (component_defaults).
+"""
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import fractions
+import re
+import shlex
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from dd import checksum, formats
+from dd.credentials import Url
+
+COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A value type: `parse` raises ValueError (with detail, or empty) on bad text."""
+
+    name: str
+    expected: str                   # completes "expected ...": a form with an example
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str] = str
+
+
+def _number(text, units, pattern):
+    match = re.fullmatch(pattern, text.strip(), re.IGNORECASE)
+    if not match:
+        raise ValueError("")
+    number, unit = match.groups()
+    # Fraction keeps '1.5M' and '0.1s' exact until the final conversion.
+    return fractions.Fraction(number) * units[(unit or "")[:1].lower()]
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DECIMAL = r"(\d+(?:\.\d*)?|\.\d+)\s*"
+
+
+def parse_size(text):
+    """Bytes, from '4096', '512k', '64M', '1.5G' (binary multiples: K=1024)."""
+    return int(_number(text, _SIZE_UNITS, _DECIMAL + r"([kmgt](?:i?b)?|b)?"))
+
+
+def format_size(size):
+    for unit in "TGMK":
+        factor = _SIZE_UNITS[unit.lower()]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def parse_duration(text):
+    """Seconds as a float, from '30', '30s', '5m', '1h', '2d', '1w', '0.5s'."""
+    return float(_number(text, _DURATION_UNITS, _DECIMAL + r"([smhdw]?)"))
+
+
+def format_duration(seconds):
+    if seconds == int(seconds):
+        whole = int(seconds)
+        for unit in "wdhm":
+            if whole and whole % _DURATION_UNITS[unit] == 0:
+                return f"{whole // _DURATION_UNITS[unit]}{unit}"
+        return f"{whole}s"
+    # repr round-trips exactly; Decimal spells out its exponent ('1e-05' -> '0.00001').
+    return f"{decimal.Decimal(repr(seconds)):f}s"
+
+
+BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True,
+          "off": False, "no": False, "false": False, "0": False}
+
+
+def parse_bool(text):
+    try:
+        return BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("") from None
+
+
+def _non_empty(text):
+    if not text.strip():
+        raise ValueError("")
+    return text.strip()
+
+
+def _word(text):
+    if len(text.split()) != 1:
+        raise ValueError("")
+    return text.strip()
+
+
+def _list(text):
+    words = tuple(w for w in re.split(r"[\s,]+", text) if w)
+    if not words:
+        raise ValueError("")
+    return words
+
+
+def _pattern(text):
+    try:
+        return re.compile(_non_empty(text))
+    except re.error as error:
+        raise ValueError(str(error)) from None
+
+
+def _command(text):
+    try:
+        shlex.split(_non_empty(text))
+    except ValueError as error:
+        raise ValueError(str(error)) from None
+    return text.strip()
+
+
+def integer(minimum=0):
+    def parse(text):
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError("") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+    return Kind("int", f"a whole number of at least {minimum}", parse)
+
+
+def choice(*values):
+    def parse(text):
+        value = text.strip().lower()
+        if value not in values:
+            raise ValueError("")
+        return value
+    return Kind("choice", f"one of {', '.join(values)}", parse)
+
+
+def url(*schemes, example):
+    def parse(text):
+        value = Url.parse(text)
+        if value.scheme not in schemes:
+            raise ValueError(f"scheme must be {' or '.join(schemes)}")
+        return value
+    return Kind("url", f"a URL like {example}", parse)
+
+
+STR = Kind("str", "a non-empty string", _non_empty)
+WORD = Kind("str", "a single word, no spaces", _word)
+TOPIC = Kind("str", "a topic pattern without spaces, like observations.# or a.*.b", _word)
+INT = integer(0)
+BOOL = Kind("bool", "on or off (also yes/no, true/false, 1/0)", parse_bool,
+            lambda value: "on" if value else "off")
+SIZE = Kind("size", "a size like 64M, 512k, 1G or plain bytes", parse_size, format_size)
+DURATION = Kind("duration", "a duration like 30s, 5m, 1h, 2d or plain seconds",
+                parse_duration, format_duration)
+LIST = Kind("list", "words separated by spaces or commas", _list, " ".join)
+PATTERN = Kind("pattern", "a regular expression like .*\\.txt", _pattern,
+               lambda value: value.pattern)
+COMMAND = Kind("command", "a command line with balanced quotes", _command)
+PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
+BROKER = url("amqp", "amqps", example="amqps://user@host/")
+SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    kind: Kind
+    default: str | None             # as written in a config file; None = unset
+    help: str                       # one line: --help, show and the man page
+    components: frozenset           # of COMPONENTS that use it
+    sensitive: bool = False         # value never shown (URLs hide passwords anyway)
+    ordered: bool = False           # meaning depends on its position among accept/reject
+    repeat: bool = False            # each line adds a value instead of replacing
+    component_defaults: Mapping[str, str] = dataclasses.field(
+        default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "component_defaults",
+                           MappingProxyType(dict(self.component_defaults)))
+
+    def default_for(self, component):
+        return self.component_defaults.get(component, self.default)
+
+
+ALL = "post subscribe watch sara shovel"
+CONSUMERS = "subscribe sara shovel"
+DELIVERY = "subscribe sara"
+POSTERS = "post watch sara shovel"
+
+
+def _option(name, kind, default, components, help, **flags):
+    return Option(name, kind, default, help, frozenset(components.split()), **flags)
+
+
+OPTIONS = (
+    # Where notices come from.
+    _option("broker", BROKER, None, CONSUMERS,
+            "broker to consume notices from; its password comes from credentials.conf"),
+    _option("exchange", WORD, "xpublic", CONSUMERS, "exchange the queue is bound to"),
+    _option("topic_prefix", WORD, "v02.post", CONSUMERS,
+            "first words of the topics subscribed to (the notice format's version)"),
+    _option("subtopic", TOPIC, "#", CONSUMERS,
+            "topic below topic_prefix to bind the queue to (* is one word, # any number); "
+            "repeat for several bindings", repeat=True),
+    _option("queue", WORD, None, CONSUMERS,
+            "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
+            "kept in the state directory"),
+    _option("expire", DURATION, "5m", CONSUMERS,
+            "the broker deletes the queue after it has had no consumer this long "
+            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages"),
+    _option("message_ttl", DURATION, None, CONSUMERS,
+            "the broker drops notices that waited in the queue this long; unset: never"),
+    _option("prefetch", INT, "25", CONSUMERS,
+            "notices the broker may send each instance ahead of its acknowledgements"),
+    _option("max_notice_size", SIZE, "1M", CONSUMERS,
+            "larger notices are rejected unread"),
+    _option("heartbeat", DURATION, "60s", ALL,
+            "AMQP heartbeat interval: a silent broker connection is dropped after two; 0 disables"),
+    _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
+    # Which files, delivered where: position matters (see ORDER MATTERS).
+    _option("accept", PATTERN, None, ALL,
+            "take paths whose relative path matches this regular expression, delivered with "
+            "the directory, mirror, strip and flatten set above it; first match wins",
+            ordered=True, repeat=True),
+    _option("reject", PATTERN, None, ALL,
+            "skip paths whose relative path matches this regular expression; first match wins",
+            ordered=True, repeat=True),
+    _option("accept_unmatched", BOOL, None, ALL,
+            "take paths no accept or reject matches, delivered with the last directory, mirror, "
+            "strip and flatten; unset: on when there is no accept line, else off"),
+    _option("directory", PATH, ".", DELIVERY,
+            "directory files are delivered into, for the accept lines below it; a relative "
+            "one is taken from the working directory", ordered=True),
+    _option("mirror", BOOL, "on", DELIVERY,
+            "recreate the relative path's directories below directory; off puts every file "
+            "straight into directory", ordered=True),
+    _option("strip", INT, "0", DELIVERY,
+            "leading directories removed from the relative path before delivery", ordered=True),
+    _option("flatten", STR, "/", DELIVERY,
+            "the relative path's directories are joined with this string into one file name; "
+            "the default / keeps them as directories", ordered=True),
+    # Delivery.
+    _option("allowed_schemes", LIST, "http https sftp", DELIVERY,
+            "URL schemes files may be downloaded with; add file only for a trusted local pump"),
+    _option("timeout", DURATION, "30s", DELIVERY,
+            "a transfer making no progress for this long fails and is retried"),
+    _option("rate_max", SIZE, "0", DELIVERY,
+            "download bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("fsync", BOOL, "off", DELIVERY,
+            "flush each delivered file to disk before reporting it delivered"),
+    _option("on_file", COMMAND, None, DELIVERY,
+            "command run after each delivery, with the delivered file's path as last argument"),
+    _option("nodupe_ttl", DURATION, "5m", "subscribe watch sara shovel",
+            "a notice for a path and checksum already seen this recently is skipped; 0 disables"),
+    _option("retry_ttl", DURATION, "1d", CONSUMERS,
+            "failed transfers and posts are retried for this long, then dropped and logged"),
+    _option("cluster", WORD, None, "sara shovel",
+            "name of this cluster: notices whose to_clusters leave it out are not forwarded"),
+    # Posting.
+    _option("post_broker", BROKER, None, POSTERS,
+            "broker notices are published to; its password comes from credentials.conf"),
+    _option("post_exchange", WORD, "xpublic", POSTERS,
+            "exchange notices are published to; dd_post and dd_watch default to xs_<post_broker "
+            "user>, the exchange a broker grants each source",
+            component_defaults={"post": "xs_${POST_BROKER_USER}",
+                                "watch": "xs_${POST_BROKER_USER}"}),
+    _option("post_topic_prefix", WORD, None, POSTERS,
+            "first words of the topics published on; unset: the format's own "
+            "(v02.post, or v03 for sr_v03)"),
+    _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
+            formats.DEFAULT, POSTERS,
+            "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
+    _option("post_base_url", SERVER, None, "post watch sara",
+            "URL the posted files are downloaded from; a file's path below post_base_dir "
+            "is appended to it"),
+    _option("post_base_dir", PATH, None, "post watch sara",
+            "local directory served as post_base_url; posted files must be below it"),
+    _option("post_timeout", DURATION, "30s", POSTERS,
+            "how long to wait for the broker to confirm a published notice"),
+    _option("to_clusters", LIST, None, "post watch sara shovel",
+            "clusters published notices are destined for; unset: the notice names none"),
+    _option("source", WORD, "${POST_BROKER_USER}", "post watch",
+            "name of the source publishing; unset: the post_broker user"),
+    _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post watch sara",
+            "checksum of posted files; name sums the relative path instead of the data, "
+            "none omits it"),
+    _option("blocksize", SIZE, "0", "post watch",
+            "files larger than this are posted in parts of this size; 0: chosen "
+            "automatically, 1: never split"),
+    _option("path", PATH, None, "post watch",
+            "file or directory to post (dd_post, which also takes them as arguments) or watch "
+            "(dd_watch); repeat for several", repeat=True),
+    # Logging.
+    _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
+            "least severe messages logged"),
+    _option("log_days", INT, "5", "subscribe watch sara shovel",
+            "days of rotated daily logs kept"),
+    _option("log_reports", BOOL, "on", ALL,
+            "log one line per notice outcome (taken, rejected, delivered, failed) naming its rule"),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
