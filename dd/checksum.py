@@ -1,0 +1,91 @@
+"""Checksums by method name, as the lowercase hex values notices carry.
+
+"name" sums the relative path instead of the data, for sources that announce
+by name only; "none" means no checksum and its value is "".
+"""
+import hashlib
+
+import xxhash
+
+from dd.errors import DDError
+
+METHODS = ("sha512", "sha256", "md5", "xxh128", "name", "none")
+DEFAULT = "sha512"
+BUFFER_SIZE = 1 << 20
+
+_CONTENT = {
+    "sha512": hashlib.sha512,
+    "sha256": hashlib.sha256,
+    # md5 checks integrity, not security: allowed even where FIPS forbids it.
+    "md5": lambda: hashlib.md5(usedforsecurity=False),
+    "xxh128": xxhash.xxh3_128,
+}
+
+
+class MethodError(DDError):
+    rule = "checksum-method"
+
+
+def _check(method):
+    if method not in METHODS:
+        raise MethodError(f"unknown checksum method {method!r}",
+                          fix=f"use one of: {', '.join(METHODS)}")
+
+
+class Hasher:
+    """An incremental checksum of data; for "none" it ignores data and its value is ""."""
+
+    def __init__(self, method):
+        self.method = method
+        self._hash = _CONTENT[method]() if method != "none" else None
+
+    def update(self, data):
+        if self._hash is not None:
+            self._hash.update(data)
+
+    def hexdigest(self):
+        return self._hash.hexdigest() if self._hash is not None else ""
+
+
+def new(method):
+    _check(method)
+    if method == "name":
+        raise MethodError("checksum method 'name' sums the path, not the data",
+                          fix="use checksum.of_name(rel_path)")
+    return Hasher(method)
+
+
+def of_name(rel_path):
+    return hashlib.sha512(rel_path.encode("utf-8")).hexdigest()
+
+
+def of_file(path, method, offset=0, length=None):
+    """Checksum of a file, or of `length` bytes from `offset`, read in 1 MiB pieces."""
+    hasher = new(method)
+    if method == "none":
+        return ""
+    buffer = bytearray(BUFFER_SIZE)
+    view = memoryview(buffer)
+    remaining = length
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(offset)
+            while remaining is None or remaining > 0:
+                n = f.readinto(view if remaining is None else view[:min(remaining, BUFFER_SIZE)])
+                if not n:
+                    break
+                hasher.update(view[:n])
+                if remaining is not None:
+                    remaining -= n
+    except OSError as error:
+        raise DDError(f"cannot checksum {path}: {error.strerror or error}") from error
+    if remaining:
+        raise DDError(f"cannot checksum {path}: it ends before byte {offset + length}",
+                      fix="the file is shorter than the range asked; it may have changed")
+    return hasher.hexdigest()
+
+
+def verifiable(method):
+    """Whether a value of this method can be checked against received data."""
+    _check(method)
+    return method not in ("none", "name")

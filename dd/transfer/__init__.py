@@ -1,0 +1,189 @@
+"""Transports: one small interface per URL scheme, a pool of connected ones.
+
+A Transport serves one server (scheme, host, port, user).  What it can do is
+stated by its ``capabilities``; an operation whose flag is False is not offered
+at all (the method does not exist), so callers check flags instead of catching
+NotImplementedError.  Paths are decoded URL paths (str); the transport quotes
+them as its protocol needs.  Every failure is a TransferError whose
+``retryable`` says whether trying again may help.
+"""
+import abc
+import contextlib
+import dataclasses
+import io
+import posixpath
+import secrets
+import urllib.parse
+from typing import Optional
+
+from dd.errors import TransferError
+
+
+class PermanentError(TransferError):
+    """A failure that trying again will not fix: missing file, refused login, bad URL."""
+
+    retryable = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    ranged_read: bool
+    write: bool
+    stat: bool
+    list: bool
+    delete: bool
+    rename: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    size: Optional[int]
+    mtime: Optional[float]   # seconds since the epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where a transport connects; the pool key.  Holds no password, so it is safe to print."""
+
+    scheme: str
+    host: str
+    port: Optional[int]
+    user: Optional[str]
+
+    def url(self, path=""):
+        user = f"{urllib.parse.quote(self.user, safe='')}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{user}{host}{port}{urllib.parse.quote(path)}"
+
+
+class Transport(abc.ABC):
+    """A connection to one server.  Optional operations, present only when
+    ``capabilities`` says so: ``write(path, stream, **copy_options) -> CopyResult``
+    (to a temporary name, then renamed; missing directories are made),
+    ``list(path) -> [names]``, ``delete(path)``, ``rename(old, new)``,
+    ``stat(path) -> Stat``."""
+
+    capabilities: Capabilities
+
+    def __init__(self, endpoint, *, password=None, timeout=30.0):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._password = password
+
+    @abc.abstractmethod
+    def open_read(self, path, offset=0, length=None):
+        """A readable binary stream of the file, or of exactly `length` bytes from `offset`."""
+
+    @abc.abstractmethod
+    def close(self):
+        """Disconnect; never raises."""
+
+
+@contextlib.contextmanager
+def failures(where, transient=()):
+    """Turn OS and library errors into TransferErrors that name `where`."""
+    try:
+        yield
+    except TransferError:
+        raise
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        raise PermanentError(f"{where}: {error.strerror or error}") from error
+    except (OSError, *transient) as error:
+        raise TransferError(f"{where}: {getattr(error, 'strerror', None) or error}") from error
+
+
+class ReadStream(io.RawIOBase):
+    """A source stream that delivers exactly `length` bytes when length is known:
+    ending early is a TransferError and bytes past `length` are never read."""
+
+    def __init__(self, raw, length, where, transient=()):
+        super().__init__()
+        self._raw = raw
+        self._length = length
+        self._done = 0
+        self._where = where
+        self._transient = transient
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        want = len(buffer) if self._length is None else min(len(buffer), self._length - self._done)
+        if want == 0:
+            return 0
+        with failures(self._where, self._transient):
+            n = self._raw.readinto(memoryview(buffer)[:want])
+        if not n and self._length is not None:
+            raise TransferError(f"{self._where}: ended after {self._done} of {self._length} bytes",
+                                fix="the file is shorter than announced; it may be changing")
+        self._done += n or 0
+        return n
+
+    def close(self):
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+def temporary_name(path):
+    """A hidden name beside `path` to write to before renaming: readers never see partial files."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+
+
+class Transports:
+    """A pool of connected transports, one per (scheme, host, port, user).
+
+    `credentials` has ``password_for(url) -> str | None`` (None: use the URL's);
+    `options` maps a scheme to keyword options of its transport, e.g.
+    ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.
+    """
+
+    def __init__(self, credentials=None, timeout=30.0, options=None):
+        self._credentials = credentials
+        self._timeout = timeout
+        self._options = options or {}
+        self._pool = {}
+
+    def for_url(self, url):
+        """(transport, decoded path) for a percent-encoded URL."""
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        endpoint = Endpoint(scheme, parts.hostname or "", parts.port,
+                            urllib.parse.unquote(parts.username) if parts.username else None)
+        if scheme not in SCHEMES:
+            raise PermanentError(f"{endpoint.url(parts.path)}: unsupported URL scheme {scheme!r}",
+                                 fix=f"use one of: {', '.join(SCHEMES)}")
+        if parts.query or parts.fragment:
+            raise PermanentError(f"{endpoint.url(parts.path)}: URL has a query or fragment",
+                                 fix="percent-encode '?' and '#' in paths as %3F and %23")
+        transport = self._pool.get(endpoint)
+        if transport is None:
+            password = self._credentials.password_for(url) if self._credentials else None
+            if password is None and parts.password:
+                password = urllib.parse.unquote(parts.password)
+            transport = SCHEMES[scheme](endpoint, password=password, timeout=self._timeout,
+                                        **self._options.get(scheme, {}))
+            self._pool[endpoint] = transport
+        return transport, urllib.parse.unquote(parts.path)
+
+    def close(self):
+        for transport in self._pool.values():
+            transport.close()
+        self._pool.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# The scheme modules subclass Transport, so they are imported once it exists.
+from dd.transfer.file import FileTransport  # noqa: E402
+from dd.transfer.http import HttpTransport  # noqa: E402
+from dd.transfer.sftp import SftpTransport  # noqa: E402
+
+SCHEMES = {"file": FileTransport, "http": HttpTransport, "https": HttpTransport,
+           "sftp": SftpTransport}

@@ -1,0 +1,86 @@
+"""The one copy loop every transfer goes through: checksum, rate limit and
+keep-alive ticks happen here, while the bytes pass, never in a second pass."""
+import dataclasses
+import threading
+import time
+from typing import Optional
+
+from dd.errors import TransferError
+
+CHUNK_SIZE = 1 << 20
+TICK_INTERVAL = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyResult:
+    nbytes: int
+    checksum: Optional[str]   # hexdigest of the hasher given, else None
+
+
+class _Limiter:
+    """Paces all copies of the process together: each chunk books its time
+    after the previous booking, so idle periods never earn a burst."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._booked_until = 0.0
+
+    def wait_for(self, nbytes, rate):
+        """Seconds to wait so that these bytes keep the process at `rate` bytes/s."""
+        with self._lock:
+            now = time.monotonic()
+            self._booked_until = max(self._booked_until, now) + nbytes / rate
+            return self._booked_until - now
+
+
+_limiter = _Limiter()
+
+
+def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
+         chunk_size=CHUNK_SIZE, name="source"):
+    """Copy `src` (readable) to `dst` (a buffered binary file that writes all it
+    is given).  With `length`, a source that ends early or has more is a
+    TransferError naming `name`.  `tick()` is called about every 0.5 s, also
+    while sleeping for `rate_max`, so a caller can keep a connection alive."""
+    view = memoryview(bytearray(chunk_size))
+    readinto = getattr(src, "readinto", None)
+    nbytes = 0
+    last_tick = time.monotonic()
+
+    def ticking():
+        nonlocal last_tick
+        if tick is not None and time.monotonic() - last_tick >= TICK_INTERVAL:
+            tick()
+            last_tick = time.monotonic()
+
+    while length is None or nbytes < length:
+        want = chunk_size if length is None else min(chunk_size, length - nbytes)
+        if readinto is not None:
+            data = view[:readinto(view[:want]) or 0]
+        else:
+            data = src.read(want)
+        if not data:
+            break
+        if hasher is not None:
+            hasher.update(data)
+        dst.write(data)
+        nbytes += len(data)
+        if rate_max:
+            _sleep(_limiter.wait_for(len(data), rate_max), ticking)
+        ticking()
+
+    if length is not None:
+        if nbytes < length:
+            raise TransferError(f"{name}: ended after {nbytes} of {length} bytes",
+                                fix="the file is shorter than announced; it may be changing")
+        if src.read(1):
+            raise TransferError(f"{name}: has more than the {length} bytes announced",
+                                fix="the file is longer than announced; it may be changing")
+    return CopyResult(nbytes, hasher.hexdigest() if hasher is not None else None)
+
+
+def _sleep(seconds, ticking):
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, TICK_INTERVAL))
+        ticking()

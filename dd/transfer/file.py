@@ -1,0 +1,53 @@
+"""file: URLs: local files."""
+import contextlib
+import os
+
+from dd.transfer import (Capabilities, ReadStream, Stat, Transport, failures,
+                         temporary_name)
+from dd.transfer.copy import copy
+
+
+class FileTransport(Transport):
+    capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
+                                delete=True, rename=True)
+
+    def open_read(self, path, offset=0, length=None):
+        where = self.endpoint.url(path)
+        with failures(where):
+            raw = open(path, "rb", buffering=0)
+            raw.seek(offset)
+        return ReadStream(raw, length, where)
+
+    def stat(self, path):
+        with failures(self.endpoint.url(path)):
+            st = os.stat(path)
+        return Stat(st.st_size, st.st_mtime)
+
+    def write(self, path, stream, **copy_options):
+        temporary = temporary_name(path)
+        with failures(self.endpoint.url(path)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                with open(temporary, "xb") as dst:
+                    result = copy(stream, dst, **copy_options)
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        return result
+
+    def list(self, path):
+        with failures(self.endpoint.url(path)):
+            return sorted(os.listdir(path))
+
+    def delete(self, path):
+        with failures(self.endpoint.url(path)):
+            os.unlink(path)
+
+    def rename(self, old, new):
+        with failures(self.endpoint.url(old)):
+            os.replace(old, new)
+
+    def close(self):
+        pass

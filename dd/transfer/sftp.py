@@ -1,0 +1,167 @@
+"""sftp: URLs, over paramiko.  Unknown host keys are refused, never added."""
+import contextlib
+import io
+import os
+import posixpath
+
+import paramiko
+
+from dd.transfer import (Capabilities, PermanentError, ReadStream, Stat, Transport,
+                         failures, temporary_name)
+from dd.transfer.copy import copy
+
+_SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+_TRANSIENT = (paramiko.SSHException, EOFError)
+
+
+class SftpTransport(Transport):
+    capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
+                                delete=True, rename=True)
+
+    def __init__(self, endpoint, *, password=None, timeout=30.0, known_hosts=None,
+                 key_filename=None):
+        """`known_hosts`: a file of host keys trusted besides the system's and the user's;
+        `key_filename`: a private key to log in with besides the ssh agent's and ~/.ssh's."""
+        super().__init__(endpoint, password=password, timeout=timeout)
+        self._known_hosts = known_hosts
+        self._key_filename = key_filename
+        self._ssh = None
+        self._sftp = None
+
+    def open_read(self, path, offset=0, length=None):
+        with self._session(path) as sftp:
+            f = sftp.open(path, "rb")
+            f.seek(offset)
+            # Pipelined reads; data not yet read waits in the SSH window: memory stays bounded.
+            f.prefetch(None if length is None else offset + length)
+        return ReadStream(_Pieces(f), length, self.endpoint.url(path), transient=_TRANSIENT)
+
+    def stat(self, path):
+        with self._session(path) as sftp:
+            st = sftp.stat(path)
+        return Stat(st.st_size, st.st_mtime)
+
+    def write(self, path, stream, **copy_options):
+        temporary = temporary_name(path)
+        with self._session(path) as sftp:
+            _makedirs(sftp, posixpath.dirname(path))
+            try:
+                with sftp.open(temporary, "wb") as dst:
+                    dst.set_pipelined(True)
+                    result = copy(stream, dst, **copy_options)
+                sftp.posix_rename(temporary, path)
+            except BaseException:
+                with contextlib.suppress(OSError, *_TRANSIENT):
+                    sftp.remove(temporary)
+                raise
+        return result
+
+    def list(self, path):
+        with self._session(path) as sftp:
+            return sorted(sftp.listdir(path))
+
+    def delete(self, path):
+        with self._session(path) as sftp:
+            sftp.remove(path)
+
+    def rename(self, old, new):
+        with self._session(old) as sftp:
+            sftp.posix_rename(old, new)
+
+    def close(self):
+        if self._ssh is not None:
+            self._ssh.close()
+        self._ssh = self._sftp = None
+
+    @contextlib.contextmanager
+    def _session(self, path):
+        """The SFTP client, connected if need be; errors name the URL of `path`."""
+        try:
+            with failures(self.endpoint.url(path), _TRANSIENT):
+                if self._sftp is None or not self._ssh.get_transport().is_active():
+                    self._connect()
+                yield self._sftp
+        except Exception as error:
+            if getattr(error, "retryable", False):
+                self.close()   # the connection may be broken; the next call makes a new one
+            raise
+
+    def _connect(self):
+        self.close()
+        endpoint = self.endpoint
+        ssh = paramiko.SSHClient()
+        ssh.load_system_host_keys()   # ~/.ssh/known_hosts
+        for trusted in (_SYSTEM_KNOWN_HOSTS, self._known_hosts):
+            if trusted and os.path.exists(trusted):
+                ssh.load_system_host_keys(trusted)
+        ssh.set_missing_host_key_policy(_Refuse(endpoint))
+        try:
+            ssh.connect(endpoint.host, port=endpoint.port or 22, username=endpoint.user,
+                        password=self._password, key_filename=self._key_filename,
+                        timeout=self.timeout, banner_timeout=self.timeout,
+                        auth_timeout=self.timeout)
+            self._sftp = ssh.open_sftp()
+        except paramiko.AuthenticationException as error:
+            ssh.close()
+            raise PermanentError(
+                f"{endpoint.url()}: login refused: {error}",
+                fix="check the password in credentials.conf or the ssh key") from error
+        except paramiko.BadHostKeyException as error:
+            ssh.close()
+            raise PermanentError(f"{endpoint.url()}: host key differs from known_hosts",
+                                 fix="the server changed or is an impostor; check before "
+                                     "updating known_hosts") from error
+        except BaseException:
+            ssh.close()
+            raise
+        self._sftp.get_channel().settimeout(self.timeout)
+        self._ssh = ssh
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
+
+    def missing_host_key(self, client, hostname, key):
+        endpoint = self._endpoint
+        raise PermanentError(f"{endpoint.url()}: host key of {hostname} is not in known_hosts",
+                             fix=f"check it, then: ssh-keyscan -p {endpoint.port or 22} "
+                                 f"{endpoint.host} >> ~/.ssh/known_hosts")
+
+
+class _Pieces(io.RawIOBase):
+    """Fills the caller's buffer from request-sized reads: paramiko's read(n) for
+    large n joins its pieces in quadratic time."""
+
+    def __init__(self, f):
+        super().__init__()
+        self._f = f
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(view):
+            piece = self._f.read(min(len(view) - filled, self._f.MAX_REQUEST_SIZE))
+            if not piece:
+                break
+            view[filled:filled + len(piece)] = piece
+            filled += len(piece)
+        return filled
+
+    def close(self):
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def _makedirs(sftp, directory):
+    if directory in ("", "/"):
+        return
+    try:
+        sftp.stat(directory)
+    except FileNotFoundError:
+        _makedirs(sftp, posixpath.dirname(directory))
+        sftp.mkdir(directory)

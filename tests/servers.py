@@ -1,0 +1,128 @@
+"""Real servers for the transfer tests: nginx and sshd on free loopback ports,
+each with its own configuration, keys and document root in a temporary directory."""
+import dataclasses
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote
+
+import pytest
+
+NGINX = "/usr/sbin/nginx"
+SSHD = "/usr/sbin/sshd"
+START_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass
+class Server:
+    root: Path
+    url: str
+    port: int
+    key_file: Optional[Path] = None      # sshd: the client's private key
+    known_hosts: Optional[Path] = None   # sshd: a known_hosts file with the server's key
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(command, port, log):
+    """Run `command` until the test session ends, once it accepts connections on `port`."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop(process)
+                raise RuntimeError(f"{command[0]} did not start on port {port}: "
+                                   f"{Path(log).read_text(errors='replace').strip()}")
+            time.sleep(0.05)
+
+
+def _stop(process):
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _workspace(tmp_path_factory, binary):
+    """(private directory, document root in it, free port) for a server, if it is installed."""
+    if not shutil.which(binary):
+        pytest.skip(f"{binary} is not installed (apt-get install nginx-light openssh-server)")
+    base = tmp_path_factory.mktemp(Path(binary).name)
+    (base / "root").mkdir()
+    return base, base / "root", free_port()
+
+
+@pytest.fixture(scope="session")
+def nginx_server(tmp_path_factory):
+    base, root, port = _workspace(tmp_path_factory, NGINX)
+    temp_paths = "\n".join(f"{kind}_temp_path {base}/{kind};"
+                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # user root: workers must read the tests' private temporary directories.
+    (base / "nginx.conf").write_text(f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {base}/nginx.pid;
+error_log {base}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    {temp_paths}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        autoindex on;
+    }}
+}}
+""")
+    process = _start([NGINX, "-p", str(base), "-e", f"{base}/error.log",
+                      "-c", f"{base}/nginx.conf"], port, base / "nginx.out")
+    yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port)
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory):
+    base, root, port = _workspace(tmp_path_factory, SSHD)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / key)],
+                       check=True)
+    host_key = (base / "host_key.pub").read_text().split()
+    known_hosts = base / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (base / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {base}/host_key
+PidFile {base}/sshd.pid
+AuthorizedKeysFile {base}/client_key.pub
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+""")
+    os.makedirs("/run/sshd", exist_ok=True)   # privilege separation directory
+    process = _start([SSHD, "-D", "-e", "-f", str(base / "sshd_config")], port, base / "sshd.out")
+    url = f"sftp://{getpass.getuser()}@127.0.0.1:{port}{quote(str(root))}"
+    yield Server(root=root, url=url, port=port, key_file=base / "client_key",
+                 known_hosts=known_hosts)
+    _stop(process)

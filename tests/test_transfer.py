@@ -1,0 +1,313 @@
+"""One conformance suite for every transport, against real servers (tests/servers.py),
+then the shared copy loop."""
+import dataclasses
+import hashlib
+import io
+import os
+import posixpath
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from dd import checksum
+from dd.transfer import SCHEMES, Transports, TransferError
+from dd.transfer.copy import CopyResult, copy
+
+MiB = 1 << 20
+KINDS = ["file", "http", "sftp"]
+WRITABLE = [kind for kind in KINDS if SCHEMES[kind].capabilities.write]
+OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename"]
+
+
+@dataclasses.dataclass
+class Remote:
+    kind: str
+    transports: Transports
+    root: Path       # the served directory, as seen on this machine
+    base_url: str    # its URL, without a trailing slash
+
+    def url(self, rel):
+        return f"{self.base_url}/{quote(rel)}"
+
+    def open(self, rel):
+        """(transport, decoded path) of `rel`."""
+        return self.transports.for_url(self.url(rel))
+
+    def put(self, rel, data):
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return self.open(rel)
+
+
+def _served(request, tmp_path_factory, kind):
+    if kind == "file":
+        root = tmp_path_factory.mktemp("files")
+        return root, "file://" + quote(str(root)), {}
+    if kind == "http":
+        server = request.getfixturevalue("nginx_server")
+        return server.root, server.url.rstrip("/"), {}
+    server = request.getfixturevalue("sshd_server")
+    return server.root, server.url, {"sftp": {"known_hosts": str(server.known_hosts),
+                                              "key_filename": str(server.key_file)}}
+
+
+def _serve(request, tmp_path_factory):
+    root, base_url, options = _served(request, tmp_path_factory, request.param)
+    with Transports(timeout=10, options=options) as transports:
+        yield Remote(request.param, transports, root, base_url)
+
+
+def _fresh_subdirectory(served):
+    sub = uuid.uuid4().hex
+    (served.root / sub).mkdir()
+    return dataclasses.replace(served, root=served.root / sub, base_url=f"{served.base_url}/{sub}")
+
+
+served = pytest.fixture(scope="module", params=KINDS)(_serve)
+served_writable = pytest.fixture(scope="module", params=WRITABLE)(_serve)
+
+
+@pytest.fixture
+def remote(served):
+    """One fresh directory per test, on each kind of server."""
+    return _fresh_subdirectory(served)
+
+
+@pytest.fixture
+def writable(served_writable):
+    """One fresh directory per test, on each kind of server that can be written to."""
+    return _fresh_subdirectory(served_writable)
+
+
+def read(transport, path, offset=0, length=None):
+    with transport.open_read(path, offset, length) as stream:
+        return stream.read()
+
+
+@pytest.fixture(scope="session")
+def blob():
+    return os.urandom(5 * MiB)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * MiB])
+@pytest.mark.parametrize("announced", [True, False], ids=["length", "no-length"])
+def test_full_read_is_checksummed_while_copied(remote, blob, size, announced):
+    data = blob[:size]
+    transport, path = remote.put("file.bin", data)
+    out = io.BytesIO()
+    with transport.open_read(path) as source:
+        result = copy(source, out, length=size if announced else None,
+                      hasher=checksum.new("sha512"))
+    assert out.getvalue() == data
+    assert result == CopyResult(size, hashlib.sha512(data).hexdigest())
+
+
+SIZE = 300_001
+
+
+@pytest.mark.parametrize("offset, length", [
+    (0, 1000), (SIZE // 2, 4097), (SIZE - 1000, 1000), (SIZE - 1, 1), (0, SIZE),
+    (123_456, None), (0, 0)])
+def test_ranged_read_gives_exactly_the_range(remote, blob, offset, length):
+    data = blob[:SIZE]
+    transport, path = remote.put("ranged.bin", data)
+    end = None if length is None else offset + length
+    assert read(transport, path, offset, length) == data[offset:end]
+
+
+@pytest.mark.parametrize("offset, length", [(90, 20), (99, 2), (100, 1), (200, 10)])
+def test_range_past_the_end_is_an_error(remote, offset, length):
+    transport, path = remote.put("short.bin", bytes(100))
+    with pytest.raises(TransferError, match="short.bin"):
+        read(transport, path, offset, length)
+
+
+@pytest.mark.parametrize("name", [
+    "with space.txt", "hash#tag.txt", "100%.txt", "%41 stays percent-41.txt", "plus+sign.txt",
+    "question?mark.txt", "unicodé 雪.txt", "a/b/c/d/e/deep.txt"])
+def test_awkward_names(remote, name):
+    data = name.encode()
+    transport, path = remote.put(name, data)
+    assert path.endswith("/" + name)
+    assert read(transport, path) == data
+    assert transport.stat(path).size == len(data)
+
+
+def test_stat_gives_size_and_mtime(remote):
+    transport, path = remote.put("stat.bin", bytes(1234))
+    os.utime(remote.root / "stat.bin", (1_600_000_000, 1_600_000_000))
+    stat = transport.stat(path)
+    assert stat.size == 1234
+    assert stat.mtime == 1_600_000_000
+
+
+@pytest.mark.parametrize("operation", ["open_read", "stat"])
+def test_missing_file_is_not_retryable(remote, operation):
+    transport, path = remote.open("no such file.bin")
+    with pytest.raises(TransferError, match="no%20such%20file.bin") as raised:
+        if operation == "open_read":
+            read(transport, path)
+        else:
+            transport.stat(path)
+    assert raised.value.retryable is False
+
+
+def test_capabilities_are_honest(remote):
+    """Operations whose flag is False are not offered; those whose flag is True work."""
+    transport, path = remote.put("dir/one.txt", b"one")
+    flags = dataclasses.asdict(transport.capabilities)
+    for operation in OPTIONAL_OPERATIONS:
+        assert hasattr(transport, operation) == flags[operation], operation
+    folder = posixpath.dirname(path)
+    if flags["ranged_read"]:
+        assert read(transport, path, 1, 2) == b"ne"
+    if flags["stat"]:
+        assert transport.stat(path).size == 3
+    if flags["write"]:
+        transport.write(f"{folder}/two.txt", io.BytesIO(b"two"))
+        assert (remote.root / "dir/two.txt").read_bytes() == b"two"
+    if flags["list"]:
+        assert transport.list(folder) == ["one.txt", "two.txt"][:1 + flags["write"]]
+    if flags["rename"]:
+        transport.rename(path, f"{folder}/renamed.txt")
+        assert (remote.root / "dir/renamed.txt").read_bytes() == b"one"
+        path = f"{folder}/renamed.txt"
+    if flags["delete"]:
+        transport.delete(path)
+        assert not (remote.root / "dir" / os.path.basename(path)).exists()
+
+
+def test_write_makes_directories_and_checksums(writable, blob):
+    transport, path = writable.open("new/deep/dir/file.bin")
+    result = transport.write(path, io.BytesIO(blob), length=len(blob),
+                             hasher=checksum.new("xxh128"))
+    assert (writable.root / "new/deep/dir/file.bin").read_bytes() == blob
+    assert result == CopyResult(len(blob), checksum.of_file(writable.root / "new/deep/dir/file.bin",
+                                                             "xxh128"))
+    assert os.listdir(writable.root / "new/deep/dir") == ["file.bin"]
+
+
+def test_failed_write_leaves_nothing(writable):
+    transport, path = writable.open("partial.bin")
+    with pytest.raises(TransferError, match="ended after 5 of 10 bytes"):
+        transport.write(path, io.BytesIO(b"12345"), length=10)
+    assert os.listdir(writable.root) == []
+
+
+def test_rename_replaces_an_existing_file(writable):
+    transport, old = writable.put("old.txt", b"new content")
+    _, new = writable.put("new.txt", b"stale")
+    transport.rename(old, new)
+    assert os.listdir(writable.root) == ["new.txt"]
+    assert (writable.root / "new.txt").read_bytes() == b"new content"
+
+
+def test_one_transport_per_server(remote):
+    first, _ = remote.open("a")
+    second, _ = remote.open("b/c")
+    assert first is second
+
+
+class Credentials:
+    def password_for(self, url):
+        return "s3cret"
+
+
+def test_errors_never_show_passwords(nginx_server):
+    with Transports(credentials=Credentials()) as transports:
+        url = nginx_server.url.replace("http://", "http://alice:hunter2@") + "missing.txt"
+        transport, path = transports.for_url(url)
+        with pytest.raises(TransferError) as raised:
+            read(transport, path)
+    message = str(raised.value)
+    assert "alice@127.0.0.1" in message
+    assert "hunter2" not in message and "s3cret" not in message
+
+
+def test_sftp_refused_login_is_permanent_and_hides_password(sshd_server):
+    options = {"sftp": {"known_hosts": str(sshd_server.known_hosts)}}
+    with Transports(credentials=Credentials(), timeout=10, options=options) as transports:
+        transport, path = transports.for_url(sshd_server.url)
+        with pytest.raises(TransferError, match="login refused") as raised:
+            transport.stat(path)
+    assert raised.value.retryable is False
+    assert "s3cret" not in str(raised.value)
+
+
+def test_sftp_unknown_host_key_is_refused(sshd_server):
+    options = {"sftp": {"key_filename": str(sshd_server.key_file)}}
+    with Transports(timeout=10, options=options) as transports:
+        transport, path = transports.for_url(sshd_server.url)
+        with pytest.raises(TransferError, match="not in known_hosts") as raised:
+            transport.stat(path)
+    assert raised.value.retryable is False
+    assert f"ssh-keyscan -p {sshd_server.port} 127.0.0.1" in str(raised.value)
+
+
+def test_http_server_down_is_retryable():
+    from tests.servers import free_port
+    with Transports(timeout=5) as transports:
+        transport, path = transports.for_url(f"http://127.0.0.1:{free_port()}/x")
+        with pytest.raises(TransferError, match="refused") as raised:
+            transport.stat(path)
+    assert raised.value.retryable is True
+
+
+def test_unknown_scheme_names_the_supported_ones():
+    with pytest.raises(TransferError, match="'gopher'.*file, http, https, sftp") as raised:
+        Transports().for_url("gopher://example.org/x")
+    assert raised.value.retryable is False
+
+
+# --- the copy loop
+
+
+class ReadOnly:
+    """A source without readinto."""
+
+    def __init__(self, data, delay=0.0):
+        self._stream = io.BytesIO(data)
+        self._delay = delay
+
+    def read(self, n):
+        time.sleep(self._delay)
+        return self._stream.read(n)
+
+
+def test_copy_from_a_source_without_readinto():
+    out = io.BytesIO()
+    result = copy(ReadOnly(b"x" * 3000), out, hasher=checksum.new("md5"), chunk_size=1024)
+    assert out.getvalue() == b"x" * 3000
+    assert result == CopyResult(3000, hashlib.md5(b"x" * 3000).hexdigest())
+
+
+@pytest.mark.parametrize("data, message", [(b"12345", "ended after 5 of 10 bytes"),
+                                           (b"123456789012", "more than the 10 bytes")])
+def test_copy_refuses_a_length_mismatch(data, message):
+    with pytest.raises(TransferError, match=message):
+        copy(io.BytesIO(data), io.BytesIO(), length=10, name="the source")
+
+
+def test_copy_keeps_to_rate_max_and_ticks_while_waiting():
+    ticks = []
+    start = time.monotonic()
+    result = copy(io.BytesIO(bytes(3 * MiB // 2)), io.BytesIO(), rate_max=MiB,
+                  tick=lambda: ticks.append(time.monotonic()))
+    elapsed = time.monotonic() - start
+    assert result.nbytes == 3 * MiB // 2
+    assert 1.5 * 0.9 < elapsed < 1.5 * 1.1
+    assert len(ticks) >= 2
+
+
+def test_copy_ticks_during_a_slow_source_but_not_too_often():
+    ticks = []
+    start = time.monotonic()
+    copy(ReadOnly(bytes(24), delay=0.05), io.BytesIO(), chunk_size=1,
+         tick=lambda: ticks.append(time.monotonic()))
+    assert 2 <= len(ticks) <= 3
+    intervals = [b - a for a, b in zip([start] + ticks, ticks)]
+    assert min(intervals) >= 0.45
