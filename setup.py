@@ -1,7 +1,11 @@
 """Packaging metadata for dd (distribution name: metpx-dd; commands dd_*)."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
-from dd import __version__
+HERE = Path(__file__).parent
+__version__ = re.search(r'__version__ = "([^"]+)"', (HERE / "dd" / "__init__.py").read_text()).group(1)
 
 COMMANDS = ["post", "subscribe"]
 
@@ -9,7 +13,7 @@ setup(
     name="metpx-dd",
     version=__version__,
     description="Data distribution over AMQP notices: post, watch, subscribe, pump",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     license="GPL-2.0-or-later",
     python_requires=">=3.9",

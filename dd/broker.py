@@ -271,12 +271,10 @@ class Consumer(_Endpoint):
         except amqp.exceptions.AccessRefused:
             raise BrokerError(f"user '{self.url.user}' may not declare queue '{sub.queue}' on {self.url}",
                               fix="queues must be named q_<user>.*") from None
+        self.declare_exchange(sub.exchange)
         for key in sub.bindings:
             try:
                 channel.queue_bind(sub.queue, sub.exchange, key)
-            except amqp.exceptions.NotFound:
-                raise BrokerError(f"exchange '{sub.exchange}' does not exist on {self.url}",
-                                  fix="check the exchange option, or ask the pump administrator") from None
             except amqp.exceptions.AccessRefused:
                 raise BrokerError(f"user '{self.url.user}' may not read exchange '{sub.exchange}' "
                                   f"on {self.url}", fix="check the exchange option") from None

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import enum
 import re
+import urllib.parse
 from typing import Optional
 
 from dd.errors import NoticeError
@@ -69,8 +70,8 @@ class Notice:
 
     @property
     def url(self):
-        """Where the data is: base_url joined with rel_path (not percent-encoded)."""
-        return self.base_url.rstrip("/") + "/" + self.rel_path.lstrip("/")
+        """Where the data is: base_url joined with the percent-encoded rel_path."""
+        return self.base_url.rstrip("/") + "/" + urllib.parse.quote(self.rel_path.lstrip("/"))
 
     @property
     def key(self):

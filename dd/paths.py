@@ -115,3 +115,15 @@ class Tree:
                 return os.stat(leaf, dir_fd=fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+
+def localize(rel_path, *, strip=0, mirror=True, flatten=None):
+    """Where a wire path lands inside a tree: `strip` leading directories removed,
+    then the whole tree (mirror), the file name alone, or one name whose
+    directories are joined by `flatten` ('/' keeps the tree)."""
+    components = split(rel_path)[strip:]
+    if not components:
+        raise PathError(f"strip {strip} removes all of {rel_path!r}", rule="strip")
+    if flatten and flatten != "/":
+        return flatten.join(components)
+    return "/".join(components) if mirror else components[-1]

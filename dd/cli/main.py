@@ -1,0 +1,182 @@
+"""Entry points of the dd_* commands, and the one place errors become exit statuses.
+
+Every command takes an Environment (streams, directories, variables) so tests
+can run the real CLI in-process.
+"""
+import logging
+import signal
+import sys
+
+from dd import components, config, logs
+from dd.cli import instances
+from dd.errors import ConfigError, DDError, ExitStatus, exit_status
+from dd.environment import Environment
+from dd.state import ConfigState
+
+ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare", "cleanup")
+USAGE = {
+    "post": "usage: dd_post [--option value ...] [--delete] PATH...",
+    "subscribe": "usage: dd_subscribe ACTION CONFIG [--option value ...]\n"
+                 f"  ACTION: {', '.join(ACTIONS)}",
+}
+log = logging.getLogger("dd")
+
+
+def run(component, argv, env=None):
+    """Run dd_<component> with `argv`; return its exit status."""
+    env = env or Environment.from_process()
+    try:
+        return _dispatch(component, list(argv), env)
+    except DDError as error:
+        print(f"dd_{component}: {error}", file=env.stderr)
+        return exit_status(error)
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a bug: one line for the user, details in the log
+        log.debug("internal error", exc_info=True)
+        print(f"dd_{component}: internal error: {error!r} (please report it; run with "
+              f"--log_level debug for details)", file=env.stderr)
+        return ExitStatus.FAILURE
+
+
+def _dispatch(component, argv, env):
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE[component], file=env.stdout)
+        print("options: see dd_options(5), or `show` for a configuration's effective values",
+              file=env.stdout)
+        return ExitStatus.OK if argv else ExitStatus.USAGE
+    module = components.load(component)
+    if not module.DAEMON:
+        return _one_shot(module, argv, env)
+    instance, detached = _pop_instance(argv)
+    options, positionals = config.parse_args(argv, component)
+    if len(positionals) != 2 or positionals[0] not in ACTIONS:
+        raise ConfigError(f"expected ACTION CONFIG, got {' '.join(positionals) or 'nothing'}",
+                          fix=USAGE[component].replace("\n", ";"))
+    action, config_arg = positionals
+    cfg = config.load(component, config_arg, options, env)
+    ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials,
+                             state=ConfigState(env.state_dir, component, cfg.name), instance=instance,
+                             detached=detached)
+    return ACTION_HANDLERS[action](module, ctx, config_arg)
+
+
+def _pop_instance(argv):
+    if "--instance" in argv:
+        at = argv.index("--instance")
+        value = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at:at + 2]
+        if not value.isdigit():
+            raise ConfigError("--instance needs a number")
+        return int(value), True
+    return 1, False
+
+
+def _one_shot(module, argv, env):
+    deleted = "--delete" in argv
+    argv = [a for a in argv if a != "--delete"]
+    options, paths = config.parse_args(argv, module.NAME)
+    if not paths:
+        raise ConfigError("no PATH to announce", fix=USAGE[module.NAME])
+    cfg = config.load(module.NAME, None, options, env)
+    logs.setup(level=cfg.log_level, stream=env.stderr)
+    ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths))
+    the_flow = module.build(ctx, deleted=deleted)
+    counters = the_flow.run()
+    failed = [(p, r) for p, r in the_flow.refused] + [
+        (i.notice.rel_path, "not confirmed by the broker") for i in the_flow.unannounced]
+    for path, reason in failed:
+        print(f"dd_{module.NAME}: not announced: {path}: {reason}", file=env.stderr)
+    print(f"dd_{module.NAME}: {counters.posted} announced, {len(failed)} not announced", file=env.stderr)
+    return ExitStatus.FAILURE if failed else ExitStatus.OK
+
+
+def _foreground(module, ctx, config_arg):
+    cfg, env = ctx.cfg, ctx.env
+    log_path = logs.log_file(env.log_dir, module.NAME, cfg.name, ctx.instance) if ctx.detached else None
+    logs.setup(level=cfg.log_level, stream=env.stderr, path=log_path, days=cfg.log_days)
+    pid_file = ctx.state.pid_file(ctx.instance)
+    instances.write_pid(pid_file)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: ctx.stop.set())
+    log.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
+    try:
+        module.build(ctx).run()
+    finally:
+        if instances.read_pid(pid_file) is not None:
+            pid_file.unlink(missing_ok=True)
+        log.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
+    return ExitStatus.OK
+
+
+def _start(module, ctx, config_arg):
+    module.subscription(ctx)  # choose and keep the queue name before instances race for it
+    started = instances.start(ctx, config_arg)
+    print(f"dd_{module.NAME} {ctx.cfg.name}: started {started} instance(s), "
+          f"{ctx.cfg.instances} expected", file=ctx.env.stdout)
+    return ExitStatus.OK
+
+
+def _stop(module, ctx, config_arg):
+    stopped = instances.stop(ctx.state)
+    print(f"dd_{module.NAME} {ctx.cfg.name}: stopped {stopped} instance(s)", file=ctx.env.stdout)
+    return ExitStatus.OK
+
+
+def _restart(module, ctx, config_arg):
+    _stop(module, ctx, config_arg)
+    return _start(module, ctx, config_arg)
+
+
+def _status(module, ctx, config_arg):
+    status, count = instances.status(ctx.state, ctx.cfg.instances)
+    word = {ExitStatus.OK: "running", ExitStatus.NOT_RUNNING: "stopped"}.get(status, "partly running")
+    print(f"dd_{module.NAME} {ctx.cfg.name}: {word} ({count}/{ctx.cfg.instances} instances)",
+          file=ctx.env.stdout)
+    return status
+
+
+def _show(module, ctx, config_arg):
+    ctx.env.stdout.write(ctx.cfg.render())
+    return ExitStatus.OK
+
+
+def _declare(module, ctx, config_arg):
+    consumer = module.consumer(ctx)
+    try:
+        consumer.declare()
+    finally:
+        consumer.close()
+    sub = consumer.subscription
+    print(f"declared queue {sub.queue} bound to {sub.exchange} with {', '.join(sub.bindings)}",
+          file=ctx.env.stdout)
+    return ExitStatus.OK
+
+
+def _cleanup(module, ctx, config_arg):
+    if instances.running(ctx.state):
+        raise ConfigError(f"dd_{module.NAME} {ctx.cfg.name} is running", fix="stop it first")
+    consumer = module.consumer(ctx)
+    try:
+        consumer.delete()
+    finally:
+        consumer.close()
+    ctx.state.forget_queue()
+    print(f"removed queue {consumer.subscription.queue} and its state", file=ctx.env.stdout)
+    return ExitStatus.OK
+
+
+ACTION_HANDLERS = {"foreground": _foreground, "start": _start, "stop": _stop, "restart": _restart,
+                   "status": _status, "show": _show, "declare": _declare, "cleanup": _cleanup}
+
+
+def post():
+    return run("post", sys.argv[1:])
+
+
+def subscribe():
+    return run("subscribe", sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], sys.argv[2:]))

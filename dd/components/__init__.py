@@ -1,0 +1,29 @@
+"""The components: each is the common flow with a few choices.
+
+A component module offers NAME, DAEMON (runs as ACTION CONFIG with instances)
+and ``build(context) -> Flow``; daemons also ``subscription(context)`` for
+their queue.  Components never import each other.
+"""
+import dataclasses
+import importlib
+import threading
+
+NAMES = ("post", "subscribe")
+
+
+def load(name):
+    return importlib.import_module(f"dd.components.{name}")
+
+
+@dataclasses.dataclass
+class Context:
+    """What a component is built from."""
+
+    cfg: object                 # dd.config.Config
+    env: object                 # dd.environment.Environment
+    credentials: object         # dd.credentials.Credentials
+    state: object = None        # dd.state.ConfigState (daemons)
+    instance: int = 1
+    detached: bool = False      # a background instance: logs to its file, not stderr
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    arguments: tuple = ()       # positional arguments (dd_post's paths)

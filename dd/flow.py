@@ -1,0 +1,246 @@
+"""The flow every component runs: gather → filter → work → post → log.
+
+A component is this loop with a few choices: where notices come from (files
+named on the command line, a queue on a broker), what work is done for each
+(nothing, or receiving the data), and whether and how the result is announced
+again.  The flow joins the broker and the transfers; neither knows the other.
+"""
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+from dd import broker, formats
+from dd.errors import BrokerError, NoticeError
+from dd.notice import Notice
+from dd.notice import now as notice_now
+from dd.receive import Outcome
+
+log = logging.getLogger("dd.flow")
+
+
+@dataclasses.dataclass
+class Item:
+    """One notice on its way through the flow."""
+
+    notice: Optional[Notice]
+    delivery: object = None          # what the gatherer needs to finish it (an AMQP delivery)
+    outcome: Optional[Outcome] = None
+    outgoing: Optional[Notice] = None  # what the post step announces
+    skipped: bool = False            # not accepted by subtopic/accept/reject: no work, no report
+    mask: object = None              # the accept line that took it (dd.config.Mask)
+
+
+class Counters:
+    """What a flow instance did, for status and for the exit status of one-shot runs."""
+
+    def __init__(self):
+        self.received = self.posted = self.delivered = self.failed = self.rejected = 0
+        self.bytes = 0
+        self.last_activity = 0.0
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+class BrokerGatherer:
+    """Gathers notices from a durable queue; finishing an item acks it."""
+
+    def __init__(self, consumer, *, max_notice_size, allowed_schemes):
+        self.consumer = consumer
+        self.max_notice_size = max_notice_size
+        self.allowed_schemes = allowed_schemes
+        self._started = False
+
+    def fetch(self, timeout):
+        if not self._started:
+            self.consumer.start()
+            self._started = True
+        try:
+            deliveries = self.consumer.fetch(timeout)
+        except broker.CONNECTION_ERRORS as error:
+            log.warning("lost the broker connection (%s); reconnecting", error or type(error).__name__)
+            self._reconnect()
+            return []
+        return [self._decode(d) for d in deliveries]
+
+    def _reconnect(self):
+        self.consumer.reopen()
+        self.consumer.start()
+
+    def _decode(self, delivery):
+        try:
+            notice = formats.decode(delivery.body, delivery.headers, max_size=self.max_notice_size,
+                                    allowed_schemes=self.allowed_schemes)
+        except NoticeError as error:
+            return Item(None, delivery, Outcome(400, f"refused notice on topic {delivery.topic}: {error}",
+                                                error.rule))
+        return Item(notice, delivery)
+
+    def finish(self, item):
+        try:
+            self.consumer.ack(item.delivery)
+        except broker.CONNECTION_ERRORS:
+            # Not acked means redelivered: the receiver recognises what it already has.
+            log.warning("could not ack %s; it will be delivered again", _name(item))
+
+    def tick(self):
+        try:
+            self.consumer.tick()
+        except broker.CONNECTION_ERRORS:
+            pass  # noticed and repaired at the next fetch
+
+    def close(self):
+        self.consumer.close()
+
+
+class Poster:
+    """Announces notices in a wire format and waits for the broker's confirms."""
+
+    def __init__(self, publisher, exchange, *, post_format, topic_prefix=None, timeout=30.0):
+        self.publisher = publisher
+        self.exchange = exchange
+        self.post_format = post_format
+        self.topic_prefix = topic_prefix
+        self.timeout = timeout
+
+    def post(self, items):
+        """Publish every item's outgoing notice; return the items the broker did not confirm."""
+        remaining = [i for i in items if i.outgoing is not None]
+        deadline = time.monotonic() + self.timeout
+        while remaining:
+            published = set()
+            try:
+                for item in remaining:
+                    message = formats.encode(item.outgoing, self.post_format, self.topic_prefix)
+                    self.publisher.publish(self.exchange, message, item)
+                    published.add(id(item))
+                return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
+            except NoticeError as error:
+                # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
+                raise BrokerError(str(error), fix="choose another post_format or checksum") from None
+            except (BrokerError, *broker.CONNECTION_ERRORS) as error:
+                lost = {id(i) for i in self.publisher.forget_pending()}
+                remaining = [i for i in remaining if id(i) in lost or id(i) not in published]
+                if time.monotonic() >= deadline:
+                    log.error("%s", error)
+                    return remaining
+                log.warning("publishing failed (%s); reconnecting", error)
+                try:
+                    self.publisher.reopen(give_up_after=max(deadline - time.monotonic(), 0.1))
+                except BrokerError as reopen_error:
+                    log.error("%s", reopen_error)
+                    return remaining
+        return []
+
+    def close(self):
+        self.publisher.close()
+
+
+def _name(item):
+    return item.notice.rel_path if item.notice else "an undecodable notice"
+
+
+class Flow:
+    """The loop.  `accept(item) -> bool` filters, `work(item)` sets item.outcome and
+    item.outgoing, `poster` (optional) announces outgoing notices."""
+
+    def __init__(self, *, gatherer, accept: Callable, work: Optional[Callable] = None,
+                 poster: Optional[Poster] = None, stop: Optional[threading.Event] = None,
+                 batch_timeout=1.0):
+        self.gatherer = gatherer
+        self.accept = accept
+        self.work = work
+        self.poster = poster
+        self.stop = stop or threading.Event()
+        self.batch_timeout = batch_timeout
+        self.counters = Counters()
+        self.unannounced = []
+
+    def run(self):
+        """Process batches until the gatherer is exhausted or stop is set."""
+        try:
+            while not self.stop.is_set():
+                batch = self.gatherer.fetch(self.batch_timeout)
+                if batch is None:
+                    break
+                if batch:
+                    self.process(batch)
+        finally:
+            self.gatherer.close()
+            if self.poster:
+                self.poster.close()
+        return self.counters
+
+    def process(self, batch):
+        counters = self.counters
+        counters.received += len(batch)
+        counters.last_activity = time.time()
+        for item in batch:
+            if item.outcome is None and not self.accept(item):
+                item.skipped = True
+            elif item.outcome is None and self.work:
+                try:
+                    self.work(item)
+                except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
+                    log.exception("internal error on %s", _name(item))
+                    item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
+        if self.poster:
+            done = [i for i in batch if not i.skipped and (i.outcome is None or i.outcome.ok)]
+            unconfirmed = self.poster.post(done)
+            if unconfirmed:
+                # Not finished (not acked): they come back and are announced again.
+                self.unannounced.extend(unconfirmed)
+                held = {id(i) for i in unconfirmed}
+                batch = [i for i in batch if id(i) not in held]
+            counters.posted += sum(1 for i in done if i.outgoing is not None) - len(unconfirmed)
+        for item in batch:
+            self.gatherer.finish(item)
+            self._log(item)
+
+    def _log(self, item):
+        counters, outcome = self.counters, item.outcome
+        if item.skipped:
+            log.debug("not accepted: %s", _name(item))
+            return
+        if outcome is None:
+            return
+        if outcome.ok:
+            counters.delivered += 1
+            counters.bytes += outcome.nbytes or 0
+            log.info("%d %s: %s (%d bytes, %.3f s)", outcome.code, outcome.message,
+                     outcome.local_path or _name(item), outcome.nbytes or 0, outcome.duration)
+        else:
+            counters.failed += outcome.code >= 500
+            counters.rejected += outcome.code < 500
+            log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule)
+
+
+def poster(ctx):
+    """The post step a configuration asks for (post_broker, post_exchange, ...), or None."""
+    cfg = ctx.cfg
+    if not cfg.post_broker:
+        return None
+    url = ctx.credentials.complete(cfg.post_broker)
+    publisher = broker.Publisher(url, heartbeat=cfg.heartbeat,
+                                 name=f"dd_{ctx.cfg.component} {ctx.cfg.name} #{ctx.instance}")
+    return Poster(publisher, cfg.post_exchange, post_format=cfg.post_format,
+                  topic_prefix=cfg.post_topic_prefix, timeout=cfg.post_timeout)
+
+
+def derive_outgoing(cfg, item):
+    """The notice announcing our copy of what was just delivered (when posting is configured)."""
+    if not cfg.post_broker or item.outcome is None or item.outcome.code != 201:
+        return
+    notice = item.notice
+    local = os.path.abspath(item.outcome.local_path)
+    base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
+    rel_path = os.path.relpath(local, base_dir)
+    if rel_path.startswith(".."):
+        log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
+        return
+    item.outgoing = dataclasses.replace(
+        notice, pubtime=notice_now(), base_url=cfg.post_base_url, rel_path=rel_path,
+        checksum=item.outcome.checksum or notice.checksum, extra=dict(notice.extra))

@@ -1,0 +1,236 @@
+"""Receiving: make a notice true in a local tree, safely.
+
+Data is fetched to a temporary name beside its final name, verified (size and
+checksum, computed while copying), given its times and a safe mode, and only
+then renamed into place, so a partial or wrong file never appears under a
+final name.  Deletes, links and renames act inside the tree only.  Every
+filesystem access goes through dd.paths.Tree.
+"""
+import contextlib
+import dataclasses
+import os
+import secrets
+import time
+
+from dd import checksum, paths
+from dd.errors import ChecksumMismatch, DDError, PathError, TransferError
+from dd.notice import Op
+from dd.transfer.copy import copy
+
+TEMP_MARK = ".dd-tmp-"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to one notice; codes follow dd_log(7)."""
+
+    code: int              # 201 delivered, 304 had it already, 4xx refused, 5xx failed
+    message: str = ""
+    rule: str = ""
+    local_path: str = ""
+    nbytes: int = 0
+    checksum: object = None  # the checksum verified or computed on download
+    duration: float = 0.0
+
+    @property
+    def ok(self):
+        return self.code < 400
+
+
+def temp_name(leaf):
+    """A name no final file has: hidden, marked, unique per writer."""
+    return f".{leaf[:180]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def is_temp_name(name):
+    return name.startswith(".") and TEMP_MARK in name
+
+
+class Receiver:
+    """Delivers notices into trees; one per flow instance."""
+
+    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
+                 tick=None, attempts=3):
+        self.transports = transports
+        self.download_checksum = download_checksum
+        self.rate_max = rate_max
+        self.fsync = fsync
+        self.tick = tick
+        self.attempts = attempts
+
+    def receive(self, notice, tree, rel_path, old_rel_path=None):
+        """Act on `notice` at `rel_path` inside `tree`; never raises for data problems.
+
+        `old_rel_path` is where a rename's rename_from lands in the same tree.
+        """
+        started = time.monotonic()
+        try:
+            if notice.op is Op.DELETE:
+                outcome = self._delete(tree, rel_path)
+            elif notice.op is Op.LINK:
+                outcome = self._link(notice, tree, rel_path)
+            else:
+                outcome = self._write(notice, tree, rel_path, old_rel_path)
+        except PathError as error:
+            outcome = Outcome(403, str(error), error.rule)
+        except TransferError as error:
+            outcome = Outcome(502 if error.retryable else 404, str(error), error.rule)
+        except DDError as error:
+            outcome = Outcome(400, str(error), error.rule)
+        except OSError as error:
+            outcome = Outcome(507 if error.errno == 28 else 500,
+                              f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
+        outcome.local_path = outcome.local_path or _display(tree, rel_path)
+        outcome.duration = time.monotonic() - started
+        return outcome
+
+    # -- file content -------------------------------------------------------
+
+    def _write(self, notice, tree, rel_path, old_rel_path):
+        method = notice.checksum.method
+        with tree.parent(rel_path) as (fd, leaf):
+            if self._already_have(notice, fd, leaf):
+                return Outcome(304, "already up to date", checksum=notice.checksum)
+            if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
+                return Outcome(201, f"renamed from {notice.rename_from}", checksum=notice.checksum)
+            transport, path = self.transports.for_url(notice.url)
+            verify = checksum.verifiable(method)
+            hash_method = method if verify else self.download_checksum
+            last_error = None
+            for _ in range(self.attempts):
+                try:
+                    digest = self._fetch(transport, path, notice, fd, leaf, hash_method, verify)
+                    return Outcome(201, "delivered", nbytes=notice.size,
+                                   checksum=notice.checksum if verify else
+                                   type(notice.checksum)(hash_method, digest))
+                except TransferError as error:
+                    last_error = error
+                    if not error.retryable:
+                        break
+            raise last_error
+
+    def _already_have(self, notice, fd, leaf):
+        try:
+            st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if not _is_regular(st) or st.st_size != notice.size:
+            return False
+        method = notice.checksum.method
+        if not checksum.verifiable(method):
+            return False
+        return _sum_at(fd, leaf, method) == notice.checksum.value
+
+    def _fetch(self, transport, path, notice, fd, leaf, method, verify):
+        """Download to a temporary name, verify, set attributes, rename into place."""
+        tmp = temp_name(leaf)
+        out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=fd)
+        try:
+            with os.fdopen(out_fd, "wb", buffering=0) as out:
+                with transport.open_read(path, 0, notice.size) as source:
+                    result = copy(source, out, length=notice.size, hasher=checksum.new(method),
+                                  rate_max=self.rate_max, tick=self.tick)
+                if verify and result.checksum != notice.checksum.value:
+                    raise ChecksumMismatch(
+                        f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
+                        f"the announced {notice.checksum.value[:16]}...")
+                mode = paths.safe_mode(notice.mode)
+                os.fchmod(out.fileno(), mode if mode is not None else 0o644)
+                if self.fsync:
+                    os.fsync(out.fileno())
+            _set_times(fd, tmp, notice)
+            os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+            return result.checksum
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)
+            raise
+
+    def _rename_local(self, notice, tree, fd, leaf, old):
+        """Move our copy of rename_from if it holds the announced content."""
+        try:
+            with tree.parent(old, create=False) as (old_fd, old_leaf):
+                return self._move_if_same(notice, old_fd, old_leaf, fd, leaf)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @staticmethod
+    def _move_if_same(notice, old_fd, old_leaf, fd, leaf):
+        st = os.stat(old_leaf, dir_fd=old_fd, follow_symlinks=False)
+        method = notice.checksum.method
+        if not (_is_regular(st) and st.st_size == notice.size and checksum.verifiable(method)
+                and _sum_at(old_fd, old_leaf, method) == notice.checksum.value):
+            return False
+        os.rename(old_leaf, leaf, src_dir_fd=old_fd, dst_dir_fd=fd)
+        return True
+
+    # -- other operations ---------------------------------------------------
+
+    def _delete(self, tree, rel_path):
+        try:
+            with tree.parent(rel_path, create=False) as (fd, leaf):
+                st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+                if not (_is_regular(st) or _is_link(st)):
+                    raise PathError(f"{rel_path!r} is a directory; only files and links are deleted",
+                                    rule="not-a-file")
+                os.unlink(leaf, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return Outcome(304, "already absent")
+        return Outcome(201, "deleted")
+
+    def _link(self, notice, tree, rel_path):
+        target = notice.link_target
+        link_inside(rel_path, target)
+        with tree.parent(rel_path) as (fd, leaf):
+            try:
+                if os.readlink(leaf, dir_fd=fd) == target:
+                    return Outcome(304, "link already in place")
+            except OSError:
+                pass
+            tmp = temp_name(leaf)
+            os.symlink(target, tmp, dir_fd=fd)
+            os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+        return Outcome(201, f"linked to {target}")
+
+
+def link_inside(rel_path, target):
+    """Refuse a link whose target is absolute or climbs out of the tree."""
+    if target.startswith("/"):
+        raise PathError(f"link target {target!r} is absolute", rule="link-target")
+    depth = len(paths.split(rel_path)) - 1
+    for component in target.split("/"):
+        depth += -1 if component == ".." else (0 if component in ("", ".") else 1)
+        if depth < 0:
+            raise PathError(f"link target {target!r} points outside the tree", rule="link-target")
+
+
+def _display(tree, rel_path):
+    try:
+        return tree.path(rel_path)
+    except PathError:
+        return os.path.join(tree.root, "<refused>")
+
+
+def _is_regular(st):
+    return (st.st_mode & 0o170000) == 0o100000
+
+
+def _is_link(st):
+    return (st.st_mode & 0o170000) == 0o120000
+
+
+def _sum_at(fd, leaf, method):
+    file_fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    with os.fdopen(file_fd, "rb", buffering=0) as f:
+        hasher = checksum.new(method)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _set_times(fd, name, notice):
+    if notice.mtime is None:
+        return
+    atime = (notice.atime or notice.mtime).timestamp()
+    os.utime(name, (atime, notice.mtime.timestamp()), dir_fd=fd, follow_symlinks=False)

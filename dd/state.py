@@ -1,0 +1,41 @@
+"""Per-configuration state on disk: queue name, pid files (under Environment.state_dir)."""
+import os
+import secrets
+from pathlib import Path
+
+
+class ConfigState:
+    """The state directory of one component/config pair, shared by its instances."""
+
+    def __init__(self, state_dir, component, config_name):
+        self.component = component
+        self.config_name = config_name
+        self.dir = Path(state_dir) / component / config_name
+
+    def pid_file(self, instance):
+        return self.dir / f"i{instance:03d}.pid"
+
+    def pid_files(self):
+        return sorted(self.dir.glob("i*.pid")) if self.dir.is_dir() else []
+
+    def queue_name(self, user):
+        """q_<user>.<component>.<config>.<random>, chosen once and kept so restarts reuse it."""
+        path = self.dir / "queue"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"q_{user}.{self.component}.{self.config_name}.{secrets.token_hex(4)}"
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(name + "\n")
+        try:
+            os.link(tmp, path)  # first writer wins when instances start together
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
+    def forget_queue(self):
+        (self.dir / "queue").unlink(missing_ok=True)
