@@ -145,14 +145,15 @@ def test_stat_gives_size_and_mtime(remote):
     assert stat.mtime == 1_600_000_000
 
 
-@pytest.mark.parametrize("operation", ["open_read", "stat"])
+@pytest.mark.parametrize("operation", [
+    lambda transport, path: read(transport, path),
+    lambda transport, path: read(transport, path, 0, 0),
+    lambda transport, path: read(transport, path, 10, 10),
+    lambda transport, path: transport.stat(path)], ids=["read", "empty-range", "range", "stat"])
 def test_missing_file_is_not_retryable(remote, operation):
     transport, path = remote.open("no such file.bin")
     with pytest.raises(TransferError, match="no%20such%20file.bin") as raised:
-        if operation == "open_read":
-            read(transport, path)
-        else:
-            transport.stat(path)
+        operation(transport, path)
     assert raised.value.retryable is False
 
 
@@ -283,6 +284,19 @@ def test_copy_from_a_source_without_readinto():
     result = copy(ReadOnly(b"x" * 3000), out, hasher=checksum.new("md5"), chunk_size=1024)
     assert out.getvalue() == b"x" * 3000
     assert result == CopyResult(3000, hashlib.md5(b"x" * 3000).hexdigest())
+
+
+class Trickle(io.BytesIO):
+    """A destination that, like an unbuffered file may, writes part of what it is given."""
+
+    def write(self, data):
+        return super().write(data[:100])
+
+
+def test_copy_writes_everything_to_a_destination_taking_parts():
+    out = Trickle()
+    copy(io.BytesIO(bytes(range(256)) * 10), out, chunk_size=1000)
+    assert out.getvalue() == bytes(range(256)) * 10
 
 
 @pytest.mark.parametrize("data, message", [(b"12345", "ended after 5 of 10 bytes"),

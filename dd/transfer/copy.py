@@ -38,9 +38,9 @@ _limiter = _Limiter()
 
 def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
          chunk_size=CHUNK_SIZE, name="source"):
-    """Copy `src` (readable) to `dst` (a buffered binary file that writes all it
-    is given).  With `length`, a source that ends early or has more is a
-    TransferError naming `name`.  `tick()` is called about every 0.5 s, also
+    """Copy `src` (readable) to `dst` (a writable binary file, buffered or not).
+    With `length`, a source that ends early or has more is a TransferError
+    naming `name`.  `tick()` is called about every 0.5 s, also
     while sleeping for `rate_max`, so a caller can keep a connection alive."""
     view = memoryview(bytearray(chunk_size))
     readinto = getattr(src, "readinto", None)
@@ -63,7 +63,7 @@ def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
             break
         if hasher is not None:
             hasher.update(data)
-        dst.write(data)
+        _write_all(dst, data)
         nbytes += len(data)
         if rate_max:
             _sleep(_limiter.wait_for(len(data), rate_max), ticking)
@@ -77,6 +77,15 @@ def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
             raise TransferError(f"{name}: has more than the {length} bytes announced",
                                 fix="the file is longer than announced; it may be changing")
     return CopyResult(nbytes, hasher.hexdigest() if hasher is not None else None)
+
+
+def _write_all(dst, data):
+    # Unbuffered files may write part of what they are given; None means all (paramiko).
+    while data:
+        written = dst.write(data)
+        if written is None:
+            return
+        data = data[written:]
 
 
 def _sleep(seconds, ticking):

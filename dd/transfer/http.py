@@ -33,6 +33,8 @@ class HttpTransport(Transport):
     def open_read(self, path, offset=0, length=None):
         where = self.endpoint.url(path)
         if length == 0:
+            # An empty range cannot be asked for; HEAD still checks that the file is there.
+            self._request("HEAD", path, {}).close()
             return ReadStream(io.BytesIO(), 0, where)
         # identity: the bytes sent must be the file's, to match its size and checksum.
         headers = {"Accept-Encoding": "identity"}
