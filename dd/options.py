@@ -224,7 +224,7 @@ OPTIONS = (
     _option("max_notice_size", SIZE, "1M", CONSUMERS,
             "larger notices are rejected unread"),
     _option("heartbeat", DURATION, "60s", ALL,
-            "AMQP heartbeat interval: a silent broker connection is dropped after two; 0 disables"),
+            "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
     _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
     # Which files, delivered where: position matters (see ORDER MATTERS).
     _option("accept", PATTERN, None, ALL,
