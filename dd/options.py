@@ -194,7 +194,7 @@ class Option:
 ALL = "post subscribe watch sara shovel"
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
-POSTERS = "post watch sara shovel"
+POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
 
 
 def _option(name, kind, default, components, help, **flags):
@@ -263,8 +263,9 @@ OPTIONS = (
             "a notice for a path and checksum already seen this recently is skipped; 0 disables"),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
             "failed transfers and posts are retried for this long, then dropped and logged"),
-    _option("cluster", WORD, None, "sara shovel",
-            "name of this cluster: notices whose to_clusters leave it out are not forwarded"),
+    _option("cluster", WORD, None, "post watch sara shovel",
+            "name of this cluster: notices posted here come from it, and notices whose "
+            "to_clusters leave it out are not forwarded"),
     # Posting.
     _option("post_broker", BROKER, None, POSTERS,
             "broker notices are published to; its password comes from credentials.conf"),
@@ -279,20 +280,21 @@ OPTIONS = (
     _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
             formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
-    _option("post_base_url", SERVER, None, "post watch sara",
+    _option("post_base_url", SERVER, None, "post subscribe watch sara",
             "URL the posted files are downloaded from; a file's path below post_base_dir "
             "is appended to it"),
-    _option("post_base_dir", PATH, None, "post watch sara",
-            "local directory served as post_base_url; posted files must be below it"),
+    _option("post_base_dir", PATH, None, "post subscribe watch sara",
+            "local directory served as post_base_url; posted files must be below it "
+            "(dd_subscribe: unset, the accept line's directory)"),
     _option("post_timeout", DURATION, "30s", POSTERS,
             "how long to wait for the broker to confirm a published notice"),
     _option("to_clusters", LIST, None, "post watch sara shovel",
             "clusters published notices are destined for; unset: the notice names none"),
     _option("source", WORD, "${POST_BROKER_USER}", "post watch",
             "name of the source publishing; unset: the post_broker user"),
-    _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post watch sara",
-            "checksum of posted files; name sums the relative path instead of the data, "
-            "none omits it"),
+    _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post subscribe watch sara",
+            "checksum of posted files, and of downloads whose notice has none; name sums the "
+            "relative path instead of the data, none omits it"),
     _option("blocksize", SIZE, "0", "post watch",
             "files larger than this are posted in parts of this size; 0: chosen "
             "automatically, 1: never split"),

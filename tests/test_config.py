@@ -327,7 +327,7 @@ def test_render_shows_this_components_options_with_origins(env):
     assert lines["exchange xpublic"] == "default"
     assert lines["directory /d"] == f"{path}:3"
     assert "# queue is unset" in text
-    assert "post_format" not in text, "dd_subscribe does not use post_format"
+    assert "blocksize" not in text, "dd_subscribe does not use blocksize"
     assert text.index("directory /d") < text.index("accept .*\\.txt")
 
 
