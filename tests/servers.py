@@ -1,7 +1,9 @@
 """Real servers for the transfer tests: nginx and sshd on free loopback ports,
 each with its own configuration, keys and document root in a temporary directory."""
 import dataclasses
+import datetime
 import getpass
+import ipaddress
 import os
 import shutil
 import socket
@@ -12,6 +14,10 @@ from typing import Optional
 from urllib.parse import quote
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 NGINX = "/usr/sbin/nginx"
 SSHD = "/usr/sbin/sshd"
@@ -25,6 +31,8 @@ class Server:
     port: int
     key_file: Optional[Path] = None      # sshd: the client's private key
     known_hosts: Optional[Path] = None   # sshd: a known_hosts file with the server's key
+    https_url: Optional[str] = None      # nginx: the same root over TLS
+    ca_file: Optional[Path] = None       # nginx: the self-signed certificate that TLS uses
 
 
 def free_port():
@@ -50,6 +58,25 @@ def _start(command, port, log):
             time.sleep(0.05)
 
 
+def _self_signed(cert_file, key_file):
+    """A certificate for 127.0.0.1 that is its own CA, so clients can be told to trust it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+
 def _stop(process):
     process.terminate()
     try:
@@ -71,6 +98,8 @@ def _workspace(tmp_path_factory, binary):
 @pytest.fixture(scope="session")
 def nginx_server(tmp_path_factory):
     base, root, port = _workspace(tmp_path_factory, NGINX)
+    tls_port = free_port()
+    _self_signed(base / "cert.pem", base / "key.pem")
     temp_paths = "\n".join(f"{kind}_temp_path {base}/{kind};"
                            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # user root: workers must read the tests' private temporary directories.
@@ -87,6 +116,9 @@ http {{
     {temp_paths}
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {base}/cert.pem;
+        ssl_certificate_key {base}/key.pem;
         root {root};
         autoindex on;
     }}
@@ -94,7 +126,8 @@ http {{
 """)
     process = _start([NGINX, "-p", str(base), "-e", f"{base}/error.log",
                       "-c", f"{base}/nginx.conf"], port, base / "nginx.out")
-    yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port)
+    yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port,
+                 https_url=f"https://127.0.0.1:{tls_port}/", ca_file=base / "cert.pem")
     _stop(process)
 
 

@@ -249,6 +249,19 @@ def test_sftp_unknown_host_key_is_refused(sshd_server):
     assert f"ssh-keyscan -p {sshd_server.port} 127.0.0.1" in str(raised.value)
 
 
+def test_https_verifies_certificates(nginx_server):
+    (nginx_server.root / "tls.txt").write_bytes(b"secure")
+    url = nginx_server.https_url + "tls.txt"
+    with Transports(timeout=10) as transports:
+        transport, path = transports.for_url(url)
+        with pytest.raises(TransferError, match="TLS failed.*certificate verify failed") as raised:
+            read(transport, path)
+    assert raised.value.retryable is False
+    with Transports(timeout=10, options={"https": {"verify": str(nginx_server.ca_file)}}) as trusting:
+        transport, path = trusting.for_url(url)
+        assert read(transport, path) == b"secure"
+
+
 def test_http_server_down_is_retryable():
     from tests.servers import free_port
     with Transports(timeout=5) as transports:
@@ -258,9 +271,16 @@ def test_http_server_down_is_retryable():
     assert raised.value.retryable is True
 
 
-def test_unknown_scheme_names_the_supported_ones():
-    with pytest.raises(TransferError, match="'gopher'.*file, http, https, sftp") as raised:
-        Transports().for_url("gopher://example.org/x")
+@pytest.mark.parametrize("url, message", [
+    ("gopher://example.org/a%20b", "gopher://example.org/a%20b: unsupported URL scheme 'gopher' "
+                                   "(use one of: file, http, https, sftp)"),
+    ("http://example.org:http/x", "http://example.org/x: Port could not be cast"),
+    ("sftp://u:pw@example.org/a#b", "sftp://u@example.org/a: URL has a query or fragment"),
+])
+def test_bad_urls_are_named_without_passwords(url, message):
+    with pytest.raises(TransferError) as raised:
+        Transports().for_url(url)
+    assert str(raised.value).startswith(message)
     assert raised.value.retryable is False
 
 

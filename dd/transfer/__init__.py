@@ -150,13 +150,18 @@ class Transports:
         """(transport, decoded path) for a percent-encoded URL."""
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
-        endpoint = Endpoint(scheme, parts.hostname or "", parts.port,
+        path = urllib.parse.unquote(parts.path)
+        try:
+            port = parts.port
+        except ValueError as error:
+            raise PermanentError(f"{scheme}://{parts.hostname}{path}: {error}") from None
+        endpoint = Endpoint(scheme, parts.hostname or "", port,
                             urllib.parse.unquote(parts.username) if parts.username else None)
         if scheme not in SCHEMES:
-            raise PermanentError(f"{endpoint.url(parts.path)}: unsupported URL scheme {scheme!r}",
+            raise PermanentError(f"{endpoint.url(path)}: unsupported URL scheme {scheme!r}",
                                  fix=f"use one of: {', '.join(SCHEMES)}")
         if parts.query or parts.fragment:
-            raise PermanentError(f"{endpoint.url(parts.path)}: URL has a query or fragment",
+            raise PermanentError(f"{endpoint.url(path)}: URL has a query or fragment",
                                  fix="percent-encode '?' and '#' in paths as %3F and %23")
         transport = self._pool.get(endpoint)
         if transport is None:
@@ -166,7 +171,7 @@ class Transports:
             transport = SCHEMES[scheme](endpoint, password=password, timeout=self._timeout,
                                         **self._options.get(scheme, {}))
             self._pool[endpoint] = transport
-        return transport, urllib.parse.unquote(parts.path)
+        return transport, path
 
     def close(self):
         for transport in self._pool.values():

@@ -23,7 +23,8 @@ class HttpTransport(Transport):
         """`verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, password=password, timeout=timeout)
         self._session = requests.Session()
-        self._session.verify = verify
+        # Given per request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
+        self._verify = verify
         if endpoint.user:
             self._session.auth = (endpoint.user, password or "")
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
@@ -66,7 +67,8 @@ class HttpTransport(Transport):
         url = self._base + urllib.parse.quote(path or "/")
         try:
             response = self._session.request(method, url, headers=headers, stream=True,
-                                             timeout=self.timeout, allow_redirects=True)
+                                             timeout=self.timeout, verify=self._verify,
+                                             allow_redirects=True)
         except requests.exceptions.SSLError as error:
             raise PermanentError(f"{where}: TLS failed: {_innermost(error)}",
                                  fix="check the server certificate, or give its CA bundle as "
