@@ -115,17 +115,12 @@ class Config:
 
         The text is in the config language itself; sensitive values and URL
         passwords never appear in it."""
-        mine = [o for o in OPTIONS if self.component in o.components]
         lines = [f"# dd_{self.component} {self.name or '(no configuration file)'}"
                  + (f": {self.file}" if self.file else "")]
-        for option in mine:
-            if not option.ordered:
-                values = self._values[option.name]
-                if option.repeat:
-                    lines += map(_show_line, [option] * len(values), values,
-                                 self._origins[option.name])
-                else:
-                    lines.append(_show_line(option, values, self._origins[option.name]))
+        for option in (o for o in OPTIONS if self.component in o.components and not o.ordered):
+            value, origin = self._values[option.name], self._origins[option.name]
+            pairs = zip(value, origin) if option.repeat else [(value, origin)]
+            lines += [_show_line(option, v, o) for v, o in pairs] or [_show_line(option, None, "")]
         lines.append("# accept and reject lines are tried in order, the first match wins; "
                      "settings apply to the lines below them")
         lines += (_show_line(BY_NAME[name], value, origin) for name, value, origin in self._ordered
