@@ -122,7 +122,8 @@ class ReadStream(io.RawIOBase):
 
     def close(self):
         if not self.closed:
-            self._raw.close()
+            with failures(self._where, self._transient):
+                self._raw.close()
         super().close()
 
 
