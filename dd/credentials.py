@@ -111,6 +111,9 @@ class Credentials:
         return None
 
     def password_for(self, url):
+        """The password for `url` (a Url or its text): its own, else credentials.conf's."""
+        if isinstance(url, str):
+            url = Url.parse(url)
         if url.password is not None:
             return url.password
         entry = self.lookup(url)

@@ -120,6 +120,8 @@ def test_lookup_by_scheme_user_host_port(tmp_path):
     assert creds.password_for(Url.parse("sftp://bob@files.example.com/")) is None
     assert creds.password_for(Url.parse("amqps://eve@broker.example.com/")) is None
     assert creds.password_for(Url.parse("amqps://eve:own@broker.example.com/")) == "own"
+    assert creds.password_for("https://bob@broker.example.com/x") is None
+    assert creds.password_for("sftp://bob@files.example.com:2222/x/y") == "sshpw"
 
 
 def test_complete_supplies_password_and_missing_user(tmp_path):
