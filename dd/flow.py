@@ -242,5 +242,5 @@ def derive_outgoing(cfg, item):
         log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
         return
     item.outgoing = dataclasses.replace(
-        notice, pubtime=notice_now(), base_url=cfg.post_base_url, rel_path=rel_path,
+        notice, pubtime=notice_now(), base_url=str(cfg.post_base_url), rel_path=rel_path,
         checksum=item.outcome.checksum or notice.checksum, extra=dict(notice.extra))

@@ -1,2 +1,2 @@
 """Shared fixtures: real servers (nginx, sshd) and a real broker, isolated per run."""
-pytest_plugins = ["tests.servers", "tests.brokers"]
+pytest_plugins = ["tests.servers", "tests.brokers", "tests.pump"]

@@ -39,7 +39,7 @@ def build(ctx):
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick)
     return flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
-                     work=lambda item: _work(cfg, receiver, item),
+                     work=lambda item: _work(cfg, receiver, item), poster=flow.poster(ctx),
                      stop=ctx.stop)
 
 
@@ -61,6 +61,7 @@ def _work(cfg, receiver, item: Item):
     item.outcome = receiver.receive(notice, tree, rel_path, old)
     if item.outcome.code == 201 and notice.op in (Op.WRITE, Op.RENAME) and cfg.on_file:
         run_hook(cfg.on_file, item.outcome.local_path, notice)
+    flow.derive_outgoing(cfg, item)
 
 
 def run_hook(command, local_path, notice):

@@ -1,0 +1,137 @@
+"""dd_post → RabbitMQ → nginx → dd_subscribe, with real processes: the tree arrives whole."""
+import json
+import os
+import random
+
+from tests.pump import compare, manifest, wait_for
+
+NAMES = ["plain.txt", "with space.txt", "hash#tag.dat", "star*.bin", "dots.in.name", "%41percent",
+         "été ünïcødé.txt", "日本語.txt", "question?.txt", "a'quote\".txt"]
+
+
+def make_tree(root, count=300, seed=7):
+    """A tree with spaces, unicode, '#', deep directories and empty files."""
+    rng = random.Random(seed)
+    for i in range(count):
+        depth = rng.randrange(0, 8)
+        directories = [f"d{rng.randrange(4)}{rng.choice(['', ' x', '#', '.y', 'é'])}" for _ in range(depth)]
+        name = f"{i:03d}_{rng.choice(NAMES)}"
+        path = root.joinpath(*directories, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0 if i % 10 == 0 else rng.choice([1, 100, 4096, 70000])
+        path.write_bytes(rng.randbytes(size))
+    return manifest(root)
+
+
+def mirrored(pump, expected):
+    return lambda: compare(expected, manifest(pump.dst)) == ([], [], [])
+
+
+def test_tree_of_300_files_mirrors_byte_identical(pump):
+    expected = make_tree(pump.src)
+    assert len(expected) == 300
+    pump.subscriber_config()
+    posted = pump.post(pump.src)
+    assert posted.returncode == 0, posted.stderr
+    assert "300 announced, 0 not announced" in posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    status, log = pump.stop(subscriber)
+    lost, invented, changed = compare(expected, manifest(pump.dst))
+    assert (lost, invented, changed) == ([], [], []), log[-2000:]
+    assert arrived
+    assert status == 0
+    assert "Traceback" not in log
+    # times and modes come along
+    sample = next(p for p in pump.src.rglob("*") if p.is_file())
+    copy = pump.dst / sample.relative_to(pump.src)
+    assert int(copy.stat().st_mtime) == int(sample.stat().st_mtime)
+    assert pump.queue_depth() == 0
+
+
+def test_second_delivery_of_same_content_is_not_downloaded_again(pump):
+    (pump.src / "a.txt").write_text("same")
+    pump.subscriber_config()
+    pump.post(pump.src / "a.txt")
+    pump.post(pump.src / "a.txt")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: (pump.dst / "a.txt").exists())
+    assert wait_for(lambda: pump.queue_depth() == 0)
+    _, log = pump.stop(subscriber)
+    assert log.count("201 delivered") == 1
+    assert log.count("304 already up to date") == 1
+
+
+def test_on_file_runs_once_per_file_with_the_notice_in_its_environment(pump):
+    record = pump.base / "hook.log"
+    hook = pump.base / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$1|$DD_REL_PATH|$DD_SIZE|$DD_CHECKSUM" >> {record}\n')
+    hook.chmod(0o755)
+    for name in ("one.txt", "two words.txt"):
+        (pump.src / name).write_text(name)
+    pump.subscriber_config(extra=f"on_file {hook}")
+    pump.post(pump.src, checksum="md5")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: record.exists() and len(record.read_text().splitlines()) == 2)
+    pump.stop(subscriber)
+    lines = sorted(record.read_text().splitlines())
+    assert lines[0].startswith(f"{pump.dst / 'one.txt'}|one.txt|7|md5:")
+    assert lines[1].startswith(f"{pump.dst / 'two words.txt'}|two words.txt|13|md5:")
+
+
+def test_accept_reject_directory_and_strip(pump):
+    (pump.src / "keep" / "deep").mkdir(parents=True)
+    (pump.src / "keep" / "deep" / "a.grib").write_text("a")
+    (pump.src / "keep" / "b.txt").write_text("b")
+    (pump.src / "skip.grib").write_text("s")
+    other = pump.base / "gribs"
+    pump.subscriber_config(extra=f"directory {other}\nstrip 1\naccept keep/.*\\.grib\nreject .*\\.grib\n"
+                                 "mirror off")
+    pump.post(pump.src)
+    subscriber = pump.foreground()
+    assert wait_for(lambda: pump.queue_depth() == 0 and (other / "deep" / "a.grib").exists())
+    pump.stop(subscriber)
+    assert manifest(other).keys() == {"deep/a.grib"}
+    # b.txt is unmatched and accept_unmatched is off once there are accept lines
+    assert not pump.dst.exists() or manifest(pump.dst) == {}
+
+
+def test_delete_link_and_rename_act_inside_the_tree(pump):
+    (pump.src / "old.txt").write_text("content")
+    pump.subscriber_config()
+    pump.post(pump.src / "old.txt")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: (pump.dst / "old.txt").exists())
+    os.symlink("old.txt", pump.src / "alias")
+    pump.post(pump.src / "alias")
+    assert wait_for(lambda: (pump.dst / "alias").is_symlink())
+    assert os.readlink(pump.dst / "alias") == "old.txt"
+    (pump.src / "old.txt").unlink()
+    pump.post(pump.src / "old.txt", "--delete")
+    assert wait_for(lambda: not (pump.dst / "old.txt").exists())
+    pump.stop(subscriber)
+
+
+def test_status_start_stop_follow_lsb_and_instances_share_one_queue(pump):
+    for i in range(40):
+        (pump.src / f"f{i}").write_text(str(i))
+    name = pump.subscriber_config(extra="instances 2")
+    assert pump.command("subscribe", "status", name).returncode == 3
+    started = pump.command("subscribe", "start", name)
+    assert started.returncode == 0, started.stderr
+    assert wait_for(lambda: pump.command("subscribe", "status", name).returncode == 0, timeout=10)
+    pump.post(pump.src)
+    assert wait_for(lambda: len(manifest(pump.dst)) == 40)
+    assert pump.command("subscribe", "stop", name).returncode == 0
+    assert pump.command("subscribe", "status", name).returncode == 3
+    logs = sorted((pump.base / "logs").glob("subscribe_sub_*.log"))
+    assert [p.name for p in logs] == ["subscribe_sub_01.log", "subscribe_sub_02.log"]
+    delivered = [p.read_text().count("201 delivered") for p in logs]
+    assert sum(delivered) == 40
+
+
+def test_show_never_prints_the_password(pump):
+    name = pump.subscriber_config()
+    shown = pump.command("subscribe", "show", name)
+    assert shown.returncode == 0
+    assert "guest@" in shown.stdout and ":guest@" not in shown.stdout
