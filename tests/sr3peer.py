@@ -1,11 +1,11 @@
 """The real sr3 (metpx-sr3) as a peer in tests: it posts and subscribes under
-a HOME of its own, against a broker vhost of its own, and every process it
-starts is stopped, by id, when the peer closes.
+a HOME of its own (against the broker vhost the tests' fixtures make), and
+every process it starts is stopped, by id, when the peer closes.
 
-    with temporary_vhost() as broker_url, Sr3Peer(tmp_path, broker_url) as peer:
+    with Sr3Peer(tmp_path, broker_url) as peer:     # broker_url: see tests/brokers.py
         peer.post([path], exchange="xs_guest", post_base_url="http://host/",
                   post_base_dir=str(tmp_path), checksum="md5")
-        run = peer.subscribe_foreground("s1", {"exchange": "xs_guest", ...})
+        run = peer.subscribe_foreground("s1", [("exchange", "xs_guest"), ...])
         run.wait()      # with messageCountMax set, sr3 exits by itself
 
 sr3 reads ~/.config/sr3/<component>/<name>.conf and ~/.config/sr3/credentials.conf
@@ -16,42 +16,14 @@ scripts' modules, so it is the sr3 installed beside the tests' Python.
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.parse
-import uuid
 from pathlib import Path
 
 
 class Sr3Error(AssertionError):
     """sr3 failed or overran its time: the message carries the end of its output."""
-
-
-def broker_reachable(host="127.0.0.1", port=5672, timeout=1.0):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def temporary_vhost(host="127.0.0.1", port=5672, user="guest", password="guest"):
-    """A fresh RabbitMQ vhost (made with rabbitmqctl), deleted afterwards: yields its URL."""
-    vhost = f"dd-test-{uuid.uuid4().hex[:12]}"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        yield f"amqp://{user}:{password}@{host}:{port}/{vhost}"
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
-
-
-def _rabbitmqctl(*args):
-    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=30)
-    if result.returncode:
-        raise Sr3Error(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
 
 
 class Sr3Run:
@@ -115,15 +87,12 @@ class Sr3Peer:
         self.close()
 
     def write_config(self, component, name, options):
-        """Write <component>/<name>.conf from {option: value}; a list value repeats the option,
-        in order (sr3 reads some options, such as topicPrefix then subtopic, in sequence)."""
-        lines = []
-        for key, value in options.items():
-            for item in value if isinstance(value, list) else [value]:
-                lines.append(f"{key} {item}")
+        """Write <component>/<name>.conf from {option: value} or (option, value) pairs; pairs
+        may repeat an option and keep their order, which sr3 minds (topicPrefix, subtopic)."""
+        pairs = options.items() if hasattr(options, "items") else options
         path = self.config_dir / component / f"{name}.conf"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("".join(f"{key} {value}\n" for key, value in pairs))
         return path
 
     def post(self, paths, *, exchange, post_base_url, post_base_dir, topic_prefix=None,
@@ -135,17 +104,20 @@ class Sr3Peer:
                            ("identity", checksum)):
             if value is not None:
                 config[key] = value
-        self.write_config("post", name, {**config, **(options or {})})
+        self.write_config("post", name, [*config.items(), *dict(options or {}).items()])
         return self._run("sarracenia.sr_post", "--config", name, *map(str, paths))
 
     def declare(self, component, name):
         """Declare the exchanges, queues and bindings of a configuration, then return."""
         return self._run("sarracenia.sr", "declare", f"{component}/{name}")
 
-    def subscribe_foreground(self, name, options):
-        """Write subscribe/<name>.conf and run it in the foreground: returns an Sr3Run.
-        With `messageCountMax N` among the options sr3 exits after N messages."""
-        self.write_config("subscribe", name, {"broker": self.broker, **options})
+    def subscribe_foreground(self, name, options=None):
+        """Run subscribe/<name> in the foreground, first writing it from `options` (as for
+        write_config, the broker added) if given: returns an Sr3Run.  With
+        `messageCountMax N` among the options sr3 exits after N messages."""
+        if options is not None:
+            pairs = options.items() if hasattr(options, "items") else options
+            self.write_config("subscribe", name, [("broker", self.broker), *pairs])
         run = Sr3Run(self._command("sarracenia.sr", "foreground", f"subscribe/{name}"), self.env,
                      self.home / f"subscribe-{name}.out")
         self._runs.append(run)

@@ -16,6 +16,8 @@ def load_json(body):
         raise NoticeError("notice is not valid UTF-8", rule="encoding") from None
     except ValueError as error:
         raise NoticeError(f"notice is not valid JSON: {error}", rule="json") from None
+    except RecursionError:
+        raise NoticeError("notice JSON is nested too deeply", rule="nesting") from None
     if not isinstance(value, dict):
         raise NoticeError("notice must be a JSON object", rule="json")
     return value

@@ -10,31 +10,28 @@ on ``v02.post.<dir>...`` (post_topicPrefix v02.post) and sends no topic header.
 Headers: ``sum``, ``parts``, ``mtime``, ``atime``, ``mode`` (octal text),
 ``source``, ``from_cluster``, ``to_clusters`` (comma-separated), ``oldname``
 (a rename's former path), ``link`` (a link's target).  ``sum`` is a letter,
-a comma and a value; the letter also says what happened to the file:
+a comma and a value; the letter also says what happened to the file.  As in
+sr_v03, whatever dd cannot verify becomes ``none`` or ``name``:
 
-======  ==========================  =========================================
-letter  sr meaning                  dd
-======  ==========================  =========================================
-s / d   sha512 / md5 (hex)          sha512 / md5, verified
-n       md5 of the file's base name md5name, not verified; dd's ``name``
-                                    (sha512 of the path) is sent as ``n``
-                                    with sr's value, the two being alike
-                                    in purpose but not in computation
-0       random                      none
-a       arbitrary                   arbitrary, not verified
-z       checksum on download        cod, value = algorithm name
-R       remove                      delete (no checksum)
-L       link (needs ``link``)       link (no checksum)
-m / r   mkdir / rmdir               refused: dd has no directory operations
-======  ==========================  =========================================
+======  ===========================  ========================================
+letter  sr meaning                   dd
+======  ===========================  ========================================
+s / d   sha512 / md5 (hex)           sha512 / md5, verified
+n       md5 of the file's base name  name (sha512 of relPath), both ways
+0       random                       none, both ways
+a / z   arbitrary / cod,<letter>     none, keeping the value
+R       remove                       delete (no checksum)
+L       link (needs ``link``)        link (no checksum)
+m / r   mkdir / rmdir                refused: dd has no directory operations
+======  ===========================  ========================================
 
 sha256 and xxh128 have no letter: encoding such a notice is refused.  sr3
 3.3.1 sends link notices in v02 without the ``link`` header, which dd must
-refuse for want of a target: have such peers post sr_v03.
+refuse for want of a target: have such peers post v03.
 
 ``parts`` is ``1,<size>,1,0,0`` for a whole file and ``i,<block size>,<block
-count>,<remainder>,<block number>`` for a part (its checksum is an
-``arbitrary`` tag, see sr_v03); ``p`` (separate part files) is refused.
+count>,<remainder>,<block number>`` for a part (its checksum becomes ``none``
+keeping the value, see sr_v03); ``p`` (separate part files) is refused.
 Other headers with plain values (text, numbers, booleans) are kept in
 ``notice.extra`` and sent back out; ``topic`` is routing, not notice data.
 """
@@ -46,15 +43,15 @@ from dd import parts
 from dd.errors import NoticeError
 from dd.formats import sr_v03
 from dd.formats.fields import take
-from dd.notice import Checksum, Notice, Op, Part
+from dd.notice import Notice, Op, Part
 
 NAME = "sr_v02"
 TOPIC_PREFIX = "v02.post"
 CONTENT_TYPE = "text/plain"
 
-_LETTERS = {"sha512": "s", "md5": "d", "md5name": "n", "random": "0", "arbitrary": "a",
-            "cod": "z"}
-_METHODS = {letter: method for method, letter in _LETTERS.items()}
+_METHODS = {"s": "sha512", "d": "md5", "n": "md5name", "0": "random", "a": "arbitrary",
+            "z": "cod"}
+_LETTERS = {method: letter for letter, method in _METHODS.items()}
 _DIRECTORY_SUMS = {"m": "mkdir", "r": "rmdir"}
 _PUBTIME = re.compile(rb"[0-9]{8}T?[0-9]{6}")
 # Bounded digits: int() refuses very long strings with a ValueError of its own.
@@ -98,8 +95,8 @@ def decode(body, headers):
                     base_url=_unquote(words[1]), rel_path=_unquote(words[2]))
     sr_v03.read_common_fields(notice, fields)
     letter, _, value = take(fields, "sum", str).partition(",")
-    notice.op = _op(letter, value)
     notice.rename_from = take(fields, "oldname", str, None)
+    notice.op = _op(letter, renamed=notice.rename_from is not None)
     if notice.op is Op.LINK:
         notice.link_target = take(fields, "link", str, None)
         if notice.link_target is None:
@@ -107,7 +104,7 @@ def decode(body, headers):
                               fix="sr3 omits it in v02: have the peer post with post_format v03",
                               rule="missing-field")
     elif notice.op is not Op.DELETE:
-        notice.checksum = _checksum(letter, value)
+        notice.checksum = _checksum(letter, value, notice.rel_path)
     parts = take(fields, "parts", str, None)
     if parts is not None:
         notice.size, notice.part = _read_parts(parts, value)
@@ -134,13 +131,8 @@ def _sum(notice):
     if checksum is None:
         raise NoticeError(f"a '{notice.op.value}' notice needs a checksum", rule="missing-field")
     method, value = sr_v03.sr_checksum(checksum, NAME)
-    if method not in _LETTERS:
-        raise NoticeError(f"checksum '{method}' has no Sarracenia v02 letter",
-                          fix="use checksum sha512 or md5 with post_format sr_v02", rule="format")
     if method == "md5name":
-        value = sr_v03.md5name(notice.rel_path).value
-    elif method == "cod":
-        value = _LETTERS.get(value, value)
+        value = hashlib.md5(posixpath.basename(notice.rel_path).encode()).hexdigest()
     elif isinstance(value, bytes):
         value = value.hex()
     return f"{_LETTERS[method]},{value}"
@@ -150,26 +142,18 @@ def _sha512(text):
     return hashlib.sha512(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _op(letter, value):
+def _op(letter, renamed):
     if letter in _DIRECTORY_SUMS:
         raise NoticeError(f"notice is a {_DIRECTORY_SUMS[letter]} operation, which dd does not "
                           f"support", fix="reject such notices upstream", rule="op")
-    return {"R": Op.DELETE, "L": Op.LINK}.get(letter, Op.WRITE)
+    return {"R": Op.DELETE, "L": Op.LINK}.get(letter, Op.RENAME if renamed else Op.WRITE)
 
 
-def _checksum(letter, value):
+def _checksum(letter, value, rel_path):
     if letter not in _METHODS:
         raise NoticeError(f"notice header 'sum' has an unknown method letter: {letter!r:.10}",
                           rule="checksum")
-    method = _METHODS[letter]
-    if method == "cod":
-        if value not in _METHODS:
-            raise NoticeError(f"notice header 'sum' names an unknown algorithm: {value!r:.10}",
-                              rule="checksum")
-        return Checksum("cod", _METHODS[value])
-    if method == "md5name":  # an md5 digest, checked as one, under its own name
-        return Checksum(method, sr_v03.read_checksum("md5", value, sr_v03.hex_digest).value)
-    return sr_v03.read_checksum(method, value, sr_v03.hex_digest)
+    return sr_v03.read_checksum(_METHODS[letter], value, sr_v03.hex_digest, rel_path)
 
 
 def _read_parts(text, value):

@@ -10,18 +10,20 @@ it derives is used as routing key, never sent as a header.  A body::
      "mtime": "...", "atime": "...", "source": "...", "from_cluster": "...",
      "to_clusters": "c1,c2", "fileOp": {...}, "blocks": {...}}
 
-Checksums (``identity``), and what dd does with each:
+Checksums (``identity``) are mapped onto methods dd knows, so that its
+receiver verifies what it can and hashes on download what it cannot:
 
 * sha512, md5: same names; dd's lowercase hex <-> sr3's base64.  Verified.
-* dd ``none`` <-> sr3 ``random`` (its value is kept): never verified.
-* ``arbitrary`` and ``cod`` (checksum on download; value names the algorithm):
-  kept as they are; dd does not verify them.
-* dd ``name`` and sr ``md5name`` -> no identity, which is how sr3 says md5name.
-  A write or rename arriving without identity becomes ``md5name`` = md5 of
-  the file's base name: the sum sr3 itself gives such a message in v02.
+* dd ``none`` -> ``random`` with dd's value.  Every sr method dd cannot
+  verify (random, arbitrary, cod and any unknown one) -> ``none`` keeping the
+  sr value (cod's value is the algorithm's name), which serves duplicate
+  suppression; arbitrary and cod therefore come back out as random.
+* dd ``name`` -> no identity, sr3's way of saying md5name.  No identity on a
+  write or rename (and md5name) -> dd ``name`` computed from relPath: both
+  announce by name only, though sr's md5name hashes the base name with md5 and
+  dd's name the relative path with sha512, so each side gets its own value.
 * sha256, xxh128: refused on encode, sr3 3.3.1 has no such methods and would
   deliver unchecked; arriving from the wire they are read (base64 -> hex).
-* other methods from the wire are kept as they are and sent back unchanged.
 
 Operations (``fileOp``): none = write, ``remove`` = delete, ``link`` = link,
 ``rename`` = rename (with ``link``: a renamed link).  ``directory`` (mkdir,
@@ -33,8 +35,8 @@ the top-level size and identity those of block n.  Block count, remainder
 and the whole file's size come from the manifest.  sr3 3.3.1 computes block
 identities over the bytes from the block's offset onwards rather than over
 the block, so dd cannot verify them: a part's checksum, and the whole-file
-checksum (which sr3 does not send), both become ``arbitrary`` tags holding
-the block's identity: enough for duplicate suppression, never verified.
+checksum (which sr3 does not send), both become ``none`` holding the block's
+identity: enough for duplicate suppression, never verified.
 ``partitioned``/``separate`` blocks are refused.
 
 Times: sr3 writes up to nine decimals; dd keeps microseconds, truncating on
@@ -47,12 +49,10 @@ import base64
 import binascii
 import datetime
 import decimal
-import hashlib
 import json
-import posixpath
 import re
 
-from dd import parts
+from dd import checksum, parts
 from dd.errors import NoticeError
 from dd.formats.fields import load_json, parse_mode, take
 from dd.notice import Checksum, Notice, Op, Part
@@ -65,9 +65,6 @@ CONTENT_TYPE = "application/json"
 DIGESTS = {"sha512": 64, "md5": 16, "sha256": 32, "xxh128": 16}
 #: Digests sr3 3.3.1 can verify; dd's others have no Sarracenia name.
 SR_DIGESTS = ("sha512", "md5")
-#: dd method -> sr method where the names differ.
-TO_SR = {"none": "random", "name": "md5name"}
-FROM_SR = {"random": "none"}
 #: A block manifest lists every block: past this, a notice no longer fits a message.
 MAX_BLOCKS = 10_000
 
@@ -93,8 +90,8 @@ def encode(notice):
         file_op["rename"] = notice.rename_from
     if file_op:
         fields["fileOp"] = file_op
-    checksum = notice.part.checksum if notice.part else notice.checksum
-    identity = _identity(sr_checksum(checksum, NAME)) if checksum else None
+    announced = notice.part.checksum if notice.part else notice.checksum
+    identity = _identity(sr_checksum(announced, NAME)) if announced else None
     if identity:
         fields["identity"] = identity
     if notice.size is not None:
@@ -126,9 +123,9 @@ def decode(body, headers):
     else:
         notice.size = size
         if identity is not None:
-            notice.checksum = read_checksum(*identity, _base64_digest)
+            notice.checksum = read_checksum(*identity, _base64_digest, rel_path)
         elif notice.op in (Op.WRITE, Op.RENAME):
-            notice.checksum = md5name(rel_path)
+            notice.checksum = name_checksum(rel_path)
     notice.extra = fields
     return notice
 
@@ -193,32 +190,37 @@ def read_common_fields(notice, fields):
 def sr_checksum(checksum, fmt):
     """(sr method, digest bytes or text value) for a dd checksum, or NoticeError
     when Sarracenia cannot carry it.  md5name's value is None: sr3 omits it."""
-    method = TO_SR.get(checksum.method, checksum.method)
+    method, value = checksum.method, checksum.value
     if method in SR_DIGESTS:
-        return method, hex_digest(method, checksum.value)
-    if method in DIGESTS:
-        raise NoticeError(f"checksum '{method}' has no Sarracenia form",
-                          fix=f"use checksum sha512 or md5 with post_format {fmt}", rule="format")
-    return method, (None if method == "md5name" else checksum.value)
+        return method, hex_digest(method, value)
+    if method == "none":
+        return "random", value
+    if method == "name":
+        return "md5name", None
+    raise NoticeError(f"checksum {method!r:.20} has no Sarracenia form",
+                      fix=f"use checksum sha512 or md5 with post_format {fmt}", rule="format")
 
 
-def read_checksum(method, value, digest):
+def read_checksum(method, value, digest, rel_path):
     """The dd checksum for a Sarracenia (method, value); `digest` turns a
     digest's wire text into bytes (base64 in v03, hex in v02)."""
     if method in DIGESTS:
         return Checksum(method, digest(method, value).hex())
-    return Checksum(FROM_SR.get(method, method), value)
+    if method == "md5name":
+        return name_checksum(rel_path)
+    return Checksum("none", value)
 
 
-def md5name(rel_path):
-    """sr's md5name: the md5 of the file's base name (not its content)."""
-    name = posixpath.basename(rel_path)
-    return Checksum("md5name", hashlib.md5(name.encode("utf-8", "surrogatepass")).hexdigest())
+def name_checksum(rel_path):
+    try:
+        return Checksum("name", checksum.of_name(rel_path))
+    except UnicodeEncodeError:
+        raise NoticeError("notice field 'relPath' is not valid UTF-8", rule="encoding") from None
 
 
 def part_tag(raw_value):
     """The checksum dd gives a Sarracenia part: a tag it never verifies (see module doc)."""
-    return Checksum("arbitrary", raw_value)
+    return Checksum("none", raw_value)
 
 
 def hex_digest(method, value):
@@ -272,8 +274,8 @@ def _read_file_op(file_op):
                           fix="reject such notices upstream", rule="op")
     link, rename, remove = (take(ops, name, str, None) for name in _FILE_OPS)
     if ops:
-        raise NoticeError(f"notice field 'fileOp' has unknown operations: {', '.join(ops)}",
-                          rule="op")
+        unknown = ", ".join(map(repr, ops))
+        raise NoticeError(f"notice field 'fileOp' has unknown operations: {unknown:.60}", rule="op")
     if link is not None and remove is not None:
         raise NoticeError("notice field 'fileOp' is both a link and a remove", rule="op")
     op = (Op.LINK if link is not None else Op.DELETE if remove is not None
@@ -300,7 +302,7 @@ def _read_blocks(blocks, size, identity):
     blocks = dict(blocks)
     method = take(blocks, "method", str)
     if method != "inplace":
-        raise NoticeError(f"sr3 block method '{method:.20}' is not supported, only 'inplace'",
+        raise NoticeError(f"sr3 block method {method!r:.20} is not supported, only 'inplace'",
                           rule="parts")
     block_size, number = take(blocks, "size", int), take(blocks, "number", int)
     manifest = take(blocks, "manifest", dict)
