@@ -59,8 +59,10 @@ def of_name(rel_path):
     return hashlib.sha512(rel_path.encode("utf-8")).hexdigest()
 
 
-def of_file(path, method, offset=0, length=None):
-    """Checksum of a file, or of `length` bytes from `offset`, read in 1 MiB pieces."""
+def of_file(path, method, offset=0, length=None, opener=None):
+    """Checksum of a file, or of `length` bytes from `offset`, read in 1 MiB pieces.
+
+    `opener` is open()'s: it lets callers open relative to a directory handle."""
     hasher = new(method)
     if method == "none":
         return ""
@@ -68,7 +70,7 @@ def of_file(path, method, offset=0, length=None):
     view = memoryview(buffer)
     remaining = length
     try:
-        with open(path, "rb", buffering=0) as f:
+        with open(path, "rb", buffering=0, opener=opener) as f:
             f.seek(offset)
             while remaining is None or remaining > 0:
                 n = f.readinto(view if remaining is None else view[:min(remaining, BUFFER_SIZE)])

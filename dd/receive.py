@@ -221,12 +221,10 @@ def _is_link(st):
 
 
 def _sum_at(fd, leaf, method):
-    file_fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    with os.fdopen(file_fd, "rb", buffering=0) as f:
-        hasher = checksum.new(method)
-        for block in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
+    """Checksum of `leaf` in directory `fd`, never through a symlink."""
+    def opener(name, flags):
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    return checksum.of_file(leaf, method, opener=opener)
 
 
 def _set_times(fd, name, notice):

@@ -13,12 +13,12 @@ from urllib.parse import quote
 import pytest
 
 from dd import checksum
-from dd.transfer import SCHEMES, Transports, TransferError
+from dd.transfer import Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 
 MiB = 1 << 20
 KINDS = ["file", "http", "sftp"]
-WRITABLE = [kind for kind in KINDS if SCHEMES[kind].capabilities.write]
+WRITABLE = [kind for kind in KINDS if transport_class(kind).capabilities.write]
 OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename"]
 
 

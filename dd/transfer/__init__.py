@@ -10,6 +10,7 @@ them as its protocol needs.  Every failure is a TransferError whose
 import abc
 import contextlib
 import dataclasses
+import importlib
 import io
 import posixpath
 import secrets
@@ -169,8 +170,8 @@ class Transports:
             password = self._credentials.password_for(url) if self._credentials else None
             if password is None and parts.password:
                 password = urllib.parse.unquote(parts.password)
-            transport = SCHEMES[scheme](endpoint, password=password, timeout=self._timeout,
-                                        **self._options.get(scheme, {}))
+            transport = transport_class(scheme)(endpoint, password=password, timeout=self._timeout,
+                                                **self._options.get(scheme, {}))
             self._pool[endpoint] = transport
         return transport, path
 
@@ -186,10 +187,12 @@ class Transports:
         self.close()
 
 
-# The scheme modules subclass Transport, so they are imported once it exists.
-from dd.transfer.file import FileTransport  # noqa: E402
-from dd.transfer.http import HttpTransport  # noqa: E402
-from dd.transfer.sftp import SftpTransport  # noqa: E402
+#: The scheme table: which module and class serve each scheme.  Loaded on first
+#: use, so a command that never downloads does not pay for requests and paramiko.
+SCHEMES = {"file": "file:FileTransport", "http": "http:HttpTransport", "https": "http:HttpTransport",
+           "sftp": "sftp:SftpTransport"}
 
-SCHEMES = {"file": FileTransport, "http": HttpTransport, "https": HttpTransport,
-           "sftp": SftpTransport}
+
+def transport_class(scheme):
+    module, name = SCHEMES[scheme].split(":")
+    return getattr(importlib.import_module(f"dd.transfer.{module}"), name)
