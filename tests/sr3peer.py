@@ -69,8 +69,8 @@ class Sr3Peer:
         url = urllib.parse.urlsplit(broker_url)
         netloc = url.hostname + (f":{url.port}" if url.port else "")
         # Configurations name the broker without its password, which sr3 finds in credentials.conf.
-        self.broker = urllib.parse.urlunsplit((url.scheme, f"{url.username}@{netloc}", url.path or "/",
-                                               "", ""))
+        self.broker = urllib.parse.urlunsplit(
+            (url.scheme, f"{url.username}@{netloc}", url.path or "/", "", ""))
         self.config_dir = self.home / ".config" / "sr3"
         self.cache_dir = self.home / ".cache" / "sr3"
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +122,16 @@ class Sr3Peer:
                      self.home / f"subscribe-{name}.out")
         self._runs.append(run)
         return run
+
+    def mirror(self, name, exchange, directory, options=()):
+        """Write and declare subscribe/<name>: it mirrors into `directory` whatever `exchange`
+        announces under either Sarracenia topic tree (v03 and v02.post).  Declaring makes the
+        queue and its bindings exist before anything is published; the exchange must exist."""
+        self.write_config("subscribe", name, [
+            ("broker", self.broker), ("exchange", exchange), ("queueName", f"q_guest.{name}_{exchange}"),
+            ("topicPrefix", "v03"), ("subtopic", "#"), ("topicPrefix", "v02.post"), ("subtopic", "#"),
+            ("directory", directory), ("mirror", "on"), *options])
+        self.declare("subscribe", name)
 
     def start(self, component, name):
         """Start a written configuration as sr3 daemons (sr3 start)."""

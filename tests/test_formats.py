@@ -2,6 +2,7 @@
 each other, against hostile input, and against the real sr3 (in-process for
 its codecs, as a peer over a real broker for its commands)."""
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -11,14 +12,14 @@ import time
 import types
 import urllib.parse
 
-import amqp
 import pytest
 import sarracenia
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dd import checksum as checksum_mod
-from dd import formats, parts
+from dd import broker, formats, parts
+from dd.credentials import Url
 from dd.errors import NoticeError
 from dd.formats import sr_v02, sr_v03, v02
 from dd.notice import Checksum, Notice, Op, Part, validate
@@ -115,8 +116,8 @@ def part_notices(draw):
     count, remainder = parts.layout(size, block_size)
     part = Part(block_size, count, remainder, draw(st.integers(0, count - 1)), draw(digests))
     n = draw(notices(checksums=digests))
-    return validate(dataclasses.replace(n, op=Op.WRITE, size=size, checksum=draw(digests), part=part,
-                                        link_target=None, rename_from=None))
+    return validate(dataclasses.replace(n, op=Op.WRITE, size=size, checksum=draw(digests),
+                                        part=part, link_target=None, rename_from=None))
 
 
 def sr_expected(n, fmt):
@@ -191,6 +192,13 @@ def test_sr_v02_sums_dd_cannot_verify_become_none_keeping_their_value(letter, va
     assert decoded.checksum == Checksum("none", value)
 
 
+def test_sr3_relayed_v02_sums_with_line_breaks_are_read():
+    wrapped = base64.encodebytes(bytes.fromhex(digest("sha512"))).decode().strip()
+    assert "\n" in wrapped
+    decoded = formats.decode(v03_body(identity={"method": "sha512", "value": wrapped}))
+    assert decoded.checksum == Checksum("sha512", digest("sha512"))
+
+
 def test_sha256_from_a_v03_peer_is_read_and_verifiable():
     value = digest("sha256")
     decoded = formats.decode(v03_body(identity={"method": "sha256", "value": b64(value)}))
@@ -208,7 +216,8 @@ def test_checksums_without_a_sarracenia_form_are_refused_with_the_fix(fmt, metho
 
 def test_sr_times_lose_nanoseconds_and_gain_zeros():
     assert formats.decode(v03_body()).pubtime == T0
-    assert json.loads(formats.encode(notice(), "sr_v03").body)["pubTime"] == "20190120T045018.314854000"
+    sr_v03_body = json.loads(formats.encode(notice(), "sr_v03").body)
+    assert sr_v03_body["pubTime"] == "20190120T045018.314854000"
     assert formats.encode(notice(), "sr_v02").body.split()[0] == b"20190120045018.314854000"
 
 
@@ -399,7 +408,8 @@ def test_refusals_name_the_field_in_one_line():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
     max_leaves=12)
 header_values = st.one_of(st.text(max_size=30), st.integers(), st.booleans(), st.none(),
                           st.binary(max_size=10), st.lists(st.text(max_size=5), max_size=3),
@@ -407,8 +417,8 @@ header_values = st.one_of(st.text(max_size=30), st.integers(), st.booleans(), st
 v02_header_names = st.sampled_from(["sum", "parts", "mtime", "atime", "mode", "source", "link",
                                     "oldname", "to_clusters", "from_cluster", "topic"])
 header_dicts = st.dictionaries(v02_header_names | st.text(max_size=8), header_values, max_size=6)
-V03_KEYS = ["pubTime", "baseUrl", "relPath", "size", "identity", "fileOp", "blocks", "mtime", "mode",
-            "to_clusters", "source", "integrity"]
+V03_KEYS = ["pubTime", "baseUrl", "relPath", "size", "identity", "fileOp", "blocks", "mtime",
+            "mode", "to_clusters", "source", "integrity"]
 
 
 def decode_or_refuse(body, headers):
@@ -534,28 +544,38 @@ def test_sr3_v02_link_notices_are_refused_for_want_of_a_target():
     assert refused(body.encode(), headers) == "missing-field"
 
 
-# --- the real sr3 as a peer over a real broker ---------------------------------------------
+# --- the real sr3 as a peer over a real broker, dd on the other end through dd.broker ------
 
-def _bind(broker_url, exchange, timeout=10.0):
-    """Connect with py-amqp, bind a private queue to all of `exchange`: (connection, channel, get)."""
-    url = urllib.parse.urlsplit(broker_url)
-    connection = amqp.Connection(f"{url.hostname}:{url.port}", userid=url.username,
-                                 password=url.password, virtual_host=url.path[1:])
-    connection.connect()
-    channel = connection.channel()
-    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-    queue, _, _ = channel.queue_declare("", exclusive=True)
-    channel.queue_bind(queue, exchange, "#")
+@contextlib.contextmanager
+def dd_endpoints(broker_url, exchange):
+    """dd's publisher, with `exchange` declared (sr3 binds to exchanges, never makes them), and a
+    function returning the next delivery dd's consumer gets from all of it."""
+    url = Url.parse(broker_url)
+    publisher = broker.Publisher(url)
+    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.dd_{exchange}", exchange, ("#",)))
+    publisher.open()
+    publisher.declare_exchange(exchange)
+    consumer.start()
 
-    def get():
+    def receive(timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            message = channel.basic_get(queue, no_ack=True)
-            if message is not None:
-                return message
-            time.sleep(0.05)
-        raise AssertionError(f"no message on {exchange} within {timeout}s")
-    return connection, channel, get
+            for delivery in consumer.fetch(0.2):
+                consumer.ack(delivery)
+                return delivery
+        raise AssertionError(f"dd received nothing from {exchange} within {timeout}s")
+    try:
+        yield publisher, receive
+    finally:
+        consumer.delete()
+        consumer.close()
+        publisher.close()
+
+
+def announce(publisher, exchange, notices_and_formats):
+    for n, fmt in notices_and_formats:
+        publisher.publish(exchange, formats.encode(n, fmt))
+    assert publisher.wait(10) == []
 
 
 @pytest.mark.broker
@@ -564,23 +584,25 @@ def test_sr3_post_is_read_by_dd(tmp_path, broker_url, exchange):
     (data / "dir one").mkdir(parents=True)
     path = data / "dir one" / "f #1.txt"
     path.write_bytes(b"hello\n")
-    connection, _, get = _bind(broker_url, exchange)
-    with connection, Sr3Peer(tmp_path / "home", broker_url) as peer:
-        for post_format, prefix, method in [(None, "v03", "sha512"), (None, "v03", "md5"),
-                                            ("v02", "v02.post", "md5"), ("v02", "v02.post", "sha512")]:
+    stat = os.stat(path)
+    runs = [(None, "v03", "sha512"), (None, "v03", "md5"),
+            ("v02", "v02.post", "md5"), ("v02", "v02.post", "sha512")]
+    with dd_endpoints(broker_url, exchange) as (_, receive), \
+            Sr3Peer(tmp_path / "home", broker_url) as peer:
+        for post_format, prefix, method in runs:
             peer.post([path], exchange=exchange, post_base_url="http://example.com/",
                       post_base_dir=str(data), checksum=method, post_format=post_format,
                       topic_prefix=None if post_format is None else prefix)
-            raw = get()
-            body = raw.body if isinstance(raw.body, bytes) else raw.body.encode()  # py-amqp decodes text
-            decoded = formats.decode(body, raw.application_headers or {})
+            delivery = receive()
+            decoded = formats.decode(delivery.body, delivery.headers)
             what = f"{post_format or 'v03'}/{method}"
-            assert raw.delivery_info["routing_key"] == f"{prefix}.dir one", what
-            assert (decoded.base_url, decoded.rel_path) == ("http://example.com/", "dir one/f #1.txt"), what
+            assert delivery.topic == f"{prefix}.dir one", what
+            assert decoded.base_url == "http://example.com/", what
+            assert decoded.rel_path == "dir one/f #1.txt", what
             assert decoded.checksum == Checksum(method, digest(method)), what
             assert (decoded.size, decoded.op, decoded.source) == (6, Op.WRITE, "guest"), what
-            assert decoded.mode == os.stat(path).st_mode & 0o7777, what
-            mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
+            assert decoded.mode == stat.st_mode & 0o7777, what
+            mtime = datetime.datetime.fromtimestamp(stat.st_mtime, UTC)
             assert abs(decoded.mtime - mtime) < datetime.timedelta(microseconds=2), what
 
 
@@ -588,26 +610,41 @@ def test_sr3_post_is_read_by_dd(tmp_path, broker_url, exchange):
 def test_sr3_subscribe_downloads_what_dd_announces(tmp_path, broker_url, exchange):
     source, target = tmp_path / "source", tmp_path / "target"
     (source / "d").mkdir(parents=True)
-    target.mkdir()
     # sr3 3.3.1 reads v02 paths without undoing their %20/%23 (v2 did): no space or '#' in v02.
-    contents = {"d/v03 #file.txt": b"three\n", "d/v02_file.txt": b"two\n"}
-    for rel_path, data in contents.items():
+    contents = {"d/v03 #file.txt": (b"three\n", "sr_v03"), "d/v02_file.txt": (b"two\n", "sr_v02")}
+    for rel_path, (data, _) in contents.items():
         (source / rel_path).write_bytes(data)
-    connection, channel, _ = _bind(broker_url, exchange)  # sr3 binds to an exchange, never makes it
-    with connection, Sr3Peer(tmp_path / "home", broker_url) as peer:
-        peer.write_config("subscribe", "fromdd", [
-            ("broker", peer.broker), ("exchange", exchange), ("queueName", f"q_guest.{exchange}"),
-            ("topicPrefix", "v03"), ("subtopic", "#"), ("topicPrefix", "v02.post"), ("subtopic", "#"),
-            ("directory", target), ("mirror", "on"), ("messageCountMax", 2), ("logStdout", "on")])
-        peer.declare("subscribe", "fromdd")  # queue and bindings exist before anything is published
-        for (rel_path, data), fmt in zip(contents.items(), ("sr_v03", "sr_v02")):
-            n = notice(base_url=f"file:{source}/", rel_path=rel_path, size=len(data),
-                       checksum=Checksum("md5", digest("md5", data)))
-            message = formats.encode(n, fmt)
-            channel.basic_publish(amqp.Message(message.body, content_type=message.content_type,
-                                               application_headers=message.headers),
-                                  exchange, message.topic)
+    with dd_endpoints(broker_url, exchange) as (publisher, _), \
+            Sr3Peer(tmp_path / "home", broker_url) as peer:
+        peer.mirror("fromdd", exchange, target, [("messageCountMax", 2), ("logStdout", "on")])
+        announce(publisher, exchange, [
+            (notice(base_url=f"file:{source}/", rel_path=rel_path, size=len(data),
+                    checksum=Checksum("md5", digest("md5", data))), fmt)
+            for rel_path, (data, fmt) in contents.items()])
         run = peer.subscribe_foreground("fromdd")
         run.wait(timeout=20)
-    for rel_path, data in contents.items():
+    for rel_path, (data, _) in contents.items():
         assert (target / rel_path).read_bytes() == data, run.output[-2000:]
+
+
+@pytest.mark.broker
+def test_sr3_daemon_applies_dd_deletes_and_links(tmp_path, broker_url, exchange):
+    target = tmp_path / "target"
+    (target / "d").mkdir(parents=True)
+    deleted, linked = target / "d" / "old.txt", target / "d" / "lnk"
+    deleted.write_text("stale")
+    with dd_endpoints(broker_url, exchange) as (publisher, _), \
+            Sr3Peer(tmp_path / "home", broker_url) as peer:
+        peer.mirror("ops", exchange, target)
+        peer.start("subscribe", "ops")
+        announce(publisher, exchange, [
+            (notice(op=Op.DELETE, rel_path="d/old.txt", size=None, checksum=None), "sr_v02"),
+            (notice(op=Op.LINK, rel_path="d/lnk", size=None, checksum=None, link_target="old.txt"),
+             "sr_v03")])
+        deadline = time.monotonic() + 15
+        while (deleted.exists() or not linked.is_symlink()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        peer.stop("subscribe", "ops")
+        log = peer.log("subscribe", "ops")
+    assert not deleted.exists(), log[-2000:]
+    assert os.readlink(linked) == "old.txt", log[-2000:]

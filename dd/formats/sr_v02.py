@@ -64,7 +64,8 @@ def recognizes(body, headers):
 
 
 def encode(notice):
-    words = (sr_v03.format_time(notice.pubtime, ""), _quote(notice.base_url), _quote(notice.rel_path))
+    pubtime = sr_v03.format_time(notice.pubtime, "")
+    words = (pubtime, _quote(notice.base_url), _quote(notice.rel_path))
     headers = {"sum": _sum(notice)}
     if notice.part is not None:
         p = notice.part
@@ -105,9 +106,9 @@ def decode(body, headers):
                               rule="missing-field")
     elif notice.op is not Op.DELETE:
         notice.checksum = _checksum(letter, value, notice.rel_path)
-    parts = take(fields, "parts", str, None)
-    if parts is not None:
-        notice.size, notice.part = _read_parts(parts, value)
+    layout = take(fields, "parts", str, None)
+    if layout is not None:
+        notice.size, notice.part = _read_parts(layout, value)
     if notice.part is not None:
         notice.checksum = notice.part.checksum
     notice.extra = {k: v for k, v in fields.items() if isinstance(v, _HEADER_TYPES)}
@@ -124,22 +125,23 @@ def _unquote(text):
 
 def _sum(notice):
     if notice.op is Op.DELETE:
-        return "R," + _sha512(posixpath.basename(notice.rel_path))
+        return "R," + _hash("sha512", posixpath.basename(notice.rel_path))
     if notice.op is Op.LINK:
-        return "L," + _sha512(notice.link_target)
+        return "L," + _hash("sha512", notice.link_target)
     checksum = notice.part.checksum if notice.part else notice.checksum
     if checksum is None:
         raise NoticeError(f"a '{notice.op.value}' notice needs a checksum", rule="missing-field")
     method, value = sr_v03.sr_checksum(checksum, NAME)
     if method == "md5name":
-        value = hashlib.md5(posixpath.basename(notice.rel_path).encode()).hexdigest()
+        value = _hash("md5", posixpath.basename(notice.rel_path))
     elif isinstance(value, bytes):
         value = value.hex()
     return f"{_LETTERS[method]},{value}"
 
 
-def _sha512(text):
-    return hashlib.sha512(text.encode("utf-8", "surrogatepass")).hexdigest()
+def _hash(method, text):
+    """Sarracenia's sums of names (not contents): R, L and n."""
+    return hashlib.new(method, text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _op(letter, renamed):
