@@ -1,0 +1,93 @@
+"""The man pages: they render without warnings, every command has one, and the
+options the hand-written pages name exist in the options table."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import setuptools
+
+from dd.options import BY_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN = ROOT / "man"
+PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.name))
+#: Hand-written command pages, and the component whose options each may name.
+COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe"}
+#: Command-line words that are not options of dd.options, with the component
+#: that takes them; dd/cli/main.py must really handle each.
+NOT_OPTIONS = {"delete": {"post"}, "help": {"post", "subscribe"}}
+_OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
+
+
+def console_scripts():
+    """The console_scripts setup.py declares, read by running it with setup() captured."""
+    captured = {}
+    original = setuptools.setup
+    setuptools.setup = lambda **kwargs: captured.update(kwargs)
+    try:
+        path = ROOT / "setup.py"
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"),  # noqa: S102
+             {"__file__": str(path), "__name__": "setup"})
+    finally:
+        setuptools.setup = original
+    return [entry.split("=")[0].strip() for entry in captured["entry_points"]["console_scripts"]]
+
+
+def test_pages_found():
+    names = {p.name for p in PAGES}
+    assert "dd_options.5" in names
+    assert set(COMMAND_PAGES) <= names
+    assert "dd_post.7" in names
+
+
+@pytest.mark.skipif(not shutil.which("groff"), reason="groff is not installed")
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_renders_without_warnings(page):
+    # -wall leaves out undefined macros (-wmac): a text line starting with '.' or "'".
+    result = subprocess.run(["groff", "-wall", "-wmac", "-man", "-Tutf8", str(page)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_th_names_the_page(page):
+    name, section = page.name.rsplit(".", 1)
+    th = next(line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(".TH "))
+    assert th.split()[1:3] == [name.upper(), section]
+
+
+def test_every_command_has_a_section_1_page():
+    scripts = console_scripts()
+    assert scripts and all(s.startswith("dd_") for s in scripts)
+    missing = [s for s in scripts if not (MAN / f"{s}.1").is_file()]
+    assert not missing, f"no man/<command>.1 for {missing}"
+
+
+@pytest.mark.parametrize("page, component", sorted(COMMAND_PAGES.items()))
+def test_options_named_exist(page, component):
+    text = (MAN / page).read_text(encoding="utf-8")
+    named = set(_OPTION.findall(text))
+    assert named, f"{page} names no \\-\\-options"
+    unknown = sorted(n for n in named if n not in BY_NAME and n not in NOT_OPTIONS)
+    assert not unknown, f"{page} names options dd.options does not have: {unknown}"
+    foreign = sorted(n for n in named if n in BY_NAME and component not in BY_NAME[n].components)
+    assert not foreign, f"{page} names options dd_{component} refuses: {foreign}"
+    for word in named & set(NOT_OPTIONS):
+        assert component in NOT_OPTIONS[word]
+
+
+def test_not_options_are_handled_by_the_cli():
+    source = (ROOT / "dd" / "cli" / "main.py").read_text(encoding="utf-8")
+    for word in NOT_OPTIONS:
+        assert f'"--{word}"' in source
+        assert word not in BY_NAME
+
+
+@pytest.mark.parametrize("page", sorted(COMMAND_PAGES) + ["dd_post.7"])
+def test_hyphens_in_option_names_are_escaped(page):
+    for number, line in enumerate((MAN / page).read_text(encoding="utf-8").splitlines(), 1):
+        assert "--" not in line, f"{page}:{number}: write \\-\\- for --"
