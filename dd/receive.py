@@ -22,7 +22,7 @@ TEMP_MARK = ".dd-tmp-"
 
 @dataclasses.dataclass
 class Outcome:
-    """What happened to one notice; codes follow dd_log(7)."""
+    """What happened to one notice; codes are HTTP-like: see dd_subscribe(1)."""
 
     code: int              # 201 delivered, 304 had it already, 4xx refused, 5xx failed
     message: str = ""

@@ -135,3 +135,36 @@ def test_show_never_prints_the_password(pump):
     shown = pump.command("subscribe", "show", name)
     assert shown.returncode == 0
     assert "guest@" in shown.stdout and ":guest@" not in shown.stdout
+
+
+def test_dd_post_with_the_broker_down_exits_non_zero_naming_what_was_not_announced(pump):
+    (pump.src / "a.txt").write_text("a")
+    from tests.servers import free_port
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    result = pump.command("post", f"--post_broker={dead}", f"--post_exchange={pump.exchange}",
+                          f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}",
+                          "--post_timeout=2s", pump.src / "a.txt")
+    assert result.returncode == 4
+    assert "not announced: a.txt: not confirmed by the broker" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ":guest@" not in result.stderr
+
+
+def test_dd_post_refuses_paths_outside_post_base_dir(pump):
+    outside = pump.base / "elsewhere.txt"
+    outside.write_text("x")
+    os.symlink(pump.base, pump.src / "escape")
+    result = pump.post(outside, pump.src / "escape" / "elsewhere.txt", check=False)
+    assert result.returncode == 1
+    assert f"{outside} is outside post_base_dir" in result.stderr
+    assert "reached through a symlink that leaves post_base_dir" in result.stderr
+    assert "0 announced, 2 not announced" in result.stderr
+
+
+def test_a_subscription_without_broker_is_a_config_error(pump):
+    path = pump.base / "config" / "subscribe" / "nobroker.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"directory {pump.dst}\n")
+    result = pump.command("subscribe", "declare", "nobroker")
+    assert result.returncode == 2
+    assert "needs broker" in result.stderr and "Traceback" not in result.stderr

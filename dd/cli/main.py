@@ -83,11 +83,13 @@ def _one_shot(module, argv, env):
     ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths))
     the_flow = module.build(ctx, deleted=deleted)
     counters = the_flow.run()
-    failed = [(p, r) for p, r in the_flow.refused] + [
-        (i.notice.rel_path, "not confirmed by the broker") for i in the_flow.unannounced]
+    unconfirmed = [(i.notice.rel_path, "not confirmed by the broker") for i in the_flow.unannounced]
+    failed = list(the_flow.refused) + unconfirmed
     for path, reason in failed:
         print(f"dd_{module.NAME}: not announced: {path}: {reason}", file=env.stderr)
     print(f"dd_{module.NAME}: {counters.posted} announced, {len(failed)} not announced", file=env.stderr)
+    if unconfirmed:
+        return ExitStatus.UNAVAILABLE
     return ExitStatus.FAILURE if failed else ExitStatus.OK
 
 

@@ -62,7 +62,7 @@ class FileGatherer:
 
     def _notice(self, path):
         rel_path = os.path.relpath(path, self.base_dir)
-        if rel_path.startswith("..") or rel_path == ".":
+        if rel_path in (".", "..") or rel_path.startswith("../"):
             raise PathError(f"{path} is outside post_base_dir {self.base_dir}",
                             fix="set post_base_dir to a directory above it")
         parent = os.path.realpath(os.path.dirname(path))

@@ -17,6 +17,7 @@ log = logging.getLogger("dd.subscribe")
 
 def subscription(ctx):
     cfg = ctx.cfg
+    cfg.require("broker")
     url = ctx.credentials.complete(cfg.broker)
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
     bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
@@ -26,6 +27,7 @@ def subscription(ctx):
 
 def consumer(ctx):
     cfg = ctx.cfg
+    cfg.require("broker")
     return broker.Consumer(ctx.credentials.complete(cfg.broker), subscription(ctx), prefetch=cfg.prefetch,
                            heartbeat=cfg.heartbeat, name=f"dd_subscribe {ctx.state.config_name} #{ctx.instance}")
 
