@@ -120,7 +120,7 @@ class Poster:
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except NoticeError as error:
                 # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
-                raise BrokerError(str(error), fix="choose another post_format or checksum") from None
+                raise BrokerError(error.message, fix=error.fix or "choose another post_format or checksum") from None
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
                 remaining = [i for i in remaining if id(i) in lost or id(i) not in published]

@@ -13,6 +13,7 @@ import re
 import urllib.parse
 from typing import Optional
 
+from dd import checksum
 from dd.errors import NoticeError
 
 # Names are refused, not cleaned, when they carry C0/C1 control characters or
@@ -151,10 +152,13 @@ def _check_count(value, field, *, minimum=0):
         raise NoticeError(f"notice field '{field}' is out of range: {value}", rule="size")
 
 
-def _check_checksum(checksum, field):
-    check_name(checksum.method, f"{field}.method")
-    check_name(checksum.value, f"{field}.value")
-    if len(checksum.value) > 256:
+def _check_checksum(value, field):
+    check_name(value.method, f"{field}.method")
+    if value.method not in checksum.METHODS:
+        raise NoticeError(f"notice field '{field}.method' is not a checksum method dd knows: "
+                          f"{value.method!r:.30}", rule="checksum-method")
+    check_name(value.value, f"{field}.value")
+    if len(value.value) > 256:
         raise NoticeError(f"notice field '{field}.value' is too long", rule="checksum")
 
 

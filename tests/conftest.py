@@ -1,2 +1,6 @@
 """Shared fixtures: real servers (nginx, sshd) and a real broker, isolated per run."""
 pytest_plugins = ["tests.servers", "tests.brokers", "tests.pump"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "broker: needs the RabbitMQ on 127.0.0.1:5672")

@@ -47,9 +47,6 @@ def decode(body, headers=None, *, max_size=DEFAULT_MAX_SIZE, allowed_schemes=Non
     else:
         raise NoticeError("message is in no known notice format (dd v02, Sarracenia v02 or v03)",
                           rule="format")
-    try:
-        notice = codec.decode(body, headers)
-    except RecursionError:
-        raise NoticeError("notice JSON is nested too deeply", rule="nesting") from None
+    notice = codec.decode(body, headers)
     return notice_mod.validate(notice, allowed_schemes=allowed_schemes)
 
