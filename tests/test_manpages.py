@@ -17,7 +17,7 @@ PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.nam
 COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe"}
 #: Command-line words that are not options of dd.options, with the component
 #: that takes them; dd/cli/main.py must really handle each.
-NOT_OPTIONS = {"delete": {"post"}, "help": {"post", "subscribe"}}
+NOT_OPTIONS = {"delete": {"post"}, "config": {"post"}, "help": {"post", "subscribe"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 
 

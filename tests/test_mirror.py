@@ -168,3 +168,16 @@ def test_a_subscription_without_broker_is_a_config_error(pump):
     result = pump.command("subscribe", "declare", "nobroker")
     assert result.returncode == 2
     assert "needs broker" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dd_post_reads_a_config_file_and_the_command_line_overrides_it(pump):
+    (pump.src / "a.txt").write_text("a")
+    config = pump.base / "post.conf"
+    config.write_text(f"post_broker {pump.broker_url}\npost_exchange {pump.exchange}\n"
+                      f"post_base_url http://wrong.example/\npost_base_dir {pump.src}\n")
+    pump.subscriber_config()
+    result = pump.command("post", "--config", config, f"--post_base_url={pump.base_url}", pump.src / "a.txt")
+    assert result.returncode == 0, result.stderr
+    subscriber = pump.foreground()
+    assert wait_for(lambda: (pump.dst / "a.txt").exists())
+    pump.stop(subscriber)

@@ -15,7 +15,7 @@ from dd.state import ConfigState
 
 ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare", "cleanup")
 USAGE = {
-    "post": "usage: dd_post [--option value ...] [--delete] PATH...",
+    "post": "usage: dd_post [--config CONFIG] [--option value ...] [--delete] PATH...",
     "subscribe": "usage: dd_subscribe ACTION CONFIG [--option value ...]\n"
                  f"  ACTION: {', '.join(ACTIONS)}",
 }
@@ -61,24 +61,35 @@ def _dispatch(component, argv, env):
     return ACTION_HANDLERS[action](module, ctx, config_arg)
 
 
+def _pop_value(argv, flag):
+    """Remove `flag VALUE` from argv and return VALUE (None when absent)."""
+    if flag not in argv:
+        return None
+    at = argv.index(flag)
+    if at + 1 >= len(argv):
+        raise ConfigError(f"{flag} needs a value")
+    value = argv[at + 1]
+    del argv[at:at + 2]
+    return value
+
+
 def _pop_instance(argv):
-    if "--instance" in argv:
-        at = argv.index("--instance")
-        value = argv[at + 1] if at + 1 < len(argv) else ""
-        del argv[at:at + 2]
-        if not value.isdigit():
-            raise ConfigError("--instance needs a number")
-        return int(value), True
-    return 1, False
+    value = _pop_value(argv, "--instance")
+    if value is None:
+        return 1, False
+    if not value.isdigit():
+        raise ConfigError("--instance needs a number")
+    return int(value), True
 
 
 def _one_shot(module, argv, env):
     deleted = "--delete" in argv
     argv = [a for a in argv if a != "--delete"]
+    config_arg = _pop_value(argv, "--config")
     options, paths = config.parse_args(argv, module.NAME)
     if not paths:
         raise ConfigError("no PATH to announce", fix=USAGE[module.NAME])
-    cfg = config.load(module.NAME, None, options, env)
+    cfg = config.load(module.NAME, config_arg, options, env)
     logs.setup(level=cfg.log_level, stream=env.stderr)
     ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths))
     the_flow = module.build(ctx, deleted=deleted)
