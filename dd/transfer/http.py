@@ -3,6 +3,7 @@ import email.utils
 import io
 import re
 import urllib.parse
+import urllib.request
 
 import requests
 import urllib3
@@ -23,6 +24,10 @@ class HttpTransport(Transport):
         """`verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, password=password, timeout=timeout)
         self._session = requests.Session()
+        # Proxy settings are read from the environment once, not on every request
+        # (requests re-reads them per request, which dominates small transfers).
+        self._session.proxies = urllib.request.getproxies()
+        self._session.trust_env = False
         # Given per request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
         self._verify = verify
         if endpoint.user:
