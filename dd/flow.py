@@ -5,6 +5,7 @@ named on the command line, a queue on a broker), what work is done for each
 (nothing, or receiving the data), and whether and how the result is announced
 again.  The flow joins the broker and the transfers; neither knows the other.
 """
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -87,6 +88,9 @@ class BrokerGatherer:
             log.warning("could not ack %s; it will be delivered again", _name(item))
 
     def tick(self):
+        # py-amqp is not thread-safe: only the flow's own thread services the connection.
+        if threading.current_thread() is not threading.main_thread():
+            return
         try:
             self.consumer.tick()
         except broker.CONNECTION_ERRORS:
@@ -149,8 +153,11 @@ class Flow:
 
     def __init__(self, *, gatherer, accept: Callable, work: Optional[Callable] = None,
                  poster: Optional[Poster] = None, stop: Optional[threading.Event] = None,
-                 batch_timeout=1.0):
+                 batch_timeout=1.0, threads=1):
         self.gatherer = gatherer
+        # Work items of a batch run side by side: transfers and file creation wait on
+        # the network and the disk, not on the interpreter.
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
         self.accept = accept
         self.work = work
         self.poster = poster
@@ -169,6 +176,8 @@ class Flow:
                 if batch:
                     self.process(batch)
         finally:
+            if self.pool:
+                self.pool.shutdown()
             self.gatherer.close()
             if self.poster:
                 self.poster.close()
@@ -178,15 +187,20 @@ class Flow:
         counters = self.counters
         counters.received += len(batch)
         counters.last_activity = time.time()
+        todo = []
         for item in batch:
             if item.outcome is None and not self.accept(item):
                 item.skipped = True
             elif item.outcome is None and self.work:
-                try:
-                    self.work(item)
-                except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
-                    log.exception("internal error on %s", _name(item))
-                    item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
+                todo.append(item)
+        if self.pool and len(todo) > 1:
+            pending = {self.pool.submit(self._work, item) for item in todo}
+            while pending:
+                _, pending = concurrent.futures.wait(pending, timeout=0.5)
+                self.gatherer.tick()
+        else:
+            for item in todo:
+                self._work(item)
         if self.poster:
             done = [i for i in batch if not i.skipped and (i.outcome is None or i.outcome.ok)]
             unconfirmed = self.poster.post(done)
@@ -199,6 +213,13 @@ class Flow:
         for item in batch:
             self.gatherer.finish(item)
             self._log(item)
+
+    def _work(self, item):
+        try:
+            self.work(item)
+        except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
+            log.exception("internal error on %s", _name(item))
+            item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
 
     def _log(self, item):
         counters, outcome = self.counters, item.outcome

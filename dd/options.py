@@ -251,6 +251,8 @@ OPTIONS = (
     # Delivery.
     _option("allowed_schemes", LIST, "http https sftp", DELIVERY,
             "URL schemes files may be downloaded with; add file only for a trusted local pump"),
+    _option("threads", integer(1), "4", DELIVERY,
+            "transfers one instance runs at once; the broker is still served by one thread"),
     _option("timeout", DURATION, "30s", DELIVERY,
             "a transfer making no progress for this long fails and is retried"),
     _option("rate_max", SIZE, "0", DELIVERY,

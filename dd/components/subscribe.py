@@ -42,7 +42,7 @@ def build(ctx):
                         fsync=cfg.fsync, tick=gatherer.tick)
     return flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
                      work=lambda item: _work(cfg, receiver, item), poster=flow.poster(ctx),
-                     stop=ctx.stop)
+                     stop=ctx.stop, threads=cfg.threads)
 
 
 def _accept(cfg, item):

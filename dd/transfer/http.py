@@ -1,11 +1,14 @@
-"""http: and https: URLs: read and stat (HEAD) over one keep-alive session per server."""
+"""http: and https: URLs: read and stat (HEAD) over a keep-alive connection pool per server.
+
+urllib3 directly, not requests: for small files the per-request cost of requests
+(hooks, cookie jars, environment merging) was most of the time spent per file.
+"""
 import email.utils
 import io
 import re
 import urllib.parse
 import urllib.request
 
-import requests
 import urllib3
 
 from dd.errors import TransferError
@@ -14,6 +17,30 @@ from dd.transfer import Capabilities, PermanentError, ReadStream, Stat, Transpor
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (416: the file may still be growing).
 _TRANSIENT_STATUSES = {408, 416, 425, 429}
+#: Connections kept per server: one per transfer thread is plenty.
+POOL_SIZE = 16
+
+
+class _Body(io.RawIOBase):
+    """A response body; closing it hands a fully read connection back to the pool."""
+
+    def __init__(self, response):
+        super().__init__()
+        self._response = response
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self._response.readinto(buffer)
+
+    def close(self):
+        if not self.closed:
+            if self._response.isclosed() or self._response.length_remaining == 0:
+                self._response.release_conn()
+            else:  # abandoned part-way: the connection is in an unknown state
+                self._response.close()
+        super().close()
 
 
 class HttpTransport(Transport):
@@ -23,27 +50,29 @@ class HttpTransport(Transport):
     def __init__(self, endpoint, *, password=None, timeout=30.0, verify=True):
         """`verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, password=password, timeout=timeout)
-        self._session = requests.Session()
-        # Proxy settings are read from the environment once, not on every request
-        # (requests re-reads them per request, which dominates small transfers).
-        self._session.proxies = urllib.request.getproxies()
-        self._session.trust_env = False
-        # Given per request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
-        self._verify = verify
-        if endpoint.user:
-            self._session.auth = (endpoint.user, password or "")
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
         port = f":{endpoint.port}" if endpoint.port else ""
         self._base = f"{endpoint.scheme}://{host}{port}"
+        self._headers = {"Accept-Encoding": "identity"}
+        if endpoint.user:
+            self._headers.update(urllib3.make_headers(basic_auth=f"{endpoint.user}:{password or ''}"))
+        tls = {}
+        if endpoint.scheme == "https":
+            tls = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+            if isinstance(verify, str):
+                tls["ca_certs"] = verify
+        options = dict(num_pools=1, maxsize=POOL_SIZE, retries=False,
+                       timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls)
+        proxy = _proxy_for(endpoint)
+        self._pool = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
 
     def open_read(self, path, offset=0, length=None):
         where = self.endpoint.url(path)
         if length == 0:
             # An empty range cannot be asked for; HEAD still checks that the file is there.
-            self._request("HEAD", path, {}).close()
+            self._request("HEAD", path, {}).release_conn()
             return ReadStream(io.BytesIO(), 0, where)
-        # identity: the bytes sent must be the file's, to match its size and checksum.
-        headers = {"Accept-Encoding": "identity"}
+        headers = {}
         ranged = offset > 0 or length is not None
         if ranged:
             last = "" if length is None else offset + length - 1
@@ -54,41 +83,51 @@ class HttpTransport(Transport):
         except TransferError:
             response.close()
             raise
-        return ReadStream(response.raw, expected, where,
-                          transient=(urllib3.exceptions.HTTPError, requests.RequestException))
+        return ReadStream(_Body(response), expected, where, transient=(urllib3.exceptions.HTTPError,))
 
     def stat(self, path):
-        response = self._request("HEAD", path, {"Accept-Encoding": "identity"})
-        response.close()
+        response = self._request("HEAD", path, {})
+        response.release_conn()
         modified = response.headers.get("Last-Modified")
         mtime = email.utils.parsedate_to_datetime(modified).timestamp() if modified else None
         return Stat(_size(response), mtime)
 
     def close(self):
-        self._session.close()
+        self._pool.clear()
 
     def _request(self, method, path, headers):
         where = self.endpoint.url(path)
         url = self._base + urllib.parse.quote(path or "/")
         try:
-            response = self._session.request(method, url, headers=headers, stream=True,
-                                             timeout=self.timeout, verify=self._verify,
-                                             allow_redirects=True)
-        except requests.exceptions.SSLError as error:
+            response = self._pool.request(method, url, headers={**self._headers, **headers},
+                                          preload_content=False, redirect=True)
+        except urllib3.exceptions.SSLError as error:
             raise PermanentError(f"{where}: TLS failed: {_innermost(error)}",
                                  fix="check the server certificate, or give its CA bundle as "
                                      "the https 'verify' option") from error
-        except requests.Timeout as error:
-            raise TransferError(f"{where}: no answer within {self.timeout:g} s") from error
-        except requests.RequestException as error:
+        except urllib3.exceptions.NewConnectionError as error:  # before TimeoutError: a subclass
             raise TransferError(f"{where}: {_innermost(error)}") from error
-        if response.status_code >= 400:
-            response.close()
-            status = response.status_code
+        except urllib3.exceptions.TimeoutError as error:
+            raise TransferError(f"{where}: no answer within {self.timeout:g} s") from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransferError(f"{where}: {_innermost(error)}") from error
+        if response.status >= 400:
+            response.drain_conn()
+            response.release_conn()
+            status = response.status
             transient = status >= 500 or status in _TRANSIENT_STATUSES
             raise (TransferError if transient else PermanentError)(
                 f"{where}: HTTP {status} {response.reason}")
         return response
+
+
+def _proxy_for(endpoint):
+    """The proxy the environment (http_proxy, https_proxy, no_proxy) names for this server."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(endpoint.scheme)
+    if proxy and not urllib.request.proxy_bypass(endpoint.host):
+        return proxy
+    return None
 
 
 def _size(response):
@@ -98,7 +137,7 @@ def _size(response):
 
 def _body_length(response, offset, length, where):
     """How many bytes the answer to a range request must have; a different range is an error."""
-    if response.status_code == 206:
+    if response.status == 206:
         content_range = response.headers.get("Content-Range", "")
         match = _CONTENT_RANGE.fullmatch(content_range)
         first, last = (int(match[1]), int(match[2])) if match else (None, None)
@@ -114,7 +153,7 @@ def _body_length(response, offset, length, where):
 
 
 def _innermost(error):
-    """The root cause's message: requests wraps it in layers of pool and retry text."""
+    """The root cause's message: urllib3 wraps it in layers of pool and retry text."""
     while error.__context__ is not None or error.__cause__ is not None:
         error = error.__cause__ or error.__context__
     return getattr(error, "strerror", None) or str(error)
