@@ -25,7 +25,7 @@ setup(
         "xxhash>=3.2.0",
         "platformdirs>=2.6.0",
         "humanize>=4.4.0",
-        "requests>=2.28.1",
+        "urllib3>=1.26.12",
     ],
     extras_require={"test": ["pytest>=7.2", "hypothesis>=6.36"]},
     entry_points={
