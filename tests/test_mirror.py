@@ -181,3 +181,22 @@ def test_dd_post_reads_a_config_file_and_the_command_line_overrides_it(pump):
     subscriber = pump.foreground()
     assert wait_for(lambda: (pump.dst / "a.txt").exists())
     pump.stop(subscriber)
+
+
+def test_subscriber_reconnects_when_the_broker_drops_its_connection(pump, vhost):
+    import subprocess
+    (pump.src / "before.txt").write_text("1")
+    (pump.src / "after.txt").write_text("2")
+    pump.subscriber_config()
+    subscriber = pump.foreground()
+    pump.post(pump.src / "before.txt")
+    assert wait_for(lambda: (pump.dst / "before.txt").exists())
+    closed = subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: dropped"],
+                            capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 0, closed.stderr
+    pump.post(pump.src / "after.txt")
+    arrived = wait_for(lambda: (pump.dst / "after.txt").exists(), timeout=60)
+    status, log = pump.stop(subscriber)
+    assert arrived, log[-3000:]
+    assert "reconnecting" in log
+    assert status == 0 and "Traceback" not in log
