@@ -253,6 +253,7 @@ class Consumer(_Endpoint):
         self.subscription = subscription
         self.prefetch = prefetch
         self._inbox = collections.deque()
+        self._unacked = set()    # tags delivered on this connection and not yet acked
 
     def declare(self):
         """Declare the queue and its bindings (idempotent)."""
@@ -281,6 +282,7 @@ class Consumer(_Endpoint):
 
     def _on_open(self):
         self._inbox.clear()
+        self._unacked = set()
         self.channel.basic_qos(0, self.prefetch, False)
 
     def start(self):
@@ -298,22 +300,35 @@ class Consumer(_Endpoint):
             generation=self.generation, redelivered=bool(info.get("redelivered"))))
 
     def fetch(self, timeout):
-        """Return the deliveries that arrive within `timeout` seconds (maybe none)."""
+        """Return the deliveries that arrive within `timeout` seconds (maybe none):
+        once one is there, whatever else has already arrived, up to the prefetch window."""
         if not self._inbox:
             try:
                 self.connection.drain_events(timeout=timeout)
             except socket.timeout:
                 self.connection.heartbeat_tick()
+        try:
+            while len(self._inbox) < self.prefetch:
+                self.connection.drain_events(timeout=0)
+        except socket.timeout:
+            pass
         batch = list(self._inbox)
         self._inbox.clear()
+        self._unacked.update(d.tag for d in batch)
         return batch
 
-    def ack(self, delivery):
-        """Acknowledge; a tag from an earlier connection is stale and is never sent."""
-        if delivery.generation != self.generation or self.channel is None:
-            return False
-        self.channel.basic_ack(delivery.tag)
-        return True
+    def ack(self, deliveries):
+        """Acknowledge deliveries; tags from an earlier connection are stale and never sent.
+        When they are all that is outstanding, one frame acknowledges them all."""
+        tags = sorted(d.tag for d in deliveries if d.generation == self.generation)
+        if not tags or self.channel is None:
+            return
+        if set(tags) == self._unacked:
+            self.channel.basic_ack(tags[-1], multiple=True)
+        else:
+            for tag in tags:
+                self.channel.basic_ack(tag)
+        self._unacked.difference_update(tags)
 
     def reject(self, delivery):
         """Hand a delivery back to the queue (used when shutting down mid-batch)."""

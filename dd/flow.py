@@ -80,12 +80,12 @@ class BrokerGatherer:
                                                 error.rule))
         return Item(notice, delivery)
 
-    def finish(self, item):
+    def finish(self, items):
         try:
-            self.consumer.ack(item.delivery)
+            self.consumer.ack([item.delivery for item in items])
         except broker.CONNECTION_ERRORS:
             # Not acked means redelivered: the receiver recognises what it already has.
-            log.warning("could not ack %s; it will be delivered again", _name(item))
+            log.warning("could not ack %d notice(s); they will be delivered again", len(items))
 
     def tick(self):
         # py-amqp is not thread-safe: only the flow's own thread services the connection.
@@ -143,6 +143,17 @@ class Poster:
         self.publisher.close()
 
 
+def _lanes(items):
+    """Items that may run side by side: notices about one path stay in order in one lane,
+    and a rename (two paths) keeps the whole batch in one lane."""
+    if any(item.notice.rename_from is not None for item in items):
+        return [items] if items else []
+    lanes = {}
+    for item in items:
+        lanes.setdefault(item.notice.rel_path, []).append(item)
+    return list(lanes.values())
+
+
 def _name(item):
     return item.notice.rel_path if item.notice else "an undecodable notice"
 
@@ -193,14 +204,14 @@ class Flow:
                 item.skipped = True
             elif item.outcome is None and self.work:
                 todo.append(item)
-        if self.pool and len(todo) > 1:
-            pending = {self.pool.submit(self._work, item) for item in todo}
+        lanes = _lanes(todo)
+        if self.pool and len(lanes) > 1:
+            pending = {self.pool.submit(self._work_lane, lane) for lane in lanes}
             while pending:
                 _, pending = concurrent.futures.wait(pending, timeout=0.5)
                 self.gatherer.tick()
         else:
-            for item in todo:
-                self._work(item)
+            self._work_lane(todo)
         if self.poster:
             done = [i for i in batch if not i.skipped and (i.outcome is None or i.outcome.ok)]
             unconfirmed = self.poster.post(done)
@@ -210,16 +221,17 @@ class Flow:
                 held = {id(i) for i in unconfirmed}
                 batch = [i for i in batch if id(i) not in held]
             counters.posted += sum(1 for i in done if i.outgoing is not None) - len(unconfirmed)
+        self.gatherer.finish(batch)
         for item in batch:
-            self.gatherer.finish(item)
             self._log(item)
 
-    def _work(self, item):
-        try:
-            self.work(item)
-        except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
-            log.exception("internal error on %s", _name(item))
-            item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
+    def _work_lane(self, items):
+        for item in items:
+            try:
+                self.work(item)
+            except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
+                log.exception("internal error on %s", _name(item))
+                item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
 
     def _log(self, item):
         counters, outcome = self.counters, item.outcome

@@ -219,7 +219,7 @@ OPTIONS = (
             "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages"),
     _option("message_ttl", DURATION, None, CONSUMERS,
             "the broker drops notices that waited in the queue this long; unset: never"),
-    _option("prefetch", INT, "25", CONSUMERS,
+    _option("prefetch", INT, "100", CONSUMERS,
             "notices the broker may send each instance ahead of its acknowledgements"),
     _option("max_notice_size", SIZE, "1M", CONSUMERS,
             "larger notices are rejected unread"),

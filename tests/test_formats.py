@@ -561,7 +561,7 @@ def dd_endpoints(broker_url, exchange):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for delivery in consumer.fetch(0.2):
-                consumer.ack(delivery)
+                consumer.ack([delivery])
                 return delivery
         raise AssertionError(f"dd received nothing from {exchange} within {timeout}s")
     try:

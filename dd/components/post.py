@@ -9,7 +9,8 @@ from dd.notice import Checksum, Notice, Op, from_timestamp, now
 
 NAME = "post"
 DAEMON = False
-BATCH = 500
+#: Notices announced per round of confirms: small enough that the first go out at once.
+BATCH = 100
 log = logging.getLogger("dd.post")
 
 
@@ -32,7 +33,7 @@ class FileGatherer:
                 break
         return batch or None
 
-    def finish(self, item):
+    def finish(self, items):
         pass
 
     def tick(self):

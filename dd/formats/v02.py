@@ -1,4 +1,5 @@
 """dd's own v02 format: one JSON object per notice (documented in dd_post(7))."""
+import datetime
 import json
 
 from dd.errors import NoticeError
@@ -61,7 +62,7 @@ def decode(body, headers):
     checksum = take(fields, "checksum", dict, None)
     mode = take(fields, "mode", str, None)
     notice = Notice(
-        pubtime=parse_time(take(fields, "pubtime", str), "pubtime", (TIME_FORMAT,)),
+        pubtime=_parse_time(take(fields, "pubtime", str), "pubtime"),
         base_url=take(fields, "base_url", str),
         rel_path=take(fields, "rel_path", str),
         source=take(fields, "source", str),
@@ -87,7 +88,18 @@ def _time(moment):
 
 def _read_time(fields, name):
     text = take(fields, name, str, None)
-    return parse_time(text, name, (TIME_FORMAT,)) if text is not None else None
+    return _parse_time(text, name) if text is not None else None
+
+
+def _parse_time(text, name):
+    # fromisoformat is C and ten times faster than strptime; it reads exactly our form
+    # once the 'Z' is off, and anything else falls through to the strict parser's error.
+    if len(text) == 27 and text[-1] == "Z" and text[10] == "T":
+        try:
+            return datetime.datetime.fromisoformat(text[:-1]).replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            pass
+    return parse_time(text, name, (TIME_FORMAT,))
 
 
 def _checksum(checksum):

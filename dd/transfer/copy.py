@@ -42,7 +42,8 @@ def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
     With `length`, a source that ends early or has more is a TransferError
     naming `name`.  `tick()` is called about every 0.5 s, also
     while sleeping for `rate_max`, so a caller can keep a connection alive."""
-    view = memoryview(bytearray(chunk_size))
+    # A small file needs no 1 MiB buffer: allocating and zeroing it cost more than the copy.
+    view = memoryview(bytearray(chunk_size if length is None else max(1, min(chunk_size, length))))
     readinto = getattr(src, "readinto", None)
     nbytes = 0
     last_tick = time.monotonic()
