@@ -8,7 +8,7 @@ from dd import broker, flow, paths, topic
 from dd.flow import Item
 from dd.notice import Op
 from dd.receive import Outcome, Receiver
-from dd.transfer import Transports
+from dd.transfer import SCHEMES, Transports, transport_class
 
 NAME = "subscribe"
 DAEMON = True
@@ -38,6 +38,9 @@ def build(ctx):
     gatherer = flow.BrokerGatherer(the_consumer, max_notice_size=cfg.max_notice_size,
                                    allowed_schemes=set(cfg.allowed_schemes))
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
+    # Import the transports now: the first notice of a burst must not wait for that.
+    for scheme in set(cfg.allowed_schemes) & set(SCHEMES):
+        transport_class(scheme)
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick)
     return flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),

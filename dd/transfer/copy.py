@@ -1,5 +1,6 @@
 """The one copy loop every transfer goes through: checksum, rate limit and
 keep-alive ticks happen here, while the bytes pass, never in a second pass."""
+import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -9,6 +10,18 @@ from dd.errors import TransferError
 
 CHUNK_SIZE = 1 << 20
 TICK_INTERVAL = 0.5
+#: Chunks at least this big are hashed on a helper thread while being written.
+OVERLAP_MIN = 256 << 10
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _hashing_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dd-hash")
+        return _pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +75,16 @@ def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
             data = src.read(want)
         if not data:
             break
-        if hasher is not None:
-            hasher.update(data)
-        _write_all(dst, data)
+        if hasher is not None and len(data) >= OVERLAP_MIN:
+            # hashlib and file writes both release the GIL: checksum this chunk on a
+            # helper thread while it is written, instead of one after the other.
+            hashed = _hashing_pool().submit(hasher.update, data)
+            _write_all(dst, data)
+            hashed.result()
+        else:
+            if hasher is not None:
+                hasher.update(data)
+            _write_all(dst, data)
         nbytes += len(data)
         if rate_max:
             _sleep(_limiter.wait_for(len(data), rate_max), ticking)
