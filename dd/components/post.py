@@ -9,8 +9,9 @@ from dd.notice import Checksum, Notice, Op, from_timestamp, now
 
 NAME = "post"
 DAEMON = False
-#: Notices announced per round of confirms: small enough that the first go out at once.
-BATCH = 100
+#: Notices per round of confirms: the first round is small so the first notices go out
+#: at once, the later ones large so that waiting for confirms costs little.
+FIRST_BATCH, BATCH = 50, 1000
 log = logging.getLogger("dd.post")
 
 
@@ -24,12 +25,14 @@ class FileGatherer:
         self.deleted = deleted
         self.refused = []           # (path, reason): what could not be announced
         self._pending = self._walk(arguments)
+        self._batch_size = FIRST_BATCH
 
     def fetch(self, timeout):
+        size, self._batch_size = self._batch_size, BATCH
         batch = []
         for item in self._pending:
             batch.append(item)
-            if len(batch) >= BATCH:
+            if len(batch) >= size:
                 break
         return batch or None
 
