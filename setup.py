@@ -27,7 +27,8 @@ setup(
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
     ],
-    extras_require={"test": ["pytest>=7.2", "hypothesis>=6.36"]},
+    extras_require={"test": ["pytest>=7.2", "hypothesis>=6.36"],
+                    "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],
     },

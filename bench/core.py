@@ -37,6 +37,7 @@ from pathlib import Path
 import amqp
 import psutil
 
+from dd import nginx
 from dd.options import parse_size
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
@@ -189,29 +190,8 @@ def start_nginx(base, root):
     """nginx on a free loopback port serving `root`; returns (process, base URL)."""
     base.mkdir()
     port = free_port()
-    temp_paths = "\n".join(f"    {kind}_temp_path {base}/{kind};"
-                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    # user root: workers must read the private work directory.  keepalive_requests:
-    # nginx's default 1000 would close every client's connection mid-tree.
-    (base / "nginx.conf").write_text(f"""user root;
-daemon off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-{temp_paths}
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-""")
-    process = spawn([NGINX, "-p", str(base), "-e", f"{base}/error.log", "-c", f"{base}/nginx.conf"],
+    (base / "nginx.conf").write_text(nginx.config(base=base, root=root, port=port))
+    process = spawn(nginx.command(NGINX, base),
                     env=os.environ, cwd=base, log=base / "nginx.out")
     deadline = time.monotonic() + 10
     while True:

@@ -14,6 +14,8 @@ from typing import Optional
 from urllib.parse import quote
 
 import pytest
+
+from dd import nginx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -100,32 +102,10 @@ def nginx_server(tmp_path_factory):
     base, root, port = _workspace(tmp_path_factory, NGINX)
     tls_port = free_port()
     _self_signed(base / "cert.pem", base / "key.pem")
-    temp_paths = "\n".join(f"{kind}_temp_path {base}/{kind};"
-                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    # user root: workers must read the tests' private temporary directories.
-    (base / "nginx.conf").write_text(f"""
-user root;
-daemon off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    {temp_paths}
-    server {{
-        listen 127.0.0.1:{port};
-        listen 127.0.0.1:{tls_port} ssl;
-        ssl_certificate {base}/cert.pem;
-        ssl_certificate_key {base}/key.pem;
-        root {root};
-        autoindex on;
-    }}
-}}
-""")
-    process = _start([NGINX, "-p", str(base), "-e", f"{base}/error.log",
-                      "-c", f"{base}/nginx.conf"], port, base / "nginx.out")
+    (base / "nginx.conf").write_text(nginx.config(
+        base=base, root=root, port=port, autoindex=True,
+        tls=(tls_port, base / "cert.pem", base / "key.pem")))
+    process = _start(nginx.command(NGINX, base), port, base / "nginx.out")
     yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port,
                  https_url=f"https://127.0.0.1:{tls_port}/", ca_file=base / "cert.pem")
     _stop(process)
