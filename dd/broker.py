@@ -330,15 +330,5 @@ class Consumer(_Endpoint):
                 self.channel.basic_ack(tag)
         self._unacked.difference_update(tags)
 
-    def reject(self, delivery):
-        """Hand a delivery back to the queue (used when shutting down mid-batch)."""
-        if delivery.generation == self.generation and self.channel is not None:
-            self.channel.basic_reject(delivery.tag, requeue=True)
-
-    def depth(self):
-        """(messages ready, consumers) of the queue, as the broker sees them now."""
-        _, ready, consumers = self.open().queue_declare(self.subscription.queue, passive=True)
-        return ready, consumers
-
     def delete(self):
         self.open().queue_delete(self.subscription.queue)

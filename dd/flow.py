@@ -42,9 +42,6 @@ class Counters:
         self.bytes = 0
         self.last_activity = 0.0
 
-    def as_dict(self):
-        return dict(vars(self))
-
 
 class BrokerGatherer:
     """Gathers notices from a durable queue; finishing an item acks it."""

@@ -74,13 +74,6 @@ class Notice:
         """Where the data is: base_url joined with the percent-encoded rel_path."""
         return self.base_url.rstrip("/") + "/" + urllib.parse.quote(self.rel_path.lstrip("/"))
 
-    @property
-    def key(self):
-        """What makes two notices announce the same content of the same file."""
-        part = self.part.block_number if self.part else None
-        value = self.checksum.value if self.checksum else None
-        return (self.rel_path, self.op.value, value, part)
-
 
 def now():
     return datetime.datetime.now(datetime.timezone.utc)

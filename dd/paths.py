@@ -81,8 +81,11 @@ class Tree:
     def parent(self, rel_path, create=True):
         """Yield (directory fd, leaf name) for rel_path, walking without following links."""
         components = split(rel_path)
-        os.makedirs(self.root, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            os.makedirs(self.root, exist_ok=True)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name in components[:-1]:
                 child = self._open_directory(fd, name, rel_path, create)
@@ -107,14 +110,6 @@ class Tree:
         with contextlib.suppress(FileExistsError):  # another instance made it first
             os.mkdir(name, 0o755, dir_fd=fd)
         return Tree._open_directory(fd, name, rel_path, create=False)
-
-    def lstat(self, rel_path):
-        """os.stat_result of the entry itself (not followed), or None if absent."""
-        try:
-            with self.parent(rel_path, create=False) as (fd, leaf):
-                return os.stat(leaf, dir_fd=fd, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
 
 
 def localize(rel_path, *, strip=0, mirror=True, flatten=None):

@@ -9,16 +9,13 @@ filesystem access goes through dd.paths.Tree.
 import contextlib
 import dataclasses
 import os
-import secrets
 import time
 
 from dd import checksum, paths
 from dd.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.notice import Op
+from dd.transfer import temporary_name
 from dd.transfer.copy import copy
-
-TEMP_MARK = ".dd-tmp-"
-
 
 @dataclasses.dataclass
 class Outcome:
@@ -35,15 +32,6 @@ class Outcome:
     @property
     def ok(self):
         return self.code < 400
-
-
-def temp_name(leaf):
-    """A name no final file has: hidden, marked, unique per writer."""
-    return f".{leaf[:180]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def is_temp_name(name):
-    return name.startswith(".") and TEMP_MARK in name
 
 
 class Receiver:
@@ -123,7 +111,7 @@ class Receiver:
 
     def _fetch(self, transport, path, notice, fd, leaf, method, verify):
         """Download to a temporary name, verify, set attributes, rename into place."""
-        tmp = temp_name(leaf)
+        tmp = temporary_name(leaf)
         out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=fd)
         try:
@@ -188,7 +176,7 @@ class Receiver:
                     return Outcome(304, "link already in place")
             except OSError:
                 pass
-            tmp = temp_name(leaf)
+            tmp = temporary_name(leaf)
             os.symlink(target, tmp, dir_fd=fd)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
         return Outcome(201, f"linked to {target}")

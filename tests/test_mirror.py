@@ -200,3 +200,16 @@ def test_subscriber_reconnects_when_the_broker_drops_its_connection(pump, vhost)
     assert arrived, log[-3000:]
     assert "reconnecting" in log
     assert status == 0 and "Traceback" not in log
+
+
+def test_a_file_with_a_name_of_the_longest_length_arrives(pump):
+    name = "é" * 100 + "x" * 51 + ".bin"  # 200 + 51 + 4 = 255 bytes in UTF-8
+    assert len(name.encode()) == 255
+    (pump.src / name).write_bytes(b"long")
+    pump.subscriber_config()
+    pump.post(pump.src / name)
+    subscriber = pump.foreground()
+    arrived = wait_for(lambda: (pump.dst / name).exists())
+    _, log = pump.stop(subscriber)
+    assert arrived, log[-2000:]
+    assert [p.name for p in pump.dst.iterdir()] == [name]

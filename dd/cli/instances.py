@@ -37,10 +37,11 @@ def read_pid(path):
         return None
 
 
-def write_pid(path):
+def write_pid(path, pid=None):
+    """Write `pid` (default: ours) to `path` atomically: status never reads half a number."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(f"{os.getpid()}\n")
+    tmp.write_text(f"{pid or os.getpid()}\n")
     os.replace(tmp, path)
 
 
@@ -74,8 +75,7 @@ def start(ctx, config_arg):
                 env=child_env, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=log_stream,
                 start_new_session=True, close_fds=True)
         # The child writes its own pid file; write it too so status is right at once.
-        state.dir.mkdir(parents=True, exist_ok=True)
-        state.pid_file(instance).write_text(f"{process.pid}\n")
+        write_pid(state.pid_file(instance), process.pid)
         started += 1
     return started
 

@@ -4,6 +4,7 @@ Every command takes an Environment (streams, directories, variables) so tests
 can run the real CLI in-process.
 """
 import logging
+import os
 import signal
 import sys
 
@@ -116,7 +117,7 @@ def _foreground(module, ctx, config_arg):
     try:
         module.build(ctx).run()
     finally:
-        if instances.read_pid(pid_file) is not None:
+        if instances.read_pid(pid_file) == os.getpid():
             pid_file.unlink(missing_ok=True)
         log.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
     return ExitStatus.OK

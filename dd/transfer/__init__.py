@@ -129,9 +129,11 @@ class ReadStream(io.RawIOBase):
 
 
 def temporary_name(path):
-    """A hidden name beside `path` to write to before renaming: readers never see partial files."""
+    """A hidden name beside `path` to write to before renaming: readers never see partial files.
+    The name is cut so the result stays within the 255-byte limit of a file name."""
     directory, name = posixpath.split(path)
-    return posixpath.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    short = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return posixpath.join(directory, f".{short}.{secrets.token_hex(4)}.tmp")
 
 
 class Transports:
