@@ -18,6 +18,7 @@ from dd.errors import BrokerError, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
 from dd.receive import Outcome
+from dd.retry import Entry as RetryEntry
 
 log = logging.getLogger("dd.flow")
 
@@ -95,6 +96,79 @@ class BrokerGatherer:
 
     def close(self):
         self.consumer.close()
+
+
+class Retrying:
+    """Wraps a gatherer with a retry store: a notice whose work failed in a way that
+    trying again may fix (5xx) is kept in the store, durably, before the broker is
+    told it is done; due entries come back into the flow ahead of new notices.
+    While the store is full, nothing new is taken from the broker."""
+
+    #: Entries taken from the store per batch.
+    BATCH = 100
+
+    def __init__(self, inner, store, *, max_notice_size, allowed_schemes):
+        self.inner = inner
+        self.store = store
+        self.max_notice_size = max_notice_size
+        self.allowed_schemes = allowed_schemes
+
+    def fetch(self, timeout):
+        items = [self._revive(entry) for entry in self.store.due(self.BATCH)]
+        if self.store.full:
+            if not items:
+                time.sleep(min(timeout, 1.0))
+            return items
+        batch = self.inner.fetch(0 if items else timeout)
+        if batch is None:
+            return items or None
+        return items + batch
+
+    def _revive(self, entry):
+        try:
+            notice = formats.decode(entry.message, max_size=self.max_notice_size,
+                                    allowed_schemes=self.allowed_schemes)
+        except NoticeError as error:  # the configuration changed since it was kept
+            return Item(None, entry, Outcome(400, f"kept notice {entry.key!r} refused: {error}", error.rule))
+        return Item(notice, entry)
+
+    def finish(self, items):
+        kept = [i for i in items if isinstance(i.delivery, RetryEntry)]
+        fresh = [i for i in items if not isinstance(i.delivery, RetryEntry)]
+        failed = [i for i in fresh if _retryable(i)]
+        if failed:
+            # On disk before the broker forgets them: this is what makes the ack safe.
+            self.store.put([(retry_key(i.notice), formats.v02.encode(i.notice)[0], i.outcome.message)
+                            for i in failed])
+            for item in failed:
+                item.outcome.message += "; kept for retry"
+        self.store.remove(retry_key(i.notice) for i in fresh if i.notice and not _retryable(i))
+        again = [i for i in kept if _retryable(i)]
+        self.store.remove(i.delivery.key for i in kept if not _retryable(i))
+        for entry in self.store.failed_again([(i.delivery, i.outcome.message) for i in again]):
+            log.error("giving up on %s after %d attempts: failing for longer than retry_ttl",
+                      entry.key, entry.attempts + 1)
+        for item in again:
+            item.outcome.message += f" (attempt {item.delivery.attempts + 1})"
+        self.inner.finish(fresh)
+
+    def tick(self):
+        self.inner.tick()
+
+    def close(self):
+        self.inner.close()
+        self.store.close()
+
+
+def retry_key(notice):
+    """What a retry entry stands for: a path, or one part of it."""
+    if notice.part is None:
+        return notice.rel_path
+    return f"{notice.rel_path}\0part {notice.part.block_number}"
+
+
+def _retryable(item):
+    return item.outcome is not None and item.outcome.code >= 500
 
 
 class Poster:

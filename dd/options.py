@@ -264,7 +264,11 @@ OPTIONS = (
     _option("nodupe_ttl", DURATION, "5m", "subscribe watch sara shovel",
             "a notice for a path and checksum already seen this recently is skipped; 0 disables"),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
-            "failed transfers and posts are retried for this long, then dropped and logged"),
+            "a notice whose transfer failed is kept in the instance's retry store and tried again "
+            "for this long, then given up and logged"),
+    _option("retry_delay", DURATION, "10s", CONSUMERS,
+            "first retry of a failed transfer after this long; each further one waits twice as "
+            "long, at most 10m"),
     _option("cluster", WORD, None, "post watch sara shovel",
             "name of this cluster: notices posted here come from it, and notices whose "
             "to_clusters leave it out are not forwarded"),

@@ -18,6 +18,11 @@ class ConfigState:
     def pid_files(self):
         return sorted(self.dir.glob("i*.pid")) if self.dir.is_dir() else []
 
+    def retry_file(self, instance):
+        """The retry store of one instance (dd.retry)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self.dir / f"retry.i{instance:03d}.db"
+
     def queue_name(self, user):
         """q_<user>.<component>.<config>.<random>, chosen once and kept so restarts reuse it."""
         path = self.dir / "queue"

@@ -8,6 +8,7 @@ from dd import broker, flow, paths, topic
 from dd.flow import Item
 from dd.notice import Op
 from dd.receive import Outcome, Receiver
+from dd.retry import RetryStore
 from dd.transfer import SCHEMES, Transports, transport_class
 
 NAME = "subscribe"
@@ -35,8 +36,9 @@ def consumer(ctx):
 def build(ctx):
     cfg = ctx.cfg
     the_consumer = consumer(ctx)
-    gatherer = flow.BrokerGatherer(the_consumer, max_notice_size=cfg.max_notice_size,
-                                   allowed_schemes=set(cfg.allowed_schemes))
+    decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
+    store = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
+    gatherer = flow.Retrying(flow.BrokerGatherer(the_consumer, **decoding), store, **decoding)
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
     # Import the transports now: the first notice of a burst must not wait for that.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES):

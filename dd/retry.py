@@ -1,0 +1,121 @@
+"""The retry store: notices whose work failed, kept on disk and tried again later.
+
+One SQLite database per configuration instance, written with full
+synchronisation, so a notice acknowledged to the broker because it is "in the
+retry store" really is on disk.  Entries are keyed by the path they deliver:
+a newer notice for a path replaces an older one waiting there, and a path
+delivered from the broker meanwhile cancels its waiting retry, so the store
+never replays stale content over fresh.  Each entry waits `delay`, then twice
+as long after each further failure (at most MAX_DELAY), and is given up once
+it has been failing for `ttl`.  The store holds at most `capacity` entries;
+`full` tells the caller to stop taking new work until it drains.
+"""
+import dataclasses
+import sqlite3
+import time
+
+MAX_DELAY = 600.0
+DEFAULT_CAPACITY = 100_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retry (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    message BLOB NOT NULL,
+    first_failed REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at REAL NOT NULL,
+    reason TEXT NOT NULL
+)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    id: int
+    key: str
+    message: bytes
+    first_failed: float
+    attempts: int
+    reason: str
+
+
+class RetryStore:
+    """Failed notices waiting for another try, oldest first."""
+
+    def __init__(self, path, *, ttl, delay=10.0, capacity=DEFAULT_CAPACITY, clock=time.time):
+        self.path = path
+        self.ttl = ttl
+        self.delay = delay
+        self.capacity = capacity
+        self.clock = clock
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        self._keys = {row[0] for row in self._db.execute("SELECT key FROM retry")}
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __contains__(self, key):
+        return key in self._keys
+
+    @property
+    def full(self):
+        return len(self._keys) >= self.capacity
+
+    def _backoff(self, attempts):
+        return min(self.delay * 2 ** (attempts - 1), MAX_DELAY)
+
+    def put(self, failures):
+        """Keep (key, message, reason) triples, durably, in one transaction.
+
+        A key already waiting gets the new message and starts over."""
+        failures = list(failures)
+        now = self.clock()
+        with self._db:  # one transaction, committed (and synced) or rolled back
+            for key, message, reason in failures:
+                self._db.execute(
+                    "INSERT INTO retry (key, message, first_failed, attempts, next_at, reason) "
+                    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET message=excluded.message, "
+                    "first_failed=excluded.first_failed, attempts=1, next_at=excluded.next_at, "
+                    "reason=excluded.reason", (key, message, now, now + self._backoff(1), reason))
+        self._keys.update(key for key, _, _ in failures)
+
+    def due(self, limit):
+        """Up to `limit` entries whose time has come, in the order they first failed."""
+        rows = self._db.execute(
+            "SELECT id, key, message, first_failed, attempts, reason FROM retry WHERE next_at <= ? "
+            "ORDER BY id LIMIT ?", (self.clock(), limit)).fetchall()
+        return [Entry(*row) for row in rows]
+
+    def failed_again(self, entries_and_reasons):
+        """Reschedule (entry, reason) pairs; return the entries given up because they have
+        been failing for longer than ttl (removed from the store)."""
+        now = self.clock()
+        expired = []
+        with self._db:
+            for entry, reason in entries_and_reasons:
+                if now - entry.first_failed >= self.ttl:
+                    self._db.execute("DELETE FROM retry WHERE id = ?", (entry.id,))
+                    expired.append(entry)
+                else:
+                    attempts = entry.attempts + 1
+                    self._db.execute("UPDATE retry SET attempts = ?, next_at = ?, reason = ? WHERE id = ?",
+                                     (attempts, now + self._backoff(attempts), reason, entry.id))
+        self._keys.difference_update(entry.key for entry in expired)
+        return expired
+
+    def remove(self, keys):
+        """Forget the entries of these keys: retried successfully, refused for good, or
+        delivered anew from the broker meanwhile."""
+        keys = [k for k in keys if k in self._keys]  # the common case costs no disk write
+        if not keys:
+            return
+        with self._db:
+            self._db.executemany("DELETE FROM retry WHERE key = ?", [(k,) for k in keys])
+        self._keys.difference_update(keys)
+
+    def close(self):
+        self._db.close()
