@@ -9,11 +9,12 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Callable, Optional
 
-from dd import broker, formats
+from dd import broker, formats, report
 from dd.errors import BrokerError, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
@@ -145,11 +146,14 @@ class Retrying:
         self.store.remove(retry_key(i.notice) for i in fresh if i.notice and not _retryable(i))
         again = [i for i in kept if _retryable(i)]
         self.store.remove(i.delivery.key for i in kept if not _retryable(i))
-        for entry in self.store.failed_again([(i.delivery, i.outcome.message) for i in again]):
-            log.error("giving up on %s after %d attempts: failing for longer than retry_ttl",
-                      entry.key, entry.attempts + 1)
+        given_up = {e.id for e in self.store.failed_again([(i.delivery, i.outcome.message) for i in again])}
         for item in again:
-            item.outcome.message += f" (attempt {item.delivery.attempts + 1})"
+            attempts = item.delivery.attempts + 1
+            if item.delivery.id in given_up:
+                item.outcome.code = 503
+                item.outcome.message += f"; given up after {attempts} attempts (retry_ttl)"
+            else:
+                item.outcome.message += f" (attempt {attempts}, kept for retry)"
         self.inner.finish(fresh)
 
     def tick(self):
@@ -172,42 +176,42 @@ def _retryable(item):
 
 
 class Poster:
-    """Announces notices in a wire format and waits for the broker's confirms."""
+    """Publishes one message per item, as `message_of(item)` makes it (None: nothing
+    to publish), and waits for the broker's confirms."""
 
-    def __init__(self, publisher, exchange, *, post_format, topic_prefix=None, timeout=30.0):
+    def __init__(self, publisher, exchange, message_of, *, timeout=30.0):
         self.publisher = publisher
         self.exchange = exchange
-        self.post_format = post_format
-        self.topic_prefix = topic_prefix
+        self.message_of = message_of
         self.timeout = timeout
 
     def post(self, items):
-        """Publish every item's outgoing notice; return the items the broker did not confirm."""
-        remaining = [i for i in items if i.outgoing is not None]
+        """Publish every item's message; return the items the broker did not confirm."""
+        try:
+            remaining = [(item, message) for item in items if (message := self.message_of(item)) is not None]
+        except NoticeError as error:
+            # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
+            raise BrokerError(error.message, fix=error.fix or "choose another post_format or checksum") from None
         deadline = time.monotonic() + self.timeout
         while remaining:
             published = set()
             try:
-                for item in remaining:
-                    message = formats.encode(item.outgoing, self.post_format, self.topic_prefix)
+                for item, message in remaining:
                     self.publisher.publish(self.exchange, message, item)
                     published.add(id(item))
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
-            except NoticeError as error:
-                # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
-                raise BrokerError(error.message, fix=error.fix or "choose another post_format or checksum") from None
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
-                remaining = [i for i in remaining if id(i) in lost or id(i) not in published]
+                remaining = [(i, m) for i, m in remaining if id(i) in lost or id(i) not in published]
                 if time.monotonic() >= deadline:
                     log.error("%s", error)
-                    return remaining
+                    return [i for i, _ in remaining]
                 log.warning("publishing failed (%s); reconnecting", error)
                 try:
                     self.publisher.reopen(give_up_after=max(deadline - time.monotonic(), 0.1))
                 except BrokerError as reopen_error:
                     log.error("%s", reopen_error)
-                    return remaining
+                    return [i for i, _ in remaining]
         return []
 
     def close(self):
@@ -234,8 +238,8 @@ class Flow:
     item.outgoing, `poster` (optional) announces outgoing notices."""
 
     def __init__(self, *, gatherer, accept: Callable, work: Optional[Callable] = None,
-                 poster: Optional[Poster] = None, stop: Optional[threading.Event] = None,
-                 batch_timeout=1.0, threads=1):
+                 poster: Optional[Poster] = None, reporter: Optional[Poster] = None,
+                 stop: Optional[threading.Event] = None, batch_timeout=1.0, threads=1):
         self.gatherer = gatherer
         # Work items of a batch run side by side: transfers and file creation wait on
         # the network and the disk, not on the interpreter.
@@ -243,6 +247,7 @@ class Flow:
         self.accept = accept
         self.work = work
         self.poster = poster
+        self.reporter = reporter
         self.stop = stop or threading.Event()
         self.batch_timeout = batch_timeout
         self.counters = Counters()
@@ -261,8 +266,9 @@ class Flow:
             if self.pool:
                 self.pool.shutdown()
             self.gatherer.close()
-            if self.poster:
-                self.poster.close()
+            for publisher in (self.poster, self.reporter):
+                if publisher:
+                    publisher.close()
         return self.counters
 
     def process(self, batch):
@@ -293,6 +299,11 @@ class Flow:
                 batch = [i for i in batch if id(i) not in held]
             counters.posted += sum(1 for i in done if i.outgoing is not None) - len(unconfirmed)
         self.gatherer.finish(batch)
+        if self.reporter:
+            unreported = self.reporter.post(batch)
+            if unreported:
+                log.warning("%d log message(s) not confirmed by the broker; their sources will not "
+                            "see these outcomes", len(unreported))
         for item in batch:
             self._log(item)
 
@@ -330,8 +341,35 @@ def poster(ctx):
     url = ctx.credentials.complete(cfg.post_broker)
     publisher = broker.Publisher(url, heartbeat=cfg.heartbeat,
                                  name=f"dd_{ctx.cfg.component} {ctx.cfg.name} #{ctx.instance}")
-    return Poster(publisher, cfg.post_exchange, post_format=cfg.post_format,
-                  topic_prefix=cfg.post_topic_prefix, timeout=cfg.post_timeout)
+
+    def message_of(item):
+        if item.outgoing is None:
+            return None
+        return formats.encode(item.outgoing, cfg.post_format, cfg.post_topic_prefix)
+    return Poster(publisher, cfg.post_exchange, message_of, timeout=cfg.post_timeout)
+
+
+def reporter(ctx):
+    """The log step: a log message (dd_log(7)) for each notice acted on, published on the
+    broker the notices came from, to report_exchange; None when log_reports is off."""
+    cfg = ctx.cfg
+    if not (cfg.log_reports and cfg.broker):
+        return None
+    url = ctx.credentials.complete(cfg.broker)
+    publisher = broker.Publisher(url, heartbeat=cfg.heartbeat,
+                                 name=f"dd_{cfg.component} {cfg.name} #{ctx.instance} reports")
+    consumer = dict(host=socket.gethostname(), user=url.user or "", component=cfg.component)
+
+    def message_of(item):
+        if item.notice is None or item.outcome is None:
+            return None  # not accepted, or unreadable: there is no source to tell
+        outcome = item.outcome
+        made = report.of(item.notice, code=outcome.code, message=outcome.message, rule=outcome.rule,
+                         duration=outcome.duration, nbytes=outcome.nbytes or 0, pubtime=notice_now(),
+                         **consumer)
+        body, headers = report.encode(made)
+        return formats.Message(made.topic, body, headers, report.CONTENT_TYPE)
+    return Poster(publisher, cfg.report_exchange, message_of, timeout=cfg.post_timeout)
 
 
 def derive_outgoing(cfg, item):

@@ -312,8 +312,12 @@ OPTIONS = (
             "least severe messages logged"),
     _option("log_days", INT, "5", "subscribe watch sara shovel",
             "days of rotated daily logs kept"),
-    _option("log_reports", BOOL, "on", ALL,
-            "log one line per notice outcome (taken, rejected, delivered, failed) naming its rule"),
+    _option("log_reports", BOOL, "on", CONSUMERS,
+            "publish a log message (dd_log(7)) for each notice acted on, so that its outcome "
+            "flows back to the notice's source"),
+    _option("report_exchange", WORD, "xs_${BROKER_USER}", CONSUMERS,
+            "exchange of the consuming broker that log messages are published to; the pump "
+            "grants each user xs_<user> and routes log messages from there to their source"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

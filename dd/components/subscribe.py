@@ -47,6 +47,7 @@ def build(ctx):
                         fsync=cfg.fsync, tick=gatherer.tick)
     return flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
                      work=lambda item: _work(cfg, receiver, item), poster=flow.poster(ctx),
+                     reporter=flow.reporter(ctx),
                      stop=ctx.stop, threads=cfg.threads)
 
 
