@@ -40,7 +40,7 @@ class Delivery:
     redelivered: bool
 
 
-def _vhost(url):
+def vhost_of(url):
     path = urllib.parse.unquote(url.path or "")
     return path[1:] if path.startswith("/") and len(path) > 1 else "/"
 
@@ -51,7 +51,7 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd"):
     port = url.port or (5671 if tls else 5672)
     options = dict(
         host=f"{url.host}:{port}", userid=url.user or "guest", password=url.password or "guest",
-        virtual_host=_vhost(url), heartbeat=int(heartbeat), connect_timeout=timeout,
+        virtual_host=vhost_of(url), heartbeat=int(heartbeat), connect_timeout=timeout,
         client_properties={"connection_name": name},
     )
     if tls:
@@ -64,7 +64,7 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd"):
         raise BrokerError(f"broker {url} refused the login of user '{url.user}'",
                           fix="check the password in credentials.conf") from None
     except amqp.exceptions.NotAllowed:
-        raise BrokerError(f"broker {url}: user '{url.user}' may not use virtual host '{_vhost(url)}'",
+        raise BrokerError(f"broker {url}: user '{url.user}' may not use virtual host '{vhost_of(url)}'",
                           fix="ask the broker administrator for permissions") from None
     except (OSError, amqp.exceptions.AMQPError) as error:
         raise BrokerError(f"cannot connect to broker {url}: {_reason(error)}",

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from dd import checksum, formats
 from dd.credentials import Url
 
-COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel")
+COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +152,25 @@ def url(*schemes, example):
     return Kind("url", f"a URL like {example}", parse)
 
 
+ROLES = ("source", "subscriber", "feeder", "admin")
+_USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def _declaration(text):
+    """(role, user name) from 'ROLE NAME'.  Names are plain words because they are put
+    into the broker's permission patterns."""
+    words = text.split()
+    if len(words) != 2:
+        raise ValueError("")
+    role, name = words
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not _USER_NAME.fullmatch(name):
+        raise ValueError(f"user name {name!r} may only have letters, digits, _ and -, starting with a "
+                         "letter: anything else could widen a permission pattern")
+    return role, name
+
+
 STR = Kind("str", "a non-empty string", _non_empty)
 WORD = Kind("str", "a single word, no spaces", _word)
 TOPIC = Kind("str", "a topic pattern without spaces, like observations.# or a.*.b", _word)
@@ -167,6 +186,8 @@ PATTERN = Kind("pattern", "a regular expression like .*\\.txt", _pattern,
 COMMAND = Kind("command", "a command line with balanced quotes", _command)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
 BROKER = url("amqp", "amqps", example="amqps://user@host/")
+DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
+                   f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
 
 
@@ -214,9 +235,10 @@ OPTIONS = (
     _option("queue", WORD, None, CONSUMERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
-    _option("expire", DURATION, "5m", CONSUMERS,
+    _option("expire", DURATION, "5m", CONSUMERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
-            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages"),
+            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d"}),
     _option("message_ttl", DURATION, None, CONSUMERS,
             "the broker drops notices that waited in the queue this long; unset: never"),
     _option("prefetch", INT, "100", CONSUMERS,
@@ -307,6 +329,17 @@ OPTIONS = (
     _option("path", PATH, None, "post watch",
             "file or directory to post (dd_post, which also takes them as arguments) or watch "
             "(dd_watch); repeat for several", repeat=True),
+    # A pump's users and permissions (dd_audit, admin.conf).
+    _option("admin", BROKER, None, "audit",
+            "the pump's broker and virtual host, with its administrator as user: "
+            "amqp://USER@HOST/VHOST; the password comes from credentials.conf"),
+    _option("declare", DECLARATION, None, "audit",
+            "a user of the pump and its role; its password comes from credentials.conf; repeat "
+            "for every user", repeat=True),
+    _option("management_url", url("http", "https", example="http://localhost:15672/"), None, "audit",
+            "RabbitMQ's management API; unset: port 15672 of the admin broker's host"),
+    _option("queue_limit", INT, "0", "audit",
+            "dd_audit cleanup removes q_ queues holding more notices than this; 0: no limit"),
     # Logging.
     _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
             "least severe messages logged"),

@@ -3,6 +3,7 @@
 Every command takes an Environment (streams, directories, variables) so tests
 can run the real CLI in-process.
 """
+import importlib
 import logging
 import os
 import signal
@@ -20,6 +21,8 @@ USAGE = {
     "subscribe": "usage: dd_subscribe ACTION CONFIG [--option value ...]\n"
                  f"  ACTION: {', '.join(ACTIONS)}",
 }
+#: Commands that are not flow components: their own main(argv, env), imported when run.
+ADMIN_COMMANDS = {"audit": "dd.audit.main:main"}
 log = logging.getLogger("dd")
 
 
@@ -27,6 +30,9 @@ def run(component, argv, env=None):
     """Run dd_<component> with `argv`; return its exit status."""
     env = env or Environment.from_process()
     try:
+        if component in ADMIN_COMMANDS:
+            module, _, function = ADMIN_COMMANDS[component].partition(":")
+            return getattr(importlib.import_module(module), function)(list(argv), env)
         return _dispatch(component, list(argv), env)
     except DDError as error:
         print(f"dd_{component}: {error}", file=env.stderr)
@@ -190,6 +196,10 @@ def post():
 
 def subscribe():
     return run("subscribe", sys.argv[1:])
+
+
+def audit():
+    return run("audit", sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,197 @@
+"""dd_audit against the real RabbitMQ management API: users, permissions, exchanges,
+and what the broker then refuses to each user."""
+import datetime
+import io
+import json
+import secrets
+
+import amqp
+import amqp.exceptions
+import pytest
+import urllib3
+
+from dd.audit.cleanup import stale
+from dd.cli.main import run
+from dd.environment import Environment
+from tests.pump import wait_for
+
+API = "http://127.0.0.1:15672/api"
+GUEST = urllib3.make_headers(basic_auth="guest:guest")
+
+
+def api(method, path, body=None):
+    response = urllib3.request(method, f"{API}/{path}", headers={**GUEST, "Content-Type": "application/json"},
+                               body=None if body is None else json.dumps(body))
+    return json.loads(response.data) if response.data and response.status < 300 else response.status
+
+
+class Site:
+    """A pump of its own: a vhost and users no other test uses, removed afterwards."""
+
+    def __init__(self, tmp_path):
+        tag = secrets.token_hex(3)
+        self.vhost = f"dd-audit-{tag}"
+        self.names = {role: f"t{tag}{role}" for role in ("ann", "anne", "bob", "pump")}
+        self.passwords = {name: secrets.token_hex(8) for name in self.names.values()}
+        self.config_dir = tmp_path / "config"
+        self.config_dir.mkdir()
+        credentials = self.config_dir / "credentials.conf"
+        credentials.write_text("amqp://guest:guest@127.0.0.1/\n" + "".join(
+            f"amqp://{n}:{p}@127.0.0.1/\n" for n, p in self.passwords.items()))
+        credentials.chmod(0o600)
+        n = self.names
+        self.write(f"admin amqp://guest@127.0.0.1/{self.vhost}\n"
+                   f"declare source {n['ann']}\ndeclare source {n['anne']}\n"
+                   f"declare subscriber {n['bob']}\ndeclare feeder {n['pump']}\n")
+        self.tmp_path = tmp_path
+
+    def write(self, text):
+        (self.config_dir / "admin.conf").write_text(text)
+
+    def audit(self, *argv):
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), config_dir=self.config_dir,
+                          state_dir=self.tmp_path / "state", log_dir=self.tmp_path / "log", environ={})
+        status = run("audit", argv, env)
+        return status, env.stdout.getvalue() + env.stderr.getvalue()
+
+    def connect(self, who):
+        name = self.names[who]
+        connection = amqp.Connection("127.0.0.1:5672", userid=name, password=self.passwords[name],
+                                     virtual_host=self.vhost)
+        connection.connect()
+        return connection
+
+    def close(self):
+        api("DELETE", f"vhosts/{self.vhost}")
+        for name in self.names.values():
+            api("DELETE", f"users/{name}")
+
+
+@pytest.fixture
+def site(tmp_path, vhost):  # vhost: skips when the broker is not there
+    the_site = Site(tmp_path)
+    yield the_site
+    the_site.close()
+
+
+def test_declare_sets_up_the_pump_and_a_second_run_changes_nothing(site):
+    status, out = site.audit("declare")
+    assert status == 0, out
+    n = site.names
+    assert api("GET", f"vhosts/{site.vhost}")["name"] == site.vhost
+    exchanges = {e["name"]: e for e in api("GET", f"exchanges/{site.vhost}")}
+    for name in ["xpublic"] + [f"x{k}_{u}" for u in n.values() for k in "sr"]:
+        assert exchanges[name]["type"] == "topic" and exchanges[name]["durable"], name
+    ann = api("GET", f"permissions/{site.vhost}/{n['ann']}")
+    assert ann["configure"] == rf"^(q_{n['ann']}\..*|xs_{n['ann']})$"
+    assert api("GET", f"users/{n['pump']}")["tags"] in ([], "")
+    before = {u: api("GET", f"users/{u}")["password_hash"] for u in n.values()}
+
+    status, out = site.audit("declare")
+    assert status == 0 and "0 change(s)" in out, out
+    assert {u: api("GET", f"users/{u}")["password_hash"] for u in n.values()} == before
+    status, out = site.audit("status", "--json")
+    report = json.loads(out)
+    assert status == 0 and report["in_sync"] and report["differences"] == []
+
+
+def test_status_names_each_difference_and_declare_mends_it(site):
+    site.audit("declare")
+    n = site.names
+    api("PUT", f"permissions/{site.vhost}/{n['ann']}", {"configure": ".*", "write": ".*", "read": ".*"})
+    api("DELETE", f"exchanges/{site.vhost}/xr_{n['bob']}")
+    status, out = site.audit("status")
+    assert status == 1
+    assert f"permissions {n['ann']}: configure is '.*'" in out
+    assert f"exchange xr_{n['bob']}: missing" in out
+    status, out = site.audit("declare", "--dry-run")
+    assert "2 change(s) needed" in out
+    assert site.audit("status")[0] == 1
+    site.audit("declare")
+    assert site.audit("status")[0] == 0
+
+
+def refused(action):
+    """Whether the broker refuses `action` (it closes the channel with 403 or 406)."""
+    try:
+        action()
+    except (amqp.exceptions.AccessRefused, amqp.exceptions.PreconditionFailed, amqp.exceptions.NotAllowed):
+        return True
+    return False
+
+
+def publish(connection, exchange, **properties):
+    connection.channel().basic_publish_confirm(amqp.Message(b"{}", **properties), exchange=exchange,
+                                               routing_key="v02.post.x")
+
+
+def test_users_can_touch_only_their_own_objects(site):
+    site.audit("declare")
+    n = site.names
+    ann, anne = n["ann"], n["anne"]
+    with site.connect("ann") as c:
+        assert not refused(lambda: publish(c, f"xs_{ann}"))
+        assert refused(lambda: publish(c, f"xs_{anne}"))           # a prefix of her name is not hers
+        assert refused(lambda: publish(c, "xpublic"))              # only the pump publishes there
+        assert refused(lambda: publish(c, f"xs_{ann}", user_id=anne))  # no posing as anne
+        assert refused(lambda: c.channel().queue_declare(f"q_{anne}.x", durable=True, auto_delete=False))
+        assert not refused(lambda: c.channel().queue_declare(f"q_{ann}.x", durable=True, auto_delete=False))
+        assert refused(lambda: c.channel().queue_bind(f"q_{ann}.x", f"xr_{anne}", "#"))
+        assert not refused(lambda: c.channel().queue_bind(f"q_{ann}.x", f"xr_{ann}", "#"))
+        assert not refused(lambda: c.channel().queue_bind(f"q_{ann}.x", "xpublic", "#"))
+        assert refused(lambda: c.channel().exchange_declare(f"xr_{ann}x", "topic"))
+    with site.connect("bob") as c:
+        assert not refused(lambda: publish(c, f"xs_{n['bob']}"))   # his own log messages
+        assert refused(lambda: publish(c, f"xs_{ann}"))
+        assert refused(lambda: c.channel().queue_declare(f"q_{ann}.y", durable=True, auto_delete=False))
+        assert refused(lambda: c.channel().queue_bind(f"q_{ann}.x", "xpublic", "#"))  # not his queue
+
+
+@pytest.mark.parametrize("line, message", [
+    ("declare source a.b", "may only have letters, digits"),
+    ("declare source .*", "may only have letters, digits"),
+    ("declare king ann", "role must be one of source, subscriber, feeder, admin"),
+    ("declare source", "expected a role and a user name"),
+])
+def test_a_bad_declaration_is_a_one_line_error_naming_the_line(site, line, message):
+    site.write(f"admin amqp://guest@127.0.0.1/{site.vhost}\n{line}\n")
+    status, out = site.audit("declare")
+    assert status == 2
+    assert "admin.conf:2" in out and message in out and "Traceback" not in out
+    assert api("GET", f"vhosts/{site.vhost}") == 404    # nothing was changed
+
+
+def test_a_user_without_a_password_is_named_with_the_fix(site):
+    site.write(f"admin amqp://guest@127.0.0.1/{site.vhost}\ndeclare subscriber nopassword\n")
+    status, out = site.audit("declare")
+    assert status == 2
+    assert "no password for user nopassword" in out and "credentials.conf" in out
+
+
+def test_cleanup_removes_idle_and_overfull_dd_queues_only(site):
+    site.audit("declare")
+    with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", virtual_host=site.vhost) as c:
+        channel = c.channel()
+        for queue in ("q_ann.full", "q_ann.fine", "not_dd"):
+            channel.queue_declare(queue, durable=True, auto_delete=False)
+        for queue in ("q_ann.full", "not_dd"):
+            for _ in range(3):
+                channel.basic_publish_confirm(amqp.Message(b"x"), exchange="", routing_key=queue)
+    # The management API's counts lag a few seconds behind the broker.
+    out = ""
+    assert wait_for(lambda: "would remove queue q_ann.full" in (out := site.audit(
+        "cleanup", "--dry-run", "--queue_limit", "2")[1]), timeout=30, interval=1), out
+    status, out = site.audit("cleanup", "--queue_limit", "2", "--json")
+    assert status == 0
+    assert json.loads(out)["removed"] == [{"queue": "q_ann.full", "reason": "holds 3 notices, over queue_limit 2"}]
+    remaining = {q["name"] for q in api("GET", f"queues/{site.vhost}")}
+    assert remaining == {"q_ann.fine", "not_dd"}
+
+
+def test_a_queue_is_stale_after_expire_without_consumer():
+    now = datetime.datetime(2026, 11, 29, 12, tzinfo=datetime.timezone.utc)
+    idle = {"name": "q_bob.sub.x", "consumers": 0, "messages": 0, "idle_since": "2026-11-28T11:00:00.000+00:00"}
+    assert stale(idle, now=now, expire=86400, limit=0) == "no consumer for 90000 s, over expire 86400 s"
+    assert stale(dict(idle, idle_since="2026-11-28 13:00:00"), now=now, expire=86400, limit=0) is None
+    assert stale(dict(idle, consumers=1), now=now, expire=3600, limit=0) is None
+    assert stale(dict(idle, name="amq.gen-x"), now=now, expire=3600, limit=0) is None
