@@ -78,7 +78,7 @@ def _reason(error):
     return str(error) or type(error).__name__
 
 
-def _close_quietly(connection):
+def close_quietly(connection):
     if connection is None:
         return
     try:
@@ -115,7 +115,7 @@ class _Endpoint:
         """Set the channel up after every (re)connection."""
 
     def close(self):
-        _close_quietly(self.connection)
+        close_quietly(self.connection)
         self.connection = self.channel = None
 
     def reopen(self, backoff_max=30.0, give_up_after=None):
@@ -232,6 +232,17 @@ class Publisher(_Endpoint):
         self._pending.clear()
         self._nacked = []
         return lost
+
+
+def queue_size(connection, queue):
+    """(messages waiting, consumers) of `queue`, asked passively; None when it does not exist."""
+    channel = connection.channel()
+    try:
+        _, messages, consumers = channel.queue_declare(queue, passive=True)
+    except amqp.exceptions.NotFound:
+        return None  # the broker closed the channel
+    channel.close()
+    return messages, consumers
 
 
 @dataclasses.dataclass(frozen=True)

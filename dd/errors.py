@@ -15,8 +15,18 @@ class ExitStatus(enum.IntEnum):
     USAGE = 2            # bad command line or configuration
     NOT_RUNNING = 3      # LSB status: program is not running
     UNAVAILABLE = 4      # broker or server unreachable
+    UNKNOWN = 4          # LSB status: cannot tell (a configuration that does not load)
     DATA = 5             # input data refused (checksum, path, notice)
     INTERRUPTED = 130    # stopped by Ctrl-C
+
+
+class CheckStatus(enum.IntEnum):
+    """Exit statuses of `dd_ctl check`: the Nagios plugin convention."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
 
 
 class DDError(Exception):

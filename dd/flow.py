@@ -5,6 +5,7 @@ named on the command line, a queue on a broker), what work is done for each
 (nothing, or receiving the data), and whether and how the result is announced
 again.  The flow joins the broker and the transfers; neither knows the other.
 """
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -39,10 +40,19 @@ class Item:
 class Counters:
     """What a flow instance did, for status and for the exit status of one-shot runs."""
 
+    ERRORS_KEPT = 10_000        # times of the latest errors, for "errors in the last hour"
+
     def __init__(self):
         self.received = self.posted = self.delivered = self.failed = self.rejected = 0
         self.bytes = 0
         self.last_activity = 0.0
+        self.error_times = collections.deque(maxlen=self.ERRORS_KEPT)
+
+    def snapshot(self):
+        """The totals as a dict, safe to take from another thread."""
+        return dict(received=self.received, posted=self.posted, delivered=self.delivered,
+                    failed=self.failed, rejected=self.rejected, bytes=self.bytes,
+                    last_activity=self.last_activity, error_times=list(self.error_times))
 
 
 class BrokerGatherer:
@@ -330,6 +340,7 @@ class Flow:
         else:
             counters.failed += outcome.code >= 500
             counters.rejected += outcome.code < 500
+            counters.error_times.append(time.time())
             log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule)
 
 

@@ -216,6 +216,7 @@ ALL = "post subscribe watch sara shovel"
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
 POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
+DAEMONS = "subscribe watch sara shovel"
 
 
 def _option(name, kind, default, components, help, **flags):
@@ -351,6 +352,14 @@ OPTIONS = (
     _option("report_exchange", WORD, "xs_${BROKER_USER}", CONSUMERS,
             "exchange of the consuming broker that log messages are published to; the pump "
             "grants each user xs_<user> and routes log messages from there to their source"),
+    # Monitoring: the thresholds of `dd_ctl check`, per configuration.
+    _option("check_backlog", INT, "1000", CONSUMERS,
+            "dd_ctl check warns when more notices than this wait in the queue"),
+    _option("check_backlog_critical", INT, "10000", CONSUMERS,
+            "dd_ctl check is critical when more notices than this wait in the queue"),
+    _option("check_idle", DURATION, None, DAEMONS,
+            "dd_ctl check warns when a running configuration has received nothing for this long; "
+            "unset: never (quiet feeds are normal)"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

@@ -119,3 +119,18 @@ class RetryStore:
 
     def close(self):
         self._db.close()
+
+
+def waiting(path):
+    """How many entries the store at `path` holds, read-only (for dd_ctl status);
+    None when it cannot be read."""
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        return db.execute("SELECT COUNT(*) FROM retry").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()

@@ -1,4 +1,4 @@
-"""Per-configuration state on disk: queue name, pid files (under Environment.state_dir)."""
+"""Per-configuration state on disk: queue name, pid files, instance metrics (under Environment.state_dir)."""
 import os
 import secrets
 from pathlib import Path
@@ -22,6 +22,25 @@ class ConfigState:
         """The retry store of one instance (dd.retry)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         return self.dir / f"retry.i{instance:03d}.db"
+
+    def retry_files(self):
+        """The retry stores of every instance that ever ran, without creating the directory."""
+        return sorted(self.dir.glob("retry.i*.db")) if self.dir.is_dir() else []
+
+    def check_file(self):
+        """What the previous `dd_ctl check` saw, to tell whether the retries grow."""
+        return self.dir / "check.json"
+
+    def metrics_file(self, instance):
+        """What the instance did (dd.metrics), kept after it stops."""
+        return self.dir / f"i{instance:03d}.json"
+
+    def known_queue(self):
+        """The queue name chosen earlier, or None: looking must not choose one."""
+        try:
+            return (self.dir / "queue").read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def queue_name(self, user):
         """q_<user>.<component>.<config>.<random>, chosen once and kept so restarts reuse it."""

@@ -1,5 +1,6 @@
 """The man pages: they render without warnings, every command has one, and the
 options the hand-written pages name exist in the options table."""
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 import setuptools
 
+from dd.ctl import main as ctl_main
+from dd.ctl import survey
 from dd.options import BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +71,25 @@ def test_every_command_has_a_page_in_section_1_or_8():
     assert not missing, f"no man/<command>.1 (or .8 for admin commands) for {missing}"
 
 
+def test_dd_ctl_page_names_every_verb_and_flag():
+    text = (MAN / "dd_ctl.8").read_text(encoding="utf-8").replace("\\-", "-")
+    for verb, parser in ctl_main.parser().verbs.items():
+        assert f"\n.B {verb}\n" in text, f"dd_ctl.8 has no entry for {verb}"
+        flags = set(re.findall(r"--[\w-]+", parser.format_usage())) - {"--help"}
+        missing = sorted(f for f in flags if f not in text)
+        assert not missing, f"dd_ctl.8 does not name {verb} {missing}"
+
+
+def test_dd_ctl_page_documents_every_status_json_field():
+    text = (MAN / "dd_ctl.8").read_text(encoding="utf-8")
+    section = text[text.index(".SS STATUS AS JSON"):text.index(".SH CHECK")]
+    fields = [f.name for f in dataclasses.fields(survey.Facts) if f.name != "cfg"]
+    assert set(survey.Facts("c", "n", "running", 0).as_json()) == set(fields)
+    missing = [f for f in ["status", "time", "configurations"] + fields if f".B {f}\n" not in section
+               and f".BR {f} " not in section]
+    assert not missing, f"dd_ctl.8 STATUS AS JSON does not describe {missing}"
+
+
 @pytest.mark.parametrize("page, component", sorted(COMMAND_PAGES.items()))
 def test_options_named_exist(page, component):
     text = (MAN / page).read_text(encoding="utf-8")
@@ -95,7 +117,7 @@ def test_not_options_are_handled_by_the_cli():
             assert f'"--{word}' in source, (word, component)
 
 
-@pytest.mark.parametrize("page", sorted(COMMAND_PAGES) + ["dd_post.7"])
+@pytest.mark.parametrize("page", sorted(COMMAND_PAGES) + ["dd_post.7", "dd_ctl.8"])
 def test_hyphens_in_option_names_are_escaped(page):
     for number, line in enumerate((MAN / page).read_text(encoding="utf-8").splitlines(), 1):
         assert "--" not in line, f"{page}:{number}: write \\-\\- for --"

@@ -55,6 +55,12 @@ def running(state):
     return found
 
 
+def dead(state):
+    """Instance numbers whose pid file is there but whose process is gone."""
+    alive_now = running(state)
+    return sorted(n for n in (int(p.stem[1:]) for p in state.pid_files()) if n not in alive_now)
+
+
 def start(ctx, config_arg):
     """Start the instances not already running; return how many were started."""
     state, cfg, env = ctx.state, ctx.cfg, ctx.env
@@ -84,19 +90,19 @@ def stop(state, wait=STOP_WAIT):
     """SIGTERM every instance, SIGKILL what is still there after `wait` seconds."""
     pids = running(state)
     for pid in pids.values():
-        _signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and any(alive(p) for p in pids.values()):
         time.sleep(0.1)
     for pid in pids.values():
         if alive(pid):
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
     for path in state.pid_files():
         path.unlink(missing_ok=True)
     return len(pids)
 
 
-def _signal(pid, signum):
+def send_signal(pid, signum):
     try:
         os.kill(pid, signum)
     except ProcessLookupError:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from dd import components, config, logs
+from dd import components, config, logs, metrics
 from dd.cli import instances
 from dd.errors import ConfigError, DDError, ExitStatus, exit_status
 from dd.environment import Environment
@@ -22,7 +22,7 @@ USAGE = {
                  f"  ACTION: {', '.join(ACTIONS)}",
 }
 #: Commands that are not flow components: their own main(argv, env), imported when run.
-ADMIN_COMMANDS = {"audit": "dd.audit.main:main"}
+ADMIN_COMMANDS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch"}
 log = logging.getLogger("dd")
 
 
@@ -61,6 +61,12 @@ def _dispatch(component, argv, env):
         raise ConfigError(f"expected ACTION CONFIG, got {' '.join(positionals) or 'nothing'}",
                           fix=USAGE[component].replace("\n", ";"))
     action, config_arg = positionals
+    return act(action, component, config_arg, env, options, instance=instance, detached=detached)
+
+
+def act(action, component, config_arg, env, options=(), *, instance=1, detached=False):
+    """Run one daemon action on one configuration (dd_ctl applies them to many)."""
+    module = components.load(component)
     cfg = config.load(component, config_arg, options, env)
     ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials,
                              state=ConfigState(env.state_dir, component, cfg.name), instance=instance,
@@ -121,7 +127,9 @@ def _foreground(module, ctx, config_arg):
         signal.signal(signum, lambda *_: ctx.stop.set())
     log.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
     try:
-        module.build(ctx).run()
+        the_flow = module.build(ctx)
+        with metrics.Recorder(the_flow.counters, ctx.state.metrics_file(ctx.instance)):
+            the_flow.run()
     finally:
         if instances.read_pid(pid_file) == os.getpid():
             pid_file.unlink(missing_ok=True)
@@ -200,6 +208,10 @@ def subscribe():
 
 def audit():
     return run("audit", sys.argv[1:])
+
+
+def ctl():
+    return run("ctl", sys.argv[1:])
 
 
 if __name__ == "__main__":
