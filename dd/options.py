@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from dd import checksum, formats
 from dd.credentials import Url
 
-COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit")
+COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +217,7 @@ CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
 POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
 DAEMONS = "subscribe watch sara shovel"
+READERS = CONSUMERS + " log"                   # dd_log reads log messages as consumers read notices
 
 
 def _option(name, kind, default, components, help, **flags):
@@ -225,28 +226,32 @@ def _option(name, kind, default, components, help, **flags):
 
 OPTIONS = (
     # Where notices come from.
-    _option("broker", BROKER, None, CONSUMERS,
-            "broker to consume notices from; its password comes from credentials.conf"),
-    _option("exchange", WORD, "xpublic", CONSUMERS, "exchange the queue is bound to"),
-    _option("topic_prefix", WORD, "v02.post", CONSUMERS,
-            "first words of the topics subscribed to (the notice format's version)"),
-    _option("subtopic", TOPIC, "#", CONSUMERS,
+    _option("broker", BROKER, None, READERS,
+            "broker to consume notices (dd_log: log messages) from; its password comes from "
+            "credentials.conf"),
+    _option("exchange", WORD, "xpublic", READERS,
+            "exchange the queue is bound to; dd_log reads xr_<broker user>, where the pump routes "
+            "your log messages", component_defaults={"log": "xr_${BROKER_USER}"}),
+    _option("topic_prefix", WORD, "v02.post", READERS,
+            "first words of the topics subscribed to (the notice format's version)",
+            component_defaults={"log": "v02.log"}),
+    _option("subtopic", TOPIC, "#", READERS,
             "topic below topic_prefix to bind the queue to (* is one word, # any number); "
             "repeat for several bindings", repeat=True),
-    _option("queue", WORD, None, CONSUMERS,
+    _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
-    _option("expire", DURATION, "5m", CONSUMERS + " audit",
+    _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
             "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
-            "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d"}),
+            "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d", "log": "1d"}),
     _option("message_ttl", DURATION, None, CONSUMERS,
             "the broker drops notices that waited in the queue this long; unset: never"),
-    _option("prefetch", INT, "100", CONSUMERS,
+    _option("prefetch", INT, "100", READERS,
             "notices the broker may send each instance ahead of its acknowledgements"),
-    _option("max_notice_size", SIZE, "1M", CONSUMERS,
+    _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
-    _option("heartbeat", DURATION, "60s", ALL,
+    _option("heartbeat", DURATION, "60s", ALL + " log",
             "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
     _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
     # Which files, delivered where: position matters (see ORDER MATTERS).

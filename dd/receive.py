@@ -9,6 +9,7 @@ filesystem access goes through dd.paths.Tree.
 import contextlib
 import dataclasses
 import os
+import stat
 import time
 
 from dd import checksum, paths
@@ -77,6 +78,7 @@ class Receiver:
     def _write(self, notice, tree, rel_path, old_rel_path):
         method = notice.checksum.method
         with tree.parent(rel_path) as (fd, leaf):
+            refuse_directory(fd, leaf, rel_path)
             if self._already_have(notice, fd, leaf):
                 return Outcome(304, "already up to date", checksum=notice.checksum)
             if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
@@ -171,6 +173,7 @@ class Receiver:
         target = notice.link_target
         link_inside(rel_path, target)
         with tree.parent(rel_path) as (fd, leaf):
+            refuse_directory(fd, leaf, rel_path)
             try:
                 if os.readlink(leaf, dir_fd=fd) == target:
                     return Outcome(304, "link already in place")
@@ -180,6 +183,16 @@ class Receiver:
             os.symlink(target, tmp, dir_fd=fd)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
         return Outcome(201, f"linked to {target}")
+
+
+def refuse_directory(fd, leaf, rel_path):
+    """A file or link never replaces a directory of the tree: a notice saying so is refused."""
+    try:
+        st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise PathError(f"{rel_path!r} is a directory here; a file cannot replace it", rule="is-a-directory")
 
 
 def link_inside(rel_path, target):

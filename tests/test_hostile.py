@@ -144,3 +144,12 @@ def test_link_targets_outside_the_tree_are_refused(pump, tmp_path):
                                    notice(pump, "a/l2", op="link", link_target="../../x")], tmp_path)
     assert log.count("[link-target]") == 2
     assert not os.path.lexists(pump.dst / "l1")
+
+
+def test_a_file_never_replaces_a_directory_of_the_tree(pump, tmp_path):
+    (pump.dst / "obs").mkdir(parents=True)
+    (pump.dst / "obs" / "kept.txt").write_text("kept")
+    (pump.src / "obs").write_bytes(b"file")
+    log = deliver_then_good(pump, [notice(pump, "obs", b"file")], tmp_path)
+    assert "[is-a-directory]" in log
+    assert (pump.dst / "obs" / "kept.txt").read_text() == "kept"

@@ -140,3 +140,38 @@ def test_log_reports_off_publishes_none(pump):
         assert drain(channel, queue) == []
     finally:
         connection.close()
+
+
+def test_dd_log_shows_what_arrived_since_its_last_run_as_a_table_or_json(pump):
+    # Log routing to xr_<source> is the pump's; here dd_log reads the subscriber's own xs_guest.
+    read = ("log", f"--broker={pump.broker_url}", "--exchange=xs_guest", "--subtopic=logged/#")
+    first = pump.command(*read, check=True)
+    assert first.stdout.splitlines() == [first.stdout.splitlines()[0]]  # the header: its queue is made
+    (pump.src / "logged").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (pump.src / "logged" / name).write_bytes(name.encode() * 100)
+    pump.subscriber_config()
+    pump.post(pump.src / "logged")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: (pump.dst / "logged" / "b.txt").exists() and pump.queue_depth() == 0)
+    pump.stop(subscriber)
+    table = pump.command(*read, check=True).stdout.splitlines()
+    assert table[0].split() == ["WHEN", "(UTC)", "OUTCOME", "BYTES", "SECONDS", "WHO", "FILE"]
+    rows = sorted(table[1:], key=lambda row: row.split()[-1])
+    assert len(rows) == 2
+    assert rows[0].endswith("logged/a.txt") and "201 delivered" in rows[0] and "500 Bytes" in rows[0]
+    assert "guest@" in rows[1]
+    assert pump.command(*read, check=True).stdout.count("\n") == 1   # read once, gone
+
+    pump.post(pump.src / "logged" / "a.txt")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: pump.queue_depth() == 0)
+    pump.stop(subscriber)
+    lines = pump.command(*read, "--json", check=True).stdout.splitlines()
+    assert [(r.rel_path, r.code) for r in map(report.decode, map(str.encode, lines))] == [("logged/a.txt", 304)]
+
+
+def test_dd_log_without_a_broker_says_what_to_set(pump):
+    result = pump.command("log")
+    assert result.returncode == 2
+    assert "dd_log needs broker" in result.stderr and "Traceback" not in result.stderr

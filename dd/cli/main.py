@@ -22,16 +22,16 @@ USAGE = {
                  f"  ACTION: {', '.join(ACTIONS)}",
 }
 #: Commands that are not flow components: their own main(argv, env), imported when run.
-ADMIN_COMMANDS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch"}
-log = logging.getLogger("dd")
+COMMAND_MAINS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch", "log": "dd.cli.log:main"}
+logger = logging.getLogger("dd")
 
 
 def run(component, argv, env=None):
     """Run dd_<component> with `argv`; return its exit status."""
     env = env or Environment.from_process()
     try:
-        if component in ADMIN_COMMANDS:
-            module, _, function = ADMIN_COMMANDS[component].partition(":")
+        if component in COMMAND_MAINS:
+            module, _, function = COMMAND_MAINS[component].partition(":")
             return getattr(importlib.import_module(module), function)(list(argv), env)
         return _dispatch(component, list(argv), env)
     except DDError as error:
@@ -40,7 +40,7 @@ def run(component, argv, env=None):
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     except Exception as error:  # noqa: BLE001 - a bug: one line for the user, details in the log
-        log.debug("internal error", exc_info=True)
+        logger.debug("internal error", exc_info=True)
         print(f"dd_{component}: internal error: {error!r} (please report it; run with "
               f"--log_level debug for details)", file=env.stderr)
         return ExitStatus.FAILURE
@@ -125,7 +125,7 @@ def _foreground(module, ctx, config_arg):
     instances.write_pid(pid_file)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: ctx.stop.set())
-    log.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
+    logger.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
     try:
         the_flow = module.build(ctx)
         with metrics.Recorder(the_flow.counters, ctx.state.metrics_file(ctx.instance)):
@@ -133,7 +133,7 @@ def _foreground(module, ctx, config_arg):
     finally:
         if instances.read_pid(pid_file) == os.getpid():
             pid_file.unlink(missing_ok=True)
-        log.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
+        logger.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
     return ExitStatus.OK
 
 
@@ -208,6 +208,10 @@ def subscribe():
 
 def audit():
     return run("audit", sys.argv[1:])
+
+
+def log():
+    return run("log", sys.argv[1:])
 
 
 def ctl():
