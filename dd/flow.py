@@ -9,7 +9,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import socket
 import threading
 import time
@@ -382,18 +381,3 @@ def reporter(ctx):
         return formats.Message(made.topic, body, headers, report.CONTENT_TYPE)
     return Poster(publisher, cfg.report_exchange, message_of, timeout=cfg.post_timeout)
 
-
-def derive_outgoing(cfg, item):
-    """The notice announcing our copy of what was just delivered (when posting is configured)."""
-    if not cfg.post_broker or item.outcome is None or item.outcome.code != 201:
-        return
-    notice = item.notice
-    local = os.path.abspath(item.outcome.local_path)
-    base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
-    rel_path = os.path.relpath(local, base_dir)
-    if rel_path.startswith(".."):
-        log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
-        return
-    item.outgoing = dataclasses.replace(
-        notice, pubtime=notice_now(), base_url=str(cfg.post_base_url), rel_path=rel_path,
-        checksum=item.outcome.checksum or notice.checksum, extra=dict(notice.extra))

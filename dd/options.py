@@ -289,8 +289,9 @@ OPTIONS = (
             "flush each delivered file to disk before reporting it delivered"),
     _option("on_file", COMMAND, None, DELIVERY,
             "command run after each delivery, with the delivered file's path as last argument"),
-    _option("nodupe_ttl", DURATION, "5m", "subscribe watch sara shovel",
-            "a notice for a path and checksum already seen this recently is skipped; 0 disables"),
+    _option("nodupe_ttl", DURATION, "5m", DELIVERY,
+            "a notice for a path and checksum already handled this recently, by any instance "
+            "or configuration delivering into the same directory, is skipped; 0 disables"),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
             "a notice whose transfer failed is kept in the instance's retry store and tried again "
             "for this long, then given up and logged"),
@@ -346,6 +347,17 @@ OPTIONS = (
             "RabbitMQ's management API; unset: port 15672 of the admin broker's host"),
     _option("queue_limit", INT, "0", "audit",
             "dd_audit cleanup removes q_ queues holding more notices than this; 0: no limit"),
+    # The pump (dd_sara).
+    _option("data_server_port", integer(1), None, "sara",
+            "port of the data server (nginx) dd_sara start runs for post_base_dir, else directory; "
+            "unset: none, serve the tree yourself"),
+    _option("data_server_host", WORD, "127.0.0.1", "sara",
+            "address the data server listens on; 0.0.0.0 for every interface"),
+    _option("retention", DURATION, None, "sara",
+            "files that arrived longer ago than this are deleted from the directory trees, "
+            "e.g. 7d; unset: kept forever"),
+    _option("retention_announce", BOOL, "off", "sara",
+            "announce retention's deletions on post_exchange, so downstream deletes them too"),
     # Logging.
     _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
             "least severe messages logged"),

@@ -12,6 +12,10 @@ class ConfigState:
         self.config_name = config_name
         self.dir = Path(state_dir) / component / config_name
 
+    def shared_file(self, name):
+        """A file shared by every configuration of the component (e.g. the nodupe store)."""
+        return self.dir.parent / name
+
     def pid_file(self, instance):
         return self.dir / f"i{instance:03d}.pid"
 

@@ -51,7 +51,7 @@ def test_tree_of_300_files_mirrors_byte_identical(pump):
 
 def test_second_delivery_of_same_content_is_not_downloaded_again(pump):
     (pump.src / "a.txt").write_text("same")
-    pump.subscriber_config()
+    pump.subscriber_config(extra="nodupe_ttl 0")
     pump.post(pump.src / "a.txt")
     pump.post(pump.src / "a.txt")
     subscriber = pump.foreground()
@@ -60,6 +60,22 @@ def test_second_delivery_of_same_content_is_not_downloaded_again(pump):
     _, log = pump.stop(subscriber)
     assert log.count("201 delivered") == 1
     assert log.count("304 already up to date") == 1
+
+
+def test_a_notice_seen_within_nodupe_ttl_is_skipped_unless_the_file_was_deleted_since(pump):
+    (pump.src / "a.txt").write_text("same")
+    pump.subscriber_config()
+    pump.post(pump.src / "a.txt")
+    pump.post(pump.src / "a.txt")
+    pump.post(pump.src / "a.txt", "--delete")
+    pump.post(pump.src / "a.txt")
+    subscriber = pump.foreground()
+    assert wait_for(lambda: pump.queue_depth() == 0)
+    assert wait_for(lambda: (pump.dst / "a.txt").exists())
+    _, log = pump.stop(subscriber)
+    assert log.count("201 delivered") == 2, log
+    assert log.count("duplicate (seen within nodupe_ttl): a.txt") == 1
+    assert log.count("201 deleted") == 1
 
 
 def test_on_file_runs_once_per_file_with_the_notice_in_its_environment(pump):

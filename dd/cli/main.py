@@ -20,6 +20,8 @@ USAGE = {
     "post": "usage: dd_post [--config CONFIG] [--option value ...] [--delete] PATH...",
     "subscribe": "usage: dd_subscribe ACTION CONFIG [--option value ...]\n"
                  f"  ACTION: {', '.join(ACTIONS)}",
+    "sara": "usage: dd_sara ACTION CONFIG [--option value ...]\n"
+            f"  ACTION: {', '.join(ACTIONS)}",
 }
 #: Commands that are not flow components: their own main(argv, env), imported when run.
 COMMAND_MAINS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch", "log": "dd.cli.log:main"}
@@ -139,6 +141,9 @@ def _foreground(module, ctx, config_arg):
 
 def _start(module, ctx, config_arg):
     module.subscription(ctx)  # choose and keep the queue name before instances race for it
+    for service in _services(module, ctx):
+        service.start()
+        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
     started = instances.start(ctx, config_arg)
     print(f"dd_{module.NAME} {ctx.cfg.name}: started {started} instance(s), "
           f"{ctx.cfg.instances} expected", file=ctx.env.stdout)
@@ -148,7 +153,14 @@ def _start(module, ctx, config_arg):
 def _stop(module, ctx, config_arg):
     stopped = instances.stop(ctx.state)
     print(f"dd_{module.NAME} {ctx.cfg.name}: stopped {stopped} instance(s)", file=ctx.env.stdout)
+    for service in _services(module, ctx):
+        service.stop()
+        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
     return ExitStatus.OK
+
+
+def _services(module, ctx):
+    return module.services(ctx) if hasattr(module, "services") else []
 
 
 def _restart(module, ctx, config_arg):
@@ -161,6 +173,8 @@ def _status(module, ctx, config_arg):
     word = {ExitStatus.OK: "running", ExitStatus.NOT_RUNNING: "stopped"}.get(status, "partly running")
     print(f"dd_{module.NAME} {ctx.cfg.name}: {word} ({count}/{ctx.cfg.instances} instances)",
           file=ctx.env.stdout)
+    for service in _services(module, ctx):
+        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
     return status
 
 
@@ -216,6 +230,10 @@ def log():
 
 def ctl():
     return run("ctl", sys.argv[1:])
+
+
+def sara():
+    return run("sara", sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 A component module offers NAME, DAEMON (runs as ACTION CONFIG with instances)
 and ``build(context) -> Flow``; daemons also ``subscription(context)`` for
-their queue.  Components never import each other.
+their queue, and may offer ``services(context)``: helper servers (start(),
+stop(), status()) run beside the instances, like a pump's data server.
+Components never import each other.
 """
 import dataclasses
 import importlib
 import threading
 
-NAMES = ("post", "subscribe")
+NAMES = ("post", "subscribe", "sara")
 
 
 def load(name):

@@ -13,11 +13,14 @@ import dataclasses
 import importlib
 import io
 import posixpath
+import re
 import secrets
 import urllib.parse
 from typing import Optional
 
 from dd.errors import TransferError
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp", re.DOTALL)
 
 
 class PermanentError(TransferError):
@@ -134,6 +137,11 @@ def temporary_name(path):
     directory, name = posixpath.split(path)
     short = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
     return posixpath.join(directory, f".{short}.{secrets.token_hex(4)}.tmp")
+
+
+def is_temporary_name(name):
+    """Whether a file name is one temporary_name makes (a partial file, never announced)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 class Transports:

@@ -1,0 +1,27 @@
+"""dd_sara: a pump's ingest and relay — notices in, data into the pump's tree, the same
+notices (checksum, parts, source kept) out again from the pump's own data server."""
+import threading
+
+from dd import dataserver, deliver, retention
+
+NAME = "sara"
+DAEMON = True
+subscription = deliver.subscription
+consumer = deliver.consumer
+
+
+def build(ctx):
+    cfg = ctx.cfg
+    cfg.require("broker", "post_broker", "post_base_url")
+    the_flow = deliver.build(ctx, relay=True)
+    # One sweeper per configuration, not per instance.
+    if cfg.retention and ctx.instance == 1:
+        announce = retention.announcer(ctx) if cfg.retention_announce else None
+        sweeper = retention.Sweeper(retention.trees(cfg), cfg.retention, announce=announce)
+        threading.Thread(target=sweeper.run, args=(ctx.stop,), name="retention", daemon=True).start()
+    return the_flow
+
+
+def services(ctx):
+    """What runs beside the instances, started and stopped with them: the data server."""
+    return [dataserver.DataServer(ctx.cfg, ctx.state)] if ctx.cfg.data_server_port else []

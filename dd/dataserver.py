@@ -1,0 +1,148 @@
+"""The pump's data server: nginx serving the pump's tree over HTTP, started and
+stopped with the configuration that fills the tree.
+
+Everything nginx writes (configuration, pid, logs, temp files) stays in the
+configuration's state directory, so a pump may run several, one per tree and
+port, beside a system nginx.  `DataServer(cfg, state)` is what `dd_sara
+start/stop/status` use, and what any other caller may use.
+"""
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from dd import nginx
+from dd.errors import ConfigError, DDError
+
+START_WAIT = 10.0
+STOP_WAIT = 10.0
+
+
+def _binary():
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+    if not found:
+        raise ConfigError("the data server needs nginx, which is not installed",
+                          fix="apt-get install nginx-light, or unset data_server_port and serve "
+                              "the tree with a web server of your own")
+    return found
+
+
+def _pid_alive(pid):
+    try:  # reap it if it is our own child (a test, or dd_sara foreground)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DataServer:
+    """nginx for one configuration: serves post_base_dir (else directory) on
+    data_server_host:data_server_port."""
+
+    def __init__(self, cfg, state):
+        self.root = Path(os.path.abspath(cfg.post_base_dir or cfg.directory))
+        self.host = cfg.data_server_host
+        self.port = cfg.data_server_port
+        self.base = Path(state.dir) / "dataserver"
+        self.url = f"http://{self.host}:{self.port}/"
+
+    @property
+    def pid_file(self):
+        return self.base / "nginx.pid"
+
+    def _written_pid(self):
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def pid(self):
+        """The running nginx master's pid, or None."""
+        pid = self._written_pid()
+        return pid if pid and _pid_alive(pid) else None
+
+    def write_config(self):
+        self.base.mkdir(parents=True, exist_ok=True)
+        for kind in nginx.TEMP_KINDS:
+            (self.base / kind).mkdir(exist_ok=True)
+        text = nginx.config(base=self.base, root=self.root, port=self.port, host=self.host,
+                            user=getpass.getuser())
+        (self.base / "nginx.conf").write_text(text)
+        return self.base / "nginx.conf"
+
+    def start(self):
+        """Start nginx unless it runs; return its pid once it accepts connections."""
+        running = self.pid()
+        if running:
+            return running
+        binary = _binary()
+        if self._accepts():
+            raise DDError(f"the data server cannot listen on {self.host}:{self.port}: "
+                          f"something else already does", fix="choose another data_server_port")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        with open(self.base / "nginx.out", "ab") as out:
+            process = subprocess.Popen(nginx.command(binary, self.base), stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=out, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + START_WAIT
+        # nginx writes its pid file once it holds its listening socket.
+        while not (self._written_pid() == process.pid and self._accepts()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                raise DDError(f"the data server (nginx on {self.host}:{self.port}) did not start: "
+                              f"{self._last_error()}",
+                              fix="choose another data_server_port, or see the log in " + str(self.base))
+            time.sleep(0.05)
+        return process.pid
+
+    def stop(self):
+        """Stop nginx gracefully (SIGQUIT lets transfers in progress finish); True if it ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + STOP_WAIT
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self):
+        """One line for `status`."""
+        pid = self.pid()
+        state = f"running (pid {pid})" if pid else "stopped"
+        return f"data server {self.url} serving {self.root}: {state}"
+
+    def _accepts(self):
+        try:
+            socket.create_connection((self.host if self.host != "0.0.0.0" else "127.0.0.1", self.port),
+                                     timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def _last_error(self):
+        for name in ("error.log", "nginx.out"):
+            try:
+                lines = (self.base / name).read_text(errors="replace").strip().splitlines()
+            except OSError:
+                continue
+            if lines:
+                return lines[-1]
+        return "no message"

@@ -1,0 +1,203 @@
+"""Delivery: the work of the components that download (dd_subscribe, dd_sara).
+
+A queue on a broker in; each accepted notice placed in its tree (dd.paths),
+received (dd.receive), handed to on_file, and announced again when posting is
+configured.  Duplicates (dd.nodupe) are refused before any download, and their
+keys are recorded only once the delivery and its announcement are confirmed.
+
+The two users differ in one choice, `relay`: dd_subscribe announces its copy
+as a new notice of its own, while dd_sara relays the original notice (its
+checksum, source, publication time and clusters) from its own data server.
+"""
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+
+from dd import broker, checksum, flow, nodupe, paths, topic
+from dd.flow import Item
+from dd.notice import Op
+from dd.notice import now as notice_now
+from dd.receive import Outcome, Receiver
+from dd.retry import RetryStore
+from dd.transfer import SCHEMES, Transports, transport_class
+
+log = logging.getLogger("dd.deliver")
+#: Outcomes a relay announces: what it received now, or found already in place and verified
+#: (after a crash between the two, the announcement is made then rather than never).
+RELAYED = {201, 304}
+
+
+def subscription(ctx):
+    cfg = ctx.cfg
+    cfg.require("broker")
+    url = ctx.credentials.complete(cfg.broker)
+    queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
+    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire,
+                               message_ttl=cfg.message_ttl)
+
+
+def consumer(ctx):
+    cfg = ctx.cfg
+    cfg.require("broker")
+    return broker.Consumer(ctx.credentials.complete(cfg.broker), subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat,
+                           name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
+
+
+def build(ctx, *, relay=False):
+    """The flow of a downloading component: consume, place, receive, announce."""
+    cfg = ctx.cfg
+    decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
+    retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
+    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), **decoding), retries, **decoding)
+    transports = Transports(ctx.credentials, timeout=cfg.timeout)
+    # Import the transports now: the first notice of a burst must not wait for that.
+    for scheme in set(cfg.allowed_schemes) & set(SCHEMES):
+        transport_class(scheme)
+    receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
+                        fsync=cfg.fsync, tick=gatherer.tick)
+    store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
+    delivery = Delivery(cfg, receiver, relay=relay, store=store)
+    return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
+                     poster=Recorder(flow.poster(ctx), delivery), reporter=flow.reporter(ctx),
+                     stop=ctx.stop, threads=cfg.threads)
+
+
+class Delivery:
+    """accept and work for the flow, with the duplicate claims made on the way."""
+
+    def __init__(self, cfg, receiver, *, relay, store=None):
+        self.cfg = cfg
+        self.receiver = receiver
+        self.relay = relay
+        self.store = store
+        self.claims = {}            # id(item) -> nodupe key, for this batch
+
+    def accept(self, item):
+        item.mask = self.cfg.match(item.notice.rel_path)
+        return item.mask is not None
+
+    def _claim(self, item):
+        """False for a duplicate.  Claimed in the item's lane, after the notices before it
+        about the same path (a delete in between makes the same content new again)."""
+        key = self._key(item)
+        if key is None:
+            return True
+        if not self.store.claim(key):
+            return False
+        self.claims[id(item)] = key
+        return True
+
+    def _key(self, item):
+        notice = item.notice
+        if self.store is None or notice.op is Op.DELETE:
+            return None
+        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+        return nodupe.key(self._scope(item), notice.rel_path, content, notice.part)
+
+    @staticmethod
+    def _scope(item):
+        return os.path.abspath(item.mask.directory)
+
+    def work(self, item: Item):
+        notice, mask = item.notice, item.mask
+        place = dict(strip=mask.strip, mirror=mask.mirror, flatten=mask.flatten)
+        try:
+            rel_path = paths.localize(notice.rel_path, **place)
+            old = paths.localize(notice.rename_from, **place) if notice.op is Op.RENAME else None
+        except paths.PathError as error:
+            item.outcome = Outcome(403, f"{notice.rel_path!r}: {error}", error.rule)
+            return
+        if not self._claim(item):
+            item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
+            return
+        item.outcome = self.receiver.receive(notice, paths.Tree(mask.directory), rel_path, old)
+        code = item.outcome.code
+        if code == 201 and notice.op in (Op.WRITE, Op.RENAME) and self.cfg.on_file:
+            run_hook(self.cfg.on_file, item.outcome.local_path, notice)
+        if code == 201 and notice.op is Op.DELETE and self.store:
+            # The path may now be created again with the same content: not a duplicate.
+            self.store.forget(self._scope(item), notice.rel_path)
+        if self._announces(item):
+            derive_outgoing(self.cfg, item, relay=self.relay)
+
+    def _announces(self, item):
+        code, notice = item.outcome.code, item.notice
+        if code == 201:
+            return True
+        # A part found in place says nothing of the whole file; a delete found done is no news.
+        return (self.relay and code in RELAYED and notice.part is None
+                and notice.op is not Op.DELETE)
+
+
+class Recorder:
+    """The post step, then the duplicate store: a key is recorded once its notice is
+    confirmed downstream (or needed no announcement), released otherwise."""
+
+    def __init__(self, poster, delivery):
+        self.poster = poster
+        self.delivery = delivery
+
+    def post(self, items):
+        unconfirmed = self.poster.post(items) if self.poster else []
+        claims, self.delivery.claims = self.delivery.claims, {}
+        store = self.delivery.store
+        if store and claims:
+            held = {id(i) for i in unconfirmed}
+            done = {id(i) for i in items if id(i) not in held}
+            store.confirm([k for i, k in claims.items() if i in done])
+            # Failed, refused or unconfirmed: the next copy of the notice is handled.
+            store.release([k for i, k in claims.items() if i not in done])
+        return unconfirmed
+
+    def close(self):
+        if self.poster:
+            self.poster.close()
+        if self.delivery.store:
+            self.delivery.store.close()
+
+
+def derive_outgoing(cfg, item, *, relay=False):
+    """The notice announcing our copy of what was just delivered (when posting is configured).
+
+    Our copy is a whole file, so part fields are dropped; a relay keeps the original
+    publication time and any checksum it verified, a subscriber announces anew."""
+    if not cfg.post_broker:
+        return
+    notice, outcome = item.notice, item.outcome
+    local = os.path.abspath(outcome.local_path)
+    base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
+    rel_path = os.path.relpath(local, base_dir)
+    if rel_path.startswith(".."):
+        log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
+        return
+    original = notice.checksum
+    if relay and original is not None and checksum.verifiable(original.method):
+        verified = original
+    else:
+        verified = outcome.checksum or original
+    item.outgoing = dataclasses.replace(
+        notice, pubtime=notice.pubtime if relay else notice_now(), base_url=str(cfg.post_base_url),
+        rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
+
+
+def run_hook(command, local_path, notice):
+    """on_file: the command, with the file's path as last argument and the notice in DD_* variables."""
+    env = dict(os.environ)
+    env.update({
+        "DD_PATH": local_path, "DD_REL_PATH": notice.rel_path, "DD_URL": notice.url,
+        "DD_BASE_URL": notice.base_url, "DD_SIZE": str(notice.size), "DD_SOURCE": notice.source,
+        "DD_CHECKSUM": f"{notice.checksum.method}:{notice.checksum.value}",
+        "DD_PUBTIME": notice.pubtime.isoformat(), "DD_OP": notice.op.value,
+    })
+    try:
+        result = subprocess.run(shlex.split(command) + [local_path], env=env, stdin=subprocess.DEVNULL,
+                                check=False)
+    except OSError as error:
+        log.error("on_file %s: cannot run: %s", command, error.strerror)
+        return
+    if result.returncode:
+        log.error("on_file %s exited %d for %s", command, result.returncode, local_path)
