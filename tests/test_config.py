@@ -370,3 +370,9 @@ def test_render_reads_back_as_the_same_configuration(env, tmp_path):
             for m in again.masks] == \
         [(m.pattern.pattern, m.accept, m.directory, m.mirror, m.strip, m.flatten)
          for m in first.masks]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "config").glob("*/*.conf")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_example_configurations_load(env, path):
+    assert load(path.parent.name, str(path), [], env).name == path.stem
