@@ -6,6 +6,7 @@ configuration's state directory, so a pump may run several, one per tree and
 port, beside a system nginx.  `DataServer(cfg, state)` is what `dd_sara
 start/stop/status` use, and what any other caller may use.
 """
+import contextlib
 import getpass
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from dd import nginx
 from dd.errors import ConfigError, DDError
+from dd.state import alive
 
 START_WAIT = 10.0
 STOP_WAIT = 10.0
@@ -30,21 +32,6 @@ def _binary():
                           fix="apt-get install nginx-light, or unset data_server_port and serve "
                               "the tree with a web server of your own")
     return found
-
-
-def _pid_alive(pid):
-    try:  # reap it if it is our own child (a test, or dd_sara foreground)
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DataServer:
@@ -71,7 +58,7 @@ class DataServer:
     def pid(self):
         """The running nginx master's pid, or None."""
         pid = self._written_pid()
-        return pid if pid and _pid_alive(pid) else None
+        return pid if pid and alive(pid) else None
 
     def write_config(self):
         self.base.mkdir(parents=True, exist_ok=True)
@@ -114,12 +101,14 @@ class DataServer:
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + STOP_WAIT
-        while _pid_alive(pid):
+        signum = signal.SIGQUIT
+        while alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
             if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+                signum = signal.SIGKILL
+            time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
 

@@ -12,22 +12,9 @@ import time
 
 from dd import logs
 from dd.errors import ExitStatus
+from dd.state import alive
 
 STOP_WAIT = 15.0
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_pid(path):
