@@ -36,7 +36,8 @@ def _binary():
 
 class DataServer:
     """nginx for one configuration: serves post_base_dir (else directory) on
-    data_server_host:data_server_port."""
+    data_server_host:data_server_port.  Stopping needs no port: the pid file says
+    what runs."""
 
     def __init__(self, cfg, state):
         self.root = Path(os.path.abspath(cfg.post_base_dir or cfg.directory))
@@ -70,9 +71,10 @@ class DataServer:
         return self.base / "nginx.conf"
 
     def start(self):
-        """Start nginx unless it runs; return its pid once it accepts connections."""
+        """Start nginx unless it runs or no port is configured; return its pid (None: not
+        configured) once it accepts connections."""
         running = self.pid()
-        if running:
+        if running or self.port is None:
             return running
         binary = _binary()
         if self._accepts():
@@ -113,8 +115,10 @@ class DataServer:
         return True
 
     def status(self):
-        """One line for `status`."""
+        """One line for `status`, or None when there is no data server to speak of."""
         pid = self.pid()
+        if pid is None and self.port is None:
+            return None
         state = f"running (pid {pid})" if pid else "stopped"
         return f"data server {self.url} serving {self.root}: {state}"
 

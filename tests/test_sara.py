@@ -164,8 +164,9 @@ def test_a_relay_killed_mid_flow_and_restarted_loses_nothing(pump, relay):
     # A partial file of the killed instance may remain under its hidden temporary name.
     assert all(os.path.basename(p).startswith(".") and p.endswith(".tmp") for p in invented)
     assert {n.rel_path for n in notices} == set(expected)
-    # What was confirmed before the kill is not announced again; what was in flight may be.
-    assert len(notices) - FILES <= 200
+    # What was recorded before the kill is not announced again: at most the batch in flight
+    # (prefetch, 100) may be, when the kill fell between the broker's confirm and the record.
+    assert len(notices) - FILES <= 100
     assert "Traceback" not in log
 
 

@@ -143,7 +143,7 @@ def _start(module, ctx, config_arg):
     module.subscription(ctx)  # choose and keep the queue name before instances race for it
     for service in _services(module, ctx):
         service.start()
-        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
+    _print_services(module, ctx)
     started = instances.start(ctx, config_arg)
     print(f"dd_{module.NAME} {ctx.cfg.name}: started {started} instance(s), "
           f"{ctx.cfg.instances} expected", file=ctx.env.stdout)
@@ -155,12 +155,17 @@ def _stop(module, ctx, config_arg):
     print(f"dd_{module.NAME} {ctx.cfg.name}: stopped {stopped} instance(s)", file=ctx.env.stdout)
     for service in _services(module, ctx):
         service.stop()
-        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
+    _print_services(module, ctx)
     return ExitStatus.OK
 
 
 def _services(module, ctx):
     return module.services(ctx) if hasattr(module, "services") else []
+
+
+def _print_services(module, ctx):
+    for line in filter(None, (service.status() for service in _services(module, ctx))):
+        print(f"dd_{module.NAME} {ctx.cfg.name}: {line}", file=ctx.env.stdout)
 
 
 def _restart(module, ctx, config_arg):
@@ -173,8 +178,7 @@ def _status(module, ctx, config_arg):
     word = {ExitStatus.OK: "running", ExitStatus.NOT_RUNNING: "stopped"}.get(status, "partly running")
     print(f"dd_{module.NAME} {ctx.cfg.name}: {word} ({count}/{ctx.cfg.instances} instances)",
           file=ctx.env.stdout)
-    for service in _services(module, ctx):
-        print(f"dd_{module.NAME} {ctx.cfg.name}: {service.status()}", file=ctx.env.stdout)
+    _print_services(module, ctx)
     return status
 
 

@@ -6,13 +6,18 @@ from dd import dataserver, deliver, retention
 
 NAME = "sara"
 DAEMON = True
-subscription = deliver.subscription
 consumer = deliver.consumer
+
+
+def subscription(ctx):
+    # Checked before `start` starts anything: a relay that cannot announce is no relay.
+    ctx.cfg.require("broker", "post_broker", "post_base_url")
+    return deliver.subscription(ctx)
 
 
 def build(ctx):
     cfg = ctx.cfg
-    cfg.require("broker", "post_broker", "post_base_url")
+    subscription(ctx)
     the_flow = deliver.build(ctx, relay=True)
     # One sweeper per configuration, not per instance.
     if cfg.retention and ctx.instance == 1:
@@ -24,4 +29,4 @@ def build(ctx):
 
 def services(ctx):
     """What runs beside the instances, started and stopped with them: the data server."""
-    return [dataserver.DataServer(ctx.cfg, ctx.state)] if ctx.cfg.data_server_port else []
+    return [dataserver.DataServer(ctx.cfg, ctx.state)]
