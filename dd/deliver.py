@@ -24,9 +24,6 @@ from dd.retry import RetryStore
 from dd.transfer import SCHEMES, Transports, transport_class
 
 log = logging.getLogger("dd.deliver")
-#: Outcomes a relay announces: what it received now, or found already in place and verified
-#: (after a crash between the two, the announcement is made then rather than never).
-RELAYED = {201, 304}
 
 
 def subscription(ctx):
@@ -118,19 +115,19 @@ class Delivery:
         code = item.outcome.code
         if code == 201 and notice.op in (Op.WRITE, Op.RENAME) and self.cfg.on_file:
             run_hook(self.cfg.on_file, item.outcome.local_path, notice)
-        if code == 201 and notice.op is Op.DELETE and self.store:
+        if code in (201, 304) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(self._scope(item), notice.rel_path)
         if self._announces(item):
             derive_outgoing(self.cfg, item, relay=self.relay)
 
     def _announces(self, item):
+        """201: done now.  A relay also announces 304, found in place and verified, so that
+        a crash between the rename and the broker's confirm announces it late, not never;
+        but a part found in place says nothing of the whole file, a delete found done is no news."""
         code, notice = item.outcome.code, item.notice
-        if code == 201:
-            return True
-        # A part found in place says nothing of the whole file; a delete found done is no news.
-        return (self.relay and code in RELAYED and notice.part is None
-                and notice.op is not Op.DELETE)
+        return code == 201 or (self.relay and code == 304 and notice.part is None
+                               and notice.op is not Op.DELETE)
 
 
 class Recorder:
