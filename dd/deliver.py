@@ -118,10 +118,10 @@ class Delivery:
         if code in (201, 304) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(self._scope(item), notice.rel_path)
-        if self._announces(item):
+        if self.announces(item):
             derive_outgoing(self.cfg, item, relay=self.relay)
 
-    def _announces(self, item):
+    def announces(self, item):
         """201: done now.  A relay also announces 304, found in place and verified, so that
         a crash between the rename and the broker's confirm announces it late, not never;
         but a part found in place says nothing of the whole file, a delete found done is no news."""
