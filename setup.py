@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 __version__ = re.search(r'__version__ = "([^"]+)"', (HERE / "dd" / "__init__.py").read_text()).group(1)
 
-COMMANDS = ["post", "subscribe", "sara", "audit", "ctl", "log"]
+COMMANDS = ["post", "subscribe", "sara", "shovel", "audit", "ctl", "log"]
 
 setup(
     name="metpx-dd",

@@ -143,19 +143,23 @@ class _Endpoint:
             pass
         self.connection.heartbeat_tick()
 
-    def declare_exchange(self, exchange):
-        """Make sure a durable topic exchange exists, creating it when we may.
-
-        Runs on throw-away channels: a refused declaration closes its channel,
-        and the working channel must keep its confirm mode and consumers.
-        """
+    def has_exchange(self, exchange):
+        """Whether the exchange exists, asked on a throw-away channel: a passive declaration
+        of a missing exchange closes its channel, and the working channel must keep its
+        confirm mode and consumers."""
+        self.open()
         probe = self.connection.channel()
         try:
             probe.exchange_declare(exchange, "topic", passive=True)
-            probe.close()
-            return
         except amqp.exceptions.NotFound:
-            pass
+            return False
+        probe.close()
+        return True
+
+    def declare_exchange(self, exchange):
+        """Make sure a durable topic exchange exists, creating it when we may."""
+        if self.has_exchange(exchange):
+            return
         creator = self.connection.channel()
         try:
             creator.exchange_declare(exchange, "topic", durable=True, auto_delete=False)

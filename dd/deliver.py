@@ -15,7 +15,7 @@ import os
 import shlex
 import subprocess
 
-from dd import broker, checksum, flow, nodupe, paths, topic
+from dd import checksum, flow, nodupe, paths
 from dd.flow import Item
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -26,22 +26,8 @@ from dd.transfer import SCHEMES, Transports, transport_class
 log = logging.getLogger("dd.deliver")
 
 
-def subscription(ctx):
-    cfg = ctx.cfg
-    cfg.require("broker")
-    url = ctx.credentials.complete(cfg.broker)
-    queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
-    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
-    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire,
-                               message_ttl=cfg.message_ttl)
-
-
-def consumer(ctx):
-    cfg = ctx.cfg
-    cfg.require("broker")
-    return broker.Consumer(ctx.credentials.complete(cfg.broker), subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat,
-                           name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
+subscription = flow.subscription
+consumer = flow.consumer
 
 
 def build(ctx, *, relay=False):
@@ -49,7 +35,7 @@ def build(ctx, *, relay=False):
     cfg = ctx.cfg
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
-    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), **decoding), retries, **decoding)
+    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), flow.notices(**decoding)), retries, **decoding)
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
     # Import the transports now: the first notice of a burst must not wait for that.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES):

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from dd import broker, formats, report
+from dd import broker, formats, report, topic
 from dd.errors import BrokerError, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
@@ -55,12 +55,12 @@ class Counters:
 
 
 class BrokerGatherer:
-    """Gathers notices from a durable queue; finishing an item acks it."""
+    """Gathers messages from a durable queue, each read by `decode(delivery) -> Item`
+    (see notices); finishing an item acks it."""
 
-    def __init__(self, consumer, *, max_notice_size, allowed_schemes):
+    def __init__(self, consumer, decode):
         self.consumer = consumer
-        self.max_notice_size = max_notice_size
-        self.allowed_schemes = allowed_schemes
+        self.decode = decode
         self._started = False
 
     def fetch(self, timeout):
@@ -73,20 +73,11 @@ class BrokerGatherer:
             log.warning("lost the broker connection (%s); reconnecting", error or type(error).__name__)
             self._reconnect()
             return []
-        return [self._decode(d) for d in deliveries]
+        return [self.decode(d) for d in deliveries]
 
     def _reconnect(self):
         self.consumer.reopen()
         self.consumer.start()
-
-    def _decode(self, delivery):
-        try:
-            notice = formats.decode(delivery.body, delivery.headers, max_size=self.max_notice_size,
-                                    allowed_schemes=self.allowed_schemes)
-        except NoticeError as error:
-            return Item(None, delivery, Outcome(400, f"refused notice on topic {delivery.topic}: {error}",
-                                                error.rule))
-        return Item(notice, delivery)
 
     def finish(self, items):
         try:
@@ -106,6 +97,19 @@ class BrokerGatherer:
 
     def close(self):
         self.consumer.close()
+
+
+def notices(*, max_notice_size, allowed_schemes):
+    """The decoder of a queue of notices: a refused one becomes an item already done (400)."""
+    def decode(delivery):
+        try:
+            notice = formats.decode(delivery.body, delivery.headers, max_size=max_notice_size,
+                                    allowed_schemes=allowed_schemes)
+        except NoticeError as error:
+            return Item(None, delivery, Outcome(400, f"refused notice on topic {delivery.topic}: {error}",
+                                                error.rule))
+        return Item(notice, delivery)
+    return decode
 
 
 class Retrying:
@@ -189,8 +193,9 @@ class Poster:
     to publish), and waits for the broker's confirms."""
 
     def __init__(self, publisher, exchange, message_of, *, timeout=30.0):
+        """`exchange`: a name, or `exchange(item) -> name` when each item goes its own way."""
         self.publisher = publisher
-        self.exchange = exchange
+        self.exchange_of = exchange if callable(exchange) else (lambda item: exchange)
         self.message_of = message_of
         self.timeout = timeout
 
@@ -206,7 +211,7 @@ class Poster:
             published = set()
             try:
                 for item, message in remaining:
-                    self.publisher.publish(self.exchange, message, item)
+                    self.publisher.publish(self.exchange_of(item), message, item)
                     published.add(id(item))
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
@@ -290,8 +295,8 @@ class Flow:
                 item.skipped = True
             elif item.outcome is None and self.work:
                 todo.append(item)
-        lanes = _lanes(todo)
-        if self.pool and len(lanes) > 1:
+        lanes = _lanes(todo) if self.pool else [todo]
+        if len(lanes) > 1:
             pending = {self.pool.submit(self._work_lane, lane) for lane in lanes}
             while pending:
                 _, pending = concurrent.futures.wait(pending, timeout=0.5)
@@ -343,20 +348,41 @@ class Flow:
             log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule)
 
 
+def subscription(ctx):
+    """The queue a consuming configuration reads: its name is chosen once and kept."""
+    cfg = ctx.cfg
+    cfg.require("broker")
+    url = ctx.credentials.complete(cfg.broker)
+    queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
+    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
+
+
+def consumer(ctx):
+    cfg = ctx.cfg
+    cfg.require("broker")
+    return broker.Consumer(ctx.credentials.complete(cfg.broker), subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat, name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
+
+
+def publisher(ctx, url, role=""):
+    """A publisher on `url` (a configured broker URL), named for broker connection lists."""
+    cfg = ctx.cfg
+    return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
+
+
 def poster(ctx):
     """The post step a configuration asks for (post_broker, post_exchange, ...), or None."""
     cfg = ctx.cfg
     if not cfg.post_broker:
         return None
-    url = ctx.credentials.complete(cfg.post_broker)
-    publisher = broker.Publisher(url, heartbeat=cfg.heartbeat,
-                                 name=f"dd_{ctx.cfg.component} {ctx.cfg.name} #{ctx.instance}")
 
     def message_of(item):
         if item.outgoing is None:
             return None
         return formats.encode(item.outgoing, cfg.post_format, cfg.post_topic_prefix)
-    return Poster(publisher, cfg.post_exchange, message_of, timeout=cfg.post_timeout)
+    return Poster(publisher(ctx, cfg.post_broker), cfg.post_exchange, message_of, timeout=cfg.post_timeout)
 
 
 def reporter(ctx):
@@ -365,10 +391,8 @@ def reporter(ctx):
     cfg = ctx.cfg
     if not (cfg.log_reports and cfg.broker):
         return None
-    url = ctx.credentials.complete(cfg.broker)
-    publisher = broker.Publisher(url, heartbeat=cfg.heartbeat,
-                                 name=f"dd_{cfg.component} {cfg.name} #{ctx.instance} reports")
-    consumer = dict(host=socket.gethostname(), user=url.user or "", component=cfg.component)
+    consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
+                    component=cfg.component)
 
     def message_of(item):
         if item.notice is None or item.outcome is None:
@@ -379,5 +403,6 @@ def reporter(ctx):
                          **consumer)
         body, headers = report.encode(made)
         return formats.Message(made.topic, body, headers, report.CONTENT_TYPE)
-    return Poster(publisher, cfg.report_exchange, message_of, timeout=cfg.post_timeout)
+    return Poster(publisher(ctx, cfg.broker, " reports"), cfg.report_exchange, message_of,
+                  timeout=cfg.post_timeout)
 

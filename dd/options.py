@@ -153,7 +153,8 @@ def url(*schemes, example):
 
 
 ROLES = ("source", "subscriber", "feeder", "admin")
-_USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+#: What a user name may be: it goes into permission patterns and exchange names.
+USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 def _declaration(text):
@@ -165,7 +166,7 @@ def _declaration(text):
     role, name = words
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if not _USER_NAME.fullmatch(name):
+    if not USER_NAME.fullmatch(name):
         raise ValueError(f"user name {name!r} may only have letters, digits, _ and -, starting with a "
                          "letter: anything else could widen a permission pattern")
     return role, name
@@ -336,6 +337,9 @@ OPTIONS = (
     _option("path", PATH, None, "post watch",
             "file or directory to post (dd_post, which also takes them as arguments) or watch "
             "(dd_watch); repeat for several", repeat=True),
+    _option("route_logs", BOOL, "off", "shovel",
+            "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
+            "keep those published by the consumer they name, and copy each to xr_<its source>"),
     # A pump's users and permissions (dd_audit, admin.conf).
     _option("admin", BROKER, None, "audit",
             "the pump's broker and virtual host, with its administrator as user: "
@@ -363,10 +367,10 @@ OPTIONS = (
             "least severe messages logged"),
     _option("log_days", INT, "5", "subscribe watch sara shovel",
             "days of rotated daily logs kept"),
-    _option("log_reports", BOOL, "on", CONSUMERS,
+    _option("log_reports", BOOL, "on", DELIVERY,
             "publish a log message (dd_log(7)) for each notice acted on, so that its outcome "
             "flows back to the notice's source"),
-    _option("report_exchange", WORD, "xs_${BROKER_USER}", CONSUMERS,
+    _option("report_exchange", WORD, "xs_${BROKER_USER}", DELIVERY,
             "exchange of the consuming broker that log messages are published to; the pump "
             "grants each user xs_<user> and routes log messages from there to their source"),
     # Monitoring: the thresholds of `dd_ctl check`, per configuration.

@@ -47,10 +47,15 @@ class ConfigState:
             return None
 
     def queue_name(self, user):
-        """q_<user>.<component>.<config>.<random>, chosen once and kept so restarts reuse it."""
+        """q_<user>.<component>.<config>.<random>, chosen once and kept so restarts reuse it;
+        chosen anew when the configuration's broker user changed (the broker would refuse
+        the old name to the new user)."""
         path = self.dir / "queue"
         try:
-            return path.read_text().strip()
+            kept = path.read_text().strip()
+            if kept.startswith(f"q_{user}."):
+                return kept
+            path.unlink(missing_ok=True)
         except FileNotFoundError:
             pass
         self.dir.mkdir(parents=True, exist_ok=True)

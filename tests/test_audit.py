@@ -31,7 +31,7 @@ class Site:
     def __init__(self, tmp_path):
         tag = secrets.token_hex(3)
         self.vhost = f"dd-audit-{tag}"
-        self.names = {role: f"t{tag}{role}" for role in ("ann", "anne", "bob", "pump")}
+        self.names = {role: f"t{tag}{role}" for role in ("ann", "anne", "bob", "eve", "pump")}
         self.passwords = {name: secrets.token_hex(8) for name in self.names.values()}
         self.config_dir = tmp_path / "config"
         self.config_dir.mkdir()
@@ -42,7 +42,8 @@ class Site:
         n = self.names
         self.write(f"admin amqp://guest@127.0.0.1/{self.vhost}\n"
                    f"declare source {n['ann']}\ndeclare source {n['anne']}\n"
-                   f"declare subscriber {n['bob']}\ndeclare feeder {n['pump']}\n")
+                   f"declare subscriber {n['bob']}\ndeclare subscriber {n['eve']}\n"
+                   f"declare feeder {n['pump']}\n")
         self.tmp_path = tmp_path
 
     def write(self, text):

@@ -18,7 +18,7 @@ MAN = ROOT / "man"
 PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.name))
 #: Hand-written command pages, and the component whose options each may name.
 COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_sara.1": "sara",
-                 "dd_audit.8": "audit", "dd_log.1": "log"}
+                 "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
 #: Command-line words that are not options of dd.options, with the component
 #: that takes them; dd/cli/main.py must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "sara"},

@@ -65,5 +65,8 @@ class Management:
     def put(self, *path, body):
         self._call("PUT", *path, body=body)
 
+    def post(self, *path, body):
+        self._call("POST", *path, body=body)
+
     def delete(self, *path):
         self._call("DELETE", *path, missing_ok=True)

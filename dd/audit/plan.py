@@ -12,6 +12,9 @@ import urllib.parse
 from dd.errors import ConfigError
 
 PUBLIC_EXCHANGE = "xpublic"
+#: Where every user's log messages meet, for the pump's log router (dd_shovel route_logs).
+REPORT_EXCHANGE = "xreport"
+REPORT_TOPIC = "v02.log.#"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +56,14 @@ class Plan:
     users: tuple                # of User
 
     @property
+    def report_bindings(self):
+        """(source exchange, destination exchange, routing key): each user's log messages
+        also go to the log router's exchange."""
+        return [(f"xs_{user.name}", REPORT_EXCHANGE, REPORT_TOPIC) for user in self.users]
+
+    @property
     def exchanges(self):
-        names = {PUBLIC_EXCHANGE}
+        names = {PUBLIC_EXCHANGE, REPORT_EXCHANGE}
         for user in self.users:
             names |= {f"xs_{user.name}", f"xr_{user.name}"}
         return sorted(names)

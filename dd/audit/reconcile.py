@@ -53,6 +53,8 @@ def differences(plan, api, passwords):
         found += _permission_differences(api, vhost, user, current_permissions.get(user.name))
     for name in plan.exchanges:
         found += _exchange_differences(api, vhost, name, current_exchanges.get(name))
+    for source, destination, key in plan.report_bindings:
+        found += _binding_differences(api, vhost, source, destination, key)
     declared = {plan.admin, *(u.name for u in plan.users)}
     for name in sorted(set(current_permissions) - declared):
         found.append(Difference("user", name, f"has permissions on {vhost} but is not declared in admin.conf "
@@ -97,3 +99,12 @@ def _exchange_differences(api, vhost, name, current):
         return [Difference("exchange", name, "exists but is not a durable topic exchange (declare cannot "
                                              "change that: delete it, then declare again)")]
     return []
+
+
+def _binding_differences(api, vhost, source, destination, key):
+    current = api.get("bindings", vhost, "e", source, "e", destination) or []
+    if any(b.get("routing_key") == key for b in current):
+        return []
+    return [Difference("binding", f"{source} -> {destination}", f"missing (routing key {key})",
+                       lambda: api.post("bindings", vhost, "e", source, "e", destination,
+                                        body={"routing_key": key, "arguments": {}}))]

@@ -18,10 +18,8 @@ from dd.state import ConfigState
 ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare", "cleanup")
 USAGE = {
     "post": "usage: dd_post [--config CONFIG] [--option value ...] [--delete] PATH...",
-    "subscribe": "usage: dd_subscribe ACTION CONFIG [--option value ...]\n"
-                 f"  ACTION: {', '.join(ACTIONS)}",
-    "sara": "usage: dd_sara ACTION CONFIG [--option value ...]\n"
-            f"  ACTION: {', '.join(ACTIONS)}",
+    **{name: f"usage: dd_{name} ACTION CONFIG [--option value ...]\n  ACTION: {', '.join(ACTIONS)}"
+       for name in ("subscribe", "sara", "shovel")},
 }
 #: Commands that are not flow components: their own main(argv, env), imported when run.
 COMMAND_MAINS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch", "log": "dd.cli.log:main"}
@@ -222,6 +220,10 @@ def post():
 
 def subscribe():
     return run("subscribe", sys.argv[1:])
+
+
+def shovel():
+    return run("shovel", sys.argv[1:])
 
 
 def audit():

@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 import threading
 
-NAMES = ("post", "subscribe", "sara")
+NAMES = ("post", "subscribe", "sara", "shovel")
 
 
 def load(name):

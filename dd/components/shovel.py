@@ -1,0 +1,99 @@
+"""dd_shovel: messages from a queue to another exchange, never touching data.
+
+By default it copies notices as they are, through subtopic and accept/reject:
+a link between pumps or exchanges where the data needs no copy.  With
+``route_logs on`` it is a pump's log router: it reads the log messages every
+user's consumers publish to xs_<user> (dd_audit binds each of those to
+``xreport``), keeps only those published by the very user they name as the
+consumer (RabbitMQ vouches for the publisher through user_id), and copies each
+to the exchange of the notice's source, xr_<source>, where only that source
+may read it.  Log messages are never routed to an exchange the pump lacks:
+the router does not create exchanges.
+"""
+import time
+
+from dd import flow, report
+from dd.errors import NoticeError
+from dd.flow import Item
+from dd.formats import Message
+from dd.options import USER_NAME
+from dd.receive import Outcome
+
+NAME = "shovel"
+DAEMON = True
+#: How long the router trusts its answer to "does xr_<source> exist?".
+EXCHANGE_CHECK_TTL = 60.0
+
+subscription = flow.subscription
+consumer = flow.consumer
+
+
+def build(ctx):
+    cfg = ctx.cfg
+    cfg.require("broker", "post_broker")
+    if cfg.route_logs:
+        publisher = flow.publisher(ctx, cfg.post_broker)
+        router = _Router(publisher)
+        gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size))
+        poster = flow.Poster(publisher, router.exchange_of, _as_published, timeout=cfg.post_timeout)
+        work = router.route
+    else:
+        gatherer = flow.BrokerGatherer(consumer(ctx), flow.notices(
+            max_notice_size=cfg.max_notice_size, allowed_schemes=None))
+        poster, work = flow.poster(ctx), _forward
+    return flow.Flow(gatherer=gatherer, accept=lambda item: cfg.match(item.notice.rel_path) is not None,
+                     work=work, poster=poster, stop=ctx.stop)
+
+
+def _forward(item):
+    item.outgoing = item.notice
+
+
+def _read_log(delivery, max_size):
+    """A log message as an item (its Report in the notice's place), or a refusal."""
+    where = f"log message on topic {delivery.topic}"
+    try:
+        if len(delivery.body) > max_size:
+            raise NoticeError(f"{len(delivery.body)} bytes, over max_notice_size {max_size}", rule="oversized")
+        made = report.decode(delivery.body)
+    except NoticeError as error:
+        return Item(None, delivery, Outcome(400, f"refused {where}: {error}", error.rule))
+    if not delivery.user_id or delivery.user_id != made.user:
+        return Item(None, delivery, Outcome(
+            403, f"refused {where} about {made.rel_path!r}: it names consumer {made.user!r} but was "
+                 f"published by {delivery.user_id or 'a user the broker did not name'}", "forged-log"))
+    return Item(made, delivery)
+
+
+def _as_published(item):
+    if item.outgoing is None:
+        return None
+    delivery = item.delivery
+    return Message(delivery.topic, delivery.body, delivery.headers, report.CONTENT_TYPE)
+
+
+class _Router:
+    def __init__(self, publisher):
+        self.publisher = publisher
+        self._known = {}    # exchange -> (exists, when asked)
+
+    @staticmethod
+    def exchange_of(item):
+        return f"xr_{item.outgoing.source}"
+
+    def route(self, item):
+        made = item.notice
+        exchange = f"xr_{made.source}"
+        # Names that could not be a user's are not even asked about.
+        if not USER_NAME.fullmatch(made.source) or not self._exists(exchange):
+            item.outcome = Outcome(404, f"log message about {made.rel_path!r} not routed: no exchange "
+                                        f"{exchange} for source {made.source!r} on this pump", "unknown-source")
+            return
+        item.outgoing = made
+        item.outcome = Outcome(201, f"log message from {made.user} routed to {exchange}")
+
+    def _exists(self, exchange):
+        known = self._known.get(exchange)
+        if known is None or time.monotonic() - known[1] > EXCHANGE_CHECK_TTL:
+            known = self._known[exchange] = (self.publisher.has_exchange(exchange), time.monotonic())
+        return known[0]
