@@ -108,6 +108,9 @@ def notices(*, max_notice_size, allowed_schemes):
         except NoticeError as error:
             return Item(None, delivery, Outcome(400, f"refused notice on topic {delivery.topic}: {error}",
                                                 error.rule))
+        except Exception as error:  # noqa: BLE001 - a codec's bug must not stop the flow
+            log.exception("internal error decoding a notice on topic %s", delivery.topic)
+            return Item(None, delivery, Outcome(500, f"internal error decoding a notice: {error!r}", "internal"))
         return Item(notice, delivery)
     return decode
 
@@ -185,7 +188,8 @@ def retry_key(notice):
 
 
 def _retryable(item):
-    return item.outcome is not None and item.outcome.code >= 500
+    # Without a notice there is nothing to try again: the message itself could not be read.
+    return item.notice is not None and item.outcome is not None and item.outcome.code >= 500
 
 
 class Poster:

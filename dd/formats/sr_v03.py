@@ -149,7 +149,8 @@ def parse_time(text, name):
     except (TypeError, ValueError, decimal.InvalidOperation):
         raise NoticeError(f"notice field '{name}' is not a Sarracenia time: {text!r:.40}",
                           rule="time") from None
-    micro = int(fraction * 1_000_000)  # int() truncates: never round into the next second
+    # int() truncates; min() too, where Decimal's 28 digits rounded .9999... up to a whole second.
+    micro = min(int(fraction * 1_000_000), 999_999)
     return moment.replace(microsecond=micro, tzinfo=datetime.timezone.utc)
 
 
