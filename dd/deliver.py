@@ -15,7 +15,7 @@ import os
 import shlex
 import subprocess
 
-from dd import checksum, flow, nodupe, paths
+from dd import checksum, flow, nodupe, paths, route
 from dd.flow import Item
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -35,7 +35,9 @@ def build(ctx, *, relay=False):
     cfg = ctx.cfg
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
-    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), flow.notices(**decoding)), retries, **decoding)
+    decode = flow.notices(**decoding)
+    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode),
+                             retries, **decoding)
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
     # Import the transports now: the first notice of a burst must not wait for that.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES):
@@ -49,6 +51,25 @@ def build(ctx, *, relay=False):
                      stop=ctx.stop, threads=cfg.threads)
 
 
+def ingest(decode, cluster):
+    """A relay's identity rule, around a notice decoder: a notice read from a user's own
+    exchange xs_<user> is that user's, whatever its body says, and enters the network
+    here.  Only the broker's word counts: the exchange is writable by that user alone
+    (and the pump's feeders)."""
+    def read(delivery):
+        item = decode(delivery)
+        owner = route.owner_of(delivery.exchange)
+        notice = item.notice
+        if notice is not None and owner is not None:
+            if notice.source not in ("", owner) or notice.from_cluster not in ("", cluster or ""):
+                log.warning("%s: source %r and from_cluster %r replaced by %r and %r, as read from %s",
+                            notice.rel_path, notice.source, notice.from_cluster, owner, cluster or "",
+                            delivery.exchange)
+            notice.source, notice.from_cluster = owner, cluster or ""
+        return item
+    return read
+
+
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
@@ -60,7 +81,11 @@ class Delivery:
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
-        item.mask = self.cfg.match(item.notice.rel_path)
+        notice = item.notice
+        if self.relay and not route.reachable(notice, self.cfg.cluster, self.cfg.gateway_for or ()):
+            log.debug("not for this way: %s is for %s", notice.rel_path, ", ".join(notice.to_clusters))
+            return False
+        item.mask = self.cfg.match(notice.rel_path)
         return item.mask is not None
 
     def _claim(self, item):

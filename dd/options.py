@@ -299,6 +299,9 @@ OPTIONS = (
     _option("retry_delay", DURATION, "10s", CONSUMERS,
             "first retry of a failed transfer after this long; each further one waits twice as "
             "long, at most 10m"),
+    _option("gateway_for", LIST, None, "sara",
+            "clusters reachable through this relay besides its own cluster: it takes a notice "
+            "only if one of the notice's to_clusters is among them (or names none)"),
     _option("cluster", WORD, None, "post watch sara shovel",
             "name of this cluster: notices posted here come from it, and notices whose "
             "to_clusters leave it out are not forwarded"),

@@ -1,0 +1,52 @@
+"""Routing between pumps: a relay takes only what is for its way (to_clusters, its
+cluster, gateway_for), and at ingest the source is the owner of the exchange the notice
+came from, whatever the notice says."""
+import json
+
+from dd import route
+from dd.notice import Notice, now
+from tests.pump import wait_for
+from tests.test_sara import Relay, relay  # noqa: F401 - the fixture
+
+
+def notice_for(*clusters):
+    return Notice(pubtime=now(), base_url="http://x/", rel_path="f", to_clusters=list(clusters))
+
+
+def test_a_relay_takes_what_is_for_its_cluster_or_a_cluster_it_is_a_gateway_for():
+    assert route.reachable(notice_for("B"), "B")
+    assert route.reachable(notice_for("C", "Z"), "B", ("C",))
+    assert not route.reachable(notice_for("D"), "B", ("C",))
+    assert route.reachable(notice_for(), "B")          # no destination named: everywhere
+    assert route.reachable(notice_for("D"), None)      # a relay without a cluster does not route
+    assert route.owner_of("xs_ann") == "ann" and route.owner_of("xpublic") is None
+    assert route.owner_of("xs_") is None
+
+
+def test_a_relay_forwards_only_notices_whose_destinations_are_reachable_through_it(pump, relay):
+    for name in ("to_b", "to_c", "to_d", "anywhere"):
+        (pump.src / name).write_text(name)
+    relay.config("link", pump.exchange, extra="cluster B\ngateway_for C")
+    for name, clusters in (("to_b", "B"), ("to_c", "C"), ("to_d", "D"), ("anywhere", None)):
+        options = {"to_clusters": clusters, "cluster": "A"} if clusters else {"cluster": "A"}
+        pump.post(pump.src / name, **options)
+    process = relay.foreground("link")
+    assert wait_for(lambda: relay.queue_depth("link") == 0 and relay.downstream.count() >= 3, timeout=60)
+    log = relay.stop(process)
+    forwarded = {n.rel_path: n for n in relay.downstream.notices()}
+    assert sorted(forwarded) == ["anywhere", "to_b", "to_c"], log[-2000:]
+    assert not (relay.tree / "to_d").exists()
+    assert forwarded["to_c"].to_clusters == ["C"] and forwarded["to_c"].from_cluster == "A"
+
+
+def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_says(pump, relay):
+    (pump.src / "claimed.txt").write_text("whose?")
+    relay.config("ingest", "xs_eve", extra="cluster B")
+    posted = pump.post(pump.src / "claimed.txt", post_exchange="xs_eve", source="ann", cluster="X")
+    assert posted.returncode == 0
+    process = relay.foreground("ingest")
+    assert wait_for(lambda: relay.downstream.count() >= 1, timeout=30)
+    log = relay.stop(process)
+    [relayed] = relay.downstream.notices()
+    assert (relayed.source, relayed.from_cluster) == ("eve", "B")
+    assert "replaced by 'eve' and 'B'" in log
