@@ -236,6 +236,20 @@ class Poster:
         self.publisher.close()
 
 
+class Posters:
+    """Several post steps over one batch: each publishes the items it makes a message for."""
+
+    def __init__(self, *posters):
+        self.posters = posters
+
+    def post(self, items):
+        return [item for poster in self.posters for item in poster.post(items)]
+
+    def close(self):
+        for poster in self.posters:
+            poster.close()
+
+
 def _lanes(items):
     """Items that may run side by side: notices about one path stay in order in one lane,
     and a rename (two paths) keeps the whole batch in one lane."""

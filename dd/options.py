@@ -343,6 +343,15 @@ OPTIONS = (
     _option("route_logs", BOOL, "off", "shovel",
             "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
             "keep those published by the consumer they name, and copy each to xr_<its source>"),
+    _option("report_upstream", BROKER, None, "shovel",
+            "log router: the pump upstream, where log messages go whose source posted on another "
+            "cluster (from_cluster is not this cluster); its password comes from credentials.conf"),
+    _option("report_upstream_exchange", WORD, None, "shovel",
+            "log router: exchange on report_upstream that log messages go to; unset: "
+            "xs_<report_upstream user>"),
+    _option("report_feeders", LIST, None, "shovel",
+            "log router: users (the downstream pumps) whose forwarded log messages are taken "
+            "whatever consumer they name"),
     # A pump's users and permissions (dd_audit, admin.conf).
     _option("admin", BROKER, None, "audit",
             "the pump's broker and virtual host, with its administrator as user: "

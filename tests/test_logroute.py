@@ -2,6 +2,7 @@
 pump's router (dd_shovel route_logs) copies bob's log message to xr_ann, and ann reads
 it with dd_log; forged log messages and other users' logs stay out of reach."""
 import json
+import secrets
 import subprocess
 import sys
 
@@ -77,3 +78,66 @@ def test_each_delivery_is_reported_to_its_source_and_to_nobody_else(pump, site):
 def _notice(source):
     from dd.notice import Notice, now
     return Notice(pubtime=now(), base_url="http://127.0.0.1/", rel_path="obs/a.txt", source=source)
+
+
+@pytest.fixture
+def two_pumps(pump, vhost):
+    """Pumps A and B: two vhosts, each set up by dd_audit; B's feeder is also a feeder on A,
+    the link that carries data down from A and log messages back up."""
+    from tests.test_audit import api
+    tag = secrets.token_hex(3)
+    users = {who: f"t{tag}{who}" for who in ("ann", "bob", "pa", "pb")}
+    vhosts = {"A": f"dd-a-{tag}", "B": f"dd-b-{tag}"}
+    config = pump.base / "config"
+    config.mkdir(exist_ok=True)
+    credentials = config / "credentials.conf"
+    credentials.write_text("amqp://guest:guest@127.0.0.1/\n" + "".join(
+        f"amqp://{name}:{secrets.token_hex(8)}@127.0.0.1/\n" for name in users.values()))
+    credentials.chmod(0o600)
+    declared = {"A": ["source ann", "feeder pa", "feeder pb"], "B": ["subscriber bob", "feeder pb"]}
+    for pump_name, lines in declared.items():
+        admin = config / f"admin{pump_name}.conf"
+        admin.write_text(f"admin amqp://guest@127.0.0.1/{vhosts[pump_name]}\n" + "".join(
+            f"declare {line.split()[0]} {users[line.split()[1]]}\n" for line in lines))
+        pump.command("audit", "--config", admin, "declare", check=True)
+    yield users, vhosts
+    for name in vhosts.values():
+        api("DELETE", f"vhosts/{name}")
+    for name in users.values():
+        api("DELETE", f"users/{name}")
+
+
+def test_a_log_message_travels_back_upstream_to_the_pump_where_its_source_posted(pump, two_pumps):
+    users, vhosts = two_pumps
+    at = {(who, p): f"amqp://{users[who]}@127.0.0.1/{vhosts[p]}" for who in users for p in vhosts}
+    config = pump.base / "config"
+    (config / "shovel").mkdir()
+    (config / "shovel" / "a.conf").write_text(
+        f"broker {at['pa', 'A']}\nexchange xreport\ntopic_prefix v02.log\nroute_logs on\ncluster A\n"
+        f"post_broker {at['pa', 'A']}\nreport_feeders {users['pb']}\n")
+    (config / "shovel" / "b.conf").write_text(
+        f"broker {at['pb', 'B']}\nexchange xreport\ntopic_prefix v02.log\nroute_logs on\ncluster B\n"
+        f"post_broker {at['pb', 'B']}\nreport_upstream {at['pb', 'A']}\n")
+    routers = [subprocess.Popen([sys.executable, "-m", "dd.cli.main", "shovel", "foreground", name],
+                                env=pump.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    pump.processes.extend(routers)
+    ann_log = ("log", f"--broker={at['ann', 'A']}", "--json")
+    pump.command(*ann_log, check=True)
+    (config / "subscribe").mkdir()
+    (config / "subscribe" / "bob.conf").write_text(f"broker {at['bob', 'B']}\ndirectory {pump.dst}\n")
+    pump.command("subscribe", "declare", "bob", check=True)
+    # What B's relay announces of ann's file, first posted on A.
+    (pump.src / "up.txt").write_text("from A")
+    pump.command("post", f"--post_broker={at['pb', 'B']}", "--post_exchange=xpublic", f"--source={users['ann']}",
+                 "--cluster=A", f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}",
+                 pump.src / "up.txt", check=True)
+    subscriber = pump.foreground("bob")
+    lines = []
+    assert wait_for(lambda: lines.extend(pump.command(*ann_log, check=True).stdout.splitlines()) or lines,
+                    timeout=30, interval=0.5)
+    pump.stop(subscriber)
+    logs = [pump.stop(router)[1] for router in routers]
+    [seen] = [report.decode(line.encode()) for line in lines]
+    assert (seen.rel_path, seen.code, seen.user, seen.from_cluster) == ("up.txt", 201, users["bob"], "A")
+    assert "sent upstream toward A" in logs[1] and f"routed to xr_{users['ann']}" in logs[0]

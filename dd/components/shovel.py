@@ -10,6 +10,7 @@ to the exchange of the notice's source, xr_<source>, where only that source
 may read it.  Log messages are never routed to an exchange the pump lacks:
 the router does not create exchanges.
 """
+import dataclasses
 import time
 
 from dd import flow, report
@@ -31,26 +32,37 @@ consumer = flow.consumer
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("broker", "post_broker")
-    if cfg.route_logs:
-        publisher = flow.publisher(ctx, cfg.post_broker)
-        router = _Router(publisher)
-        gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size))
-        poster = flow.Poster(publisher, router.exchange_of, _as_published, timeout=cfg.post_timeout)
-        work = router.route
-    else:
+    if not cfg.route_logs:
         gatherer = flow.BrokerGatherer(consumer(ctx), flow.notices(
             max_notice_size=cfg.max_notice_size, allowed_schemes=None))
-        poster, work = flow.poster(ctx), _forward
-    return flow.Flow(gatherer=gatherer, accept=lambda item: cfg.match(item.notice.rel_path) is not None,
-                     work=work, poster=poster, stop=ctx.stop)
+        return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=_forward,
+                         poster=flow.poster(ctx), stop=ctx.stop)
+    local = flow.publisher(ctx, cfg.post_broker)
+    router = _Router(local, cfg.cluster, upstream=bool(cfg.report_upstream))
+    trusted = frozenset(cfg.report_feeders or ())
+    gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted))
+    posters = [flow.Poster(local, lambda item: item.outgoing.exchange, _published_to(upstream=False),
+                           timeout=cfg.post_timeout)]
+    if cfg.report_upstream:
+        upstream_url = ctx.credentials.complete(cfg.report_upstream)
+        exchange = cfg.report_upstream_exchange or f"xs_{upstream_url.user}"
+        posters.append(flow.Poster(flow.publisher(ctx, cfg.report_upstream, " upstream"), exchange,
+                                   _published_to(upstream=True), timeout=cfg.post_timeout))
+    return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=router.route,
+                     poster=flow.Posters(*posters), stop=ctx.stop)
+
+
+def _accepts(cfg, item):
+    return cfg.match(item.notice.rel_path) is not None
 
 
 def _forward(item):
     item.outgoing = item.notice
 
 
-def _read_log(delivery, max_size):
-    """A log message as an item (its Report in the notice's place), or a refusal."""
+def _read_log(delivery, max_size, trusted):
+    """A log message as an item (its Report in the notice's place), or a refusal.  Only
+    its consumer may publish it, or a trusted pump forwarding its users' log messages."""
     where = f"log message on topic {delivery.topic}"
     try:
         if len(delivery.body) > max_size:
@@ -58,38 +70,55 @@ def _read_log(delivery, max_size):
         made = report.decode(delivery.body)
     except NoticeError as error:
         return Item(None, delivery, Outcome(400, f"refused {where}: {error}", error.rule))
-    if not delivery.user_id or delivery.user_id != made.user:
+    if not delivery.user_id or (delivery.user_id != made.user and delivery.user_id not in trusted):
         return Item(None, delivery, Outcome(
             403, f"refused {where} about {made.rel_path!r}: it names consumer {made.user!r} but was "
                  f"published by {delivery.user_id or 'a user the broker did not name'}", "forged-log"))
     return Item(made, delivery)
 
 
-def _as_published(item):
-    if item.outgoing is None:
-        return None
-    delivery = item.delivery
-    return Message(delivery.topic, delivery.body, delivery.headers, report.CONTENT_TYPE)
+@dataclasses.dataclass(frozen=True)
+class _Destination:
+    exchange: str           # on this pump, or empty for the upstream pump's
+    upstream: bool
+
+
+def _published_to(*, upstream):
+    """The message a poster publishes for an item routed its way: the log message as it came."""
+    def message_of(item):
+        if item.outgoing is None or item.outgoing.upstream != upstream:
+            return None
+        delivery = item.delivery
+        return Message(delivery.topic, delivery.body, delivery.headers, report.CONTENT_TYPE)
+    return message_of
 
 
 class _Router:
-    def __init__(self, publisher):
+    def __init__(self, publisher, cluster, *, upstream):
         self.publisher = publisher
+        self.cluster = cluster
+        self.upstream = upstream
         self._known = {}    # exchange -> (exists, when asked)
-
-    @staticmethod
-    def exchange_of(item):
-        return f"xr_{item.outgoing.source}"
 
     def route(self, item):
         made = item.notice
+        if self.cluster and made.from_cluster not in ("", self.cluster):
+            # The source posted on another pump: its log messages go back the way the data came.
+            if not self.upstream:
+                item.outcome = Outcome(404, f"log message about {made.rel_path!r} not routed: its source "
+                                            f"is on cluster {made.from_cluster!r} and report_upstream is unset",
+                                       "no-route")
+                return
+            item.outgoing = _Destination("", upstream=True)
+            item.outcome = Outcome(201, f"log message from {made.user} sent upstream toward {made.from_cluster}")
+            return
         exchange = f"xr_{made.source}"
         # Names that could not be a user's are not even asked about.
         if not USER_NAME.fullmatch(made.source) or not self._exists(exchange):
             item.outcome = Outcome(404, f"log message about {made.rel_path!r} not routed: no exchange "
                                         f"{exchange} for source {made.source!r} on this pump", "unknown-source")
             return
-        item.outgoing = made
+        item.outgoing = _Destination(exchange, upstream=False)
         item.outcome = Outcome(201, f"log message from {made.user} routed to {exchange}")
 
     def _exists(self, exchange):
