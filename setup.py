@@ -26,6 +26,7 @@ setup(
         "platformdirs>=2.6.0",
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
+        "passlib>=1.7.4",
     ],
     extras_require={"test": ["pytest>=7.2", "hypothesis>=6.36"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},

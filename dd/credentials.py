@@ -110,6 +110,11 @@ class Credentials:
                 return entry
         return None
 
+    def password_of(self, user):
+        """The password credentials.conf holds for a user name, whatever the server: a pump's
+        users have one password for its broker and its data server."""
+        return next((entry.password for entry in self._urls if entry.user == user), None)
+
     def password_for(self, url):
         """The password for `url` (a Url or its text): its own, else credentials.conf's."""
         if isinstance(url, str):

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dd import nginx
+from dd import nginx, private
 from dd.errors import ConfigError, DDError
 from dd.state import alive
 
@@ -47,6 +47,14 @@ class DataServer:
         self.url = f"http://{self.host}:{self.port}/"
 
     @property
+    def private_dir(self):
+        """The htpasswd files of private data (dd.private), one per set of readers."""
+        return self.base / "private"
+
+    def htpasswd(self, credentials, relay_readers=()):
+        return private.Htpasswd(self.private_dir, credentials, relay_readers)
+
+    @property
     def pid_file(self):
         return self.base / "nginx.pid"
 
@@ -66,7 +74,7 @@ class DataServer:
         for kind in nginx.TEMP_KINDS:
             (self.base / kind).mkdir(exist_ok=True)
         text = nginx.config(base=self.base, root=self.root, port=self.port, host=self.host,
-                            user=getpass.getuser())
+                            user=getpass.getuser(), private=self.private_dir)
         (self.base / "nginx.conf").write_text(text)
         return self.base / "nginx.conf"
 

@@ -15,7 +15,7 @@ import os
 import shlex
 import subprocess
 
-from dd import checksum, flow, nodupe, paths, route
+from dd import checksum, flow, nodupe, paths, private, route
 from dd.flow import Item
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -30,7 +30,7 @@ subscription = flow.subscription
 consumer = flow.consumer
 
 
-def build(ctx, *, relay=False):
+def build(ctx, *, relay=False, htpasswd=None):
     """The flow of a downloading component: consume, place, receive, announce."""
     cfg = ctx.cfg
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
@@ -45,7 +45,7 @@ def build(ctx, *, relay=False):
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick)
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
-    delivery = Delivery(cfg, receiver, relay=relay, store=store)
+    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(flow.poster(ctx), delivery), reporter=flow.reporter(ctx),
                      stop=ctx.stop, threads=cfg.threads)
@@ -73,11 +73,12 @@ def ingest(decode, cluster):
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None):
+    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None):
         self.cfg = cfg
         self.receiver = receiver
         self.relay = relay
         self.store = store
+        self.htpasswd = htpasswd    # a pump's: private data goes under private/<readers>/
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
@@ -119,6 +120,11 @@ class Delivery:
         except paths.PathError as error:
             item.outcome = Outcome(403, f"{notice.rel_path!r}: {error}", error.rule)
             return
+        if self.htpasswd is not None and notice.readers:
+            self.htpasswd.allow(notice.readers)
+            where = private.prefix(notice.readers)
+            rel_path = f"{where}/{rel_path}"
+            old = f"{where}/{old}" if old else None
         if not self._claim(item):
             item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
             return
@@ -187,8 +193,13 @@ def derive_outgoing(cfg, item, *, relay=False):
         verified = original
     else:
         verified = outcome.checksum or original
+    base_url = str(cfg.post_base_url)
+    where = private.prefix(notice.readers) + "/"
+    if relay and notice.readers and rel_path.startswith(where):
+        # Still private: its URL is under the pump's password-protected directory.
+        base_url, rel_path = base_url.rstrip("/") + "/" + where, rel_path[len(where):]
     item.outgoing = dataclasses.replace(
-        notice, pubtime=notice.pubtime if relay else notice_now(), base_url=str(cfg.post_base_url),
+        notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
 
 

@@ -62,6 +62,7 @@ class TransferError(DDError):
     status = ExitStatus.UNAVAILABLE
     rule = "transfer"
     retryable = True
+    code = 502          # the outcome it gives a notice (dd_log(7))
 
 
 class NoticeError(DDError):

@@ -9,11 +9,13 @@ import textwrap
 TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
-def config(*, base, root, port, host="127.0.0.1", tls=None, user="root", autoindex=False):
+def config(*, base, root, port, host="127.0.0.1", tls=None, user="root", autoindex=False, private=None):
     """nginx.conf text serving `root` on host:port, run from private directory `base`.
 
     `tls` is (port, certificate file, key file) to also serve HTTPS.  `user root`
     lets workers read private directories; pumps give their own service user.
+    `private`, a pump's directory of htpasswd files (dd.private), makes
+    /private/<readers>/ ask for a password, and hides partial files (dot names).
     """
     temp_paths = "\n".join(f"    {kind}_temp_path {base}/{kind};" for kind in TEMP_KINDS)
     listen = [f"listen {host}:{port};"]
@@ -22,6 +24,14 @@ def config(*, base, root, port, host="127.0.0.1", tls=None, user="root", autoind
         listen += [f"listen {host}:{tls_port} ssl;", f"ssl_certificate {cert};",
                    f"ssl_certificate_key {key};"]
     server = "\n".join([*listen, f"root {root};", f"autoindex {'on' if autoindex else 'off'};"])
+    if private:
+        # nginx reads auth_basic_user_file at each request: new readers need no reload.
+        server += textwrap.dedent(f"""
+            location ~ /\\. {{ return 404; }}
+            location ~ ^/private/([A-Za-z0-9_,-]+)/ {{
+                auth_basic "private data";
+                auth_basic_user_file {private}/$1;
+            }}""")
     # keepalive_requests: nginx's default of 1000 would close a subscriber's connection
     # every thousand files.
     return textwrap.dedent(f"""\

@@ -20,6 +20,10 @@ from dd.errors import NoticeError
 # DEL: they break logs, terminals and shell hooks.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+#: What a user name may be: it goes into broker permission patterns, exchange names and
+#: the data server's paths, so nothing that has a meaning there.
+USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
 #: Largest size a notice may claim (1 EiB): anything above is a forged number.
 MAX_FILE_SIZE = 1 << 60
 
@@ -67,6 +71,7 @@ class Notice:
     mode: Optional[int] = None
     link_target: Optional[str] = None
     rename_from: Optional[str] = None
+    readers: list = dataclasses.field(default_factory=list)  # private: only these users may fetch it
     extra: dict = dataclasses.field(default_factory=dict)  # unknown fields, passed through
 
     @property
@@ -115,6 +120,10 @@ def validate(notice, *, allowed_schemes=None):
         raise NoticeError("notice field 'to_clusters' must be a list", rule="type")
     for cluster in notice.to_clusters:
         check_name(cluster, "to_clusters")
+    if not isinstance(notice.readers, list) or not all(
+            isinstance(r, str) and USER_NAME.fullmatch(r) for r in notice.readers):
+        raise NoticeError("notice field 'readers' must be a list of user names (letters, digits, _ and -)",
+                          rule="readers")
     if notice.op in (Op.WRITE, Op.RENAME):
         if notice.size is None or notice.checksum is None:
             raise NoticeError(f"a '{notice.op.value}' notice needs 'size' and 'checksum'",

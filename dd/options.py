@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from dd import checksum, formats
 from dd.credentials import Url
+from dd.notice import USER_NAME
 
 COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
 
@@ -153,8 +154,6 @@ def url(*schemes, example):
 
 
 ROLES = ("source", "subscriber", "feeder", "admin")
-#: What a user name may be: it goes into permission patterns and exchange names.
-USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 def _declaration(text):
@@ -299,6 +298,9 @@ OPTIONS = (
     _option("retry_delay", DURATION, "10s", CONSUMERS,
             "first retry of a failed transfer after this long; each further one waits twice as "
             "long, at most 10m"),
+    _option("relay_readers", LIST, None, "sara",
+            "users who may fetch every private file from this pump's data server besides its "
+            "readers: the feeders of the pumps downstream, so private data can travel on"),
     _option("gateway_for", LIST, None, "sara",
             "clusters reachable through this relay besides its own cluster: it takes a notice "
             "only if one of the notice's to_clusters is among them (or names none)"),
@@ -329,6 +331,9 @@ OPTIONS = (
             "how long to wait for the broker to confirm a published notice"),
     _option("to_clusters", LIST, None, "post watch sara shovel",
             "clusters published notices are destined for; unset: the notice names none"),
+    _option("readers", LIST, None, "post watch",
+            "make what is posted private: pumps serve it only to these users (and their own "
+            "relays), and it travels only in dd's v02 format"),
     _option("source", WORD, "${POST_BROKER_USER}", "post watch",
             "name of the source publishing; unset: the post_broker user"),
     _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post subscribe watch sara",

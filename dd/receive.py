@@ -63,7 +63,7 @@ class Receiver:
         except PathError as error:
             outcome = Outcome(403, str(error), error.rule)
         except TransferError as error:
-            outcome = Outcome(502 if error.retryable else 404, str(error), error.rule)
+            outcome = Outcome(error.code, str(error), error.rule)
         except DDError as error:
             outcome = Outcome(400, str(error), error.rule)
         except OSError as error:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from dd import checksum
+from dd.credentials import Credentials, Url
 from dd.transfer import Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 
@@ -213,13 +214,14 @@ def test_one_transport_per_server(remote):
     assert first is second
 
 
-class Credentials:
-    def password_for(self, url):
-        return "s3cret"
+def credentials_for(server_url):
+    """credentials.conf with a (wrong) password for the URL's user, or alice, at that server."""
+    url = Url.parse(server_url)
+    return Credentials([url.with_password("s3cret", user=url.user or "alice")])
 
 
 def test_errors_never_show_passwords(nginx_server):
-    with Transports(credentials=Credentials()) as transports:
+    with Transports(credentials=credentials_for(nginx_server.url)) as transports:
         url = nginx_server.url.replace("http://", "http://alice:hunter2@") + "missing.txt"
         transport, path = transports.for_url(url)
         with pytest.raises(TransferError) as raised:
@@ -231,7 +233,7 @@ def test_errors_never_show_passwords(nginx_server):
 
 def test_sftp_refused_login_is_permanent_and_hides_password(sshd_server):
     options = {"sftp": {"known_hosts": str(sshd_server.known_hosts)}}
-    with Transports(credentials=Credentials(), timeout=10, options=options) as transports:
+    with Transports(credentials=credentials_for(sshd_server.url), timeout=10, options=options) as transports:
         transport, path = transports.for_url(sshd_server.url)
         with pytest.raises(TransferError, match="login refused") as raised:
             transport.stat(path)

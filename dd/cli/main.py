@@ -126,11 +126,22 @@ def _foreground(module, ctx, config_arg):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: ctx.stop.set())
     logger.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
+    # Attached, it runs what `start` would run beside the instances (a pump's data
+    # server), and stops what it started; instances of `start` leave that to `stop`.
+    owned = [] if ctx.detached else [s for s in _services(module, ctx) if s.pid() is None]
     try:
+        for service in list(owned):
+            try:
+                service.start()
+            except DDError as error:  # e.g. another configuration's server already has the port
+                logger.warning("not started: %s", error)
+                owned.remove(service)
         the_flow = module.build(ctx)
         with metrics.Recorder(the_flow.counters, ctx.state.metrics_file(ctx.instance)):
             the_flow.run()
     finally:
+        for service in owned:
+            service.stop()
         if instances.read_pid(pid_file) == os.getpid():
             pid_file.unlink(missing_ok=True)
         logger.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)

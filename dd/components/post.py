@@ -74,7 +74,8 @@ class FileGatherer:
             raise PathError(f"{path} is reached through a symlink that leaves post_base_dir {self.base_dir}")
         cfg = self.cfg
         common = dict(pubtime=now(), base_url=str(cfg.post_base_url), rel_path=rel_path, source=cfg.source or "",
-                      from_cluster=cfg.cluster or "", to_clusters=list(cfg.to_clusters or ()))
+                      from_cluster=cfg.cluster or "", to_clusters=list(cfg.to_clusters or ()),
+                      readers=list(cfg.readers or ()))
         if self.deleted:
             return Notice(op=Op.DELETE, **common)
         st = os.lstat(path)

@@ -18,7 +18,8 @@ def subscription(ctx):
 def build(ctx):
     cfg = ctx.cfg
     subscription(ctx)
-    the_flow = deliver.build(ctx, relay=True)
+    htpasswd = dataserver.DataServer(cfg, ctx.state).htpasswd(ctx.credentials, cfg.relay_readers or ())
+    the_flow = deliver.build(ctx, relay=True, htpasswd=htpasswd)
     # One sweeper per configuration, not per instance.
     if cfg.retention and ctx.instance == 1:
         announce = retention.announcer(ctx) if cfg.retention_announce else None

@@ -17,7 +17,7 @@ from dd import flow, report
 from dd.errors import NoticeError
 from dd.flow import Item
 from dd.formats import Message
-from dd.options import USER_NAME
+from dd.notice import USER_NAME
 from dd.receive import Outcome
 
 NAME = "shovel"

@@ -30,6 +30,10 @@ class Message:
 
 def encode(notice, fmt=DEFAULT, topic_prefix=None):
     codec = FORMATS[fmt]
+    if notice.readers and fmt != v02.NAME:
+        # Sarracenia has no private files: its pumps would serve this one to anybody.
+        raise NoticeError(f"a private notice (readers) cannot be posted in {fmt}",
+                          fix=f"use post_format {v02.NAME}", rule="format")
     body, headers = codec.encode(notice)
     topic = topic_mod.for_path(topic_prefix or codec.TOPIC_PREFIX, notice.rel_path)
     return Message(topic, body, headers, codec.CONTENT_TYPE)

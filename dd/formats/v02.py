@@ -45,6 +45,8 @@ def encode(notice):
         fields["link_target"] = notice.link_target
     if notice.rename_from is not None:
         fields["rename_from"] = notice.rename_from
+    if notice.readers:
+        fields["readers"] = list(notice.readers)
     for name, value in notice.extra.items():
         fields.setdefault(name, value)
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
@@ -77,6 +79,7 @@ def decode(body, headers):
         mode=parse_mode(mode) if mode is not None else None,
         link_target=take(fields, "link_target", str, None),
         rename_from=take(fields, "rename_from", str, None),
+        readers=take(fields, "readers", list, []),
     )
     notice.extra = fields  # what is left is unknown to this version: pass it through
     return notice

@@ -18,15 +18,24 @@ import secrets
 import urllib.parse
 from typing import Optional
 
+from dd.credentials import DEFAULT_PORTS, Url
 from dd.errors import TransferError
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp", re.DOTALL)
 
 
 class PermanentError(TransferError):
-    """A failure that trying again will not fix: missing file, refused login, bad URL."""
+    """A failure that trying again will not fix: missing file, bad URL, unknown host key."""
 
     retryable = False
+    code = 404
+
+
+class DeniedError(PermanentError):
+    """The server refused us: a wrong password, or private data we are not a reader of."""
+
+    rule = "denied"
+    code = 403
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +156,8 @@ def is_temporary_name(name):
 class Transports:
     """A pool of connected transports, one per (scheme, host, port, user).
 
-    `credentials` has ``password_for(url) -> str | None`` (None: use the URL's);
+    `credentials` (dd.credentials.Credentials) gives the user and password for a URL
+    that carries none;
     `options` maps a scheme to keyword options of its transport, e.g.
     ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.
     """
@@ -175,11 +185,17 @@ class Transports:
         if parts.query or parts.fragment:
             raise PermanentError(f"{endpoint.url(path)}: URL has a query or fragment",
                                  fix="percent-encode '?' and '#' in paths as %3F and %23")
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        if self._credentials and password is None:
+            # A URL naming no user still gets the one credentials.conf has for its server:
+            # that is how a subscriber reads private data it is a reader of.
+            entry = self._credentials.lookup(Url(scheme=scheme, user=endpoint.user, host=endpoint.host,
+                                                 port=port or DEFAULT_PORTS.get(scheme)))
+            if entry is not None:
+                password = entry.password
+                endpoint = dataclasses.replace(endpoint, user=entry.user)
         transport = self._pool.get(endpoint)
         if transport is None:
-            password = self._credentials.password_for(url) if self._credentials else None
-            if password is None and parts.password:
-                password = urllib.parse.unquote(parts.password)
             transport = transport_class(scheme)(endpoint, password=password, timeout=self._timeout,
                                                 **self._options.get(scheme, {}))
             self._pool[endpoint] = transport

@@ -12,7 +12,7 @@ import urllib.request
 import urllib3
 
 from dd.errors import TransferError
-from dd.transfer import Capabilities, PermanentError, ReadStream, Stat, Transport
+from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (416: the file may still be growing).
@@ -115,6 +115,10 @@ class HttpTransport(Transport):
             response.drain_conn()
             response.release_conn()
             status = response.status
+            if status in (401, 403):
+                raise DeniedError(f"{where}: HTTP {status} {response.reason}",
+                                  fix="check this server's password in credentials.conf; private data is "
+                                      "served to its readers only")
             transient = status >= 500 or status in _TRANSIENT_STATUSES
             raise (TransferError if transient else PermanentError)(
                 f"{where}: HTTP {status} {response.reason}")

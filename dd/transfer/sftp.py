@@ -6,7 +6,7 @@ import posixpath
 
 import paramiko
 
-from dd.transfer import (Capabilities, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport,
                          failures, temporary_name)
 from dd.transfer.copy import copy
 
@@ -103,7 +103,7 @@ class SftpTransport(Transport):
             self._sftp = ssh.open_sftp()
         except paramiko.AuthenticationException as error:
             ssh.close()
-            raise PermanentError(
+            raise DeniedError(
                 f"{endpoint.url()}: login refused: {error}",
                 fix="check the password in credentials.conf or the ssh key") from error
         except paramiko.BadHostKeyException as error:
