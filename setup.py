@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 __version__ = re.search(r'__version__ = "([^"]+)"', (HERE / "dd" / "__init__.py").read_text()).group(1)
 
-COMMANDS = ["post", "subscribe", "sara", "shovel", "audit", "ctl", "log"]
+COMMANDS = ["post", "subscribe", "watch", "sara", "shovel", "audit", "ctl", "log"]
 
 setup(
     name="metpx-dd",
@@ -21,7 +21,7 @@ setup(
     install_requires=[
         "amqp>=5.1.1",
         "paramiko>=2.12.0",
-        "watchdog>=2.2.1",
+        "watchdog>=4.0.0",
         "xxhash>=3.2.0",
         "platformdirs>=2.6.0",
         "humanize>=4.4.0",

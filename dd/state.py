@@ -1,4 +1,5 @@
-"""Per-configuration state on disk: queue name, pid files, instance metrics (under Environment.state_dir)."""
+"""Per-configuration state on disk: queue name, pid files, instance metrics, what dd_watch
+announced (under Environment.state_dir)."""
 import os
 import secrets
 from pathlib import Path
@@ -70,8 +71,14 @@ class ConfigState:
             tmp.unlink()
         return path.read_text().strip()
 
-    def forget_queue(self):
+    def announced_file(self):
+        """What dd_watch announced: relative path -> [size, mtime_ns] (dd.components.watch)."""
+        return self.dir / "announced.json"
+
+    def forget(self):
+        """Remove the queue name and dd_watch's record: `cleanup` leaves a fresh start."""
         (self.dir / "queue").unlink(missing_ok=True)
+        self.announced_file().unlink(missing_ok=True)
 
 
 def alive(pid):

@@ -19,7 +19,7 @@ ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare"
 USAGE = {
     "post": "usage: dd_post [--config CONFIG] [--option value ...] [--delete] PATH...",
     **{name: f"usage: dd_{name} ACTION CONFIG [--option value ...]\n  ACTION: {', '.join(ACTIONS)}"
-       for name in ("subscribe", "sara", "shovel")},
+       for name in ("subscribe", "watch", "sara", "shovel")},
 }
 #: Commands that are not flow components: their own main(argv, env), imported when run.
 COMMAND_MAINS = {"audit": "dd.audit.main:main", "ctl": "dd.ctl.main:dispatch", "log": "dd.cli.log:main"}
@@ -149,7 +149,8 @@ def _foreground(module, ctx, config_arg):
 
 
 def _start(module, ctx, config_arg):
-    module.subscription(ctx)  # choose and keep the queue name before instances race for it
+    if hasattr(module, "subscription"):
+        module.subscription(ctx)  # choose and keep the queue name before instances race for it
     for service in _services(module, ctx):
         service.start()
     _print_services(module, ctx)
@@ -197,6 +198,10 @@ def _show(module, ctx, config_arg):
 
 
 def _declare(module, ctx, config_arg):
+    if not hasattr(module, "consumer"):
+        print(f"dd_{module.NAME} has no queue to declare; it publishes to post_exchange, declared "
+              f"when first used", file=ctx.env.stdout)
+        return ExitStatus.OK
     consumer = module.consumer(ctx)
     try:
         consumer.declare()
@@ -211,13 +216,16 @@ def _declare(module, ctx, config_arg):
 def _cleanup(module, ctx, config_arg):
     if instances.running(ctx.state):
         raise ConfigError(f"dd_{module.NAME} {ctx.cfg.name} is running", fix="stop it first")
-    consumer = module.consumer(ctx)
-    try:
-        consumer.delete()
-    finally:
-        consumer.close()
-    ctx.state.forget_queue()
-    print(f"removed queue {consumer.subscription.queue} and its state", file=ctx.env.stdout)
+    removed = "its state"
+    if hasattr(module, "consumer"):
+        consumer = module.consumer(ctx)
+        try:
+            consumer.delete()
+        finally:
+            consumer.close()
+        removed = f"queue {consumer.subscription.queue} and its state"
+    ctx.state.forget()
+    print(f"removed {removed}", file=ctx.env.stdout)
     return ExitStatus.OK
 
 
@@ -251,6 +259,10 @@ def ctl():
 
 def sara():
     return run("sara", sys.argv[1:])
+
+
+def watch():
+    return run("watch", sys.argv[1:])
 
 
 if __name__ == "__main__":

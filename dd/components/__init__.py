@@ -1,16 +1,16 @@
 """The components: each is the common flow with a few choices.
 
 A component module offers NAME, DAEMON (runs as ACTION CONFIG with instances)
-and ``build(context) -> Flow``; daemons also ``subscription(context)`` for
-their queue, and may offer ``services(context)``: helper servers (start(),
-stop(), status()) run beside the instances, like a pump's data server.
-Components never import each other.
+and ``build(context) -> Flow``; daemons that consume a queue also offer
+``subscription(context)`` and ``consumer(context)``, and daemons may offer
+``services(context)``: helper servers (start(), stop(), status()) run beside
+the instances, like a pump's data server.  Components never import each other.
 """
 import dataclasses
 import importlib
 import threading
 
-NAMES = ("post", "subscribe", "sara", "shovel")
+NAMES = ("post", "subscribe", "watch", "sara", "shovel")
 
 
 def load(name):

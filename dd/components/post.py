@@ -2,10 +2,9 @@
 import logging
 import os
 
-from dd import checksum, flow
-from dd.errors import DDError, PathError
+from dd import announce, flow
+from dd.errors import DDError
 from dd.flow import Item
-from dd.notice import Checksum, Notice, Op, from_timestamp, now
 
 NAME = "post"
 DAEMON = False
@@ -19,9 +18,7 @@ class FileGatherer:
     """Walks the paths named on the command line and turns each file into a notice."""
 
     def __init__(self, cfg, arguments, *, deleted=False):
-        self.cfg = cfg
-        self.base_dir = os.path.abspath(cfg.post_base_dir)
-        self.real_base = os.path.realpath(self.base_dir)
+        self.announcer = announce.Announcer(cfg)
         self.deleted = deleted
         self.refused = []           # (path, reason): what could not be announced
         self._pending = self._walk(arguments)
@@ -58,37 +55,14 @@ class FileGatherer:
 
     def _item(self, path):
         try:
-            yield Item(self._notice(path), outgoing=None)
+            notices = self.announcer.notices(path, deleted=self.deleted)
         except (DDError, OSError) as error:
             reason = str(error) if isinstance(error, DDError) else error.strerror
             log.error("not announced: %s: %s", path, reason)
             self.refused.append((path, reason))
-
-    def _notice(self, path):
-        rel_path = os.path.relpath(path, self.base_dir)
-        if rel_path in (".", "..") or rel_path.startswith("../"):
-            raise PathError(f"{path} is outside post_base_dir {self.base_dir}",
-                            fix="set post_base_dir to a directory above it")
-        parent = os.path.realpath(os.path.dirname(path))
-        if os.path.commonpath([parent, self.real_base]) != self.real_base:
-            raise PathError(f"{path} is reached through a symlink that leaves post_base_dir {self.base_dir}")
-        cfg = self.cfg
-        common = dict(pubtime=now(), base_url=str(cfg.post_base_url), rel_path=rel_path, source=cfg.source or "",
-                      from_cluster=cfg.cluster or "", to_clusters=list(cfg.to_clusters or ()),
-                      readers=list(cfg.readers or ()))
-        if self.deleted:
-            return Notice(op=Op.DELETE, **common)
-        st = os.lstat(path)
-        if os.path.islink(path):
-            return Notice(op=Op.LINK, link_target=os.readlink(path), mtime=from_timestamp(st.st_mtime),
-                          **common)
-        if not os.path.isfile(path):
-            raise PathError(f"{path} is not a regular file")
-        method = cfg.checksum
-        value = checksum.of_name(rel_path) if method == "name" else checksum.of_file(path, method)
-        return Notice(op=Op.WRITE, size=st.st_size, checksum=Checksum(method, value),
-                      mtime=from_timestamp(st.st_mtime), atime=from_timestamp(st.st_atime),
-                      mode=st.st_mode & 0o7777, **common)
+            return
+        for notice in notices:
+            yield Item(notice, outgoing=None)
 
 
 def build(ctx, *, deleted=False):

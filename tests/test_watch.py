@@ -1,0 +1,226 @@
+"""dd_watch → RabbitMQ → nginx → dd_subscribe, with real processes: the subscriber's tree
+ends identical to the watched one, and no notice ever described a half-written file."""
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import amqp
+import pytest
+
+from dd import formats
+from dd.credentials import Url
+from dd.notice import Op
+from tests.pump import compare, manifest, wait_for
+
+
+class Recorder:
+    """A queue of its own on the pump's exchange: every notice dd_watch published."""
+
+    def __init__(self, pump):
+        url = Url.parse(pump.broker_url)
+        self.connection = amqp.Connection(f"{url.host}:{url.port or 5672}", userid=url.user,
+                                          password=url.password, virtual_host=url.path.lstrip("/"))
+        self.connection.connect()
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(pump.exchange, "topic", durable=True, auto_delete=False)
+        self.queue, _, _ = self.channel.queue_declare("", exclusive=True)
+        self.channel.queue_bind(self.queue, pump.exchange, "#")
+
+    def drain(self):
+        notices = []
+        while True:
+            message = self.channel.basic_get(self.queue, no_ack=True)
+            if message is None:
+                return notices
+            notices.append(formats.decode(message.body, message.headers))
+
+    def close(self):
+        self.connection.close()
+
+
+class Daemon:
+    """`dd_COMPONENT foreground NAME` logging to a file, read while it runs (a pipe nobody reads
+    would block it once full)."""
+
+    def __init__(self, pump, component, name):
+        self.pump, self.component, self.name = pump, component, name
+        self.log = pump.base / f"{component}_{name}.log"
+        self.process = None
+
+    def start(self):
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", self.component, "foreground",
+                                             self.name], env=self.pump.env, stdout=log, stderr=log)
+        self.pump.processes.append(self.process)
+        return self
+
+    def text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self):
+        self.process.terminate()
+        assert self.process.wait(timeout=15) == 0, self.text()[-3000:]
+
+
+class Watcher(Daemon):
+    """dd_watch on the pump's source tree."""
+
+    def __init__(self, pump, extra=""):
+        super().__init__(pump, "watch", "w")
+        config = pump.base / "config" / "watch" / "w.conf"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f"post_broker {pump.broker_url}\npost_exchange {pump.exchange}\n"
+                          f"post_base_url {pump.base_url}\npost_base_dir {pump.src}\npath {pump.src}\n"
+                          f"checksum sha256\n{extra}\n")
+
+    def start(self):
+        super().start()
+        assert wait_for(lambda: "change(s) since the last run" in self.text(), timeout=20), self.text()
+        return self
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_slowly(path, chunks, pause):
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+            time.sleep(pause)
+
+
+def links(root):
+    return {str(p.relative_to(root)): os.readlink(p) for p in root.rglob("*") if p.is_symlink()}
+
+
+@pytest.fixture
+def watched(pump):
+    pump.subscriber_config()
+    recorder = Recorder(pump)
+    watcher = Watcher(pump)
+    yield pump, recorder, watcher
+    recorder.close()
+
+
+def check_notices(notices, versions):
+    """Every content notice names a complete version of its file: none was half-written."""
+    for notice in notices:
+        if notice.op in (Op.WRITE, Op.RENAME):
+            name = notice.rename_from if notice.op is Op.RENAME else notice.rel_path
+            complete = versions.get(notice.rel_path, set()) | versions.get(name, set())
+            assert (notice.size, notice.checksum.value) in complete, f"{notice.op.value} {notice.rel_path}"
+
+
+def test_a_thousand_files_written_renamed_deleted_arrive_whole(watched):
+    pump, recorder, watcher = watched
+    rng = random.Random(11)
+    versions = {}      # rel_path -> {(size, sha256)} of every complete content it had
+
+    def put(rel_path, data, slow=False):
+        path = pump.src / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        versions.setdefault(rel_path, set()).add((len(data), sha256(data)))
+        if slow:
+            write_slowly(path, [data[i:i + 3000] for i in range(0, len(data), 3000)], pause=0.1)
+        else:
+            path.write_bytes(data)
+
+    for i in range(100):                                    # there before the watch starts
+        put(f"old/{i:03d}.dat", rng.randbytes(rng.choice([0, 10, 5000])))
+    subscriber = Daemon(pump, "subscribe", "sub").start()
+    watcher.start()
+
+    for d in range(20):                                     # 680 files in new directories
+        for i in range(34):
+            put(f"new{d:02d}/sub/{i:02d}.bin", rng.randbytes(rng.choice([1, 700, 20000])))
+    slow = [threading.Thread(target=put, args=(f"slow/{i:02d}.bin", rng.randbytes(12000), True))
+            for i in range(50)]                             # 50 files in 4 writes with pauses
+    for thread in slow:
+        thread.start()
+    for i in range(150):                                    # written under a temporary name
+        data = rng.randbytes(rng.choice([3, 9000]))
+        tmp = pump.src / "tmp" / (f".{i:03d}.part" if i % 2 else f"{i:03d}.dat.tmp")
+        tmp.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(data)
+        versions.setdefault(f"tmp/{i:03d}.dat", set()).add((len(data), sha256(data)))
+        os.rename(tmp, pump.src / "tmp" / f"{i:03d}.dat")
+    for i in range(0, 100, 2):                              # renamed, deleted, rewritten
+        os.rename(pump.src / f"old/{i:03d}.dat", pump.src / f"old/renamed{i:03d}.dat")
+        versions[f"old/renamed{i:03d}.dat"] = versions[f"old/{i:03d}.dat"]
+    for i in range(1, 100, 4):
+        (pump.src / f"old/{i:03d}.dat").unlink()
+    for i in range(3, 100, 4):
+        put(f"old/{i:03d}.dat", b"rewritten %d" % i)
+    for i in range(20):                                     # deleted soon after being written
+        put(f"gone/{i}.bin", b"short-lived")
+        (pump.src / f"gone/{i}.bin").unlink()
+    os.symlink("renamed000.dat", pump.src / "old" / "alias")
+    os.link(pump.src / "tmp" / "000.dat", pump.src / "tmp" / "hardlink.dat")
+    versions["tmp/hardlink.dat"] = versions["tmp/000.dat"]
+    for thread in slow:
+        thread.join()
+
+    expected = manifest(pump.src)
+    assert len(expected) == 100 - 25 + 680 + 50 + 150 + 1
+    arrived = wait_for(lambda: compare(expected, manifest(pump.dst)) == ([], [], [])
+                       and links(pump.dst) == links(pump.src), timeout=60)
+    watcher.stop()
+    subscriber.stop()
+    log = subscriber.text()
+    lost, invented, changed = compare(expected, manifest(pump.dst))
+    assert (len(lost), len(invented), changed) == (0, 0, []), (lost[:5], invented[:5], log[-2000:])
+    assert arrived and links(pump.dst) == {"old/alias": "renamed000.dat"}
+    notices = recorder.drain()
+    check_notices(notices, versions)
+    assert not [n for n in notices if "tmp" in n.rel_path and n.rel_path.endswith((".tmp", ".part"))]
+    assert sum(1 for n in notices if n.op is Op.RENAME) >= 40
+    assert "Traceback" not in watcher.text() + log
+    assert "[ERROR]" not in watcher.text()
+
+
+def test_a_restart_announces_what_changed_while_it_was_down_and_nothing_else(watched):
+    pump, recorder, watcher = watched
+    for i in range(50):
+        (pump.src / "d").mkdir(exist_ok=True)
+        (pump.src / "d" / f"{i}.txt").write_text(f"first {i}")
+    watcher.start()
+    first = []
+    assert wait_for(lambda: first.extend(recorder.drain()) or len(first) >= 50, timeout=30)
+    watcher.stop()
+    assert len(first) == 50
+
+    (pump.src / "d" / "0.txt").write_text("changed while down")
+    (pump.src / "d" / "1.txt").unlink()
+    os.rename(pump.src / "d" / "2.txt", pump.src / "d" / "two.txt")
+    (pump.src / "d" / "new.txt").write_text("new while down")
+    subscriber = Daemon(pump, "subscribe", "sub").start()
+    watcher.start()
+    expected = manifest(pump.src)
+    arrived = wait_for(lambda: compare(expected, manifest(pump.dst)) == ([], [], []), timeout=30)
+    watcher.stop()
+    subscriber.stop()
+    assert arrived
+    second = recorder.drain()
+    # 0.txt changed, new.txt and two.txt new, 1.txt and 2.txt gone: nothing else is announced again.
+    assert sorted((n.op.value, n.rel_path) for n in second) == [
+        ("delete", "d/1.txt"), ("delete", "d/2.txt"), ("write", "d/0.txt"), ("write", "d/new.txt"),
+        ("write", "d/two.txt")]
+
+
+def test_temporary_names_are_posted_when_an_accept_line_names_them(watched):
+    pump, recorder, _ = watched
+    watcher = Watcher(pump, extra="accept .*\\.tmp\naccept .*\\.txt")
+    watcher.start()
+    for name in ("a.tmp", ".hidden", "b.txt", "c.dat", "last.txt"):
+        (pump.src / name).write_text(name)
+    names = []
+    # Events are handled in order: once last.txt is announced, the others were decided.
+    assert wait_for(lambda: names.extend(n.rel_path for n in recorder.drain()) or "last.txt" in names)
+    watcher.stop()
+    assert sorted(names) == ["a.tmp", "b.txt", "last.txt"]
