@@ -3,9 +3,10 @@
 
 Latency: files of 1 KiB are written one by one, 50 ms apart, into a watched
 directory; each file's latency is from its close to its notice reaching the
-broker (a private queue bound to the exchange).  Throughput: a burst of files
-is written as fast as possible; files per second is from the first write to
-the last notice, and every file must be announced.
+broker (a private queue bound to the exchange).  Throughput: a burst of files,
+written beforehand beside the watched tree, is dropped into it at once (one
+rename each, as a writer finishing its files does); files per second is from
+the first rename to the last notice, and every file must be announced.
 
 Run from the repository root (dd installed; RabbitMQ on 127.0.0.1:5672 with
 guest/guest and rabbitmqctl; metpx-sr3):
@@ -141,11 +142,17 @@ def measure(tool, args):
         arrivals.wait(closed, time.monotonic() + WAIT)
         latencies = [arrivals.times[n] - t for n, t in closed.items() if n in arrivals.times]
 
+        staging = tool.dir / "staging"
+        staging.mkdir()
         (tool.src / "burst").mkdir()
         names = [f"burst/{i:05d}.dat" for i in range(args.burst)]
+        for name in names:
+            write(staging / os.path.basename(name), data)
+        os.sync()
+        time.sleep(1)
         started = time.monotonic()
         for name in names:
-            write(tool.src / name, data)
+            os.rename(staging / os.path.basename(name), tool.src / name)
         arrivals.wait(names, time.monotonic() + WAIT)
         announced = [arrivals.times[n] for n in names if n in arrivals.times]
         seconds = (max(announced) - started) if announced else None

@@ -38,6 +38,7 @@ class WatchGatherer:
         self.state = state
         self.announcer = announce.Announcer(cfg)
         self.directories = [os.path.abspath(p) for p in cfg.path]
+        self._prefix = os.path.join(self.announcer.base_dir, "")
         self.changes = watching.Changes(self.directories)
         self.announced = metrics.read(state.announced_file()) or {}   # rel_path -> [size, mtime_ns]
         self._todo = {}                             # path -> (what, renamed from); insertion ordered
@@ -194,10 +195,9 @@ class WatchGatherer:
     # -- helpers ---------------------------------------------------------------
 
     def _rel(self, path):
-        try:
-            return self.announcer.rel_path(path)
-        except DDError:
-            return None
+        # Paths here are absolute and normal (events name watched directory + names); the
+        # Announcer judges them again, symbolic links included, before anything is announced.
+        return path[len(self._prefix):] if path.startswith(self._prefix) else None
 
     def _wanted(self, path):
         rel_path = self._rel(path)
