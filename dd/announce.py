@@ -6,6 +6,7 @@ leaves it), links as links, deletes, checksums of the content.
 """
 import dataclasses
 import os
+import stat
 
 from dd import checksum
 from dd.errors import PathError
@@ -51,10 +52,10 @@ class Announcer:
         if deleted:
             return Notice(op=Op.DELETE, **common)
         st = os.lstat(path)
-        if os.path.islink(path):
+        if stat.S_ISLNK(st.st_mode):
             return Notice(op=Op.LINK, link_target=os.readlink(path), mtime=from_timestamp(st.st_mtime),
                           **common)
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             raise PathError(f"{path} is not a regular file")
         method = cfg.checksum
         value = checksum.of_name(rel_path) if method == "name" else checksum.of_file(path, method)

@@ -224,3 +224,31 @@ def test_temporary_names_are_posted_when_an_accept_line_names_them(watched):
     assert wait_for(lambda: names.extend(n.rel_path for n in recorder.drain()) or "last.txt" in names)
     watcher.stop()
     assert sorted(names) == ["a.tmp", "b.txt", "last.txt"]
+
+
+def test_a_missing_watched_directory_is_a_one_line_config_error(pump):
+    config = pump.base / "config" / "watch" / "bad.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"post_broker {pump.broker_url}\npost_base_url {pump.base_url}\n"
+                      f"post_base_dir {pump.src}\npath {pump.src / 'nowhere'}\n")
+    result = pump.command("watch", "foreground", "bad", timeout=30)
+    assert result.returncode == 2
+    assert f"path {pump.src / 'nowhere'} is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    config.write_text(f"post_broker {pump.broker_url}\npost_base_url {pump.base_url}\npost_base_dir {pump.src}\n")
+    result = pump.command("watch", "foreground", "bad", timeout=30)
+    assert result.returncode == 2 and "dd_watch needs path" in result.stderr
+
+
+def test_cleanup_forgets_what_was_announced_and_declare_has_nothing_to_do(watched):
+    pump, recorder, watcher = watched
+    (pump.src / "a.txt").write_text("a")
+    watcher.start()
+    assert wait_for(lambda: recorder.drain() or False)
+    watcher.stop()
+    assert (pump.base / "state" / "watch" / "w" / "announced.json").exists()
+    declared = pump.command("watch", "declare", "w")
+    assert declared.returncode == 0 and "no queue to declare" in declared.stdout
+    cleaned = pump.command("watch", "cleanup", "w")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (pump.base / "state" / "watch" / "w" / "announced.json").exists()
