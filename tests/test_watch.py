@@ -127,7 +127,7 @@ def test_a_thousand_files_written_renamed_deleted_arrive_whole(watched):
         path.parent.mkdir(parents=True, exist_ok=True)
         versions.setdefault(rel_path, set()).add((len(data), sha256(data)))
         if slow:
-            write_slowly(path, [data[i:i + 3000] for i in range(0, len(data), 3000)], pause=0.1)
+            write_slowly(path, [data[i:i + 3000] for i in range(0, len(data), 3000)], pause=0.3)
         else:
             path.write_bytes(data)
 
@@ -136,13 +136,15 @@ def test_a_thousand_files_written_renamed_deleted_arrive_whole(watched):
     subscriber = Daemon(pump, "subscribe", "sub").start()
     watcher.start()
 
+    # 50 files in 4 writes with pauses, begun while the watcher is idle: their creation
+    # is seen long before they are complete.
+    slow = [threading.Thread(target=put, args=(f"slow/{i:02d}.bin", rng.randbytes(12000), True))
+            for i in range(50)]
+    for thread in slow:
+        thread.start()
     for d in range(20):                                     # 680 files in new directories
         for i in range(34):
             put(f"new{d:02d}/sub/{i:02d}.bin", rng.randbytes(rng.choice([1, 700, 20000])))
-    slow = [threading.Thread(target=put, args=(f"slow/{i:02d}.bin", rng.randbytes(12000), True))
-            for i in range(50)]                             # 50 files in 4 writes with pauses
-    for thread in slow:
-        thread.start()
     for i in range(150):                                    # written under a temporary name
         data = rng.randbytes(rng.choice([3, 9000]))
         tmp = pump.src / "tmp" / (f".{i:03d}.part" if i % 2 else f"{i:03d}.dat.tmp")
