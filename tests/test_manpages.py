@@ -106,7 +106,7 @@ def test_options_named_exist(page, component):
 
 #: Where each component's command line is parsed.
 CLI_SOURCES = {"post": ["dd/cli/main.py"], "subscribe": ["dd/cli/main.py"], "sara": ["dd/cli/main.py"],
-               "log": ["dd/cli/log.py"],
+               "watch": ["dd/cli/main.py"], "log": ["dd/cli/log.py"],
                "audit": ["dd/audit/main.py", "dd/audit/declare.py", "dd/audit/status.py", "dd/audit/cleanup.py"]}
 
 
