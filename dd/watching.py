@@ -4,6 +4,8 @@ Only events that mean "this name now has complete content, or is gone" are
 asked of the kernel: a write is reported when the writer closes the file, not
 at each write(), so a file being written is never reported half-written.
 Events are handed over in arrival order, in batches, to one consumer thread.
+When the kernel's event queue overflows, events are lost: an OVERFLOW event
+then tells the consumer to compare the tree with what it knows.
 """
 import errno
 import fcntl
@@ -18,8 +20,10 @@ from watchdog.observers import Observer
 log = logging.getLogger("dd.watching")
 
 # What each watchdog event means to a watcher.
-CLOSED, CREATED, DELETED, MOVED, DIR_CREATED, DIR_DELETED = (
-    "closed", "created", "deleted", "moved", "dir-created", "dir-deleted")
+CLOSED, CREATED, DELETED, MOVED, DIR_CREATED, DIR_DELETED, OVERFLOW = (
+    "closed", "created", "deleted", "moved", "dir-created", "dir-deleted", "overflow")
+#: watchdog reports a kernel queue overflow only in this logger's messages.
+_INOTIFY_LOGGER = logging.getLogger("watchdog.observers.inotify_c")
 _KINDS = {
     events.FileClosedEvent: CLOSED,
     events.FileCreatedEvent: CREATED,
@@ -40,7 +44,15 @@ class Changes(events.FileSystemEventHandler):
         self._arrived = threading.Condition()
         self._observer = None
 
+    def filter(self, record):
+        """As a logging filter on watchdog's inotify logger: notices overflows."""
+        if "overflow" in record.getMessage():
+            log.warning("the kernel dropped filesystem events; rescanning the watched directories")
+            self._add(OVERFLOW, None, None)
+        return True
+
     def start(self):
+        _INOTIFY_LOGGER.addFilter(self)
         self._observer = Observer()
         for directory in self.directories:
             self._observer.schedule(self, directory, recursive=True, event_filter=list(_KINDS))
@@ -53,10 +65,11 @@ class Changes(events.FileSystemEventHandler):
         if kind is MOVED and isinstance(event, events.DirMovedEvent):
             # The files below arrive as moves of their own; the directory itself is nothing to post.
             return
-        src = os.fsdecode(event.src_path)
-        dest = os.fsdecode(event.dest_path) if kind is MOVED else None
+        self._add(kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path) if kind is MOVED else None)
+
+    def _add(self, kind, path, dest):
         with self._arrived:
-            self._events.append((kind, src, dest))
+            self._events.append((kind, path, dest))
             self._arrived.notify()
 
     def take(self, timeout, settle):
@@ -76,6 +89,7 @@ class Changes(events.FileSystemEventHandler):
         return self._observer is not None and self._observer.is_alive()
 
     def stop(self):
+        _INOTIFY_LOGGER.removeFilter(self)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

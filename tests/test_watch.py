@@ -1,6 +1,7 @@
 """dd_watch → RabbitMQ → nginx → dd_subscribe, with real processes: the subscriber's tree
 ends identical to the watched one, and no notice ever described a half-written file."""
 import hashlib
+import logging
 import os
 import random
 import subprocess
@@ -11,7 +12,7 @@ import time
 import amqp
 import pytest
 
-from dd import formats
+from dd import formats, watching
 from dd.credentials import Url
 from dd.notice import Op
 from tests.pump import compare, manifest, wait_for
@@ -254,3 +255,14 @@ def test_cleanup_forgets_what_was_announced_and_declare_has_nothing_to_do(watche
     cleaned = pump.command("watch", "cleanup", "w")
     assert cleaned.returncode == 0, cleaned.stderr
     assert not (pump.base / "state" / "watch" / "w" / "announced.json").exists()
+
+
+def test_an_inotify_queue_overflow_asks_for_a_rescan(tmp_path):
+    changes = watching.Changes([tmp_path])
+    changes.start()
+    try:
+        # What watchdog logs when the kernel dropped events.
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        assert (watching.OVERFLOW, None, None) in changes.take(5, 0)
+    finally:
+        changes.stop()

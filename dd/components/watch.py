@@ -104,6 +104,11 @@ class WatchGatherer:
         # Watch first, then rescan: a change during the rescan is seen by one or both,
         # and the second sighting announces nothing.
         self.changes.start()
+        self._rescan()
+        log.info("watching %s: %d change(s) since the last run", ", ".join(self.directories), len(self._todo))
+
+    def _rescan(self):
+        """Want what differs from what was announced: new or changed files, and deletions."""
         seen = set()
         for directory in self.directories:
             for path in _files(directory):
@@ -115,7 +120,6 @@ class WatchGatherer:
             path = os.path.join(base, rel_path)
             if path not in seen and self._below(path):
                 self._want(path, DELETE)
-        log.info("watching %s: %d change(s) since the last run", ", ".join(self.directories), len(self._todo))
 
     def _take(self, events):
         for kind, path, dest in events:
@@ -137,6 +141,8 @@ class WatchGatherer:
                         self._want(os.path.join(self.announcer.base_dir, rel_path), DELETE)
             elif kind == watching.MOVED:
                 self._moved(path, dest)
+            elif kind == watching.OVERFLOW:
+                self._rescan()
 
     def _moved(self, src, dest):
         pending, source = self._todo.pop(src, (None, None))
