@@ -238,6 +238,10 @@ def test_a_missing_watched_directory_is_a_one_line_config_error(pump):
     assert result.returncode == 2
     assert f"path {pump.src / 'nowhere'} is not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+    config.write_text(f"post_broker {pump.broker_url}\npost_base_url {pump.base_url}\npost_base_dir {pump.src}\n"
+                      f"path {pump.base}\n")
+    result = pump.command("watch", "foreground", "bad", timeout=30)
+    assert result.returncode == 2 and f"path {pump.base} is not below post_base_dir {pump.src}" in result.stderr
     config.write_text(f"post_broker {pump.broker_url}\npost_base_url {pump.base_url}\npost_base_dir {pump.src}\n")
     result = pump.command("watch", "foreground", "bad", timeout=30)
     assert result.returncode == 2 and "dd_watch needs path" in result.stderr

@@ -101,6 +101,9 @@ class WatchGatherer:
         for directory in self.directories:
             if not os.path.isdir(directory):
                 raise ConfigError(f"path {directory} is not a directory", fix="create it, or correct the path line")
+            if self._rel(os.path.join(directory, "")) is None:
+                raise ConfigError(f"path {directory} is not below post_base_dir {self.announcer.base_dir}",
+                                  fix="set post_base_dir to a directory above it")
         # Watch first, then rescan: a change during the rescan is seen by one or both,
         # and the second sighting announces nothing.
         self.changes.start()
