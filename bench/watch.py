@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from core import BROKER_HOST, _run, amqp_connect, format_table, spawn, stop_all, stop_group
 
 SIZE = 1024
@@ -121,8 +123,21 @@ def write(path, data):
     return time.monotonic()
 
 
+def cpu_seconds(process):
+    """User and system CPU time of `process` and its children so far."""
+    total = 0.0
+    try:
+        tree = psutil.Process(process.pid)
+        for member in [tree] + tree.children(recursive=True):
+            times = member.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
 def measure(tool, args):
-    """(latencies in seconds, burst files announced, burst seconds)."""
+    """(latencies in seconds, burst files announced, burst seconds, burst CPU seconds)."""
     arrivals = Arrivals(tool.vhost, tool.exchange)
     try:
         ready = tool.start(args)
@@ -150,13 +165,14 @@ def measure(tool, args):
             write(staging / os.path.basename(name), data)
         os.sync()
         time.sleep(1)
+        cpu = cpu_seconds(tool.process)
         started = time.monotonic()
         for name in names:
             os.rename(staging / os.path.basename(name), tool.src / name)
         arrivals.wait(names, time.monotonic() + WAIT)
         announced = [arrivals.times[n] for n in names if n in arrivals.times]
         seconds = (max(announced) - started) if announced else None
-        return latencies, len(announced), seconds
+        return latencies, len(announced), seconds, cpu_seconds(tool.process) - cpu
     finally:
         arrivals.close()
         if tool.process:
@@ -190,17 +206,19 @@ def main(argv=None):
     rows, rates = [], {}
     for tool in [DdWatch("dd", work, vhost)] + ([] if args.skip_sr3 else [Sr3Watch("sr3", work, vhost)]):
         print(f"bench: {tool.name}", file=sys.stderr)
-        latencies, announced, seconds = measure(tool, args)
+        latencies, announced, seconds, cpu = measure(tool, args)
         ms = sorted(x * 1000 for x in latencies)
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else None
         rates[tool.name] = announced / seconds if seconds else None
         rows.append([f"{tool.name} watch", f"{len(ms)}/{args.files}",
                      f"{statistics.median(ms):.1f}" if ms else "-", f"{p99:.1f}" if p99 is not None else "-",
                      f"{announced}/{args.burst}", f"{seconds:.2f}" if seconds else "-",
-                     f"{rates[tool.name]:.0f}" if rates[tool.name] else "-"])
+                     f"{rates[tool.name]:.0f}" if rates[tool.name] else "-",
+                     f"{cpu * 1000 / max(announced, 1):.2f}"])
     print(f"\ndd_watch vs sr3 watch: {args.files} files 50 ms apart, then a burst of {args.burst} "
           f"(1 KiB, sha512); load average at start {load}")
-    print(format_table(["watcher", "noticed", "median ms", "p99 ms", "burst noticed", "burst s", "files/s"],
+    print(format_table(["watcher", "noticed", "median ms", "p99 ms", "burst noticed", "burst s", "files/s",
+                        "CPU ms/file"],
                        rows))
     if rates.get("dd") and rates.get("sr3"):
         print(f"\ndd/sr3 throughput: {rates['dd'] / rates['sr3']:.1f}x (target at least 3x); "
