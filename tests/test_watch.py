@@ -270,3 +270,26 @@ def test_an_inotify_queue_overflow_asks_for_a_rescan(tmp_path):
         assert (watching.OVERFLOW, None, None) in changes.take(5, 0)
     finally:
         changes.stop()
+
+
+def test_a_file_renamed_while_still_open_for_writing_is_announced_once_closed(watched):
+    pump, recorder, watcher = watched
+    watcher.start()
+    notices = []
+
+    def announced(name):
+        notices.extend(recorder.drain())
+        return any(n.rel_path == name for n in notices)
+
+    with open(pump.src / "x.tmp", "wb") as f:
+        f.write(b"a" * 1000)
+        f.flush()
+        os.rename(pump.src / "x.tmp", pump.src / "x.dat")
+        # Events are handled in order: once this one is announced, the rename was decided.
+        (pump.src / "sentinel.txt").write_text("s")
+        assert wait_for(lambda: announced("sentinel.txt"))
+        f.write(b"b" * 1000)
+    assert wait_for(lambda: announced("x.dat"))
+    watcher.stop()
+    notices.extend(recorder.drain())
+    assert [(n.op, n.size) for n in notices if n.rel_path == "x.dat"] == [(Op.WRITE, 2000)]

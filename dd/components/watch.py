@@ -20,8 +20,9 @@ from dd.flow import Item
 
 NAME = "watch"
 DAEMON = True
-#: Names writers use while writing: dot files and *.tmp, unless an accept line names them.
-TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*|[^/]*\.tmp)")
+#: Names writers use while writing, unless an accept line names them: dot files (and what
+#: is below dot directories) and *.tmp.
+TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*(?:/.*)?|[^/]*\.tmp)")
 SETTLE = 0.005          # seconds an event waits for the rest of its burst
 BATCH = 1000            # notices per round of confirms
 SAVE_EVERY = 5.0        # seconds between writes of the state file
@@ -151,14 +152,15 @@ class WatchGatherer:
         pending, source = self._todo.pop(src, (None, None))
         if source is None and self._rel(src) in self.announced:
             source = src
+        # The destination is looked at as a new file: its writer may still have it open.
         if not self._wanted(dest) or source is None:
             if source is not None:
                 self._want(source, DELETE)
-            self._want(dest, WRITE)
+            self._want(dest, CREATED)
         elif pending in (WRITE, CREATED, DELETE):
             # Its content changed since it was announced: the old name goes, the new one is fetched.
             self._want(source, DELETE)
-            self._want(dest, WRITE)
+            self._want(dest, CREATED)
         else:
             self._want(dest, RENAME, source)
 
@@ -184,6 +186,9 @@ class WatchGatherer:
             return []
         key = [st.st_size, st.st_mtime_ns]
         if what == RENAME and self._rel(source) in self.announced:
+            if watching.being_written(path):
+                # Its close will announce the new name; the old one goes now.
+                return self._announce(source, self._rel(source), None, deleted=True)
             return self._announce(path, rel_path, key, renamed_from=source)
         if self.announced.get(rel_path) == key:
             return []
