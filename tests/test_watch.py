@@ -266,7 +266,8 @@ def test_an_inotify_queue_overflow_asks_for_a_rescan(tmp_path):
     changes.start()
     try:
         # What watchdog logs when the kernel dropped events.
-        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
         assert (watching.OVERFLOW, None, None) in changes.take(5, 0)
     finally:
         changes.stop()

@@ -174,17 +174,15 @@ class WatchGatherer:
         rel_path = self._rel(path)
         if rel_path is None or not self._wanted(path):
             return []
-        try:
-            st = os.lstat(path) if what != DELETE else None
-        except FileNotFoundError:
-            what, st = DELETE, None
+        key = _key(path) if what != DELETE else None
+        if key is None:
+            what = DELETE
         if what == DELETE:
             if rel_path not in self.announced:
                 return []
             return self._announce(path, rel_path, None, deleted=True)
         if os.path.isdir(path):
             return []
-        key = [st.st_size, st.st_mtime_ns]
         if what == RENAME and self._rel(source) in self.announced:
             if watching.being_written(path):
                 # Its close will announce the new name; the old one goes now.
@@ -205,6 +203,9 @@ class WatchGatherer:
             log.error("not announced: %s: %s", path, error if isinstance(error, DDError) else error.strerror)
             return []
         source = how.get("renamed_from")
+        if key is not None and _key(path) != key:
+            # Written to while it was summed: the writer's close comes next; an old name goes now.
+            return self._announce(source, self._rel(source), None, deleted=True) if source else []
         gone = self._rel(source) if source else None
         return [Item(notice, delivery=(rel_path, key, gone)) for notice in notices]
 
@@ -223,11 +224,8 @@ class WatchGatherer:
             m.accept and m.pattern.fullmatch(rel_path) for m in self.cfg.masks)
 
     def _changed(self, path):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        return self.announced.get(self._rel(path)) != [st.st_size, st.st_mtime_ns]
+        key = _key(path)
+        return key is not None and self.announced.get(self._rel(path)) != key
 
     def _below(self, path):
         return any(path.startswith(d + os.sep) for d in self.directories)
@@ -240,6 +238,15 @@ class WatchGatherer:
         if self._dirty:
             metrics.write(self.state.announced_file(), self.announced)
             self._dirty, self._saved = False, time.monotonic()
+
+
+def _key(path):
+    """What tells one content of a file from another: [size, mtime_ns]; None when it is gone."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _files(directory):
