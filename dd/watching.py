@@ -86,7 +86,8 @@ class Changes(events.FileSystemEventHandler):
         return taken
 
     def alive(self):
-        return self._observer is not None and self._observer.is_alive()
+        """Whether every directory is still watched (watchdog stops watching a removed one)."""
+        return self._observer is not None and all(e.is_alive() for e in self._observer.emitters)
 
     def stop(self):
         _INOTIFY_LOGGER.removeFilter(self)

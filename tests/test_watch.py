@@ -4,6 +4,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -298,3 +299,16 @@ def test_a_file_renamed_while_still_open_for_writing_is_announced_once_closed(wa
     watcher.stop()
     notices.extend(recorder.drain())
     assert [(n.op, n.size) for n in notices if n.rel_path == "x.dat"] == [(Op.WRITE, 2000)]
+
+
+def test_removing_the_watched_directory_ends_dd_watch_after_announcing_the_deletions(watched):
+    pump, recorder, watcher = watched
+    (pump.src / "a.txt").write_text("a")
+    watcher.start()
+    notices = []
+    assert wait_for(lambda: notices.extend(recorder.drain()) or notices)
+    shutil.rmtree(pump.src)
+    assert watcher.process.wait(timeout=15) == 1
+    notices += recorder.drain()
+    assert [(n.op, n.rel_path) for n in notices] == [(Op.WRITE, "a.txt"), (Op.DELETE, "a.txt")]
+    assert f"no longer watching {pump.src}" in watcher.text() and "Traceback" not in watcher.text()

@@ -62,8 +62,9 @@ class WatchGatherer:
             self._take(self.changes.take(timeout, SETTLE))
         elif len(self._todo) < BATCH:
             self._take(self.changes.take(0, 0))
-        if not self.changes.alive():
-            raise DDError("the filesystem watch stopped (a watched directory was removed?)")
+        if not self._todo and not self.changes.alive():   # what was seen is announced first
+            raise DDError(f"no longer watching {', '.join(self.directories)}: was a watched directory removed?",
+                          fix="recreate it and start dd_watch again")
         items = []
         while self._todo and len(items) < BATCH:
             path = next(iter(self._todo))
