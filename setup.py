@@ -21,7 +21,7 @@ setup(
     install_requires=[
         "amqp>=5.1.1",
         "paramiko>=2.12.0",
-        "watchdog>=4.0.0",
+        "watchdog>=2.2.1",
         "xxhash>=3.2.0",
         "platformdirs>=2.6.0",
         "humanize>=4.4.0",

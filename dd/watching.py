@@ -55,7 +55,12 @@ class Changes(events.FileSystemEventHandler):
         _INOTIFY_LOGGER.addFilter(self)
         self._observer = Observer()
         for directory in self.directories:
-            self._observer.schedule(self, directory, recursive=True, event_filter=list(_KINDS))
+            try:
+                self._observer.schedule(self, directory, recursive=True, event_filter=list(_KINDS))
+            except TypeError:
+                # watchdog before 4 (Debian 12 ships 2.2) asks the kernel for every event;
+                # dispatch keeps the same few.
+                self._observer.schedule(self, directory, recursive=True)
         self._observer.start()
 
     def dispatch(self, event):
