@@ -3,6 +3,7 @@
 Every command takes an Environment (streams, directories, variables) so tests
 can run the real CLI in-process.
 """
+import contextlib
 import importlib
 import logging
 import os
@@ -39,6 +40,11 @@ def run(component, argv, env=None):
         return exit_status(error)
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`dd_log | head`): nothing more to say, and nothing wrong.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.OK
     except Exception as error:  # noqa: BLE001 - a bug: one line for the user, details in the log
         logger.debug("internal error", exc_info=True)
         print(f"dd_{component}: internal error: {error!r} (please report it; run with "
