@@ -2,15 +2,18 @@
 
 dd_post and dd_watch announce files the same way: the relative path from
 post_base_dir (refusing paths outside it, or reached through a symlink that
-leaves it), links as links, deletes, checksums of the content.
+leaves it), links as links, deletes, checksums of the content; a file larger
+than `blocksize` as one notice per part (see dd.parts).
 """
 import dataclasses
 import os
 import stat
 
-from dd import checksum
-from dd.errors import PathError
-from dd.notice import Checksum, Notice, Op, from_timestamp, now
+from dd import checksum, parts
+from dd.errors import DDError, PathError, TransferError
+from dd.notice import Checksum, Notice, Op, Part, from_timestamp, now
+from dd.transfer import ReadStream
+from dd.transfer.copy import copy
 
 
 class Announcer:
@@ -35,30 +38,74 @@ class Announcer:
     def notices(self, path, *, deleted=False, renamed_from=None):
         """The notices announcing `path` as it is now (or its deletion; or its content, moved
         from `renamed_from`); raises PathError or OSError when it cannot be announced."""
-        notice = self._notice(path, deleted)
+        notices = self._notices(path, deleted)
         if renamed_from is None:
-            return [notice]
-        if notice.op is Op.WRITE:
-            return [dataclasses.replace(notice, op=Op.RENAME, rename_from=self.rel_path(renamed_from))]
+            return notices
+        if notices[0].op is Op.WRITE:
+            return [dataclasses.replace(n, op=Op.RENAME, rename_from=self.rel_path(renamed_from)) for n in notices]
+        notice, = notices
         # A link has no content to move: the old name goes, the link is made anew.
-        return [self._notice(renamed_from, True), notice]
+        return [*self._notices(renamed_from, True), notice]
 
-    def _notice(self, path, deleted):
+    def _notices(self, path, deleted):
         rel_path = self.rel_path(path)
         cfg = self.cfg
         common = dict(pubtime=now(), base_url=str(cfg.post_base_url), rel_path=rel_path, source=cfg.source or "",
                       from_cluster=cfg.cluster or "", to_clusters=list(cfg.to_clusters or ()),
                       readers=list(cfg.readers or ()))
         if deleted:
-            return Notice(op=Op.DELETE, **common)
+            return [Notice(op=Op.DELETE, **common)]
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            return Notice(op=Op.LINK, link_target=os.readlink(path), mtime=from_timestamp(st.st_mtime),
-                          **common)
+            return [Notice(op=Op.LINK, link_target=os.readlink(path), mtime=from_timestamp(st.st_mtime),
+                           **common)]
         if not stat.S_ISREG(st.st_mode):
             raise PathError(f"{path} is not a regular file")
         method = cfg.checksum
-        value = checksum.of_name(rel_path) if method == "name" else checksum.of_file(path, method)
-        return Notice(op=Op.WRITE, size=st.st_size, checksum=Checksum(method, value),
-                      mtime=from_timestamp(st.st_mtime), atime=from_timestamp(st.st_atime),
-                      mode=st.st_mode & 0o7777, **common)
+        block_size = parts.choose_block_size(st.st_size, cfg.blocksize)
+        if block_size and parts.layout(st.st_size, block_size)[0] > parts.MAX_BLOCK_COUNT:
+            raise DDError(f"{path}: blocksize {block_size} cuts it into more than {parts.MAX_BLOCK_COUNT} parts",
+                          fix="raise blocksize, or use 0 to choose it automatically")
+        sums = part_sums(path, rel_path, method, st.st_size, block_size)
+        whole = Notice(op=Op.WRITE, size=st.st_size, checksum=Checksum(method, sums.pop()),
+                       mtime=from_timestamp(st.st_mtime), atime=from_timestamp(st.st_atime),
+                       mode=st.st_mode & 0o7777, **common)
+        if block_size is None:
+            return [whole]
+        count, remainder = parts.layout(st.st_size, block_size)
+        return [dataclasses.replace(whole, part=Part(block_size, count, remainder, n, Checksum(method, value)))
+                for n, value in enumerate(sums)]
+
+
+def part_sums(path, rel_path, method, size, block_size):
+    """[checksum of each part..., checksum of the whole file], reading the file once
+    (one value, the whole file's, when it is not split)."""
+    if method == "name":
+        value = checksum.of_name(rel_path)
+        return [value] * ((parts.layout(size, block_size)[0] if block_size else 0) + 1)
+    if block_size is None:
+        return [checksum.of_file(path, method)]
+    geometry = parts.layout(size, block_size)
+    whole, sums = checksum.new(method), []
+    try:
+        for offset, length in parts.spans(block_size, *geometry):
+            part = checksum.new(method)
+            with open(path, "rb", buffering=0) as f:
+                f.seek(offset)
+                # The part's and the whole's hashers side by side, on copy()'s helper threads.
+                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part, also_hash=[whole],
+                     name=path)
+            sums.append(part.hexdigest())
+    except TransferError as error:
+        raise DDError(f"cannot checksum {path}: {error.message}", fix=error.fix) from None
+    except OSError as error:
+        raise DDError(f"cannot checksum {path}: {error.strerror}") from None
+    return sums + [whole.hexdigest()]
+
+
+class _Nowhere:
+    """A sink for bytes that are only hashed."""
+
+    @staticmethod
+    def write(data):
+        return len(data)

@@ -16,6 +16,8 @@ AUTO_WHOLE_LIMIT = 256 * MiB
 AUTO_MAX_PARTS = 64
 #: ... of at least this size each (whole MiB).
 AUTO_MIN_BLOCK = 64 * MiB
+#: Most parts one file may have: the receiver keeps a state byte per part and reads them all.
+MAX_BLOCK_COUNT = 1 << 20
 
 
 def layout(size, block_size):
@@ -39,6 +41,11 @@ def span(block_size, block_count, remainder, block_number):
     return block_number * block_size, (remainder if last and remainder else block_size)
 
 
+def spans(block_size, block_count, remainder):
+    """(offset, length) of every block, in order."""
+    return [span(block_size, block_count, remainder, n) for n in range(block_count)]
+
+
 def choose_block_size(size, blocksize_option):
     """The block size to post `size` bytes with, or None to send the file whole.
 
@@ -59,8 +66,9 @@ def check(part, size):
     """Refuse part metadata that cannot describe `size` bytes."""
     if part.block_size <= 0:
         raise NoticeError("part block_size must be positive", rule="parts")
-    if part.block_count < 1:
-        raise NoticeError("part block_count must be at least 1", rule="parts")
+    if not 1 <= part.block_count <= MAX_BLOCK_COUNT:
+        raise NoticeError(f"part block_count {part.block_count} is not between 1 and {MAX_BLOCK_COUNT}",
+                          fix="post with a larger blocksize", rule="parts")
     if not 0 <= part.block_number < part.block_count:
         raise NoticeError(
             f"part block_number {part.block_number} is not below block_count {part.block_count}",

@@ -3,7 +3,8 @@
 Data is fetched to a temporary name beside its final name, verified (size and
 checksum, computed while copying), given its times and a safe mode, and only
 then renamed into place, so a partial or wrong file never appears under a
-final name.  Deletes, links and renames act inside the tree only.  Every
+final name.  Parts of a file are written into a partial file beside it that
+dd.assembly renames into place once every part and the whole are verified.  Deletes, links and renames act inside the tree only.  Every
 filesystem access goes through dd.paths.Tree.
 """
 import contextlib
@@ -12,17 +13,20 @@ import os
 import stat
 import time
 
-from dd import checksum, paths
+from dd import assembly, checksum, paths
 from dd.errors import ChecksumMismatch, DDError, PathError, TransferError
-from dd.notice import Op
+from dd.notice import Checksum, Op
 from dd.transfer import temporary_name
 from dd.transfer.copy import copy
+
+SUM_CACHE_SIZE = 1024
+
 
 @dataclasses.dataclass
 class Outcome:
     """What happened to one notice; codes are HTTP-like: see dd_subscribe(1)."""
 
-    code: int              # 201 delivered, 304 had it already, 4xx refused, 5xx failed
+    code: int              # 201 delivered, 202 part stored, 304 had it already, 4xx refused, 5xx failed
     message: str = ""
     rule: str = ""
     local_path: str = ""
@@ -39,13 +43,17 @@ class Receiver:
     """Delivers notices into trees; one per flow instance."""
 
     def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
-                 tick=None, attempts=3):
+                 tick=None, attempts=3, stale_after=86400.0):
         self.transports = transports
         self.download_checksum = download_checksum
         self.rate_max = rate_max
         self.fsync = fsync
         self.tick = tick
         self.attempts = attempts
+        self.stale_after = stale_after   # partial files untouched this long are removed
+        # Checksums of local files by identity and change time: parts announced again
+        # must not make us hash a whole big file once per part.
+        self._sums = {}
 
     def receive(self, notice, tree, rel_path, old_rel_path=None):
         """Act on `notice` at `rel_path` inside `tree`; never raises for data problems.
@@ -62,6 +70,8 @@ class Receiver:
                 outcome = self._write(notice, tree, rel_path, old_rel_path)
         except PathError as error:
             outcome = Outcome(403, str(error), error.rule)
+        except assembly.Superseded as error:
+            outcome = Outcome(409, str(error), error.rule)
         except TransferError as error:
             outcome = Outcome(error.code, str(error), error.rule)
         except DDError as error:
@@ -80,24 +90,84 @@ class Receiver:
         with tree.parent(rel_path) as (fd, leaf):
             refuse_directory(fd, leaf, rel_path)
             if self._already_have(notice, fd, leaf):
+                if notice.part is not None:
+                    assembly.discard(fd, leaf, notice)
                 return Outcome(304, "already up to date", checksum=notice.checksum)
+            if notice.part is not None:
+                return self._write_part(notice, fd, leaf)
             if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
                 return Outcome(201, f"renamed from {notice.rename_from}", checksum=notice.checksum)
             transport, path = self.transports.for_url(notice.url)
             verify = checksum.verifiable(method)
             hash_method = method if verify else self.download_checksum
-            last_error = None
-            for _ in range(self.attempts):
-                try:
-                    digest = self._fetch(transport, path, notice, fd, leaf, hash_method, verify)
-                    return Outcome(201, "delivered", nbytes=notice.size,
-                                   checksum=notice.checksum if verify else
-                                   type(notice.checksum)(hash_method, digest))
-                except TransferError as error:
-                    last_error = error
-                    if not error.retryable:
-                        break
-            raise last_error
+            digest = self._retrying(lambda: self._fetch(transport, path, notice, fd, leaf, hash_method, verify))
+            return Outcome(201, "delivered", nbytes=notice.size,
+                           checksum=notice.checksum if verify else Checksum(hash_method, digest))
+
+    def _retrying(self, action):
+        """action(), tried again after retryable transfer errors, `attempts` times in all."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return action()
+            except TransferError as error:
+                if not error.retryable or attempt == self.attempts:
+                    raise
+        raise AssertionError("attempts must be at least 1")
+
+    def _write_part(self, notice, fd, leaf):
+        """Store one part; the part that completes the file is the one delivery (201)."""
+        part = notice.part
+        label = f"part {part.block_number} of {part.block_count}"
+        transport, path = self.transports.for_url(notice.url)
+        method = part.checksum.method
+        verify = checksum.verifiable(method)
+
+        def fetch_once(out, offset, length):
+            out.seek(offset)
+            with transport.open_read(path, offset, length) as source:
+                result = copy(source, out, length=length, hasher=checksum.new(method) if verify else None,
+                              rate_max=self.rate_max, tick=self.tick, name=f"{notice.url} {label}")
+            if verify and result.checksum != part.checksum.value:
+                raise ChecksumMismatch(
+                    f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
+                    f"the announced {part.checksum.value[:16]}...")
+
+        def complete(dir_fd, data_name, out):
+            whole = notice.checksum
+            verify_whole = checksum.verifiable(whole.method)
+            value = _sum_at(dir_fd, data_name, whole.method if verify_whole else self.download_checksum)
+            if verify_whole and value != whole.value:
+                raise ChecksumMismatch(
+                    f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
+                    f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
+            self._finish(out, notice)
+            _set_times(dir_fd, data_name, notice)
+            return whole if verify_whole else Checksum(self.download_checksum, value)
+
+        for _ in range(self.attempts):
+            result, value = assembly.store_part(
+                fd, leaf, notice, lambda *a: self._retrying(lambda: fetch_once(*a)), complete,
+                stale_after=self.stale_after, tick=self.tick)
+            if result != assembly.GONE:
+                break
+            # Completed (or removed) by another instance while we waited for it.
+            if self._already_have(notice, fd, leaf):
+                return Outcome(304, "already up to date", checksum=notice.checksum)
+        nbytes = assembly.part_length(part)
+        if result == assembly.COMPLETED:
+            return Outcome(201, f"delivered: {label} completed the file", nbytes=nbytes, checksum=value)
+        if result == assembly.STORED:
+            return Outcome(202, f"{label} stored", nbytes=nbytes)
+        if result == assembly.HAD:
+            return Outcome(304, f"{label} already stored")
+        raise TransferError(f"{notice.url}: the partial file of {leaf} kept disappearing",
+                            fix="another program is removing hidden files in the directory")
+
+    def _finish(self, out, notice):
+        mode = paths.safe_mode(notice.mode)
+        os.fchmod(out.fileno(), mode if mode is not None else 0o644)
+        if self.fsync:
+            os.fsync(out.fileno())
 
     def _already_have(self, notice, fd, leaf):
         try:
@@ -109,7 +179,14 @@ class Receiver:
         method = notice.checksum.method
         if not checksum.verifiable(method):
             return False
-        return _sum_at(fd, leaf, method) == notice.checksum.value
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, method)
+        value = self._sums.get(key)
+        if value is None:
+            value = _sum_at(fd, leaf, method)
+            if len(self._sums) >= SUM_CACHE_SIZE:
+                self._sums.clear()
+            self._sums[key] = value
+        return value == notice.checksum.value
 
     def _fetch(self, transport, path, notice, fd, leaf, method, verify):
         """Download to a temporary name, verify, set attributes, rename into place."""
@@ -125,10 +202,7 @@ class Receiver:
                     raise ChecksumMismatch(
                         f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
                         f"the announced {notice.checksum.value[:16]}...")
-                mode = paths.safe_mode(notice.mode)
-                os.fchmod(out.fileno(), mode if mode is not None else 0o644)
-                if self.fsync:
-                    os.fsync(out.fileno())
+                self._finish(out, notice)
             _set_times(fd, tmp, notice)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
             return result.checksum

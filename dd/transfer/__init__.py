@@ -140,12 +140,13 @@ class ReadStream(io.RawIOBase):
         super().close()
 
 
-def temporary_name(path):
+def temporary_name(path, tag=None):
     """A hidden name beside `path` to write to before renaming: readers never see partial files.
+    `tag` (at most 40 characters) makes it a known name instead of a random one.
     The name is cut so the result stays within the 255-byte limit of a file name."""
     directory, name = posixpath.split(path)
     short = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
-    return posixpath.join(directory, f".{short}.{secrets.token_hex(4)}.tmp")
+    return posixpath.join(directory, f".{short}.{secrets.token_hex(4) + '.tmp' if tag is None else tag}")
 
 
 def is_temporary_name(name):

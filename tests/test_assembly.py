@@ -1,0 +1,149 @@
+"""Receiving files in parts through the real receiver and file: transfers:
+any order, duplicates, conflicts, versions, stale partials, edge sizes."""
+import dataclasses
+import hashlib
+import os
+import random
+
+import pytest
+
+from dd import assembly, checksum, parts, paths
+from dd.notice import Checksum, Notice, Part, from_timestamp, now
+from dd.receive import Receiver
+from dd.transfer import Transports
+
+BLOCK = 64 << 10
+
+
+def part_notices(path, base_dir, block_size, method="sha256"):
+    size = os.path.getsize(path)
+    count, remainder = parts.layout(size, block_size)
+    whole = Notice(pubtime=now(), base_url=f"file://{base_dir}/", rel_path=os.path.relpath(path, base_dir),
+                   size=size, checksum=Checksum(method, checksum.of_file(path, method)),
+                   mtime=from_timestamp(os.stat(path).st_mtime), mode=0o644)
+    return [dataclasses.replace(whole, part=Part(block_size, count, remainder, n, Checksum(
+        method, checksum.of_file(path, method, offset, length))))
+        for n, (offset, length) in enumerate(parts.spans(block_size, count, remainder))]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    receiver = Receiver(Transports(), download_checksum="sha256")
+    return src, paths.Tree(dst), receiver
+
+
+def write(path, size, seed=0):
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def hidden(tree):
+    return sorted(name for name in os.listdir(tree.root) if name.startswith("."))
+
+
+@pytest.mark.parametrize("size", [BLOCK, BLOCK + 1, 3 * BLOCK + 1, 5 * BLOCK, 2 * BLOCK - 1])
+def test_parts_in_any_order_twice_make_the_file_once(setup, size):
+    src, tree, receiver = setup
+    f = write(src / "f", size)
+    notices = part_notices(f, src, BLOCK)
+    arrivals = notices + notices[::2]
+    random.Random(size).shuffle(arrivals)
+    codes = []
+    for notice in arrivals:
+        codes.append(receiver.receive(notice, tree, "f").code)
+        assert os.path.exists(tree.path("f")) == (201 in codes)
+    assert codes.count(201) == 1
+    assert set(codes) <= {201, 202, 304}
+    assert codes.count(202) == len(notices) - 1
+    assert (src / "f").read_bytes() == open(tree.path("f"), "rb").read()
+    assert hidden(tree) == []
+
+
+def test_a_part_announced_with_two_checksums_is_refused(setup):
+    src, tree, receiver = setup
+    notices = part_notices(write(src / "f", 3 * BLOCK), src, BLOCK)
+    assert receiver.receive(notices[0], tree, "f").code == 202
+    forged = dataclasses.replace(notices[1], part=dataclasses.replace(notices[1].part, checksum=Checksum(
+        "sha256", "0" * 64)))
+    # The forged one fails its own check first (the data does not match) ...
+    assert receiver.receive(forged, tree, "f").code == 502
+    # ... and the true one is then refused, since its slot records the forged checksum.
+    outcome = receiver.receive(notices[1], tree, "f")
+    assert (outcome.code, outcome.rule) == (400, "part-checksum")
+
+
+def test_a_newer_version_supersedes_the_partial_older_one(setup):
+    src, tree, receiver = setup
+    f = write(src / "f", 3 * BLOCK, seed=1)
+    old = part_notices(f, src, BLOCK)
+    assert receiver.receive(old[0], tree, "f").code == 202
+    write(f, 3 * BLOCK, seed=2)
+    os.utime(f, (os.stat(f).st_atime, os.stat(f).st_mtime + 10))
+    new = part_notices(f, src, BLOCK)
+    assert receiver.receive(new[2], tree, "f").code == 202
+    assert len(hidden(tree)) == 2   # the older partial is gone, the newer one is there
+    late = receiver.receive(old[1], tree, "f")
+    assert (late.code, late.rule) == (409, "superseded")
+    codes = [receiver.receive(n, tree, "f").code for n in new[:2]]
+    assert codes == [202, 201]
+    assert (src / "f").read_bytes() == open(tree.path("f"), "rb").read()
+    assert hidden(tree) == []
+
+
+def test_parts_that_do_not_make_the_whole_are_discarded(setup):
+    src, tree, receiver = setup
+    notices = part_notices(write(src / "f", 2 * BLOCK), src, BLOCK)
+    wrong = [dataclasses.replace(n, checksum=Checksum("sha256", "1" * 64)) for n in notices]
+    assert receiver.receive(wrong[0], tree, "f").code == 202
+    outcome = receiver.receive(wrong[1], tree, "f")
+    assert (outcome.code, outcome.rule) == (502, "checksum")
+    assert not os.path.exists(tree.path("f"))
+    assert hidden(tree) == []
+
+
+def test_stale_partials_are_removed(setup):
+    src, tree, receiver = setup
+    a = part_notices(write(src / "a", 2 * BLOCK), src, BLOCK)
+    b = part_notices(write(src / "b", 2 * BLOCK), src, BLOCK)
+    assert receiver.receive(a[0], tree, "a").code == 202
+    for name in hidden(tree):
+        os.utime(os.path.join(tree.root, name), (0, 0))
+    receiver.stale_after = 3600
+    assert receiver.receive(b[0], tree, "b").code == 202
+    assert all(name.startswith(".b.") for name in hidden(tree))
+
+
+def test_a_part_of_a_file_already_in_place_changes_nothing(setup):
+    src, tree, receiver = setup
+    notices = part_notices(write(src / "f", 2 * BLOCK), src, BLOCK)
+    assert [receiver.receive(n, tree, "f").code for n in notices] == [202, 201]
+    assert receiver.receive(notices[0], tree, "f").code == 304
+    assert hidden(tree) == []
+
+
+def test_hostile_part_geometry_is_refused():
+    from dd.errors import NoticeError
+    from dd.notice import validate
+    good = Notice(pubtime=now(), base_url="http://h/", rel_path="f", size=10,
+                  checksum=Checksum("sha256", "0" * 64))
+    for geometry in [(4, 3, 2, 3), (0, 3, 2, 0), (4, 3, 1, 0), (4, 0, 2, 0), (4, 3, 4, 0),
+                     (1, parts.MAX_BLOCK_COUNT + 1, 0, 0)]:
+        notice = dataclasses.replace(good, size=10 if geometry[1] < 10 else geometry[1],
+                                     part=Part(*geometry, Checksum("sha256", "0" * 64)))
+        with pytest.raises(NoticeError) as error:
+            validate(notice)
+        assert error.value.rule == "parts"
+
+
+def test_posting_splits_and_sums_parts(tmp_path):
+    from dd.announce import part_sums
+    f = write(tmp_path / "f", 3 * BLOCK + 5)
+    sums = part_sums(str(f), "f", "sha256", 3 * BLOCK + 5, BLOCK)
+    data = f.read_bytes()
+    assert sums[-1] == hashlib.sha256(data).hexdigest()
+    assert sums[:-1] == [hashlib.sha256(data[o:o + n]).hexdigest()
+                         for o, n in parts.spans(BLOCK, *parts.layout(len(data), BLOCK))]
+    assert assembly.part_length(Part(BLOCK, 4, 5, 3, None)) == 5
