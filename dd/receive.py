@@ -9,6 +9,7 @@ filesystem access goes through dd.paths.Tree.
 """
 import contextlib
 import dataclasses
+import logging
 import os
 import stat
 import time
@@ -20,6 +21,7 @@ from dd.transfer import temporary_name
 from dd.transfer.copy import copy
 
 SUM_CACHE_SIZE = 1024
+log = logging.getLogger("dd.receive")
 
 
 @dataclasses.dataclass
@@ -112,6 +114,7 @@ class Receiver:
             except TransferError as error:
                 if not error.retryable or attempt == self.attempts:
                     raise
+                log.warning("%s; trying again", error)
         raise AssertionError("attempts must be at least 1")
 
     def _write_part(self, notice, fd, leaf):

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from dd import assembly, checksum, parts, paths
+from dd import assembly, parts, paths
+from dd.announce import part_sums
 from dd.notice import Checksum, Notice, Part, from_timestamp, now
 from dd.receive import Receiver
 from dd.transfer import Transports
@@ -15,15 +16,17 @@ from dd.transfer import Transports
 BLOCK = 64 << 10
 
 
-def part_notices(path, base_dir, block_size, method="sha256"):
+def part_notices(path, base_dir, block_size, method="sha256", base_url=None):
+    """The notices dd_post makes for `path` in parts of `block_size`."""
     size = os.path.getsize(path)
+    rel_path = os.path.relpath(path, base_dir)
+    *sums, whole_sum = part_sums(str(path), rel_path, method, size, block_size)
     count, remainder = parts.layout(size, block_size)
-    whole = Notice(pubtime=now(), base_url=f"file://{base_dir}/", rel_path=os.path.relpath(path, base_dir),
-                   size=size, checksum=Checksum(method, checksum.of_file(path, method)),
+    whole = Notice(pubtime=now(), base_url=base_url or f"file://{base_dir}/", rel_path=rel_path,
+                   size=size, checksum=Checksum(method, whole_sum),
                    mtime=from_timestamp(os.stat(path).st_mtime), mode=0o644)
-    return [dataclasses.replace(whole, part=Part(block_size, count, remainder, n, Checksum(
-        method, checksum.of_file(path, method, offset, length))))
-        for n, (offset, length) in enumerate(parts.spans(block_size, count, remainder))]
+    return [dataclasses.replace(whole, part=Part(block_size, count, remainder, n, Checksum(method, value)))
+            for n, value in enumerate(sums)]
 
 
 @pytest.fixture
@@ -139,7 +142,6 @@ def test_hostile_part_geometry_is_refused():
 
 
 def test_posting_splits_and_sums_parts(tmp_path):
-    from dd.announce import part_sums
     f = write(tmp_path / "f", 3 * BLOCK + 5)
     sums = part_sums(str(f), "f", "sha256", 3 * BLOCK + 5, BLOCK)
     data = f.read_bytes()

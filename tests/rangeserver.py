@@ -1,0 +1,96 @@
+"""A small HTTP server for tests: serves a directory with byte ranges and can
+serve given ranges wrong once (a flaky disk or proxy), on a free 127.0.0.1 port."""
+import http.server
+import os
+import re
+import threading
+import urllib.parse
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class RangeServer:
+    def __init__(self, root):
+        self.root = str(root)
+        self.corrupt_once = set()      # (relative path, first byte of a range) served wrong once
+        self.corrupted = []            # what was actually served wrong
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _serve(self, body):
+                rel = urllib.parse.unquote(self.path).lstrip("/")
+                path = os.path.join(server.root, rel)
+                if ".." in rel.split("/") or not os.path.isfile(path):
+                    self.send_error(404)
+                    return
+                size = os.path.getsize(path)
+                first, last, status = 0, size - 1, 200
+                match = _RANGE.fullmatch(self.headers.get("Range", ""))
+                if match:
+                    first = int(match[1])
+                    last = min(int(match[2]), size - 1) if match[2] else size - 1
+                    status = 206
+                length = last - first + 1
+                self.send_response(status)
+                self.send_header("Content-Length", str(length))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+                self.end_headers()
+                if not body:
+                    return
+                with server.lock:
+                    wrong = (rel, first) in server.corrupt_once
+                    server.corrupt_once.discard((rel, first))
+                    if wrong:
+                        server.corrupted.append((rel, first))
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(first)
+                        if wrong:
+                            data = bytearray(f.read(length))
+                            data[0] ^= 0xFF
+                            self.wfile.write(data)
+                        else:
+                            _copy(f, self.wfile, length)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client killed mid-transfer is part of the tests
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _copy(src, dst, length):
+    while length > 0:
+        chunk = src.read(min(length, 1 << 20))
+        if not chunk:
+            return
+        dst.write(chunk)
+        length -= len(chunk)
+
