@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Parallel streams on a long-haul link: the data server in its own network
+namespace behind a veth pair with `tc netem` delay, and 1, 2, 4 and 8 dd_subscribe
+instances moving one file in parts; prints a table.
+
+Needs root, iproute2 (`ip`, `tc`: apt-get install iproute2), nginx-light,
+RabbitMQ on 127.0.0.1:5672 (guest/guest) and dd installed.  Run from the
+repository root:
+
+    sudo python bench/netem.py                         # 512 MiB in 64 MiB parts, 50 ms
+    sudo python bench/netem.py --size 128M --instances 1 4
+
+What it creates, and removes when it ends, also on failure or Ctrl-C: a
+namespace ``ddnetem<pid>``, a veth pair whose outer end ``ddv<pid>`` has the
+private address 10.200.<n>.1/30 on this machine and whose inner end, in the
+namespace, has 10.200.<n>.2/30 and the netem delay (so every packet from the
+server is late: a round trip of --delay), and an nginx inside the namespace.
+No other interface, route or setting of the machine is touched.  Without
+network namespaces (not root, or a container that forbids them) or netem (a
+kernel without sch_netem) it says so and exits with status 77.
+"""
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import core
+import parts
+from dd import nginx
+
+UNAVAILABLE = 77
+
+
+def run(*args, namespace=None):
+    command = (["ip", "netns", "exec", namespace] if namespace else []) + list(args)
+    return core._run(command, timeout=30, what=" ".join(command))
+
+
+class Link:
+    """The namespace, the veth pair and the delay; `close` undoes all of it."""
+
+    def __init__(self):
+        pid = os.getpid()
+        subnet = pid % 250
+        self.namespace, self.outer, self.inner = f"ddnetem{pid}", f"ddv{pid}", f"ddi{pid}"
+        self.client, self.server = f"10.200.{subnet}.1", f"10.200.{subnet}.2"
+        self.made = False
+
+    def open(self, delay):
+        self.made = True
+        run("ip", "netns", "add", self.namespace)
+        run("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
+           "netns", self.namespace)
+        run("ip", "addr", "add", f"{self.client}/30", "dev", self.outer)
+        run("ip", "link", "set", self.outer, "up")
+        run("ip", "addr", "add", f"{self.server}/30", "dev", self.inner, namespace=self.namespace)
+        run("ip", "link", "set", self.inner, "up", namespace=self.namespace)
+        run("ip", "link", "set", "lo", "up", namespace=self.namespace)
+        if delay == "0":
+            return
+        # A queue long enough for a bandwidth-delay product: netem's default 1000 packets
+        # would cap every stream together at about 30 MB/s.
+        run("tc", "qdisc", "add", "dev", self.inner, "root", "netem", "delay", delay, "limit", "100000",
+           namespace=self.namespace)
+
+    def close(self):
+        if self.made:
+            # Deleting the namespace deletes the inner end, and with it the pair.
+            subprocess.run(["ip", "link", "del", self.outer], capture_output=True, timeout=30)
+            subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, timeout=30)
+            self.made = False
+
+
+def namespaces_available(delay):
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not (shutil.which("ip") and shutil.which("tc")):
+        return "ip and tc are missing (apt-get install iproute2)"
+    probe = f"ddnetemprobe{os.getpid()}"
+    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=30)
+    if result.returncode:
+        return f"cannot make a network namespace: {result.stderr.strip()}"
+    try:
+        if delay == "0":
+            return None
+        # On the probe namespace's own loopback: the kernel may lack sch_netem.
+        result = subprocess.run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root",
+                                 "netem", "delay", "1ms"], capture_output=True, text=True, timeout=30)
+        if result.returncode:
+            return (f"this kernel has no netem qdisc ({result.stderr.strip()}; "
+                    f"load it with modprobe sch_netem where modules are available)")
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=30)
+    return None
+
+
+class Bench(parts.Bench):
+    def setup(self):
+        args = self.args
+        args.skip_sr3, args.skip_rate = True, True
+        self.link = Link()
+        self.on_exit(self.link.close)
+        self.link.open(args.delay)
+        self.vhost = f"ddbench-netem-{os.getpid()}"
+        core._run(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
+        self.on_exit(core._run, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
+                     what="rabbitmqctl delete_vhost")
+        core._run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
+                  timeout=60, what="rabbitmqctl set_permissions")
+        self.broker = core.Broker(self.vhost)
+        self.on_exit(self.broker.close)
+        self.src = self.work / "src"
+        self.big = self.src / "big" / "big.bin"
+        core.make_big_file(self.big, args.size)
+        self.expected = parts.digest(self.big)
+        os.sync()
+        self.base_url = self.start_nginx()
+        tool = parts.DdTool(self.work, self.vhost, self.base_url, self.src, args.checksum)
+        tool.declare()
+        self.tools = [tool]
+        self.rtt = self.ping()
+
+    def start_nginx(self):
+        base = self.work / "nginx"
+        base.mkdir()
+        port = 8080
+        (base / "nginx.conf").write_text(nginx.config(base=base, root=self.src, port=port, host=self.link.server))
+        process = core.spawn(["ip", "netns", "exec", self.link.namespace, *nginx.command(core.NGINX, base)],
+                             env=os.environ, cwd=base, log=base / "nginx.out")
+        self.on_exit(core.stop_group, process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((self.link.server, port), timeout=1).close()
+                return f"http://{self.link.server}:{port}/"
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bench: nginx did not start in the namespace: "
+                                     f"{core._last_line(base / 'nginx.out')}") from None
+                time.sleep(0.05)
+
+    def ping(self):
+        started = time.monotonic()
+        socket.create_connection((self.link.server, 8080), timeout=5).close()
+        return time.monotonic() - started
+
+    def run_phases(self):
+        tool = self.tools[0]
+        for instances in self.args.instances:
+            tool.clear_destination()
+            os.sync()
+            try:
+                self.rows.append(self.move(tool, "parts", self.args.block, instances))
+            except (core.PhaseError, OSError) as error:
+                self.notes.append(f"parts x {instances}: {error}")
+                self.rows.append([tool.name, "parts", instances, "failed", "", "", "", ""])
+        single = next((float(r[4]) for r in self.rows if r[2] == 1 and r[3] != "failed"), None)
+        for row in self.rows:
+            if single and row[3] != "failed":
+                row[7] = f"{single / float(row[4]):.2f} x one instance"
+
+
+def report(bench):
+    args = bench.args
+    print(f"\nparallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay} "
+          f"(TCP connect measured {bench.rtt * 1000:.0f} ms), checksum {args.checksum}\n"
+          f"machine: {os.cpu_count()} CPUs, load average at start {bench.load}, "
+          f"at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(core.format_table(parts.HEADERS, bench.rows))
+    print("\n  mirror s: from the first notice on the exchange to the file renamed into place; "
+          "note: speed-up over one instance")
+    for note in bench.notes:
+        print(f"  {note}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=core._byte_size, default=core.parse_size("512M"), help="file size (512M)")
+    parser.add_argument("--block", default="64M", help="part size (64M)")
+    parser.add_argument("--delay", default="50ms",
+                        help="netem delay (50ms); 0 runs without netem, to check the set-up")
+    parser.add_argument("--instances", type=core._positive, nargs="+", default=[1, 2, 4, 8],
+                        help="instance counts (1 2 4 8)")
+    parser.add_argument("--checksum", choices=("sha512", "md5"), default="sha512")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case (300)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    reason = namespaces_available(args.delay)
+    if reason:
+        print(f"bench: {reason}; not run", file=sys.stderr)
+        return UNAVAILABLE
+    core._check_commands(argparse.Namespace(skip_sr3=True))
+    work = Path(tempfile.mkdtemp(prefix="ddbench-netem-"))
+    bench = Bench(args, work)
+    if args.keep:
+        bench.on_exit(print, f"bench: work directory kept: {work}", file=sys.stderr)
+    else:
+        bench.on_exit(shutil.rmtree, work, True)
+    bench.on_exit(core.stop_all)
+    atexit.register(bench.cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        print(f"bench: setting up in {work}", file=sys.stderr)
+        bench.setup()
+        print("bench: running", file=sys.stderr)
+        bench.run_phases()
+        report(bench)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bench.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
