@@ -21,6 +21,7 @@ from dd.transfer import temporary_name
 from dd.transfer.copy import copy
 
 SUM_CACHE_SIZE = 1024
+PREFIX_CACHE_SIZE = 64
 log = logging.getLogger("dd.receive")
 
 
@@ -56,6 +57,9 @@ class Receiver:
         # Checksums of local files by identity and change time: parts announced again
         # must not make us hash a whole big file once per part.
         self._sums = {}
+        # Whole-file checksums of the leading parts of files being assembled, fed while
+        # the parts arrive in order: the check at completion then reads only the rest.
+        self._prefixes = {}
 
     def receive(self, notice, tree, rel_path, old_rel_path=None):
         """Act on `notice` at `rel_path` inside `tree`; never raises for data problems.
@@ -124,21 +128,36 @@ class Receiver:
         transport, path = self.transports.for_url(notice.url)
         method = part.checksum.method
         verify = checksum.verifiable(method)
+        whole = notice.checksum
+        verify_whole = checksum.verifiable(whole.method)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, leaf, assembly.version(leaf, notice))
 
         def fetch_once(out, offset, length):
+            hasher = checksum.new(method) if verify else None
+            # A prefix only ever holds bytes that passed their part's checksum.
+            prefix = self._prefixes.pop(key, None) if verify and verify_whole else None
+            if prefix is None and offset == 0 and verify and verify_whole:
+                prefix = (checksum.new(whole.method), 0)
+            follow = prefix is not None and prefix[1] == offset
             out.seek(offset)
             with transport.open_read(path, offset, length) as source:
-                result = copy(source, out, length=length, hasher=checksum.new(method) if verify else None,
+                result = copy(source, out, length=length, hasher=_Both(hasher, prefix[0]) if follow else hasher,
                               rate_max=self.rate_max, tick=self.tick, name=f"{notice.url} {label}")
             if verify and result.checksum != part.checksum.value:
                 raise ChecksumMismatch(
                     f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
                     f"the announced {part.checksum.value[:16]}...")
+            if prefix is not None:
+                if len(self._prefixes) >= PREFIX_CACHE_SIZE:
+                    self._prefixes.pop(next(iter(self._prefixes)))
+                self._prefixes[key] = (prefix[0], offset + length) if follow else prefix
 
         def complete(dir_fd, data_name, out):
-            whole = notice.checksum
-            verify_whole = checksum.verifiable(whole.method)
-            value = _sum_at(dir_fd, data_name, whole.method if verify_whole else self.download_checksum)
+            prefix = self._prefixes.pop(key, None) if verify_whole else None
+            if prefix is None:
+                prefix = (checksum.new(whole.method if verify_whole else self.download_checksum), 0)
+            value = _continue_sum(dir_fd, data_name, *prefix)
             if verify_whole and value != whole.value:
                 raise ChecksumMismatch(
                     f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
@@ -303,6 +322,33 @@ def _sum_at(fd, leaf, method):
     def opener(name, flags):
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     return checksum.of_file(leaf, method, opener=opener)
+
+
+class _Both:
+    """Feeds a part's hasher and the whole file's; reports the part's."""
+
+    def __init__(self, part, whole):
+        self._part, self._whole = part, whole
+
+    def update(self, data):
+        self._part.update(data)
+        self._whole.update(data)
+
+    def hexdigest(self):
+        return self._part.hexdigest()
+
+
+def _continue_sum(fd, name, hasher, offset):
+    """The hex digest of `hasher` continued over file `name` from `offset` to its end."""
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    buffer = memoryview(bytearray(checksum.BUFFER_SIZE))
+    try:
+        while n := os.preadv(source, [buffer], offset):
+            hasher.update(buffer[:n])
+            offset += n
+    finally:
+        os.close(source)
+    return hasher.hexdigest()
 
 
 def _set_times(fd, name, notice):

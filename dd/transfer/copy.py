@@ -10,6 +10,7 @@ from dd.errors import TransferError
 
 CHUNK_SIZE = 1 << 20
 TICK_INTERVAL = 0.5
+RATE_SLACK = 0.1
 #: Chunks at least this big are hashed on a helper thread while being written.
 OVERLAP_MIN = 256 << 10
 _pool = None
@@ -32,7 +33,9 @@ class CopyResult:
 
 class _Limiter:
     """Paces all copies of the process together: each chunk books its time
-    after the previous booking, so idle periods never earn a burst."""
+    after the previous booking, so idle periods earn a burst of RATE_SLACK
+    seconds at most, just enough that the time spent copying each chunk
+    (and oversleeping) is not lost from the rate."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -42,7 +45,7 @@ class _Limiter:
         """Seconds to wait so that these bytes keep the process at `rate` bytes/s."""
         with self._lock:
             now = time.monotonic()
-            self._booked_until = max(self._booked_until, now) + nbytes / rate
+            self._booked_until = max(self._booked_until, now - RATE_SLACK) + nbytes / rate
             return self._booked_until - now
 
 
