@@ -14,6 +14,7 @@ from dd.credentials import Url
 from tests.pump import wait_for
 from tests.rangeserver import RangeServer
 from tests.test_assembly import part_notices
+from tests.test_limits import _vm_hwm
 
 MiB = 1 << 20
 
@@ -89,13 +90,17 @@ def test_256_mib_in_4_mib_parts_survive_shuffle_duplicates_corruption_and_sigkil
         config(pump, hook)
         restarted = pump.foreground("sub", "--instance", "1")
 
+        peak = []
+
         def done():
             assert not final.exists() or final.stat().st_size == 256 * MiB
+            peak.append(_vm_hwm(restarted.pid))
             return record.exists() and pump.queue_depth() == 0
 
         assert wait_for(done, timeout=90, interval=0.2)
         for process in [restarted, *first[1:]]:
             pump.stop(process)
+    assert max(peak) < 128 * MiB  # the receiver never holds the 256 MiB file, about 50 MiB measured
     assert sha256(final) == sha256(f)
     assert record.read_text().splitlines() == [str(final)]
     assert hidden(pump.dst) == []
