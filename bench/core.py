@@ -533,9 +533,9 @@ class Bench:
             except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
                 print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
 
-    def setup(self):
-        args = self.args
-        self.vhost = f"ddbench-{os.getpid()}"
+    def make_vhost(self, name):
+        """A private vhost for the run, removed at exit, and self.broker on it."""
+        self.vhost = f"{name}-{os.getpid()}"
         _run(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
         self.on_exit(_run, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
                      what="rabbitmqctl delete_vhost")
@@ -547,6 +547,10 @@ class Bench:
             raise SystemExit(f"bench: cannot reach RabbitMQ at {BROKER_HOST}:{BROKER_PORT} as guest: "
                              f"{error}") from None
         self.on_exit(self.broker.close)
+
+    def setup(self):
+        args = self.args
+        self.make_vhost("ddbench")
 
         self.src = self.work / "src"
         self.small = {name: make_small_tree(self.src / name, args.small_count)
@@ -964,8 +968,14 @@ def _check_commands(args):
 def main(argv=None):
     args = parse_args(argv)
     _check_commands(args)
-    work = Path(tempfile.mkdtemp(prefix="ddbench-"))
-    bench = Bench(args, work)
+    return run(Bench, args, "ddbench-", report)
+
+
+def run(bench_class, args, prefix, report_function):
+    """Set up, run and report a bench in a new work directory; whatever ends it,
+    its processes, vhost and (unless --keep) work directory go.  The exit status."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    bench = bench_class(args, work)
     if args.keep:
         bench.on_exit(print, f"bench: work directory kept: {work}", file=sys.stderr)
     else:
@@ -977,11 +987,10 @@ def main(argv=None):
     try:
         print(f"bench: setting up in {work}", file=sys.stderr)
         bench.setup()
-        print("bench: measuring machine limits", file=sys.stderr)
+        print("bench: running", file=sys.stderr)
         bench.measure_limits()
-        print("bench: running phases", file=sys.stderr)
         bench.run_phases()
-        report(bench)
+        report_function(bench)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

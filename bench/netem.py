@@ -20,16 +20,12 @@ network namespaces (not root, or a container that forbids them) or netem (a
 kernel without sch_netem) it says so and exits with status 77.
 """
 import argparse
-import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import core
 import parts
@@ -108,14 +104,7 @@ class Bench(parts.Bench):
         self.link = Link()
         self.on_exit(self.link.close)
         self.link.open(args.delay)
-        self.vhost = f"ddbench-netem-{os.getpid()}"
-        core._run(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
-        self.on_exit(core._run, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
-                     what="rabbitmqctl delete_vhost")
-        core._run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-                  timeout=60, what="rabbitmqctl set_permissions")
-        self.broker = core.Broker(self.vhost)
-        self.on_exit(self.broker.close)
+        self.make_vhost("ddbench-netem")
         self.src = self.work / "src"
         self.big = self.src / "big" / "big.bin"
         core.make_big_file(self.big, args.size)
@@ -201,27 +190,7 @@ def main(argv=None):
         print(f"bench: {reason}; not run", file=sys.stderr)
         return UNAVAILABLE
     core._check_commands(argparse.Namespace(skip_sr3=True))
-    work = Path(tempfile.mkdtemp(prefix="ddbench-netem-"))
-    bench = Bench(args, work)
-    if args.keep:
-        bench.on_exit(print, f"bench: work directory kept: {work}", file=sys.stderr)
-    else:
-        bench.on_exit(shutil.rmtree, work, True)
-    bench.on_exit(core.stop_all)
-    atexit.register(bench.cleanup)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        print(f"bench: setting up in {work}", file=sys.stderr)
-        bench.setup()
-        print("bench: running", file=sys.stderr)
-        bench.run_phases()
-        report(bench)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.cleanup()
-    return 0
+    return core.run(Bench, args, "ddbench-netem-", report)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,9 @@ Run from the repository root, with what bench/core.py needs (see bench/README.rs
 It measures and reports; it never fails on a missed target.
 """
 import argparse
-import atexit
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import xxhash
 
@@ -81,16 +76,12 @@ class Sr3Tool(core.Sr3Tool):
 
 
 class Bench(core.Bench):
+    def measure_limits(self):
+        pass  # bench/core.py measures them
+
     def setup(self):
         args = self.args
-        self.vhost = f"ddbench-parts-{os.getpid()}"
-        core._run(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
-        self.on_exit(core._run, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
-                     what="rabbitmqctl delete_vhost")
-        core._run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-                  timeout=60, what="rabbitmqctl set_permissions")
-        self.broker = core.Broker(self.vhost)
-        self.on_exit(self.broker.close)
+        self.make_vhost("ddbench-parts")
         self.src = self.work / "src"
         self.big = self.src / "big" / "big.bin"
         core.make_big_file(self.big, args.size)
@@ -242,27 +233,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     core._check_commands(argparse.Namespace(skip_sr3=args.skip_sr3))
-    work = Path(tempfile.mkdtemp(prefix="ddbench-parts-"))
-    bench = Bench(args, work)
-    if args.keep:
-        bench.on_exit(print, f"bench: work directory kept: {work}", file=sys.stderr)
-    else:
-        bench.on_exit(shutil.rmtree, work, True)
-    bench.on_exit(core.stop_all)
-    atexit.register(bench.cleanup)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        print(f"bench: setting up in {work}", file=sys.stderr)
-        bench.setup()
-        print("bench: running", file=sys.stderr)
-        bench.run_phases()
-        report(bench)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.cleanup()
-    return 0
+    return core.run(Bench, args, "ddbench-parts-", report)
 
 
 if __name__ == "__main__":
