@@ -159,7 +159,7 @@ class Receiver:
                 prefix = (checksum.new(whole.method if verify_whole else self.download_checksum), 0)
             value = _continue_sum(dir_fd, data_name, *prefix)
             if verify_whole and value != whole.value:
-                raise ChecksumMismatch(
+                raise WholeMismatch(
                     f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
                     f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
             self._finish(out, notice)
@@ -322,6 +322,12 @@ def _sum_at(fd, leaf, method):
     def opener(name, flags):
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     return checksum.of_file(leaf, method, opener=opener)
+
+
+class WholeMismatch(ChecksumMismatch):
+    """Verified parts that do not make the announced file: fetching one part again cannot help."""
+
+    retryable = False
 
 
 class _Both:

@@ -104,7 +104,7 @@ def test_parts_that_do_not_make_the_whole_are_discarded(setup):
     wrong = [dataclasses.replace(n, checksum=Checksum("sha256", "1" * 64)) for n in notices]
     assert receiver.receive(wrong[0], tree, "f").code == 202
     outcome = receiver.receive(wrong[1], tree, "f")
-    assert (outcome.code, outcome.rule) == (502, "checksum")
+    assert (outcome.code, outcome.rule) == (404, "checksum")  # not retried: the source is wrong
     assert not os.path.exists(tree.path("f"))
     assert hidden(tree) == []
 
