@@ -33,7 +33,7 @@ import threading
 import time
 
 from dd import checksum, parts
-from dd.errors import NoticeError
+from dd.errors import ChecksumMismatch, NoticeError
 from dd.transfer import temporary_name
 
 DATA, STATE = ".ddpart", ".ddstate"
@@ -103,8 +103,13 @@ def store_part(fd, leaf, notice, fetch, complete, *, stale_after, tick=None):
                     try:
                         value = complete(fd, data_name, out)
                         os.rename(data_name, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+                    except ChecksumMismatch:
+                        _remove(fd, data_name, state_name)  # the parts do not make the file
+                        raise
                     except BaseException:
-                        _remove(fd, data_name, state_name)
+                        # Interrupted or failed: this part's notice, not acknowledged,
+                        # comes back and completes the file then.
+                        os.pwrite(state, b"\0", part.block_number)
                         raise
                     os.unlink(state_name, dir_fd=fd)
                     return COMPLETED, value

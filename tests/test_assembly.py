@@ -187,3 +187,20 @@ def test_spans_tile_the_file(size, block_size):
     assert sum(length for _, length in spans) == size
     assert all(length == block_size for _, length in spans[:-1])
     assert (remainder or block_size) == spans[-1][1]
+
+
+def test_a_completion_interrupted_is_done_again_by_the_same_part(setup, monkeypatch):
+    src, tree, receiver = setup
+    notices = part_notices(write(src / "f", 2 * BLOCK), src, BLOCK)
+    assert receiver.receive(notices[0], tree, "f").code == 202
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        receiver.receive(notices[1], tree, "f")
+    monkeypatch.undo()
+    assert not os.path.exists(tree.path("f"))
+    assert receiver.receive(notices[1], tree, "f").code == 201
+    assert (src / "f").read_bytes() == open(tree.path("f"), "rb").read()
+    assert hidden(tree) == []
