@@ -142,7 +142,7 @@ class Receiver:
             follow = prefix is not None and prefix[1] == offset
             out.seek(offset)
             with transport.open_read(path, offset, length) as source:
-                result = copy(source, out, length=length, hasher=_Both(hasher, prefix[0]) if follow else hasher,
+                result = copy(source, out, length=length, hasher=hasher, also_hash=[prefix[0]] if follow else (),
                               rate_max=self.rate_max, tick=self.tick, name=f"{notice.url} {label}")
             if verify and result.checksum != part.checksum.value:
                 raise ChecksumMismatch(
@@ -328,20 +328,6 @@ class WholeMismatch(ChecksumMismatch):
     """Verified parts that do not make the announced file: fetching one part again cannot help."""
 
     retryable = False
-
-
-class _Both:
-    """Feeds a part's hasher and the whole file's; reports the part's."""
-
-    def __init__(self, part, whole):
-        self._part, self._whole = part, whole
-
-    def update(self, data):
-        self._part.update(data)
-        self._whole.update(data)
-
-    def hexdigest(self):
-        return self._part.hexdigest()
 
 
 def _continue_sum(fd, name, hasher, offset):

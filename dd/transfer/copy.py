@@ -52,9 +52,11 @@ class _Limiter:
 _limiter = _Limiter()
 
 
-def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
+def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=None,
          chunk_size=CHUNK_SIZE, name="source"):
     """Copy `src` (readable) to `dst` (a writable binary file, buffered or not).
+    `hasher` gives the result's checksum; `also_hash` are more hashers fed the
+    same bytes side by side (the caller reads their digests).
     With `length`, a source that ends early or has more is a TransferError
     naming `name`.  `tick()` is called about every 0.5 s, also
     while sleeping for `rate_max`, so a caller can keep a connection alive."""
@@ -78,15 +80,17 @@ def copy(src, dst, *, length=None, hasher=None, rate_max=0, tick=None,
             data = src.read(want)
         if not data:
             break
-        if hasher is not None and len(data) >= OVERLAP_MIN:
-            # hashlib and file writes both release the GIL: checksum this chunk on a
-            # helper thread while it is written, instead of one after the other.
-            hashed = _hashing_pool().submit(hasher.update, data)
+        hashers = ([hasher] if hasher is not None else []) + list(also_hash)
+        if hashers and len(data) >= OVERLAP_MIN:
+            # hashlib and file writes both release the GIL: checksum this chunk on
+            # helper threads while it is written, instead of one after the other.
+            hashed = [_hashing_pool().submit(h.update, data) for h in hashers]
             _write_all(dst, data)
-            hashed.result()
+            for each in hashed:
+                each.result()
         else:
-            if hasher is not None:
-                hasher.update(data)
+            for h in hashers:
+                h.update(data)
             _write_all(dst, data)
         nbytes += len(data)
         if rate_max:
