@@ -15,6 +15,9 @@ namespace ``ddnetem<pid>``, a veth pair whose outer end ``ddv<pid>`` has the
 private address 10.200.<n>.1/30 on this machine and whose inner end, in the
 namespace, has 10.200.<n>.2/30 and the netem delay (so every packet from the
 server is late: a round trip of --delay), and an nginx inside the namespace.
+Where the kernel lacks netem, ``--delay 0 --stream-rate 25m`` caps each
+connection with nginx's limit_rate instead, as a long round trip caps each
+TCP stream's window.
 No other interface, route or setting of the machine is touched.  Without
 network namespaces (not root, or a container that forbids them) or netem (a
 kernel without sch_netem) it says so and exits with status 77.
@@ -120,7 +123,10 @@ class Bench(parts.Bench):
         base = self.work / "nginx"
         base.mkdir()
         port = 8080
-        (base / "nginx.conf").write_text(nginx.config(base=base, root=self.src, port=port, host=self.link.server))
+        text = nginx.config(base=base, root=self.src, port=port, host=self.link.server)
+        if self.args.stream_rate:
+            text = text.replace("sendfile on;", f"sendfile on;\n    limit_rate {self.args.stream_rate};")
+        (base / "nginx.conf").write_text(text)
         process = core.spawn(["ip", "netns", "exec", self.link.namespace, *nginx.command(core.NGINX, base)],
                              env=os.environ, cwd=base, log=base / "nginx.out")
         self.on_exit(core.stop_group, process)
@@ -158,7 +164,8 @@ class Bench(parts.Bench):
 
 def report(bench):
     args = bench.args
-    print(f"\nparallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay} "
+    print(f"\nparallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay}, "
+          f"per-stream limit {args.stream_rate or 'none'} "
           f"(TCP connect measured {bench.rtt * 1000:.0f} ms), checksum {args.checksum}\n"
           f"machine: {os.cpu_count()} CPUs, load average at start {bench.load}, "
           f"at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
@@ -175,6 +182,9 @@ def parse_args(argv):
     parser.add_argument("--block", default="64M", help="part size (64M)")
     parser.add_argument("--delay", default="50ms",
                         help="netem delay (50ms); 0 runs without netem, to check the set-up")
+    parser.add_argument("--stream-rate", metavar="RATE",
+                        help="nginx limit_rate per connection, e.g. 25m: each stream capped as a long "
+                             "round trip caps a TCP window; with --delay 0 where netem is missing")
     parser.add_argument("--instances", type=core._positive, nargs="+", default=[1, 2, 4, 8],
                         help="instance counts (1 2 4 8)")
     parser.add_argument("--checksum", choices=("sha512", "md5"), default="sha512")
