@@ -43,7 +43,7 @@ def build(ctx, *, relay=False, htpasswd=None):
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES):
         transport_class(scheme)
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
-                        fsync=cfg.fsync, tick=gatherer.tick)
+                        fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
