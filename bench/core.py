@@ -186,18 +186,20 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_nginx(base, root):
-    """nginx on a free loopback port serving `root`; returns (process, base URL)."""
+def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives=""):
+    """nginx on a free port of `host` serving `root`, its command after `prefix` (e.g.
+    ip netns exec), with more http `directives`; returns (process, base URL)."""
     base.mkdir()
     port = free_port()
-    (base / "nginx.conf").write_text(nginx.config(base=base, root=root, port=port))
-    process = spawn(nginx.command(NGINX, base),
+    text = nginx.config(base=base, root=root, port=port, host=host)
+    (base / "nginx.conf").write_text(text.replace("sendfile on;", f"sendfile on;\n    {directives}"))
+    process = spawn([*prefix, *nginx.command(NGINX, base)],
                     env=os.environ, cwd=base, log=base / "nginx.out")
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}/"
+            socket.create_connection((host, port), timeout=1).close()
+            return process, f"http://{host}:{port}/"
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"bench: nginx did not start on port {port}: "
@@ -559,11 +561,14 @@ class Bench:
         if args.big_size:
             make_big_file(self.big_path, args.big_size)
         os.sync()   # later phases do not pay for writing the sources back
-        nginx, self.base_url = start_nginx(self.work / "nginx", self.src)
-        self.on_exit(stop_group, nginx)
+        self.start_tools([DdTool] + ([] if args.skip_sr3 else [Sr3Tool]))
 
-        tools = [DdTool] + ([] if args.skip_sr3 else [Sr3Tool])
-        self.tools = [tool(self.work, self.vhost, self.base_url, self.src, args.checksum) for tool in tools]
+    def start_tools(self, tool_classes, **nginx_options):
+        """nginx serving self.src, and the tools configured to fetch from it."""
+        nginx_process, self.base_url = start_nginx(self.work / "nginx", self.src, **nginx_options)
+        self.on_exit(stop_group, nginx_process)
+        self.tools = [tool(self.work, self.vhost, self.base_url, self.src, self.args.checksum)
+                      for tool in tool_classes]
         for tool in self.tools:
             tool.declare()
 

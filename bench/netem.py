@@ -29,10 +29,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import core
 import parts
-from dd import nginx
 
 UNAVAILABLE = 77
 
@@ -113,49 +113,19 @@ class Bench(parts.Bench):
         core.make_big_file(self.big, args.size)
         self.expected = parts.digest(self.big)
         os.sync()
-        self.base_url = self.start_nginx()
-        tool = parts.DdTool(self.work, self.vhost, self.base_url, self.src, args.checksum)
-        tool.declare()
-        self.tools = [tool]
+        self.start_tools([parts.DdTool], host=self.link.server,
+                         prefix=["ip", "netns", "exec", self.link.namespace],
+                         directives=f"limit_rate {args.stream_rate};" if args.stream_rate else "")
         self.rtt = self.ping()
 
-    def start_nginx(self):
-        base = self.work / "nginx"
-        base.mkdir()
-        port = 8080
-        text = nginx.config(base=base, root=self.src, port=port, host=self.link.server)
-        if self.args.stream_rate:
-            text = text.replace("sendfile on;", f"sendfile on;\n    limit_rate {self.args.stream_rate};")
-        (base / "nginx.conf").write_text(text)
-        process = core.spawn(["ip", "netns", "exec", self.link.namespace, *nginx.command(core.NGINX, base)],
-                             env=os.environ, cwd=base, log=base / "nginx.out")
-        self.on_exit(core.stop_group, process)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((self.link.server, port), timeout=1).close()
-                return f"http://{self.link.server}:{port}/"
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"bench: nginx did not start in the namespace: "
-                                     f"{core._last_line(base / 'nginx.out')}") from None
-                time.sleep(0.05)
-
     def ping(self):
+        url = urllib.parse.urlsplit(self.base_url)
         started = time.monotonic()
-        socket.create_connection((self.link.server, 8080), timeout=5).close()
+        socket.create_connection((url.hostname, url.port), timeout=5).close()
         return time.monotonic() - started
 
     def run_phases(self):
-        tool = self.tools[0]
-        for instances in self.args.instances:
-            tool.clear_destination()
-            os.sync()
-            try:
-                self.rows.append(self.move(tool, "parts", self.args.block, instances))
-            except (core.PhaseError, OSError) as error:
-                self.notes.append(f"parts x {instances}: {error}")
-                self.rows.append([tool.name, "parts", instances, "failed", "", "", "", ""])
+        self.run_cases([("parts", self.args.block, n) for n in self.args.instances])
         single = next((float(r[4]) for r in self.rows if r[2] == 1 and r[3] != "failed"), None)
         for row in self.rows:
             if single and row[3] != "failed":
@@ -164,16 +134,12 @@ class Bench(parts.Bench):
 
 def report(bench):
     args = bench.args
-    print(f"\nparallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay}, "
-          f"per-stream limit {args.stream_rate or 'none'} "
-          f"(TCP connect measured {bench.rtt * 1000:.0f} ms), checksum {args.checksum}\n"
-          f"machine: {os.cpu_count()} CPUs, load average at start {bench.load}, "
-          f"at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(core.format_table(parts.HEADERS, bench.rows))
-    print("\n  mirror s: from the first notice on the exchange to the file renamed into place; "
-          "note: speed-up over one instance")
-    for note in bench.notes:
-        print(f"  {note}")
+    parts.print_report(
+        bench, f"parallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay}, "
+               f"per-stream limit {args.stream_rate or 'none'} (TCP connect measured {bench.rtt * 1000:.0f} ms), "
+               f"checksum {args.checksum}",
+        "  mirror s: from the first notice on the exchange to the file renamed into place\n"
+        "  note: speed-up over one instance")
 
 
 def parse_args(argv):

@@ -19,7 +19,7 @@ import time
 import xxhash
 
 import core
-from core import Daemon, PhaseError, format_table, stop_group
+from core import Daemon, PhaseError, format_table
 
 BLOCK_WHOLE = "1"   # blocksize 1: never split, in both tools
 
@@ -39,10 +39,11 @@ class DdTool(core.DdTool):
         return env
 
     def set_options(self, extra):
-        # prefetch 1: each instance takes one part at a time, so the parts spread over them.
+        # prefetch 1: each instance takes one part at a time, so the parts spread over them;
+        # nodupe_ttl 0: every case moves the same file again.
         (self.dir / "config" / "subscribe" / "bench.conf").write_text(
             f"broker {self.broker_url}\nexchange {self.exchange}\nqueue {self.queue}\n"
-            f"expire 1h\ndirectory {self.dst}\nprefetch 1\n{extra}")
+            f"expire 1h\ndirectory {self.dst}\nprefetch 1\nnodupe_ttl 0\n{extra}")
 
     def post_command(self, path, blocksize=BLOCK_WHOLE):
         return super().post_command(path) + ["--blocksize", blocksize]
@@ -90,15 +91,15 @@ class Bench(core.Bench):
             self.rated = self.src / "rate" / "rate.bin"
             core.make_big_file(self.rated, args.rate_size)
         os.sync()
-        nginx, self.base_url = core.start_nginx(self.work / "nginx", self.src)
-        self.on_exit(stop_group, nginx)
-        tools = [DdTool] + ([] if args.skip_sr3 else [Sr3Tool])
-        self.tools = [tool(self.work, self.vhost, self.base_url, self.src, args.checksum) for tool in tools]
-        for tool in self.tools:
-            tool.declare()
+        self.start_tools([DdTool] + ([] if args.skip_sr3 else [Sr3Tool]))
 
     def run_phases(self):
-        cases = [("whole", BLOCK_WHOLE, 1)] + [("parts", self.args.block, n) for n in self.args.instances]
+        self.run_cases([("whole", BLOCK_WHOLE, 1)] + [("parts", self.args.block, n) for n in self.args.instances])
+        if not self.args.skip_rate:
+            self.rate_check()
+
+    def run_cases(self, cases):
+        """(mode, blocksize, instances) moves of the big file by each tool, a row each."""
         for mode, blocksize, instances in cases:
             for tool in self.tools:
                 if tool.name == "sr3" and instances > 1:
@@ -113,8 +114,6 @@ class Bench(core.Bench):
                 except (PhaseError, OSError) as error:
                     self.notes.append(f"{tool.name}, {mode} x {instances}: {error}")
                     self.rows.append([tool.name, mode, instances, "failed", "", "", "", ""])
-        if not self.args.skip_rate:
-            self.rate_check()
 
     def move(self, tool, mode, blocksize, instances, path=None, size=None, expected=None):
         """Post the file to `instances` idle subscribers; a row of the table."""
@@ -200,13 +199,16 @@ LEGEND = """\
 
 def report(bench):
     args = bench.args
-    print(f"\nsegmented transfer: {core._size(args.size)} over loopback, checksum {args.checksum}, "
-          f"sr3 {'skipped' if args.skip_sr3 else core._sr3_version()}\n"
-          f"machine: {os.cpu_count()} CPUs, load average at start {bench.load}, "
+    print_report(bench, f"segmented transfer: {core._size(args.size)} over loopback, checksum {args.checksum}, "
+                        f"sr3 {'skipped' if args.skip_sr3 else core._sr3_version()}", LEGEND)
+
+
+def print_report(bench, title, legend):
+    print(f"\n{title}\nmachine: {os.cpu_count()} CPUs, load average at start {bench.load}, "
           f"at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print(format_table(HEADERS, bench.rows))
     print()
-    print(LEGEND)
+    print(legend)
     if bench.notes:
         print("notes")
         for note in bench.notes:
