@@ -328,6 +328,7 @@ class WholeMismatch(ChecksumMismatch):
     """Verified parts that do not make the announced file: fetching one part again cannot help."""
 
     retryable = False
+    code = 404
 
 
 def _continue_sum(fd, name, hasher, offset):
