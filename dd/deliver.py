@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import subprocess
+import urllib.parse
 
 from dd import checksum, flow, nodupe, paths, private, route
 from dd.flow import Item
@@ -119,6 +120,10 @@ class Delivery:
             old = paths.localize(notice.rename_from, **place) if notice.op is Op.RENAME else None
         except paths.PathError as error:
             item.outcome = Outcome(403, f"{notice.rel_path!r}: {error}", error.rule)
+            return
+        host = urllib.parse.urlsplit(notice.base_url).hostname or ""
+        if self.cfg.allowed_hosts and host not in self.cfg.allowed_hosts:
+            item.outcome = Outcome(403, f"{notice.url}: host {host!r} is not in allowed_hosts", "host")
             return
         if self.htpasswd is not None and notice.readers:
             self.htpasswd.allow(notice.readers)

@@ -279,6 +279,8 @@ OPTIONS = (
     # Delivery.
     _option("allowed_schemes", LIST, "http https sftp", DELIVERY,
             "URL schemes files may be downloaded with; add file only for a trusted local pump"),
+    _option("allowed_hosts", LIST, None, DELIVERY,
+            "hosts files may be downloaded from (as in the notices' base URLs); unset: any"),
     _option("threads", integer(1), "4", DELIVERY,
             "transfers one instance runs at once; the broker is still served by one thread"),
     _option("timeout", DURATION, "30s", DELIVERY,

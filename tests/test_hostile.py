@@ -17,10 +17,10 @@ def notice(pump, rel_path, data=b"x", **changes):
     return json.dumps(fields).encode()
 
 
-def deliver_then_good(pump, bodies, tmp_path):
+def deliver_then_good(pump, bodies, tmp_path, extra=""):
     """Publish hostile bodies, then one good notice; return the subscriber's log once the good one is in."""
     (pump.src / "good.txt").write_bytes(b"good")
-    pump.subscriber_config()
+    pump.subscriber_config(extra=extra)
     for body in bodies:
         pump.publish_raw(body)
     pump.publish_raw(notice(pump, "good.txt", b"good"))
@@ -82,6 +82,15 @@ def test_schemes_not_allowed_are_refused(pump, tmp_path):
     log = deliver_then_good(pump, [notice(pump, "passwd", base_url="file:///etc/")], tmp_path)
     assert "[scheme]" in log
     assert not (pump.dst / "passwd").exists()
+
+
+def test_hosts_not_allowed_are_refused(pump, tmp_path):
+    (pump.src / "elsewhere.txt").write_bytes(b"x")
+    other_host = pump.base_url.replace("127.0.0.1", "localhost")
+    log = deliver_then_good(pump, [notice(pump, "elsewhere.txt", base_url=other_host)], tmp_path,
+                            extra="allowed_hosts 127.0.0.1")
+    assert "[host]" in log and "'localhost' is not in allowed_hosts" in log
+    assert not (pump.dst / "elsewhere.txt").exists()
 
 
 def test_bytes_that_do_not_match_the_checksum_are_never_renamed_into_place(pump, tmp_path):
