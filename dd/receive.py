@@ -9,6 +9,7 @@ filesystem access goes through dd.paths.Tree.
 """
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import stat
@@ -17,7 +18,7 @@ import time
 from dd import assembly, checksum, paths
 from dd.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.notice import Checksum, Op
-from dd.transfer import temporary_name
+from dd.transfer import WRITING, temporary_name
 from dd.transfer.copy import copy
 
 SUM_CACHE_SIZE = 1024
@@ -212,9 +213,7 @@ class Receiver:
 
     def _fetch(self, transport, path, notice, fd, leaf, method, verify):
         """Download to a temporary name, verify, set attributes, rename into place."""
-        tmp = temporary_name(leaf)
-        out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=fd)
+        tmp, out_fd = _open_temporary(fd, leaf)
         try:
             with os.fdopen(out_fd, "wb", buffering=0) as out:
                 with transport.open_read(path, 0, notice.size) as source:
@@ -279,6 +278,32 @@ class Receiver:
             os.symlink(target, tmp, dir_fd=fd)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
         return Outcome(201, f"linked to {target}")
+
+
+def _open_temporary(fd, leaf):
+    """(name, fd) of the one temporary file a whole download of `leaf` is written to, ours
+    alone while we hold its lock.  A name of its own per leaf, not a random one, so that
+    what an instance killed mid-download left there is taken over and overwritten when
+    its notice comes back, never left behind; a live writer of the same leaf holds the
+    lock, and this attempt is tried again later."""
+    tmp = temporary_name(leaf, WRITING)
+    out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+    try:
+        try:
+            fcntl.flock(out_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransferError(f"{leaf}: another instance is writing it now") from None
+        mine = os.fstat(out_fd)
+        if not stat.S_ISREG(mine.st_mode) or mine.st_nlink != 1:
+            raise PathError(f"{tmp!r} is not a plain file of its own (a link was planted there)",
+                            rule="symlink")
+        if os.stat(tmp, dir_fd=fd, follow_symlinks=False).st_ino != mine.st_ino:
+            raise TransferError(f"{leaf}: another instance is writing it now")  # we locked a removed one
+        os.ftruncate(out_fd, 0)
+    except BaseException:
+        os.close(out_fd)
+        raise
+    return tmp, out_fd
 
 
 def refuse_directory(fd, leaf, rel_path):

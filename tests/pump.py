@@ -16,10 +16,17 @@ from dd.credentials import Url
 
 
 def manifest(root):
-    """{relative path: sha256} of every regular file below root (temp files included)."""
+    """{relative path: sha256} of every regular file below root (temp files included;
+    a file renamed or removed while it is read is left out: the tree is live)."""
     root = Path(root)
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    found = {}
+    for path in sorted(root.rglob("*")):
+        try:
+            if path.is_file() and not path.is_symlink():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            pass
+    return found
 
 
 def compare(expected, actual):

@@ -3,6 +3,7 @@ one clear line, and the flow resumes by itself once the cause is gone."""
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -79,3 +80,28 @@ def test_broken_transfers_are_detected_retried_and_never_accepted(pump):
     assert all(counts[f] > 0 for f in ("truncate", "reset", "hang", "corrupt")), counts
     assert sum(counts.values()) <= 10 * len(expected), counts   # bounded retries
     assert not [p for p in pump.dst.rglob(".*")]                # no partial files left
+
+
+def test_a_subscriber_killed_ten_times_mid_transfer_loses_nothing_and_leaves_nothing(pump):
+    import random
+    import signal
+    for i in range(100):
+        (pump.src / f"big{i:03d}.bin").write_bytes(os.urandom(1 << 20))
+    expected = manifest(pump.src)
+    pump.subscriber_config(extra="rate_max 20M\nthreads 4\nretry_delay 1s\nexpire 1h")
+    pump.post(pump.src)
+    rng = random.Random(3)
+    for _ in range(10):
+        subscriber = pump.foreground()
+        time.sleep(rng.uniform(0.3, 0.8))
+        subscriber.send_signal(signal.SIGKILL)
+        subscriber.communicate()
+        # Whatever is under a final name is whole and right, at every kill.
+        present = {p: s for p, s in manifest(pump.dst).items() if not p.split("/")[-1].startswith(".")}
+        assert all(expected[p] == s for p, s in present.items())
+    subscriber = pump.foreground()
+    arrived = wait_for(lambda: compare(expected, manifest(pump.dst)) == ([], [], []), timeout=120)
+    _, log = pump.stop(subscriber)
+    assert arrived, log[-2000:]
+    assert not [p for p in pump.dst.rglob(".*")], "temporary files left behind"
+    assert pump.queue_depth() == 0

@@ -21,7 +21,9 @@ from typing import Optional
 from dd.credentials import DEFAULT_PORTS, Url
 from dd.errors import TransferError
 
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp", re.DOTALL)
+_TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
+#: The tag of the temporary file a receiver writes a whole file to (dd.receive).
+WRITING = "dd.tmp"
 
 
 class PermanentError(TransferError):
