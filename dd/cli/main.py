@@ -239,36 +239,16 @@ ACTION_HANDLERS = {"foreground": _foreground, "start": _start, "stop": _stop, "r
                    "status": _status, "show": _show, "declare": _declare, "cleanup": _cleanup}
 
 
-def post():
-    return run("post", sys.argv[1:])
+def _entry_point(command):
+    def main():
+        return run(command, sys.argv[1:])
+    main.__name__ = command
+    return main
 
 
-def subscribe():
-    return run("subscribe", sys.argv[1:])
-
-
-def shovel():
-    return run("shovel", sys.argv[1:])
-
-
-def audit():
-    return run("audit", sys.argv[1:])
-
-
-def log():
-    return run("log", sys.argv[1:])
-
-
-def ctl():
-    return run("ctl", sys.argv[1:])
-
-
-def sara():
-    return run("sara", sys.argv[1:])
-
-
-def watch():
-    return run("watch", sys.argv[1:])
+# The console scripts dd_<command> (setup.py names them).
+post, subscribe, watch, sara, shovel, audit, ctl, log = map(
+    _entry_point, ("post", "subscribe", "watch", "sara", "shovel", "audit", "ctl", "log"))
 
 
 if __name__ == "__main__":
