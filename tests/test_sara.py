@@ -92,6 +92,9 @@ class Relay:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        # A relay killed with SIGKILL leaves its data server running: stop stops it.
+        for config in (self.pump.base / "config" / "sara").glob("*.conf"):
+            self.pump.command("sara", "stop", config.stem)
         self.downstream.close()
 
 

@@ -96,6 +96,8 @@ def network(tmp_path, pump, vhost):  # pump: alice's own web server (nginx) and 
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        if (actor.config / "sara" / "link.conf").exists():
+            actor.run("sara", "stop", "link", check=False)    # its data server, if it outlived its relay
     for name in vhosts.values():
         api("DELETE", f"vhosts/{name}")
     for name in users.values():
