@@ -59,6 +59,8 @@ class Pump:
         self.env = dict(os.environ, DD_CONFIG_DIR=str(base / "config"), DD_STATE_DIR=str(base / "state"),
                         DD_LOG_DIR=str(base / "logs"))
         self.processes = []
+        #: The delivering component the subscriber helpers run: subscribe, or sara (a relay).
+        self.component = "subscribe"
 
     def command(self, component, *args, timeout=120, check=False):
         result = subprocess.run([sys.executable, "-m", "dd.cli.main", component, *map(str, args)],
@@ -75,15 +77,17 @@ class Pump:
         return self.command("post", *args, *paths, check=check)
 
     def subscriber_config(self, name="sub", extra="", directory=None):
-        path = self.base / "config" / "subscribe" / f"{name}.conf"
+        path = self.base / "config" / self.component / f"{name}.conf"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"broker {self.broker_url}\nexchange {self.exchange}\n"
+        relay = (f"post_broker {self.broker_url}\npost_exchange {self.exchange}_relayed\n"
+                 f"post_base_url http://127.0.0.1:9/\n" if self.component == "sara" else "")
+        path.write_text(f"broker {self.broker_url}\nexchange {self.exchange}\n{relay}"
                         f"{extra}\ndirectory {directory or self.dst}\n")
-        self.command("subscribe", "declare", name, check=True)
+        self.command(self.component, "declare", name, check=True)
         return name
 
     def foreground(self, name="sub", *extra):
-        process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", "subscribe", "foreground", name,
+        process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", self.component, "foreground", name,
                                     *extra], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
         self.processes.append(process)
@@ -114,7 +118,7 @@ class Pump:
         connection.close()
 
     def queue_depth(self, name="sub"):
-        queue = (self.base / "state" / "subscribe" / name / "queue").read_text().strip()
+        queue = (self.base / "state" / self.component / name / "queue").read_text().strip()
         url = Url.parse(self.broker_url)
         connection = amqp.Connection(f"{url.host}:{url.port or 5672}", userid=url.user,
                                      password=url.password, virtual_host=url.path.lstrip("/"))

@@ -1,5 +1,6 @@
 """Hostile and broken notices: each is refused with a named rule, nothing is written
-outside the subscriber's directory, and the flow goes on to the next notice."""
+outside the directory, and the flow goes on to the next notice; for dd_subscribe and
+for dd_sara alike."""
 import hashlib
 import json
 import os
@@ -31,6 +32,13 @@ def deliver_then_good(pump, bodies, tmp_path, extra=""):
     assert status == 0
     assert "Traceback" not in log
     return log
+
+
+@pytest.fixture(params=["subscribe", "sara"])
+def pump(request, pump):
+    """Every hostile case against both components that deliver: a subscriber and a relay."""
+    pump.component = request.param
+    return pump
 
 
 @pytest.fixture
