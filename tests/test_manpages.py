@@ -1,17 +1,18 @@
 """The man pages: they render without warnings, every command has one, and the
 options the hand-written pages name exist in the options table."""
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import setuptools
 
 from dd.ctl import main as ctl_main
 from dd.ctl import survey
 from dd.options import BY_NAME
+from tests.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
@@ -24,20 +25,6 @@ COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1
 NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "watch", "sara"},
                "dry": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
-
-
-def console_scripts():
-    """The console_scripts setup.py declares, read by running it with setup() captured."""
-    captured = {}
-    original = setuptools.setup
-    setuptools.setup = lambda **kwargs: captured.update(kwargs)
-    try:
-        path = ROOT / "setup.py"
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"),  # noqa: S102
-             {"__file__": str(path), "__name__": "setup"})
-    finally:
-        setuptools.setup = original
-    return [entry.split("=")[0].strip() for entry in captured["entry_points"]["console_scripts"]]
 
 
 def test_pages_found():
@@ -89,6 +76,18 @@ def test_dd_ctl_page_documents_every_status_json_field():
     missing = [f for f in ["status", "time", "configurations"] + fields if f".B {f}\n" not in section
                and f".BR {f} " not in section]
     assert not missing, f"dd_ctl.8 STATUS AS JSON does not describe {missing}"
+
+
+@pytest.mark.skipif(not shutil.which("man"), reason="man-db is not installed")
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_man_renders_without_warnings(page):
+    # What a user (and lintian) sees: man's own preprocessing and groff's warnings.
+    env = {"PATH": os.environ["PATH"], "MANWIDTH": "80", "LC_ALL": "C.UTF-8"}
+    result = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.strip()
 
 
 @pytest.mark.parametrize("page, component", sorted(COMMAND_PAGES.items()))
