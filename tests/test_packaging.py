@@ -38,6 +38,14 @@ def test_debian_version_is_the_package_version():
     assert re.match(r"metpx-dd \(([^)]+)\)", first)[1] == dd.__version__
 
 
+def test_every_timer_is_wanted_by_a_service_of_ours():
+    # debian/rules enables the timers, trusting that each runs only with its service.
+    services = {unit.name for unit in (ROOT / "systemd").glob("*.service")}
+    for timer in (ROOT / "systemd").glob("*.timer"):
+        wanted_by = re.findall(r"^WantedBy=(.+)$", timer.read_text(encoding="utf-8"), re.M)
+        assert wanted_by and set(" ".join(wanted_by).split()) <= services, timer.name
+
+
 def _run(args, **kwargs):
     """The output (stdout and stderr) of a command that must succeed."""
     result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -84,7 +92,7 @@ def test_debian_package_builds_lints_clean_and_runs_in_a_fresh_root(tmp_path):
         assert re.search(rf"/usr/share/man/man[18]/{command}\.[18]\.gz\n", contents)
     for page in (ROOT / "man").glob("*.[1-8]"):
         assert f"/usr/share/man/man{page.suffix[1]}/{page.name}.gz\n" in contents
-    for unit in (ROOT / "systemd").glob("*.service"):
+    for unit in [*(ROOT / "systemd").glob("*.service"), *(ROOT / "systemd").glob("*.timer")]:
         assert f"/lib/systemd/system/{unit.name}\n" in contents
     for conf in (ROOT / "config").rglob("*.conf"):
         assert f"/usr/share/doc/metpx-dd/examples/{conf.relative_to(ROOT / 'config')}\n" in contents
