@@ -17,10 +17,12 @@ from tests.pump import wait_for
 
 API = "http://127.0.0.1:15672/api"
 GUEST = urllib3.make_headers(basic_auth="guest:guest")
+#: A pool of its own: urllib3.request() is 2.x only, and Debian 12 ships 1.26.
+HTTP = urllib3.PoolManager()
 
 
 def api(method, path, body=None):
-    response = urllib3.request(method, f"{API}/{path}", headers={**GUEST, "Content-Type": "application/json"},
+    response = HTTP.request(method, f"{API}/{path}", headers={**GUEST, "Content-Type": "application/json"},
                                body=None if body is None else json.dumps(body))
     return json.loads(response.data) if response.data and response.status < 300 else response.status
 
