@@ -650,3 +650,12 @@ def test_sr3_daemon_applies_dd_deletes_and_links(tmp_path, broker_url, exchange)
         log = peer.log("subscribe", "ops")
     assert not deleted.exists(), log[-2000:]
     assert os.readlink(linked) == "old.txt", log[-2000:]
+
+
+def test_a_value_that_names_another_formats_key_does_not_change_the_format():
+    # Found by hypothesis: sr_v03 with a value "rel_path" was once taken for dd's v02.
+    message = formats.encode(notice(from_cluster="rel_path", source='"rel_path"'), "sr_v03")
+    assert formats.decode(message.body).from_cluster == "rel_path"
+    body = json.loads(formats.encode(notice(), "v02").body)
+    body["extra"] = {"relPath": "x"}
+    assert formats.decode(json.dumps(body).encode()).rel_path == notice().rel_path

@@ -120,7 +120,7 @@ def test_a_size_that_does_not_match_is_detected(pump, tmp_path):
 
 
 @pytest.mark.parametrize("body, rule", [
-    (b"{not json", "format"),
+    (b"{not json", "json"),          # starts like JSON, is not
     (b"[1, 2]", "format"),
     (b'{"rel_path": "x", broken', "json"),
     (b"\xff\xfe{\"rel_path\": 1}", "format"),

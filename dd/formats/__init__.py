@@ -1,8 +1,9 @@
 """Wire formats: dd's own v02 JSON and Sarracenia's v02 and v03.
 
 Each format module offers the same face: NAME, TOPIC_PREFIX, CONTENT_TYPE,
-``recognizes(body, headers)``, ``encode(notice) -> (body, headers)`` and
-``decode(body, headers) -> Notice``.  Codecs only translate; the notice is
+``recognizes(body, headers, fields=None)``, ``encode(notice) -> (body, headers)`` and
+``decode(body, headers, fields=None) -> Notice`` (`fields`: a JSON body already parsed).
+Codecs only translate; the notice is
 judged once, by dd.notice.validate, after decoding.
 """
 import dataclasses
@@ -10,6 +11,7 @@ import dataclasses
 from dd import notice as notice_mod
 from dd import topic as topic_mod
 from dd.errors import NoticeError
+from dd.formats.fields import load_json
 from dd.formats import sr_v02, sr_v03, v02
 
 #: Checked in this order when recognising an incoming message.
@@ -45,12 +47,14 @@ def decode(body, headers=None, *, max_size=DEFAULT_MAX_SIZE, allowed_schemes=Non
     if len(body) > max_size:
         raise NoticeError(f"notice is {len(body)} bytes, over the {max_size}-byte limit",
                           fix="raise max_notice_size if such notices are expected", rule="oversized")
+    # A JSON body is parsed once, here: formats are told apart by its keys.
+    fields = load_json(body) if body.lstrip()[:1] == b"{" else None
     for codec in FORMATS.values():
-        if codec.recognizes(body, headers):
+        if codec.recognizes(body, headers, fields):
             break
     else:
         raise NoticeError("message is in no known notice format (dd v02, Sarracenia v02 or v03)",
                           rule="format")
-    notice = codec.decode(body, headers)
+    notice = codec.decode(body, headers, fields)
     return notice_mod.validate(notice, allowed_schemes=allowed_schemes)
 

@@ -23,6 +23,17 @@ def load_json(body):
     return value
 
 
+def top_level(body):
+    """The JSON object a body holds, or None when it does not hold one: for recognising
+    formats by their keys, never by bytes that a value could also contain."""
+    if body.lstrip()[:1] != b"{":
+        return None
+    try:
+        return load_json(body)
+    except NoticeError:
+        return None
+
+
 def take(fields, name, kind, default=_MISSING):
     """Pop `name` from `fields`, checking its JSON type; missing is an error unless defaulted."""
     value = fields.pop(name, _MISSING)

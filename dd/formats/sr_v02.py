@@ -59,7 +59,7 @@ _PARTS = re.compile(r"([^,]*),([0-9]{1,19}),([0-9]{1,19}),([0-9]{1,19}),([0-9]{1
 _HEADER_TYPES = (str, int, float, bool)
 
 
-def recognizes(body, headers):
+def recognizes(body, headers, fields=None):
     return body.lstrip()[:1] != b"{" and ("sum" in headers or bool(_PUBTIME.match(body)))
 
 
@@ -82,7 +82,7 @@ def encode(notice):
     return " ".join(words).encode(), headers
 
 
-def decode(body, headers):
+def decode(body, headers, fields=None):
     try:
         words = body.decode("utf-8").rstrip("\r\n").split(" ")
     except UnicodeDecodeError:

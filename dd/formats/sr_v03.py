@@ -54,7 +54,7 @@ import re
 
 from dd import checksum, parts
 from dd.errors import NoticeError
-from dd.formats.fields import load_json, parse_mode, take
+from dd.formats.fields import load_json, parse_mode, take, top_level
 from dd.notice import Checksum, Notice, Op, Part
 
 NAME = "sr_v03"
@@ -72,9 +72,9 @@ _TIME = re.compile(r"([0-9]{8})T?([0-9]{6})((?:\.[0-9]*)?(?:e-[0-9]{1,2})?)")
 _FILE_OPS = ("link", "rename", "remove")
 
 
-def recognizes(body, headers):
-    head = body.lstrip()[:1]
-    return head == b"{" and any(key in body for key in (b'"relPath"', b'"baseUrl"', b'"pubTime"'))
+def recognizes(body, headers, fields=None):
+    fields = top_level(body) if fields is None else fields
+    return fields is not None and any(key in fields for key in ("relPath", "baseUrl", "pubTime"))
 
 
 def encode(notice):
@@ -103,8 +103,8 @@ def encode(notice):
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
-def decode(body, headers):
-    fields = load_json(body)
+def decode(body, headers, fields=None):
+    fields = load_json(body) if fields is None else fields
     if "retrievePath" in fields:
         raise NoticeError("notice has a 'retrievePath': its data is not at baseUrl + relPath, "
                           "the only place dd fetches from", rule="unsupported")

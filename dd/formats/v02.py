@@ -3,7 +3,7 @@ import datetime
 import json
 
 from dd.errors import NoticeError
-from dd.formats.fields import load_json, parse_mode, parse_time, take
+from dd.formats.fields import load_json, parse_mode, parse_time, take, top_level
 from dd.notice import Checksum, Notice, Op, Part
 
 NAME = "v02"
@@ -12,9 +12,11 @@ CONTENT_TYPE = "application/json"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def recognizes(body, headers):
-    # dd's JSON always carries rel_path; Sarracenia v03 says relPath.
-    return body[:1] == b"{" and b'"rel_path"' in body
+def recognizes(body, headers, fields=None):
+    """`fields`: the body's JSON object, when the caller has parsed it already."""
+    # dd's JSON always has the key rel_path; Sarracenia v03 says relPath.
+    fields = top_level(body) if fields is None else fields
+    return fields is not None and "rel_path" in fields
 
 
 def encode(notice):
@@ -52,8 +54,8 @@ def encode(notice):
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
-def decode(body, headers):
-    fields = load_json(body)
+def decode(body, headers, fields=None):
+    fields = load_json(body) if fields is None else fields
     op_name = take(fields, "op", str)
     try:
         op = Op(op_name)
