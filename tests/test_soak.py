@@ -25,9 +25,15 @@ def _rabbitmqctl(*args, timeout=120):
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _await_broker():
-    result = _rabbitmqctl("await_startup", "--timeout", "120", timeout=180)
-    assert result.returncode == 0, f"RabbitMQ did not come back: {result.stderr}"
+def _await_broker(limit=180.0):
+    """Until the node answers and has booted: a node just launched is not reachable at once."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = _rabbitmqctl("await_startup", "--timeout", "60", timeout=90)
+        if result.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"RabbitMQ did not come back: {result.stderr}"
+        time.sleep(1)
 
 
 def restart(down=DOWN):
