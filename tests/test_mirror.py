@@ -1,5 +1,4 @@
 """dd_post → RabbitMQ → nginx → dd_subscribe, with real processes: the tree arrives whole."""
-import json
 import os
 import random
 

@@ -12,7 +12,7 @@ from dd import formats
 from dd.errors import NoticeError
 from dd.notice import Notice, Op, now
 from tests.pump import wait_for
-from tests.test_sara import Relay, relay  # noqa: F401 - the fixture
+from tests.test_sara import relay  # noqa: F401 - the fixture
 
 PASSWORDS = {"bob": "bob-pw-1", "eve": "eve-pw-2"}
 

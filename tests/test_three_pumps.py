@@ -153,7 +153,8 @@ def test_data_goes_down_the_route_and_log_messages_come_back_to_their_source_onl
     for p in "ABC":
         actors[p].start("sara", "link")
         actors[p].start("shovel", "logs")
-    bob, eve = actors["bob"].start("subscribe", "c"), actors["eve"].start("subscribe", "b")
+    actors["bob"].start("subscribe", "c")
+    actors["eve"].start("subscribe", "b")
     post(pump.src / "obs", to_clusters="C")
     post(pump.src / "for_b.txt", to_clusters="B")
     post(pump.src / "for_z.txt", to_clusters="Z")

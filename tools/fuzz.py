@@ -13,7 +13,6 @@ target runs in the test suite (tests/test_fuzz.py).
 """
 import argparse
 import collections
-import json
 import os
 import sys
 import tempfile

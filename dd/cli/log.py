@@ -6,12 +6,11 @@ missed.  Prints what is there as a table, or one JSON object per line, and
 stops once the queue is empty, or follows it until Ctrl-C.
 """
 import datetime
-import json
 import time
 
 import humanize
 
-from dd import broker, config, report, topic
+from dd import components, config, flow, report
 from dd.errors import ConfigError, ExitStatus, NoticeError
 from dd.state import ConfigState
 
@@ -31,13 +30,9 @@ def main(argv, env):
     if len(positionals) > 1:
         raise ConfigError(f"expected at most one CONFIG, got {' '.join(positionals)}", fix=USAGE)
     cfg = config.load("log", positionals[0] if positionals else None, options, env)
-    cfg.require("broker")
-    url = cfg.credentials.complete(cfg.broker)
+    # The queue is a consuming configuration's, kept in the state directory like any other.
     state = ConfigState(env.state_dir, "log", cfg.name or "default")
-    subscription = broker.Subscription(
-        cfg.queue or state.queue_name(url.user or "anonymous"), cfg.exchange,
-        tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic), expire=cfg.expire)
-    consumer = broker.Consumer(url, subscription, prefetch=cfg.prefetch, heartbeat=cfg.heartbeat, name="dd_log")
+    consumer = flow.consumer(components.Context(cfg=cfg, env=env, credentials=cfg.credentials, state=state))
     try:
         consumer.start()
         if not as_json:
