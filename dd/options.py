@@ -293,7 +293,9 @@ OPTIONS = (
             "command run after each delivery, with the delivered file's path as last argument"),
     _option("nodupe_ttl", DURATION, "5m", DELIVERY,
             "a notice for a path and checksum already handled this recently, by any instance "
-            "or configuration delivering into the same directory, is skipped; 0 disables"),
+            "or configuration delivering into the same directory, is skipped; 0 disables (the "
+            "default of dd_subscribe, which recognises a file already in place by its checksum)",
+            component_defaults={"subscribe": "0"}),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
             "a notice whose transfer failed is kept in the instance's retry store and tried again "
             "for this long, then given up and logged"),

@@ -50,7 +50,7 @@ def test_tree_of_300_files_mirrors_byte_identical(pump):
 
 def test_second_delivery_of_same_content_is_not_downloaded_again(pump):
     (pump.src / "a.txt").write_text("same")
-    pump.subscriber_config(extra="nodupe_ttl 0")
+    pump.subscriber_config()
     pump.post(pump.src / "a.txt")
     pump.post(pump.src / "a.txt")
     subscriber = pump.foreground()
@@ -63,7 +63,7 @@ def test_second_delivery_of_same_content_is_not_downloaded_again(pump):
 
 def test_a_notice_seen_within_nodupe_ttl_is_skipped_unless_the_file_was_deleted_since(pump):
     (pump.src / "a.txt").write_text("same")
-    pump.subscriber_config()
+    pump.subscriber_config(extra="nodupe_ttl 5m")
     pump.post(pump.src / "a.txt")
     pump.post(pump.src / "a.txt")
     pump.post(pump.src / "a.txt", "--delete")
