@@ -199,10 +199,11 @@ def derive_outgoing(cfg, item, *, relay=False):
     else:
         verified = outcome.checksum or original
     base_url = str(cfg.post_base_url)
-    where = private.prefix(notice.readers) + "/"
-    if relay and notice.readers and rel_path.startswith(where):
-        # Still private: its URL is under the pump's password-protected directory.
-        base_url, rel_path = base_url.rstrip("/") + "/" + where, rel_path[len(where):]
+    if relay and notice.readers:
+        where = private.prefix(notice.readers) + "/"
+        if rel_path.startswith(where):
+            # Still private: its URL is under the pump's password-protected directory.
+            base_url, rel_path = base_url.rstrip("/") + "/" + where, rel_path[len(where):]
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
