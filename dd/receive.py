@@ -299,7 +299,8 @@ def _open_temporary(fd, leaf):
                             rule="symlink")
         if os.stat(tmp, dir_fd=fd, follow_symlinks=False).st_ino != mine.st_ino:
             raise TransferError(f"{leaf}: another instance is writing it now")  # we locked a removed one
-        os.ftruncate(out_fd, 0)
+        if mine.st_size:  # what a killed instance left; on ext4 even an empty truncate costs 0.1 ms
+            os.ftruncate(out_fd, 0)
     except BaseException:
         os.close(out_fd)
         raise
