@@ -40,8 +40,9 @@ def build(ctx, *, relay=False, htpasswd=None):
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode),
                              retries, **decoding)
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
-    # Import the transports now: the first notice of a burst must not wait for that.
-    for scheme in set(cfg.allowed_schemes) & set(SCHEMES):
+    # Import the transports now: the first notice of a burst must not wait for that.  Not
+    # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
+    for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
         transport_class(scheme)
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)

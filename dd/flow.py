@@ -196,31 +196,59 @@ class Poster:
     """Publishes one message per item, as `message_of(item)` makes it (None: nothing
     to publish), and waits for the broker's confirms."""
 
-    def __init__(self, publisher, exchange, message_of, *, timeout=30.0):
-        """`exchange`: a name, or `exchange(item) -> name` when each item goes its own way."""
+    def __init__(self, publisher, exchange, message_of, *, timeout=30.0, confirm_later=False):
+        """`exchange`: a name, or `exchange(item) -> name` when each item goes its own way.
+        `confirm_later`: a batch's confirms are waited for at the next post (or at close),
+        so the flow works on the next batch meanwhile; for messages nothing waits on,
+        such as log messages, published after their notices were acknowledged."""
         self.publisher = publisher
         self.exchange_of = exchange if callable(exchange) else (lambda item: exchange)
         self.message_of = message_of
         self.timeout = timeout
+        self.confirm_later = confirm_later
+        self._waiting = []       # (item, message) published, confirms not yet waited for
 
     def post(self, items):
-        """Publish every item's message; return the items the broker did not confirm."""
+        """Publish every item's message; return the items the broker did not confirm
+        (with confirm_later: those of the batch before)."""
         try:
-            remaining = [(item, message) for item in items if (message := self.message_of(item)) is not None]
+            fresh = [(item, message) for item in items if (message := self.message_of(item)) is not None]
         except NoticeError as error:
             # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
             raise BrokerError(error.message, fix=error.fix or "choose another post_format or checksum") from None
+        if not self.confirm_later:
+            return self._confirmed(fresh, published=set())
+        refused = self._settle()
+        published = set()
+        try:
+            for item, message in fresh:
+                self.publisher.publish(self.exchange_of(item), message, item)
+                published.add(id(item))
+        except (BrokerError, *broker.CONNECTION_ERRORS):
+            return refused + self._confirmed(fresh, published)
+        self._waiting = fresh
+        return refused
+
+    def _settle(self):
+        waiting, self._waiting = self._waiting, []
+        return self._confirmed(waiting, published={id(item) for item, _ in waiting})
+
+    def _confirmed(self, pending, published):
+        """Publish what of `pending` is not yet `published` (ids), wait for every confirm,
+        publishing again what a lost connection took; return the items not confirmed."""
         deadline = time.monotonic() + self.timeout
+        remaining = pending
         while remaining:
-            published = set()
             try:
                 for item, message in remaining:
-                    self.publisher.publish(self.exchange_of(item), message, item)
-                    published.add(id(item))
+                    if id(item) not in published:
+                        self.publisher.publish(self.exchange_of(item), message, item)
+                        published.add(id(item))
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
                 remaining = [(i, m) for i, m in remaining if id(i) in lost or id(i) not in published]
+                published.difference_update(id(i) for i, _ in remaining)
                 if time.monotonic() >= deadline:
                     log.error("%s", error)
                     return [i for i, _ in remaining]
@@ -233,7 +261,13 @@ class Poster:
         return []
 
     def close(self):
-        self.publisher.close()
+        try:
+            unconfirmed = self._settle()
+        finally:
+            self.publisher.close()
+        if unconfirmed:
+            log.warning("%d message(s) to %s not confirmed by the broker", len(unconfirmed),
+                        self.publisher.url)
 
 
 class Posters:
@@ -422,5 +456,5 @@ def reporter(ctx):
         body, headers = report.encode(made)
         return formats.Message(made.topic, body, headers, report.CONTENT_TYPE)
     return Poster(publisher(ctx, cfg.broker, " reports"), cfg.report_exchange, message_of,
-                  timeout=cfg.post_timeout)
+                  timeout=cfg.post_timeout, confirm_later=True)
 
