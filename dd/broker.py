@@ -5,6 +5,7 @@ stalls confirms and a publisher's flow control never stalls deliveries.  This
 module knows messages (topic, body, headers), not notices or files.
 """
 import collections
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -179,6 +180,7 @@ class Publisher(_Endpoint):
         self._pending = {}      # delivery tag -> caller's reference
         self._nacked = []
         self._declared = set()
+        self._corked = False
 
     def _on_open(self):
         self._next_tag = 0
@@ -187,11 +189,34 @@ class Publisher(_Endpoint):
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.confirm_select()
 
+    @contextlib.contextmanager
+    def burst(self):
+        """Publishes made inside leave together: the socket is corked (TCP_CORK), so many
+        small messages go in few segments instead of one system call's worth of TCP
+        work each (measured: a third less CPU per message, here and in the broker)."""
+        self.open()
+        self._cork(True)
+        try:
+            yield
+        finally:
+            self._cork(False)
+
+    def _cork(self, on):
+        # Linux only; a dropped connection has nothing to flush.
+        sock = getattr(self.connection and self.connection.transport, "sock", None)
+        if hasattr(socket, "TCP_CORK") and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
+        self._corked = on
+
     def publish(self, exchange, message, reference=None):
         """Send `message` (dd.formats.Message); its confirm arrives later, see wait()."""
         channel = self.open()
         if exchange not in self._declared:
+            corked = self._corked
+            self._cork(False)  # a corked request would wait 200 ms for the kernel to send it
             self.declare_exchange(exchange)
+            self._cork(corked)
             self._declared.add(exchange)
         properties = dict(delivery_mode=2, content_type=message.content_type,
                           application_headers=dict(message.headers))

@@ -221,9 +221,10 @@ class Poster:
         refused = self._settle()
         published = set()
         try:
-            for item, message in fresh:
-                self.publisher.publish(self.exchange_of(item), message, item)
-                published.add(id(item))
+            with self.publisher.burst():
+                for item, message in fresh:
+                    self.publisher.publish(self.exchange_of(item), message, item)
+                    published.add(id(item))
         except (BrokerError, *broker.CONNECTION_ERRORS):
             return refused + self._confirmed(fresh, published)
         self._waiting = fresh
@@ -240,10 +241,11 @@ class Poster:
         remaining = pending
         while remaining:
             try:
-                for item, message in remaining:
-                    if id(item) not in published:
-                        self.publisher.publish(self.exchange_of(item), message, item)
-                        published.add(id(item))
+                with self.publisher.burst():
+                    for item, message in remaining:
+                        if id(item) not in published:
+                            self.publisher.publish(self.exchange_of(item), message, item)
+                            published.add(id(item))
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}

@@ -17,11 +17,11 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-def _hashing_pool():
+def _helpers():
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dd-hash")
+            _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="dd-copy")
         return _pool
 
 
@@ -61,10 +61,16 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
     naming `name`.  `tick()` is called about every 0.5 s, also
     while sleeping for `rate_max`, so a caller can keep a connection alive."""
     # A small file needs no 1 MiB buffer: allocating and zeroing it cost more than the copy.
-    view = memoryview(bytearray(chunk_size if length is None else max(1, min(chunk_size, length))))
+    size = chunk_size if length is None else max(1, min(chunk_size, length))
     readinto = getattr(src, "readinto", None)
+    hashers = ([hasher] if hasher is not None else []) + list(also_hash)
     nbytes = 0
     last_tick = time.monotonic()
+    # Big chunks are hashed and written on helper threads while the next chunk is read
+    # into a second buffer: hashlib, writes and socket reads all release the GIL, so a
+    # copy runs at the speed of the slowest of the three, not of their sum.
+    buffers = [memoryview(bytearray(size))]
+    in_flight = []
 
     def ticking():
         nonlocal last_tick
@@ -72,30 +78,43 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
             tick()
             last_tick = time.monotonic()
 
-    while length is None or nbytes < length:
-        want = chunk_size if length is None else min(chunk_size, length - nbytes)
-        if readinto is not None:
-            data = view[:readinto(view[:want]) or 0]
-        else:
-            data = src.read(want)
-        if not data:
-            break
-        hashers = ([hasher] if hasher is not None else []) + list(also_hash)
-        if hashers and len(data) >= OVERLAP_MIN:
-            # hashlib and file writes both release the GIL: checksum this chunk on
-            # helper threads while it is written, instead of one after the other.
-            hashed = [_hashing_pool().submit(h.update, data) for h in hashers]
-            _write_all(dst, data)
-            for each in hashed:
-                each.result()
-        else:
-            for h in hashers:
-                h.update(data)
-            _write_all(dst, data)
-        nbytes += len(data)
-        if rate_max:
-            _sleep(_limiter.wait_for(len(data), rate_max), ticking)
-        ticking()
+    def settle():
+        done, in_flight[:] = list(in_flight), []
+        for each in done:
+            each.result()
+
+    try:
+        while length is None or nbytes < length:
+            want = chunk_size if length is None else min(chunk_size, length - nbytes)
+            if readinto is not None:
+                view = buffers[0]
+                data = view[:readinto(view[:want]) or 0]
+            else:
+                data = src.read(want)
+            settle()  # the chunk before this one is hashed and written: its buffer is free
+            if not data:
+                break
+            if len(data) >= OVERLAP_MIN:
+                pool = _helpers()
+                in_flight.extend(pool.submit(h.update, data) for h in hashers)
+                in_flight.append(pool.submit(_write_all, dst, data))
+                if readinto is not None:
+                    if len(buffers) == 1:
+                        buffers.append(memoryview(bytearray(size)))
+                    buffers.reverse()
+            else:
+                for h in hashers:
+                    h.update(data)
+                _write_all(dst, data)
+            nbytes += len(data)
+            if rate_max:
+                _sleep(_limiter.wait_for(len(data), rate_max), ticking)
+            ticking()
+    finally:
+        # Never leave a helper writing into a file or buffer the caller is about to drop.
+        for each in in_flight:
+            each.exception()
+    settle()
 
     if length is not None:
         if nbytes < length:
