@@ -341,7 +341,9 @@ class Consumer(_Endpoint):
 
     def fetch(self, timeout):
         """Return the deliveries that arrive within `timeout` seconds (maybe none):
-        once one is there, whatever else has already arrived, up to the prefetch window."""
+        once one is there, whatever else has already arrived, up to half the prefetch
+        window; the broker fills the other half meanwhile, so the next batch is here
+        when this one is acknowledged."""
         if not self._inbox:
             try:
                 self.connection.drain_events(timeout=timeout)
@@ -352,8 +354,8 @@ class Consumer(_Endpoint):
                 self.connection.drain_events(timeout=0)
         except socket.timeout:
             pass
-        batch = list(self._inbox)
-        self._inbox.clear()
+        size = max(1, self.prefetch // 2)
+        batch = [self._inbox.popleft() for _ in range(min(size, len(self._inbox)))]
         self._unacked.update(d.tag for d in batch)
         return batch
 

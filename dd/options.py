@@ -247,8 +247,9 @@ OPTIONS = (
             "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d", "log": "1d"}),
     _option("message_ttl", DURATION, None, CONSUMERS,
             "the broker drops notices that waited in the queue this long; unset: never"),
-    _option("prefetch", INT, "100", READERS,
-            "notices the broker may send each instance ahead of its acknowledgements"),
+    _option("prefetch", INT, "200", READERS,
+            "notices the broker may send each instance ahead of its acknowledgements; "
+            "an instance works on half of them at a time while the rest wait ready"),
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
     _option("heartbeat", DURATION, "60s", ALL + " log",
