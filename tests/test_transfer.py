@@ -1,5 +1,6 @@
 """One conformance suite for every transport, against real servers (tests/servers.py),
 then the shared copy loop."""
+import errno
 import dataclasses
 import hashlib
 import io
@@ -347,3 +348,20 @@ def test_copy_ticks_during_a_slow_source_but_not_too_often():
     assert 2 <= len(ticks) <= 3
     intervals = [b - a for a, b in zip([start] + ticks, ticks)]
     assert min(intervals) >= 0.45
+
+
+class FullDisk(io.BytesIO):
+    """A destination that runs out of space after 2 MiB."""
+
+    def write(self, data):
+        if self.tell() >= 2 * MiB:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def test_copy_stops_at_a_failed_write_of_a_big_chunk(blob):
+    # Big chunks are written on a helper thread while the next is read: the error still ends the copy.
+    out = FullDisk()
+    with pytest.raises(OSError, match="No space left"):
+        copy(io.BytesIO(blob), out, length=len(blob), hasher=checksum.new("sha512"))
+    assert out.getvalue() == blob[:2 * MiB]
