@@ -1,7 +1,7 @@
 """One conformance suite for every transport, against real servers (tests/servers.py),
 then the shared copy loop."""
-import errno
 import dataclasses
+import errno
 import hashlib
 import io
 import os
