@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -175,25 +176,26 @@ class WatchGatherer:
         rel_path = self._rel(path)
         if rel_path is None or not self._wanted(path):
             return []
-        key = _key(path) if what != DELETE else None
-        if key is None:
+        st = _lstat(path) if what != DELETE else None
+        if st is None:
             what = DELETE
         if what == DELETE:
             if rel_path not in self.announced:
                 return []
             return self._announce(path, rel_path, None, deleted=True)
-        if os.path.isdir(path):
+        if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and os.path.isdir(path)):
             return []
+        key = _key_of(st)
         if what == RENAME and self._rel(source) in self.announced:
             if watching.being_written(path):
                 # Its close will announce the new name; the old one goes now.
                 return self._announce(source, self._rel(source), None, deleted=True)
-            return self._announce(path, rel_path, key, renamed_from=source)
+            return self._announce(path, rel_path, key, renamed_from=source, st=st)
         if self.announced.get(rel_path) == key:
             return []
         if what == CREATED and watching.being_written(path):
             return []   # its close will be seen
-        return self._announce(path, rel_path, key)
+        return self._announce(path, rel_path, key, st=st)
 
     def _announce(self, path, rel_path, key, **how):
         try:
@@ -241,13 +243,21 @@ class WatchGatherer:
             self._dirty, self._saved = False, time.monotonic()
 
 
-def _key(path):
-    """What tells one content of a file from another: [size, mtime_ns]; None when it is gone."""
+def _lstat(path):
+    """os.lstat(path), or None when it is gone."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+
+
+def _key_of(st):
+    """What tells one content of a file from another: [size, mtime_ns]; None when it is gone."""
+    return None if st is None else [st.st_size, st.st_mtime_ns]
+
+
+def _key(path):
+    return _key_of(_lstat(path))
 
 
 def _files(directory):
