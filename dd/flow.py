@@ -396,10 +396,12 @@ def poster(ctx):
     if not cfg.post_broker:
         return None
 
+    post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+
     def message_of(item):
         if item.outgoing is None:
             return None
-        return formats.encode(item.outgoing, cfg.post_format, cfg.post_topic_prefix)
+        return formats.encode(item.outgoing, post_format, post_topic_prefix)
     return Poster(publisher(ctx, cfg.post_broker), cfg.post_exchange, message_of, timeout=cfg.post_timeout)
 
 
