@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import stat
-import sys
 import threading
 import time
 
@@ -27,7 +26,6 @@ TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*(?:/.*)?|[^/]*\.tmp)")
 SETTLE = 0.005          # seconds an event waits for the rest of its burst
 BATCH = 1000            # notices per round of confirms
 SAVE_EVERY = 5.0        # seconds between writes of the state file
-SWITCH_INTERVAL = 0.0005
 # What is to be done for a path: announce its content (after a close: complete; after a
 # create: complete unless someone has it open for writing), its deletion, or its renaming.
 WRITE, CREATED, DELETE, RENAME = "write", "created", "delete", "rename"
@@ -64,8 +62,8 @@ class WatchGatherer:
         elif len(self._todo) < BATCH:
             self._take(self.changes.take(0, 0))
         if not self._todo and not self.changes.alive():   # what was seen is announced first
-            raise DDError(f"no longer watching {', '.join(self.directories)}: was a watched directory removed?",
-                          fix="recreate it and start dd_watch again")
+            raise DDError(f"no longer watching {', '.join(self.directories)}: {self.changes.why_not}",
+                          fix="recreate what is gone and start dd_watch again")
         items = []
         while self._todo and len(items) < BATCH:
             path = next(iter(self._todo))
@@ -270,10 +268,6 @@ def _files(directory):
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir", "path")
-    # The flow's thread makes a few system calls per file while watchdog's threads decode
-    # events: with Python's default 5 ms switch interval it waits that long for the GIL
-    # after each call.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if threading.current_thread() is threading.main_thread():
         # being_written() takes a lease for an instant; a writer opening the file in that
         # instant makes the kernel signal us, which must not end the process.
