@@ -15,6 +15,8 @@ from dd.notice import Checksum, Notice, Op, Part, from_timestamp, now
 from dd.transfer import ReadStream
 from dd.transfer.copy import copy
 
+_O_PATH = getattr(os, "O_PATH", 0)     # Linux: a handle on a path, to ask the kernel its real name
+
 
 class Announcer:
     """Turns paths below cfg.post_base_dir into notices with cfg's source, clusters and checksum."""
@@ -105,9 +107,6 @@ def real_directory(path):
             if real and real.startswith("/") and not real.endswith(" (deleted)"):
                 return real
     return os.path.realpath(path)
-
-
-_O_PATH = getattr(os, "O_PATH", 0)
 
 
 def part_sums(path, rel_path, method, size, block_size):

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
                      amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableChannelError)
 _NOT_FOUND = 404
-_TCP_CORK = getattr(socket, "TCP_CORK", None)    # Linux
 _ACCESS_REFUSED = 403
+_TCP_CORK = getattr(socket, "TCP_CORK", None)    # Linux
 
 
 @dataclasses.dataclass(frozen=True)
