@@ -5,7 +5,6 @@ stalls confirms and a publisher's flow control never stalls deliveries.  This
 module knows messages (topic, body, headers), not notices or files.
 """
 import collections
-import contextlib
 import dataclasses
 import logging
 import socket
@@ -25,6 +24,7 @@ CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.R
                      amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableChannelError)
 _NOT_FOUND = 404
 _ACCESS_REFUSED = 403
+_TCP_CORK = getattr(socket, "TCP_CORK", None)    # Linux
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +46,9 @@ def vhost_of(url):
     return path[1:] if path.startswith("/") and len(path) > 1 else "/"
 
 
-def connect(url, *, heartbeat=60, timeout=10.0, name="dd"):
-    """An open amqp.Connection to `url` (a dd.credentials.Url carrying its password)."""
+def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
+    """An open amqp.Connection to `url` (a dd.credentials.Url carrying its password);
+    `capabilities` changes what py-amqp asks the broker for (negotiate_capabilities)."""
     tls = url.scheme == "amqps"
     port = url.port or (5671 if tls else 5672)
     options = dict(
@@ -59,6 +60,8 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd"):
         # Certificate and host name are verified against the system's CAs.
         options["ssl"] = {"server_hostname": url.host, "cert_reqs": ssl.CERT_REQUIRED}
     connection = amqp.Connection(**options)
+    if capabilities:
+        connection.negotiate_capabilities = {**connection.negotiate_capabilities, **capabilities}
     try:
         connection.connect()
     except amqp.exceptions.AccessRefused:
@@ -94,6 +97,9 @@ def close_quietly(connection):
 class _Endpoint:
     """A connection with one channel that re-opens itself with backoff."""
 
+    #: What this kind of endpoint changes in py-amqp's negotiate_capabilities.
+    CAPABILITIES = {}
+
     def __init__(self, url, *, heartbeat, name, timeout=10.0):
         self.url = url
         self.heartbeat = heartbeat
@@ -106,7 +112,7 @@ class _Endpoint:
     def open(self):
         if self.connection is None:
             self.connection = connect(self.url, heartbeat=self.heartbeat, timeout=self.timeout,
-                                      name=self.name)
+                                      name=self.name, capabilities=self.CAPABILITIES)
             self.channel = self.connection.channel()
             self.generation += 1
             self._on_open()
@@ -174,6 +180,12 @@ class _Endpoint:
 class Publisher(_Endpoint):
     """Publishes persistent messages with pipelined publisher confirms."""
 
+    #: With connection.blocked, py-amqp reads the socket before every publish, to notice the
+    #: broker's notification; dd does nothing with it (a blocked broker shows as confirms that
+    #: do not come, see wait()), and that read was a quarter of the cost of a publish.
+    #: Confirms are read in wait(), in bulk.
+    CAPABILITIES = {"connection.blocked": False}
+
     def __init__(self, url, *, heartbeat=60, name="dd-publisher"):
         super().__init__(url, heartbeat=heartbeat, name=name)
         self._next_tag = 0
@@ -185,39 +197,19 @@ class Publisher(_Endpoint):
     def _on_open(self):
         self._next_tag = 0
         self._declared.clear()
+        self._corked = False
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.confirm_select()
-
-    @contextlib.contextmanager
-    def burst(self):
-        """Publishes made inside leave together: the socket is corked (TCP_CORK), so many
-        small messages go in few segments instead of one system call's worth of TCP
-        work each (measured: a third less CPU per message, here and in the broker)."""
-        self.open()
-        self._cork(True)
-        try:
-            yield
-        finally:
-            self._cork(False)
-
-    def _cork(self, on):
-        # Linux only; a dropped connection has nothing to flush.
-        sock = getattr(self.connection and self.connection.transport, "sock", None)
-        if hasattr(socket, "TCP_CORK") and sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
-        self._corked = on
 
     def publish(self, exchange, message, reference=None):
         """Send `message` (dd.formats.Message); its confirm arrives later, see wait()."""
         channel = self.open()
         if exchange not in self._declared:
-            corked = self._corked
-            self._cork(False)  # a corked request would wait 200 ms for the kernel to send it
+            self._cork(False)   # a declaration is a question: it must leave now
             self.declare_exchange(exchange)
-            self._cork(corked)
             self._declared.add(exchange)
+        self._cork(True)
         properties = dict(delivery_mode=2, content_type=message.content_type,
                           application_headers=dict(message.headers))
         if self.url.user:
@@ -225,23 +217,53 @@ class Publisher(_Endpoint):
             properties["user_id"] = self.url.user
         self._next_tag += 1
         self._pending[self._next_tag] = reference
-        channel.basic_publish(amqp.Message(message.body, **properties), exchange=exchange,
+        channel.basic_publish(_Message(message.body, **properties), exchange=exchange,
                               routing_key=message.topic)
 
+    def _cork(self, on):
+        """While corked, the kernel sends a batch's messages in full TCP segments rather than
+        one small one each: fewer packets for the broker to read, and cheaper writes (a
+        1 KiB notice's publish and confirm cost about a quarter less wall time on loopback).
+        Uncorking sends what is held; the kernel sends it anyway after 200 ms."""
+        if on == self._corked or _TCP_CORK is None or self.connection is None:
+            return
+        self._corked = on
+        try:
+            self.connection.transport.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(on))
+        except (AttributeError, OSError):
+            pass    # not a socket we can cork (or a lost one): messages go one by one
+
     def _on_ack(self, tag, multiple):
-        for done in [t for t in self._pending if t == tag or (multiple and t < tag)]:
-            del self._pending[done]
+        self._confirmed(tag, multiple)
 
     def _on_nack(self, tag, multiple):
-        for done in [t for t in self._pending if t == tag or (multiple and t < tag)]:
-            self._nacked.append(self._pending.pop(done))
+        self._nacked.extend(self._confirmed(tag, multiple))
+
+    def _confirmed(self, tag, multiple):
+        """Take `tag` (and, when `multiple`, every tag before it) off the pending ones; return
+        their references.  Tags are pending in increasing order, so a multiple confirm takes
+        from the front: each confirm costs what it settles, not what is still pending."""
+        pending = self._pending
+        if not multiple:
+            return [pending.pop(tag)] if tag in pending else []
+        settled = []
+        for first in pending:
+            if first > tag:
+                break
+            settled.append(first)
+        return [pending.pop(t) for t in settled]
 
     @property
     def unconfirmed(self):
         return list(self._pending.values())
 
+    def flush(self):
+        """Send what publishes hold back (see _cork) now, without waiting for confirms."""
+        self._cork(False)
+
     def wait(self, timeout=30.0):
         """Block until every publish is confirmed; return the references the broker refused."""
+        self._cork(False)
         deadline = time.monotonic() + timeout
         while self._pending:
             remaining = deadline - time.monotonic()
@@ -261,6 +283,30 @@ class Publisher(_Endpoint):
         self._pending.clear()
         self._nacked = []
         return lost
+
+
+class _Message(amqp.Message):
+    """An amqp.Message whose properties, when they carry no headers, are serialized once per
+    kind: a flow publishes thousands of messages with the same few properties, and py-amqp
+    serializes them anew for every one (a sixth of the cost of a publish)."""
+
+    _serialized = {}
+
+    def _serialize_properties(self):
+        properties = self.properties
+        if properties.get("application_headers") or not _CACHEABLE.issuperset(properties):
+            return super()._serialize_properties()
+        # An empty headers table is serialized, an absent one is not.
+        key = (*(properties.get(name) for name in _SIMPLE), "application_headers" in properties)
+        serialized = self._serialized.get(key)
+        if serialized is None:
+            serialized = self._serialized[key] = super()._serialize_properties()
+        return serialized
+
+
+#: The properties Publisher.publish sets: what a cached serialization may be of.
+_SIMPLE = ("delivery_mode", "content_type", "user_id")
+_CACHEABLE = frozenset(_SIMPLE + ("application_headers",))
 
 
 def queue_size(connection, queue):

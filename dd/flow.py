@@ -221,10 +221,10 @@ class Poster:
         refused = self._settle()
         published = set()
         try:
-            with self.publisher.burst():
-                for item, message in fresh:
-                    self.publisher.publish(self.exchange_of(item), message, item)
-                    published.add(id(item))
+            for item, message in fresh:
+                self.publisher.publish(self.exchange_of(item), message, item)
+                published.add(id(item))
+            self.publisher.flush()
         except (BrokerError, *broker.CONNECTION_ERRORS):
             return refused + self._confirmed(fresh, published)
         self._waiting = fresh
@@ -241,11 +241,10 @@ class Poster:
         remaining = pending
         while remaining:
             try:
-                with self.publisher.burst():
-                    for item, message in remaining:
-                        if id(item) not in published:
-                            self.publisher.publish(self.exchange_of(item), message, item)
-                            published.add(id(item))
+                for item, message in remaining:
+                    if id(item) not in published:
+                        self.publisher.publish(self.exchange_of(item), message, item)
+                        published.add(id(item))
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
@@ -432,10 +431,12 @@ def poster(ctx):
     if not cfg.post_broker:
         return None
 
+    post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+
     def message_of(item):
         if item.outgoing is None:
             return None
-        return formats.encode(item.outgoing, cfg.post_format, cfg.post_topic_prefix)
+        return formats.encode(item.outgoing, post_format, post_topic_prefix)
     return Poster(publisher(ctx, cfg.post_broker), cfg.post_exchange, message_of, timeout=cfg.post_timeout)
 
 

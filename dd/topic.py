@@ -7,13 +7,16 @@ every byte of the UTF-8 name outside [A-Za-z0-9_~-] becomes %XX.  Topics are
 kept within AMQP's 255-byte limit by dropping the deepest words; subscribers
 still get the precise path from the notice for accept/reject.
 """
+import functools
 import re
 
 MAX_TOPIC_BYTES = 255
 _SAFE = re.compile(rb"[A-Za-z0-9_~-]")
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_word(word):
+    # Cached: a watcher or a pump names the same few directories in every topic.
     return "".join(
         chr(b) if _SAFE.fullmatch(bytes([b])) else f"%{b:02X}" for b in word.encode("utf-8"))
 

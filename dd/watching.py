@@ -6,16 +6,29 @@ at each write(), so a file being written is never reported half-written.
 Events are handed over in arrival order, in batches, to one consumer thread.
 When the kernel's event queue overflows, events are lost: an OVERFLOW event
 then tells the consumer to compare the tree with what it knows.
+
+watchdog decodes events on three threads of its own.  In the announcing process
+they would hold the interpreter lock a third of the time, and the flow, which
+gives it up at every system call, would wait for it each time: they run in a
+helper process instead, which sends what it saw through a pipe, a batch at a
+time.  The helper ends when the pipe closes, whichever way its parent ended.
 """
 import errno
 import fcntl
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 
 from watchdog import events
 from watchdog.observers import Observer
+
+from dd.errors import DDError
 
 log = logging.getLogger("dd.watching")
 
@@ -23,7 +36,7 @@ log = logging.getLogger("dd.watching")
 CLOSED, CREATED, DELETED, MOVED, DIR_CREATED, DIR_DELETED, OVERFLOW = (
     "closed", "created", "deleted", "moved", "dir-created", "dir-deleted", "overflow")
 #: watchdog reports a kernel queue overflow only in this logger's messages.
-_INOTIFY_LOGGER = logging.getLogger("watchdog.observers.inotify_c")
+_INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 _KINDS = {
     events.FileClosedEvent: CLOSED,
     events.FileCreatedEvent: CREATED,
@@ -33,35 +46,120 @@ _KINDS = {
     events.DirDeletedEvent: DIR_DELETED,
     events.DirMovedEvent: MOVED,
 }
+START_TIMEOUT = 60.0    # seconds the helper may take to start and put its watches in place
+# What the helper sends besides batches of events (lists): (what, text) tuples.
+_READY, _FAILED, _UNWATCHED = "ready", "failed", "unwatched"
 
 
-class Changes(events.FileSystemEventHandler):
+class Changes:
     """Collects (kind, path, dest_path) events below `directories`, recursively."""
 
     def __init__(self, directories):
         self.directories = [os.path.abspath(d) for d in directories]
         self._events = []
+        self._process = None
+        self._pipe = None
+        self._watching = False
+        self.why_not = None      # once not alive: what ended the watching
+
+    def start(self):
+        """Watch; once this returns, every later change is reported."""
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if os.path.basename(package_root) not in ("site-packages", "dist-packages"):
+            # Imported from a source tree (a checkout, an editable install): the helper
+            # imports this very dd, not another one installed.
+            env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "dd.watching", str(theirs.fileno()), *self.directories],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
+        self._pipe = Connection(ours.detach())
+        watched = ", ".join(self.directories)
+        try:
+            if not self._pipe.poll(START_TIMEOUT):
+                raise DDError(f"the process watching {watched} did not start within {START_TIMEOUT:g} s")
+            what, text = self._pipe.recv()
+        except (EOFError, OSError):
+            what, text = _FAILED, f"the process watching {watched} ended before it watched"
+        except DDError:
+            self.stop()
+            raise
+        if what != _READY:
+            self.stop()
+            raise DDError(text, fix="check the path lines, and the inotify limits (fs.inotify.max_user_watches)")
+        self._watching = True
+
+    def take(self, timeout, settle):
+        """The events so far, waiting up to `timeout` for a first one, then `settle` seconds for
+        the rest of a burst (a writer's create and close, a rename's two halves)."""
+        if not self._events and not self._receive(timeout):
+            return []
+        time.sleep(settle)
+        self._receive(0)
+        taken, self._events = self._events, []
+        return taken
+
+    def _receive(self, timeout):
+        """Read what the helper sent, waiting up to `timeout` for it; whether events came."""
+        got = False
+        try:
+            while self._pipe is not None and self._pipe.poll(timeout):
+                message = self._pipe.recv()
+                timeout = 0
+                if isinstance(message, list):
+                    for event in message:
+                        if event[0] == OVERFLOW:
+                            log.warning("the kernel dropped filesystem events; rescanning the watched directories")
+                    self._events.extend(message)
+                    got = True
+                elif message[0] == _UNWATCHED:
+                    self._stopped("was a watched directory removed?")
+        except (EOFError, OSError):
+            self._stopped("the process reading its events ended")
+        return got
+
+    def _stopped(self, why):
+        if self._watching:
+            self._watching, self.why_not = False, why
+
+    @property
+    def helper_pid(self):
+        """The process id of the helper reading the kernel's events, once started."""
+        return self._process.pid if self._process is not None else None
+
+    def alive(self):
+        """Whether every directory is still watched (watchdog stops watching a removed one);
+        when not, why_not says why."""
+        return self._watching
+
+    def stop(self):
+        if self._pipe is not None:
+            self._pipe.close()     # the helper ends when its pipe closes
+            self._pipe = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        self._watching = False
+
+
+class _Collector(events.FileSystemEventHandler):
+    """In the helper: watchdog's events (and overflows, from its log) as (kind, path, dest)."""
+
+    def __init__(self):
+        self._events = []
         self._arrived = threading.Condition()
-        self._observer = None
 
     def filter(self, record):
         """As a logging filter on watchdog's inotify logger: notices overflows."""
         if "overflow" in record.getMessage():
-            log.warning("the kernel dropped filesystem events; rescanning the watched directories")
-            self._add(OVERFLOW, None, None)
+            self._add((OVERFLOW, None, None))
         return True
-
-    def start(self):
-        _INOTIFY_LOGGER.addFilter(self)
-        self._observer = Observer()
-        for directory in self.directories:
-            try:
-                self._observer.schedule(self, directory, recursive=True, event_filter=list(_KINDS))
-            except TypeError:
-                # watchdog before 4 (Debian 12 ships 2.2) asks the kernel for every event;
-                # dispatch keeps the same few.
-                self._observer.schedule(self, directory, recursive=True)
-        self._observer.start()
 
     def dispatch(self, event):
         kind = _KINDS.get(type(event))
@@ -70,35 +168,69 @@ class Changes(events.FileSystemEventHandler):
         if kind is MOVED and isinstance(event, events.DirMovedEvent):
             # The files below arrive as moves of their own; the directory itself is nothing to post.
             return
-        self._add(kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path) if kind is MOVED else None)
+        self._add((kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path) if kind is MOVED else None))
 
-    def _add(self, kind, path, dest):
+    def _add(self, event):
         with self._arrived:
-            self._events.append((kind, path, dest))
+            self._events.append(event)
             self._arrived.notify()
 
-    def take(self, timeout, settle):
-        """The events so far, waiting up to `timeout` for a first one, then `settle` seconds for
-        the rest of a burst (a writer's create and close, a rename's two halves)."""
+    def take(self, timeout):
+        """The events so far, waiting up to `timeout` for a first one."""
         with self._arrived:
             if not self._events:
                 self._arrived.wait(timeout)
-            if not self._events:
-                return []
-        time.sleep(settle)
-        with self._arrived:
             taken, self._events = self._events, []
         return taken
 
-    def alive(self):
-        """Whether every directory is still watched (watchdog stops watching a removed one)."""
-        return self._observer is not None and all(e.is_alive() for e in self._observer.emitters)
 
-    def stop(self):
-        _INOTIFY_LOGGER.removeFilter(self)
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
+def _watch(directories, pipe):
+    """The helper process: watch `directories`, send what happens through `pipe` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # its parent decides when watching ends
+    collector = _Collector()
+    # watchdog's messages are read, not printed: the parent says what they mean in its log.
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.getLogger(_INOTIFY_LOGGER).addFilter(collector)
+    observer = Observer()
+    try:
+        for directory in directories:
+            try:
+                observer.schedule(collector, directory, recursive=True, event_filter=list(_KINDS))
+            except TypeError:
+                # watchdog before 4 (Debian 12 ships 2.2) asks the kernel for every event;
+                # dispatch keeps the same few.
+                observer.schedule(collector, directory, recursive=True)
+        observer.start()
+    except OSError as error:
+        pipe.send((_FAILED, f"cannot watch {', '.join(directories)}: {error.strerror or error}"))
+        return
+    try:
+        pipe.send((_READY, ""))
+        # A batch is what arrived while the previous one was sent: one write for many events
+        # when they come fast, one each when they come slowly.
+        while not pipe.poll():       # the parent never writes: readable means it closed the pipe
+            batch = collector.take(0.2)
+            if batch:
+                pipe.send(batch)
+            if not all(emitter.is_alive() for emitter in observer.emitters):
+                # A directory is gone: what its watch saw last is sent first.
+                _settle(observer)
+                pipe.send(collector.take(0))
+                pipe.send((_UNWATCHED, ""))
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass    # the parent is gone
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+
+
+def _settle(observer, patience=1.0):
+    """Wait (a while) until the observer has dispatched every event its emitters queued."""
+    deadline = time.monotonic() + patience
+    while not observer.event_queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.01)    # the last one taken may be in dispatch still
 
 
 def being_written(path):
@@ -116,3 +248,8 @@ def being_written(path):
         return error.errno == errno.EAGAIN
     finally:
         os.close(fd)
+
+
+if __name__ == "__main__":
+    # The helper: python -m dd.watching PIPE_FD DIRECTORY...
+    _watch(sys.argv[2:], Connection(int(sys.argv[1])))

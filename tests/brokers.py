@@ -45,3 +45,14 @@ def broker_url(vhost):
 def exchange():
     """An exchange name no other test uses."""
     return f"xtest_{uuid.uuid4().hex[:10]}"
+
+
+def queue_counts(vhost, queue):
+    """(ready, unacked) of a queue, as the broker counts them: a queue is drained when
+    both are 0 (messages a consumer holds unacknowledged go back when it stops)."""
+    out = _rabbitmqctl("list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged").stdout
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] == queue:
+            return int(words[1]), int(words[2])
+    raise AssertionError(f"queue {queue} not found: {out}")

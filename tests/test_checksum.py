@@ -45,6 +45,14 @@ def test_of_file_ranges(tmp_path, method, offset, length):
     assert checksum.of_file(path, method, offset, length) == REFERENCES[method](DATA[offset:end])
 
 
+@pytest.mark.parametrize("size", [0, 1, 1024, checksum.SMALLEST_BUFFER, checksum.SMALLEST_BUFFER + 1])
+def test_of_file_small_files_read_with_a_buffer_of_their_size(tmp_path, size):
+    path = tmp_path / "small.bin"
+    path.write_bytes(DATA[:size])
+    assert checksum.of_file(path, "sha512") == REFERENCES["sha512"](DATA[:size])
+    assert checksum.of_file(str(path), "md5", 1) == REFERENCES["md5"](DATA[1:size])
+
+
 def test_of_file_range_past_the_end_is_an_error(tmp_path):
     path = tmp_path / "short.bin"
     path.write_bytes(bytes(10))

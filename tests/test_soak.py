@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.brokers import queue_counts
 from tests.pump import compare, manifest, wait_for
 from tests.servers import free_port
 
@@ -73,19 +74,7 @@ def make_files(root, count=FILES, seed=5):
     return manifest(root)
 
 
-def queue_counts(queue):
-    """(ready, unacked) of a queue, as the broker counts them."""
-    out = _rabbitmqctl("list_queues", "-p", os.environ["DD_SOAK_VHOST"], "name", "messages_ready",
-                       "messages_unacknowledged").stdout
-    for line in out.splitlines():
-        words = line.split()
-        if words and words[0] == queue:
-            return int(words[1]), int(words[2])
-    raise AssertionError(f"queue {queue} not found: {out}")
-
-
 def test_five_thousand_files_survive_three_broker_restarts_and_a_kill(pump, vhost, broker_comes_back):
-    os.environ["DD_SOAK_VHOST"] = vhost
     expected = make_files(pump.src)
     port = free_port()
     tree, mirror = pump.base / "pumptree", pump.base / "mirror"
@@ -128,7 +117,7 @@ def test_five_thousand_files_survive_three_broker_restarts_and_a_kill(pump, vhos
     assert all(s.returncode == 0 for s in stopped)
     for component, name in (("sara", "pump"), ("subscribe", "mirror")):
         queue = (pump.base / "state" / component / name / "queue").read_text().strip()
-        assert queue_counts(queue) == (0, 0), queue
+        assert queue_counts(vhost, queue) == (0, 0), queue
     logs = "".join(p.read_text(errors="replace") for p in (pump.base / "logs").glob("subscribe_mirror_*.log"))
     downloads = logs.count("201 delivered")
     assert FILES <= downloads <= FILES * 1.02, downloads

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import signal
-import sys
+import stat
 import threading
 import time
 
@@ -26,7 +26,6 @@ TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*(?:/.*)?|[^/]*\.tmp)")
 SETTLE = 0.005          # seconds an event waits for the rest of its burst
 BATCH = 1000            # notices per round of confirms
 SAVE_EVERY = 5.0        # seconds between writes of the state file
-SWITCH_INTERVAL = 0.0005
 # What is to be done for a path: announce its content (after a close: complete; after a
 # create: complete unless someone has it open for writing), its deletion, or its renaming.
 WRITE, CREATED, DELETE, RENAME = "write", "created", "delete", "rename"
@@ -63,8 +62,8 @@ class WatchGatherer:
         elif len(self._todo) < BATCH:
             self._take(self.changes.take(0, 0))
         if not self._todo and not self.changes.alive():   # what was seen is announced first
-            raise DDError(f"no longer watching {', '.join(self.directories)}: was a watched directory removed?",
-                          fix="recreate it and start dd_watch again")
+            raise DDError(f"no longer watching {', '.join(self.directories)}: {self.changes.why_not}",
+                          fix="recreate what is gone and start dd_watch again")
         items = []
         while self._todo and len(items) < BATCH:
             path = next(iter(self._todo))
@@ -175,25 +174,26 @@ class WatchGatherer:
         rel_path = self._rel(path)
         if rel_path is None or not self._wanted(path):
             return []
-        key = _key(path) if what != DELETE else None
-        if key is None:
+        st = _lstat(path) if what != DELETE else None
+        if st is None:
             what = DELETE
         if what == DELETE:
             if rel_path not in self.announced:
                 return []
             return self._announce(path, rel_path, None, deleted=True)
-        if os.path.isdir(path):
+        if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and os.path.isdir(path)):
             return []
+        key = _key_of(st)
         if what == RENAME and self._rel(source) in self.announced:
             if watching.being_written(path):
                 # Its close will announce the new name; the old one goes now.
                 return self._announce(source, self._rel(source), None, deleted=True)
-            return self._announce(path, rel_path, key, renamed_from=source)
+            return self._announce(path, rel_path, key, renamed_from=source, st=st)
         if self.announced.get(rel_path) == key:
             return []
         if what == CREATED and watching.being_written(path):
             return []   # its close will be seen
-        return self._announce(path, rel_path, key)
+        return self._announce(path, rel_path, key, st=st)
 
     def _announce(self, path, rel_path, key, **how):
         try:
@@ -241,13 +241,21 @@ class WatchGatherer:
             self._dirty, self._saved = False, time.monotonic()
 
 
-def _key(path):
-    """What tells one content of a file from another: [size, mtime_ns]; None when it is gone."""
+def _lstat(path):
+    """os.lstat(path), or None when it is gone."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+
+
+def _key_of(st):
+    """What tells one content of a file from another: [size, mtime_ns]; None when it is gone."""
+    return None if st is None else [st.st_size, st.st_mtime_ns]
+
+
+def _key(path):
+    return _key_of(_lstat(path))
 
 
 def _files(directory):
@@ -260,10 +268,6 @@ def _files(directory):
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir", "path")
-    # The flow's thread makes a few system calls per file while watchdog's threads decode
-    # events: with Python's default 5 ms switch interval it waits that long for the GIL
-    # after each call.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if threading.current_thread() is threading.main_thread():
         # being_written() takes a lease for an instant; a writer opening the file in that
         # instant makes the kernel signal us, which must not end the process.

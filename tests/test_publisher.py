@@ -1,0 +1,72 @@
+"""dd.broker.Publisher against the real broker: every message of a batch is confirmed or handed
+back as refused, whatever the order the broker confirms them in, and a batch that changes
+exchanges (a declaration in the middle of a corked batch) arrives whole."""
+import amqp
+import pytest
+
+from dd import broker, formats
+from dd.credentials import Url
+
+pytestmark = pytest.mark.broker
+
+
+def message(n):
+    return formats.Message(f"v02.post.n{n}", f'{{"n": {n}}}'.encode(), {}, "application/json")
+
+
+@pytest.fixture
+def channel(broker_url):
+    url = Url.parse(broker_url)
+    connection = amqp.Connection(f"{url.host}:{url.port}", userid=url.user, password=url.password,
+                                 virtual_host=url.path.lstrip("/"))
+    connection.connect()
+    yield connection.channel()
+    connection.close()
+
+
+def queue_on(channel, exchange, **arguments):
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    queue, _, _ = channel.queue_declare("", exclusive=True, arguments=arguments)
+    channel.queue_bind(queue, exchange, "#")
+    return queue
+
+
+def drain(channel, queue):
+    bodies = []
+    while (got := channel.basic_get(queue, no_ack=True)) is not None:
+        bodies.append(got.body)
+    return bodies
+
+
+def test_a_batch_is_confirmed_and_what_a_full_queue_refuses_comes_back(broker_url, exchange, channel):
+    # The queue takes 300 messages and refuses the rest: the broker nacks those, acks the others,
+    # one at a time or several in one frame.
+    queue = queue_on(channel, exchange, **{"x-max-length": 300, "x-overflow": "reject-publish"})
+    publisher = broker.Publisher(Url.parse(broker_url))
+    try:
+        for n in range(1000):
+            publisher.publish(exchange, message(n), n)
+        refused = publisher.wait(30)
+        assert sorted(refused) == list(range(300, 1000))
+        assert publisher.unconfirmed == []
+        # Confirmed and refused ones are forgotten: the next batch starts clean.
+        publisher.publish(exchange, message(1000), 1000)
+        assert publisher.wait(10) == [1000]
+        assert len(drain(channel, queue)) == 300
+    finally:
+        publisher.close()
+
+
+def test_a_batch_over_several_exchanges_arrives_whole_and_in_order(broker_url, exchange, channel):
+    queues = [queue_on(channel, f"{exchange}_{i}") for i in range(3)]
+    publisher = broker.Publisher(Url.parse(broker_url))
+    try:
+        for n in range(900):
+            # A first message to each exchange declares it in the middle of the batch.
+            publisher.publish(f"{exchange}_{n // 300}" if n < 600 else f"{exchange}_{n % 3}", message(n), n)
+        assert publisher.wait(30) == []
+    finally:
+        publisher.close()
+    received = [[int(b.decode()[5:-1]) for b in drain(channel, q)] for q in queues]
+    assert sorted(sum(received, [])) == list(range(900))
+    assert all(r == sorted(r) for r in received)
