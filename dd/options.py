@@ -344,9 +344,9 @@ OPTIONS = (
     _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post subscribe watch sara",
             "checksum of posted files, and of downloads whose notice has none; name sums the "
             "relative path instead of the data, none omits it"),
-    _option("blocksize", SIZE, "0", "post watch",
-            "files larger than this are posted in parts of this size; 0: chosen "
-            "automatically, 1: never split"),
+    _option("blocksize", SIZE, "1", "post watch",
+            "files larger than this are posted in parts of this size; 1: never split, "
+            "0: chosen by file size (parts pay where several instances share a slow link)"),
     _option("path", PATH, None, "post watch",
             "file or directory to post (dd_post, which also takes them as arguments) or watch "
             "(dd_watch); repeat for several", repeat=True),

@@ -47,7 +47,7 @@ def test_defaults_without_any_file(env):
     assert cfg.exchange == "xpublic"
     assert cfg.topic_prefix == "v02.post"
     assert cfg.subtopic == ("#",)
-    assert cfg.prefetch == 100
+    assert cfg.prefetch == 200
     assert cfg.expire == 300.0
     assert cfg.max_notice_size == 1 << 20
     assert cfg.mirror is True and cfg.strip == 0 and cfg.flatten == "/"
