@@ -32,6 +32,7 @@ import time
 import urllib.parse
 
 import core
+import harness
 import parts
 
 UNAVAILABLE = 77
@@ -39,7 +40,7 @@ UNAVAILABLE = 77
 
 def run(*args, namespace=None):
     command = (["ip", "netns", "exec", namespace] if namespace else []) + list(args)
-    return core._run(command, timeout=30, what=" ".join(command))
+    return harness.run_checked(command, timeout=30, what=" ".join(command))
 
 
 class Link:
@@ -110,7 +111,7 @@ class Bench(parts.Bench):
         self.make_vhost("ddbench-netem")
         self.src = self.work / "src"
         self.big = self.src / "big" / "big.bin"
-        core.make_big_file(self.big, args.size)
+        harness.make_big_file(self.big, args.size)
         self.expected = parts.digest(self.big)
         os.sync()
         self.start_tools([parts.DdTool], host=self.link.server,
@@ -135,7 +136,7 @@ class Bench(parts.Bench):
 def report(bench):
     args = bench.args
     parts.print_report(
-        bench, f"parallel streams: {core._size(args.size)} in parts of {args.block}, netem delay {args.delay}, "
+        bench, f"parallel streams: {harness.size_text(args.size)} in parts of {args.block}, netem delay {args.delay}, "
                f"per-stream limit {args.stream_rate or 'none'} (TCP connect measured {bench.rtt * 1000:.0f} ms), "
                f"checksum {args.checksum}",
         "  mirror s: from the first notice on the exchange to the file renamed into place\n"
@@ -144,14 +145,14 @@ def report(bench):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=core._byte_size, default=core.parse_size("512M"), help="file size (512M)")
+    parser.add_argument("--size", type=harness.byte_size, default=harness.parse_size("512M"), help="file size (512M)")
     parser.add_argument("--block", default="64M", help="part size (64M)")
     parser.add_argument("--delay", default="50ms",
                         help="netem delay (50ms); 0 runs without netem, to check the set-up")
     parser.add_argument("--stream-rate", metavar="RATE",
                         help="nginx limit_rate per connection, e.g. 25m: each stream capped as a long "
                              "round trip caps a TCP window; with --delay 0 where netem is missing")
-    parser.add_argument("--instances", type=core._positive, nargs="+", default=[1, 2, 4, 8],
+    parser.add_argument("--instances", type=harness.positive, nargs="+", default=[1, 2, 4, 8],
                         help="instance counts (1 2 4 8)")
     parser.add_argument("--checksum", choices=("sha512", "md5"), default="sha512")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case (300)")
@@ -166,7 +167,7 @@ def main(argv=None):
         print(f"bench: {reason}; not run", file=sys.stderr)
         return UNAVAILABLE
     core._check_commands(argparse.Namespace(skip_sr3=True))
-    return core.run(Bench, args, "ddbench-netem-", report)
+    return harness.run(Bench, args, "ddbench-netem-", report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import time
 import xxhash
 
 import core
-from core import Daemon, PhaseError, format_table
+import harness
+from harness import Daemon, PhaseError, format_table
 
 BLOCK_WHOLE = "1"   # blocksize 1: never split, in both tools
 
@@ -64,7 +65,7 @@ class Sr3Tool(core.Sr3Tool):
         return env
 
     def post_command(self, path, blocksize=BLOCK_WHOLE):
-        return ["sr3_post", "-c", "bench", "--blockSize", str(core.parse_size(blocksize)), str(path)]
+        return ["sr3_post", "-c", "bench", "--blockSize", str(harness.parse_size(blocksize)), str(path)]
 
     def instance_command(self, number):
         return ["sr3", "--no", str(number), "foreground", "subscribe/bench"]
@@ -85,11 +86,11 @@ class Bench(core.Bench):
         self.make_vhost("ddbench-parts")
         self.src = self.work / "src"
         self.big = self.src / "big" / "big.bin"
-        core.make_big_file(self.big, args.size)
+        harness.make_big_file(self.big, args.size)
         self.expected = digest(self.big)
         if not args.skip_rate:
             self.rated = self.src / "rate" / "rate.bin"
-            core.make_big_file(self.rated, args.rate_size)
+            harness.make_big_file(self.rated, args.rate_size)
         os.sync()
         self.start_tools([DdTool] + ([] if args.skip_sr3 else [Sr3Tool]))
 
@@ -133,19 +134,19 @@ class Bench(core.Bench):
                     raise PhaseError("the subscribers were not ready within --timeout")
                 time.sleep(0.05)
             time.sleep(core.IDLE_SETTLE)
-            watch = core.NoticeWatch(self.vhost, tool.exchange)
-            core.warm(path)
+            watch = harness.NoticeWatch(self.vhost, tool.exchange)
+            harness.warm(path)
             started = time.monotonic()
-            poster = core.spawn(tool.post_command(path, blocksize), env=tool.env, cwd=tool.dir,
+            poster = harness.spawn(tool.post_command(path, blocksize), env=tool.env, cwd=tool.dir,
                                 log=tool.logs / f"post-{mode}-{instances}.log")
             post_end = None
-            count = 1 if blocksize == BLOCK_WHOLE else -(-size // core.parse_size(blocksize))
+            count = 1 if blocksize == BLOCK_WHOLE else -(-size // harness.parse_size(blocksize))
             while not tool.complete(final, size, daemons, count):
                 if post_end is None and poster.poll() is not None:
                     post_end = time.monotonic()
                     if poster.returncode:
                         raise PhaseError(f"post exited with status {poster.returncode}: "
-                                         f"{core._last_line(poster.args and tool.logs / f'post-{mode}-{instances}.log')}")
+                                         f"{harness.last_line(poster.args and tool.logs / f'post-{mode}-{instances}.log')}")
                 for d in daemons:
                     d.check()
                 if time.monotonic() > deadline:
@@ -164,13 +165,13 @@ class Bench(core.Bench):
         elif digest(final) != expected:
             self.notes.append(f"{tool.name}, {mode} x {instances}: the file arrived different from the source")
         mirror = done - watch.first
-        return [tool.name, mode if mode == "whole" else f"parts of {core._size(core.parse_size(blocksize))}",
+        return [tool.name, mode if mode == "whole" else f"parts of {harness.size_text(harness.parse_size(blocksize))}",
                 instances, f"{post_end - started:.2f}", f"{mirror:.2f}", f"{size / mirror / 1e6:,.0f}",
                 f"{rss / 1e6:,.0f}", ""]
 
     def rate_check(self):
         tool = self.tools[0]
-        rate = core.parse_size(self.args.rate)
+        rate = harness.parse_size(self.args.rate)
         tool.set_options(f"rate_max {self.args.rate}\n")
         try:
             row = self.move(tool, "whole", BLOCK_WHOLE, 1, path=self.rated, size=self.args.rate_size,
@@ -199,7 +200,7 @@ LEGEND = """\
 
 def report(bench):
     args = bench.args
-    print_report(bench, f"segmented transfer: {core._size(args.size)} over loopback, checksum {args.checksum}, "
+    print_report(bench, f"segmented transfer: {harness.size_text(args.size)} over loopback, checksum {args.checksum}, "
                         f"sr3 {'skipped' if args.skip_sr3 else core._sr3_version()}", LEGEND)
 
 
@@ -217,13 +218,13 @@ def print_report(bench, title, legend):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=core._byte_size, default=core.parse_size("1G"), help="file size (1G)")
+    parser.add_argument("--size", type=harness.byte_size, default=harness.parse_size("1G"), help="file size (1G)")
     parser.add_argument("--block", default="64M", help="part size (64M)")
-    parser.add_argument("--instances", type=core._positive, nargs="+", default=[1, 2, 4],
+    parser.add_argument("--instances", type=harness.positive, nargs="+", default=[1, 2, 4],
                         help="instance counts for the parts (1 2 4)")
     parser.add_argument("--checksum", choices=("sha512", "md5"), default="sha512")
     parser.add_argument("--rate", default="10M", help="rate_max to check (10M)")
-    parser.add_argument("--rate-size", type=core._byte_size, default=200_000_000,
+    parser.add_argument("--rate-size", type=harness.byte_size, default=200_000_000,
                         help="bytes moved under rate_max (200000000)")
     parser.add_argument("--skip-rate", action="store_true", help="no rate_max check")
     parser.add_argument("--skip-sr3", action="store_true", help="dd only")
@@ -235,7 +236,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     core._check_commands(argparse.Namespace(skip_sr3=args.skip_sr3))
-    return core.run(Bench, args, "ddbench-parts-", report)
+    return harness.run(Bench, args, "ddbench-parts-", report)
 
 
 if __name__ == "__main__":

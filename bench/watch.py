@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from core import BROKER_HOST, _run, amqp_connect, format_table, spawn, stop_all, stop_group
+from harness import BROKER_HOST, amqp_connect, format_table, run_checked, spawn, stop_all, stop_group
 
 SIZE = 1024
 PACE = 0.05                 # seconds between the files of the latency phase
@@ -189,18 +189,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ddbench-watch-"))
     vhost = f"ddbench-watch-{os.getpid()}"
-    _run(["rabbitmqctl", "-q", "add_vhost", vhost], timeout=60, what="rabbitmqctl add_vhost")
+    run_checked(["rabbitmqctl", "-q", "add_vhost", vhost], timeout=60, what="rabbitmqctl add_vhost")
 
     def cleanup():
         stop_all()
-        _run(["rabbitmqctl", "-q", "delete_vhost", vhost], timeout=60, what="rabbitmqctl delete_vhost")
+        run_checked(["rabbitmqctl", "-q", "delete_vhost", vhost], timeout=60, what="rabbitmqctl delete_vhost")
         if args.keep:
             print(f"bench: work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+    run_checked(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
          timeout=60, what="rabbitmqctl set_permissions")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows, rates = [], {}
