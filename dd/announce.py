@@ -109,25 +109,32 @@ def real_directory(path):
     return os.path.realpath(path)
 
 
+#: Whole files from this size on are summed by copy(), reading while hashing; below it the
+#: helper threads cost more than they save.
+OVERLAP_FROM = 4 << 20
+
+
 def part_sums(path, rel_path, method, size, block_size):
     """[checksum of each part..., checksum of the whole file], reading the file once
     (one value, the whole file's, when it is not split)."""
     if method == "name":
         value = checksum.of_name(rel_path)
         return [value] * ((parts.layout(size, block_size)[0] if block_size else 0) + 1)
-    if block_size is None:
+    if block_size is None and size < OVERLAP_FROM:
         return [checksum.of_file(path, method)]
-    geometry = parts.layout(size, block_size)
     whole, sums = checksum.new(method), []
+    spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else [(0, size)]
     try:
-        for offset, length in parts.spans(block_size, *geometry):
-            part = checksum.new(method)
+        for offset, length in spans:
+            part = checksum.new(method) if block_size else None
             with open(path, "rb", buffering=0) as f:
                 f.seek(offset)
-                # The part's and the whole's hashers side by side, on copy()'s helper threads.
-                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part, also_hash=[whole],
-                     name=path)
-            sums.append(part.hexdigest())
+                # copy() hashes on helper threads while it reads the next chunk, and the
+                # part's and the whole's hashers side by side.
+                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part or whole,
+                     also_hash=[whole] if part else [], name=path)
+            if part:
+                sums.append(part.hexdigest())
     except TransferError as error:
         raise DDError(f"cannot checksum {path}: {error.message}", fix=error.fix) from None
     except OSError as error:

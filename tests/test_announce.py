@@ -1,5 +1,6 @@
 """dd.announce on a real tree: the kernel's answer for a directory's real path is realpath's, and
 a path reached through a symlink that leaves post_base_dir is refused, one that stays is not."""
+import hashlib
 import os
 import types
 
@@ -41,3 +42,16 @@ def test_a_path_through_a_symlink_leaving_post_base_dir_is_refused(tree):
         announcer.rel_path(str(tree / ".." / "outside" / "f.txt"))
     notice, = announcer.notices(str(tree / "inside" / "b" / "f.txt"))
     assert (notice.rel_path, notice.size) == ("inside/b/f.txt", 1)
+
+
+@pytest.mark.parametrize("size", [announce.OVERLAP_FROM - 1, announce.OVERLAP_FROM, 5 * announce.OVERLAP_FROM // 2])
+@pytest.mark.parametrize("block_size", [None, 1 << 20])
+def test_sums_are_those_of_the_bytes_on_either_side_of_the_overlap_threshold(tmp_path, size, block_size):
+    # Big whole files are summed while being read (copy()'s helper threads), small ones plainly.
+    data = os.urandom(size)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    sums = announce.part_sums(str(path), "f.bin", "sha512", size, block_size)
+    spans = [(o, min(block_size, size - o)) for o in range(0, size, block_size)] if block_size else []
+    assert sums == [hashlib.sha512(data[o:o + n]).hexdigest() for o, n in spans] + [hashlib.sha512(data).hexdigest()]
+
