@@ -31,8 +31,8 @@ import psutil
 from harness import (BROKER_HOST, BROKER_PORT, Broker, Daemon, Mirror, NGINX, NoticeWatch,
                      PhaseError, SMALL_SIZE, byte_size, cell, checksum_speed, children_cpu,
                      format_table, last_line, make_big_file, make_small_tree, parse_size, positive,
-                     publish_rate, rate_text, run, run_checked, size_text, spawn, start_nginx,
-                     stop_group, timed_run, wait_mirror, warm)
+                     print_notes, publish_rate, rate_text, run, run_checked, size_text, spawn,
+                     start_nginx, stop_group, timed_run, wait_mirror, warm)
 
 IDLE_SETTLE = 1.0           # seconds a subscriber sits connected before it counts as idle
 
@@ -503,12 +503,9 @@ def report(bench):
     print(targets_report(bench.rows, bench))
     print()
     print(LEGEND)
-    if bench.notes:
-        print("notes")
-        for note in bench.notes:
-            print(f"  {note}")
-        if not args.keep:
-            print("  (run with --keep to inspect the logs)")
+    print_notes(bench.notes)
+    if bench.notes and not args.keep:
+        print("  (run with --keep to inspect the logs)")
 
 
 def _sr3_version():

@@ -489,3 +489,11 @@ def run(bench_class, args, prefix, report_function):
     finally:
         bench.cleanup()
     return 0
+
+
+def print_notes(notes):
+    """What went wrong in a run, under its table."""
+    if notes:
+        print("notes")
+        for note in notes:
+            print(f"  {note}")

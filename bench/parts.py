@@ -210,10 +210,7 @@ def print_report(bench, title, legend):
     print(format_table(HEADERS, bench.rows))
     print()
     print(legend)
-    if bench.notes:
-        print("notes")
-        for note in bench.notes:
-            print(f"  {note}")
+    harness.print_notes(bench.notes)
 
 
 def parse_args(argv):

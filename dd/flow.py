@@ -221,9 +221,7 @@ class Poster:
         refused = self._settle()
         published = set()
         try:
-            for item, message in fresh:
-                self.publisher.publish(self.exchange_of(item), message, item)
-                published.add(id(item))
+            self._publish(fresh, published)
             self.publisher.flush()
         except (BrokerError, *broker.CONNECTION_ERRORS):
             return refused + self._confirmed(fresh, published)
@@ -234,6 +232,13 @@ class Poster:
         waiting, self._waiting = self._waiting, []
         return self._confirmed(waiting, published={id(item) for item, _ in waiting})
 
+    def _publish(self, pending, published):
+        """Publish what of `pending` ((item, message) pairs) is not yet `published` (ids)."""
+        for item, message in pending:
+            if id(item) not in published:
+                self.publisher.publish(self.exchange_of(item), message, item)
+                published.add(id(item))
+
     def _confirmed(self, pending, published):
         """Publish what of `pending` is not yet `published` (ids), wait for every confirm,
         publishing again what a lost connection took; return the items not confirmed."""
@@ -241,10 +246,7 @@ class Poster:
         remaining = pending
         while remaining:
             try:
-                for item, message in remaining:
-                    if id(item) not in published:
-                        self.publisher.publish(self.exchange_of(item), message, item)
-                        published.add(id(item))
+                self._publish(remaining, published)
                 return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
