@@ -37,10 +37,19 @@ class Server:
     ca_file: Optional[Path] = None       # nginx: the self-signed certificate that TLS uses
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 and not handed out before in this run: the kernel may give
+    a port just closed again, and two servers told the same port fail to start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _start(command, port, log):
