@@ -34,6 +34,8 @@ from harness import (BROKER_HOST, BROKER_PORT, Broker, Daemon, Mirror, NGINX, No
                      print_notes, publish_rate, rate_text, run, run_checked, size_text, spawn,
                      start_nginx, stop_group, timed_run, wait_mirror, warm)
 
+#: The checksum of a file alone, in a process of its own (hashlib.file_digest: Python 3.11).
+SUM_FILE = "import hashlib, sys; hashlib.file_digest(open(sys.argv[1], 'rb'), sys.argv[2])"
 IDLE_SETTLE = 1.0           # seconds a subscriber sits connected before it counts as idle
 
 
@@ -180,6 +182,7 @@ class Bench:
         self.notes = []
         self.limits = {}        # name -> (value, unit)
         self.curl_big = {}      # tool name -> curl's MB/s on the big file just before its mirror
+        self.sum_big = {}       # tool name -> MB/s of summing the big file alone, just before its post
         # Other work on the machine skews every number: the report shows how busy it was.
         self.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         self._cleanups = []     # undone in reverse order, at most once
@@ -253,9 +256,9 @@ class Bench:
         # curl's copies stay until the end, for the reason Tool.clear_destination gives.
         # curl's big download is measured in phase 4, just before each tool's (curl_big_for).
 
-        self.hash_speed = checksum_speed(args.checksum)
-        if self.hash_speed:
-            self.limits[f"hashlib {args.checksum}"] = (f"{self.hash_speed:,.0f}", "MB/s")
+        hash_speed = checksum_speed(args.checksum)
+        if hash_speed:
+            self.limits[f"hashlib {args.checksum}, a hot 1 MiB block in memory"] = (f"{hash_speed:,.0f}", "MB/s")
 
     # the phases: each tool in turn, so drift over the run affects both alike
 
@@ -328,6 +331,7 @@ class Bench:
     def big_file(self, tool):
         """4 big file: an idle subscriber, then a post of the big file"""
         self.curl_big_for(tool)
+        self.sum_big_for(tool)
         files = {str(self.big_path.relative_to(self.src)): self.args.big_size}
         arrival = self._posted_to_idle(tool, "big", self.big_path, files)
         self.rows.append(_span("4 post big", tool, arrival.started, arrival.post_end, files,
@@ -347,6 +351,20 @@ class Bench:
         self.curl_big[tool.name] = self.args.big_size / seconds / 1e6
         self.limits[f"curl, 1 x {size_text(self.args.big_size)}, just before {tool.name}'s mirror"] = (
             f"{self.curl_big[tool.name]:,.0f}", f"MB/s  ({cpu:.2f} CPU s)")
+
+    def sum_big_for(self, tool):
+        """The checksum alone: hashlib summing the big file in a new Python process, launch to
+        exit, from memory as warm as the post's: what posting costs when announcing is free.
+        (The in-memory hashlib limit hashes one hot 1 MiB block: no file, no process.)"""
+        if self.args.checksum == "none":
+            return
+        warm(self.big_path)
+        seconds, cpu = timed_run([sys.executable, "-c", SUM_FILE, str(self.big_path), self.args.checksum],
+                                 timeout=self.args.timeout)
+        self.sum_big[tool.name] = self.args.big_size / seconds / 1e6
+        self.limits[f"{self.args.checksum} of the {size_text(self.args.big_size)} file alone, "
+                    f"just before {tool.name}'s post"] = (f"{self.sum_big[tool.name]:,.0f}",
+                                                          f"MB/s  ({cpu:.2f} CPU s)")
 
     def _posted_to_idle(self, tool, phase, path, files):
         """Start a subscriber, let it idle, post `path`; time until `files` are all mirrored."""
@@ -472,13 +490,14 @@ def targets_report(rows, bench):
     if bench.args.big_size:
         big = dd("4 post big")
         speed = big and big.nbytes / big.seconds / 1e6
-        if bench.hash_speed:
-            target("post big file", f">= 0.9 x {bench.args.checksum} = {0.9 * bench.hash_speed:,.0f} MB/s",
-                   big, speed, "MB/s", big and speed >= 0.9 * bench.hash_speed)
+        alone = bench.sum_big.get("dd")
+        if alone:
+            target("post big file", f">= 0.9 x {bench.args.checksum} alone = {0.9 * alone:,.0f} MB/s",
+                   big, speed, "MB/s", big and speed >= 0.9 * alone)
         mirror = dd("4 first notice -> mirrored")
-        limit = min(v for v in (bench.curl_big.get("dd"), bench.hash_speed) if v)
+        limit = min(v for v in (bench.curl_big.get("dd"), alone) if v)
         speed = mirror and mirror.nbytes / mirror.seconds / 1e6
-        target("mirror big file", f">= 0.85 x min(curl, {bench.args.checksum}) = {0.85 * limit:,.0f} MB/s",
+        target("mirror big file", f">= 0.85 x min(curl, {bench.args.checksum} alone) = {0.85 * limit:,.0f} MB/s",
                mirror, speed, "MB/s", mirror and speed >= 0.85 * limit)
     peaks = [r.rss for r in rows if r.tool == "dd" and r.rss]
     peak = max(peaks, default=None)

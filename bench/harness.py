@@ -7,6 +7,7 @@ and counts.
 import argparse
 import atexit
 import collections
+import compileall
 import contextlib
 import dataclasses
 import hashlib
@@ -25,6 +26,7 @@ from pathlib import Path
 import amqp
 import psutil
 
+import dd
 from dd import nginx
 from dd.options import parse_size
 
@@ -476,6 +478,9 @@ def run(bench_class, args, prefix, report_function):
     bench.on_exit(stop_all)
     atexit.register(bench.cleanup)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # An installed dd is byte-compiled, as sr3 is; a checkout run with PYTHONDONTWRITEBYTECODE
+    # would make every dd process compile its modules first.
+    compileall.compile_dir(os.path.dirname(dd.__file__), quiet=1)
     try:
         print(f"bench: setting up in {work}", file=sys.stderr)
         bench.setup()

@@ -10,10 +10,8 @@ import os
 import stat
 
 from dd import checksum, parts
-from dd.errors import DDError, PathError, TransferError
+from dd.errors import DDError, PathError
 from dd.notice import Checksum, Notice, Op, Part, from_timestamp, now
-from dd.transfer import ReadStream
-from dd.transfer.copy import copy
 
 _O_PATH = getattr(os, "O_PATH", 0)     # Linux: a handle on a path, to ask the kernel its real name
 
@@ -109,8 +107,8 @@ def real_directory(path):
     return os.path.realpath(path)
 
 
-#: Whole files from this size on are summed by copy(), reading while hashing; below it the
-#: helper threads cost more than they save.
+#: Whole files from this size on are summed reading ahead while hashing (checksum.of_spans);
+#: below it the helper threads cost more than they save.
 OVERLAP_FROM = 4 << 20
 
 
@@ -122,29 +120,5 @@ def part_sums(path, rel_path, method, size, block_size):
         return [value] * ((parts.layout(size, block_size)[0] if block_size else 0) + 1)
     if block_size is None and size < OVERLAP_FROM:
         return [checksum.of_file(path, method)]
-    whole, sums = checksum.new(method), []
-    spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else [(0, size)]
-    try:
-        for offset, length in spans:
-            part = checksum.new(method) if block_size else None
-            with open(path, "rb", buffering=0) as f:
-                f.seek(offset)
-                # copy() hashes on helper threads while it reads the next chunk, and the
-                # part's and the whole's hashers side by side.
-                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part or whole,
-                     also_hash=[whole] if part else [], name=path)
-            if part:
-                sums.append(part.hexdigest())
-    except TransferError as error:
-        raise DDError(f"cannot checksum {path}: {error.message}", fix=error.fix) from None
-    except OSError as error:
-        raise DDError(f"cannot checksum {path}: {error.strerror}") from None
-    return sums + [whole.hexdigest()]
-
-
-class _Nowhere:
-    """A sink for bytes that are only hashed."""
-
-    @staticmethod
-    def write(data):
-        return len(data)
+    spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else ()
+    return checksum.of_spans(path, method, size, spans)
