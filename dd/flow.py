@@ -23,6 +23,10 @@ from dd.retry import Entry as RetryEntry
 
 log = logging.getLogger("dd.flow")
 
+#: Seconds a batch's items may wait in all, on the flow's own thread, before the rest of
+#: the batch runs on the work threads; below it, one stall would send it there.
+WAIT_BEFORE_THREADS = 0.01
+
 
 @dataclasses.dataclass
 class Item:
@@ -350,14 +354,15 @@ class Flow:
                 item.skipped = True
             elif item.outcome is None and self.work:
                 todo.append(item)
-        lanes = _lanes(todo) if self.pool else [todo]
+        rest = self._work_while_computing(todo) if self.pool else todo
+        lanes = _lanes(rest) if self.pool else [rest]
         if len(lanes) > 1:
             pending = {self.pool.submit(self._work_lane, lane) for lane in lanes}
             while pending:
                 _, pending = concurrent.futures.wait(pending, timeout=0.5)
                 self.gatherer.tick()
         else:
-            self._work_lane(todo)
+            self._work_lane(rest)
         if self.poster:
             done = [i for i in batch if not i.skipped and (i.outcome is None or i.outcome.ok)]
             unconfirmed = self.poster.post(done)
@@ -376,13 +381,32 @@ class Flow:
         for item in batch:
             self._log(item)
 
+    def _work_while_computing(self, items):
+        """Work items here, in order, while they mostly compute; return the rest of them
+        once waiting (on a server, a disk, a hook) takes longer than computing: those are
+        worth running side by side.  Threads only add interpreter-lock hand-offs to work
+        that computes: small files from a nearby server cost twice the CPU on four threads."""
+        waited = computed = 0.0
+        for n, item in enumerate(items):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            self._work_one(item)
+            cpu = time.thread_time() - cpu
+            computed += cpu
+            waited += time.perf_counter() - wall - cpu
+            if waited > max(computed, WAIT_BEFORE_THREADS):
+                return items[n + 1:]
+        return []
+
     def _work_lane(self, items):
         for item in items:
-            try:
-                self.work(item)
-            except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
-                log.exception("internal error on %s", _name(item))
-                item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
+            self._work_one(item)
+
+    def _work_one(self, item):
+        try:
+            self.work(item)
+        except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
+            log.exception("internal error on %s", _name(item))
+            item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
 
     def _log(self, item):
         counters, outcome = self.counters, item.outcome

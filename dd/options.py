@@ -283,7 +283,8 @@ OPTIONS = (
     _option("allowed_hosts", LIST, None, DELIVERY,
             "hosts files may be downloaded from (as in the notices' base URLs); unset: any"),
     _option("threads", integer(1), "4", DELIVERY,
-            "transfers one instance runs at once; the broker is still served by one thread"),
+            "transfers one instance runs at once when they wait more than they compute "
+            "(distant servers); the broker is still served by one thread"),
     _option("timeout", DURATION, "30s", DELIVERY,
             "a transfer making no progress for this long fails and is retried"),
     _option("rate_max", SIZE, "0", DELIVERY,

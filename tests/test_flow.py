@@ -1,0 +1,99 @@
+"""The flow's scheduling of work: on its own thread while items compute, side by side
+on the work threads once they wait, in order for each path either way."""
+import threading
+import time
+import types
+
+from dd import flow
+from dd.receive import Outcome
+
+
+class ListGatherer:
+    """Gives `batches` one after the other, then says it is exhausted."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.finished = []
+
+    def fetch(self, timeout):
+        return self.batches.pop(0) if self.batches else None
+
+    def finish(self, items):
+        self.finished += items
+
+    def tick(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def items(paths):
+    return [flow.Item(types.SimpleNamespace(rel_path=p, rename_from=None)) for p in paths]
+
+
+class Recorder:
+    """A work step that notes which thread did each item, in what order, and how many ran at once."""
+
+    def __init__(self, wait=0.0):
+        self.wait = wait
+        self.lock = threading.Lock()
+        self.running = self.most_at_once = 0
+        self.done = []          # (rel_path, sequence number of its item, thread)
+
+    def __call__(self, item):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        if self.wait:
+            time.sleep(self.wait)       # a server far away
+        else:
+            sum(range(2000))            # a small file from a nearby server: computing
+        with self.lock:
+            self.running -= 1
+            self.done.append((item.notice.rel_path, item.sequence, threading.current_thread()))
+        item.outcome = Outcome(201, "delivered")
+
+
+def run(work, batch, threads=4):
+    for n, item in enumerate(batch):
+        item.sequence = n
+    gatherer = ListGatherer([batch])
+    counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, threads=threads).run()
+    return gatherer, counters
+
+
+def test_work_that_computes_runs_on_the_flows_own_thread_in_order():
+    work = Recorder()
+    gatherer, counters = run(work, items(f"d/f{i}" for i in range(50)))
+    assert counters.delivered == 50 and len(gatherer.finished) == 50
+    assert {thread for _, _, thread in work.done} == {threading.main_thread()}
+    assert [n for _, n, _ in work.done] == list(range(50))
+
+
+def test_work_that_waits_runs_side_by_side_keeping_each_paths_order():
+    work = Recorder(wait=0.02)
+    paths = [f"d/f{i % 10}" for i in range(40)]    # four notices about each of ten files
+    gatherer, counters = run(work, items(paths))
+    assert counters.delivered == 40 and len(gatherer.finished) == 40
+    assert work.most_at_once >= 2
+    assert any(thread is not threading.main_thread() for _, _, thread in work.done)
+    for path in set(paths):
+        assert [n for p, n, _ in work.done if p == path] == sorted(n for p, n, _ in work.done if p == path)
+
+
+def test_one_thread_never_runs_work_side_by_side():
+    work = Recorder(wait=0.02)
+    run(work, items(f"d/f{i}" for i in range(10)), threads=1)
+    assert work.most_at_once == 1
+
+
+def test_an_internal_error_in_one_item_is_its_500_and_the_flow_goes_on():
+    def work(item):
+        if item.notice.rel_path == "bad":
+            raise RuntimeError("boom")
+        item.outcome = Outcome(201, "delivered")
+    gatherer, counters = run(work, items(["a", "bad", "b"]))
+    outcomes = {i.notice.rel_path: i.outcome for i in gatherer.finished}
+    assert outcomes["bad"].code == 500 and "boom" in outcomes["bad"].message
+    assert counters.delivered == 2 and counters.failed == 1
