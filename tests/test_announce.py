@@ -47,7 +47,7 @@ def test_a_path_through_a_symlink_leaving_post_base_dir_is_refused(tree):
 @pytest.mark.parametrize("size", [announce.OVERLAP_FROM - 1, announce.OVERLAP_FROM, 5 * announce.OVERLAP_FROM // 2])
 @pytest.mark.parametrize("block_size", [None, 1 << 20])
 def test_sums_are_those_of_the_bytes_on_either_side_of_the_overlap_threshold(tmp_path, size, block_size):
-    # Big whole files are summed while being read (copy()'s helper threads), small ones plainly.
+    # Big whole files are summed reading ahead on a helper thread (checksum.of_spans), small ones plainly.
     data = os.urandom(size)
     path = tmp_path / "f.bin"
     path.write_bytes(data)

@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import hashlib
 import io
+import itertools
 import os
 import posixpath
 import time
@@ -350,6 +351,28 @@ def test_copy_ticks_during_a_slow_source_but_not_too_often():
     assert min(intervals) >= 0.45
 
 
+class Uneven(io.BytesIO):
+    """A source whose reads return big and small pieces in turn, as a socket may."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.sizes = itertools.cycle([MiB, 1000, MiB, MiB, 300 << 10, 5])
+
+    def readinto(self, buffer):
+        return super().readinto(memoryview(buffer)[:next(self.sizes)])
+
+
+def test_copy_keeps_the_order_of_big_and_small_pieces_for_the_file_and_every_hasher():
+    # Big pieces are hashed and written on lanes of their own, a ring of buffers ahead of
+    # them; small ones in place, after the big ones before them.
+    data = os.urandom(12 * MiB + 7)
+    out, whole, also = io.BytesIO(), checksum.new("sha256"), checksum.new("md5")
+    result = copy(Uneven(data), out, length=len(data), hasher=whole, also_hash=[also])
+    assert out.getvalue() == data
+    assert result == CopyResult(len(data), hashlib.sha256(data).hexdigest())
+    assert also.hexdigest() == hashlib.md5(data).hexdigest()
+
+
 class FullDisk(io.BytesIO):
     """A destination that runs out of space after 2 MiB."""
 
@@ -360,7 +383,7 @@ class FullDisk(io.BytesIO):
 
 
 def test_copy_stops_at_a_failed_write_of_a_big_chunk(blob):
-    # Big chunks are written on a helper thread while the next is read: the error still ends the copy.
+    # Big chunks are written on a lane of their own while the next are read: the error still ends the copy.
     out = FullDisk()
     with pytest.raises(OSError, match="No space left"):
         copy(io.BytesIO(blob), out, length=len(blob), hasher=checksum.new("sha512"))

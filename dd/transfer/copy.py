@@ -1,5 +1,6 @@
 """The one copy loop every transfer goes through: checksum, rate limit and
 keep-alive ticks happen here, while the bytes pass, never in a second pass."""
+import collections
 import concurrent.futures
 import dataclasses
 import threading
@@ -13,16 +14,27 @@ TICK_INTERVAL = 0.5
 RATE_SLACK = 0.1
 #: Chunks at least this big are hashed on a helper thread while being written.
 OVERLAP_MIN = 256 << 10
-_pool = None
-_pool_lock = threading.Lock()
 
 
-def _helpers():
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="dd-copy")
-        return _pool
+#: Big chunks in flight per copy: read ahead while earlier ones are hashed and written.
+RING = 4
+
+
+class _Lanes:
+    """One thread per hasher and one for the writes: each lane does its chunks in order,
+    all lanes at once, while the copy reads ahead into a ring of buffers."""
+
+    def __init__(self, hashers, dst):
+        self.work = [h.update for h in hashers] + [lambda data: _write_all(dst, data)]
+        self.lanes = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dd-copy")
+                      for _ in self.work]
+
+    def submit(self, data):
+        return [lane.submit(work, data) for lane, work in zip(self.lanes, self.work)]
+
+    def close(self):
+        for lane in self.lanes:
+            lane.shutdown()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +78,12 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
     hashers = ([hasher] if hasher is not None else []) + list(also_hash)
     nbytes = 0
     last_tick = time.monotonic()
-    # Big chunks are hashed and written on helper threads while the next chunk is read
-    # into a second buffer: hashlib, writes and socket reads all release the GIL, so a
-    # copy runs at the speed of the slowest of the three, not of their sum.
+    # Big chunks are hashed and written on lanes of their own while the next chunks are read
+    # into the other buffers of a ring: hashlib, writes and socket reads all release the GIL,
+    # so a copy runs at the speed of the slowest of the three, not of their sum.
     buffers = [memoryview(bytearray(size))]
-    in_flight = []
+    in_flight = collections.deque()     # per big chunk: its futures, oldest first
+    lanes = None
 
     def ticking():
         nonlocal last_tick
@@ -78,10 +91,10 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
             tick()
             last_tick = time.monotonic()
 
-    def settle():
-        done, in_flight[:] = list(in_flight), []
-        for each in done:
-            each.result()
+    def settle(keep):
+        while len(in_flight) > keep:
+            for each in in_flight.popleft():
+                each.result()
 
     try:
         while length is None or nbytes < length:
@@ -91,18 +104,18 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
                 data = view[:readinto(view[:want]) or 0]
             else:
                 data = src.read(want)
-            settle()  # the chunk before this one is hashed and written: its buffer is free
             if not data:
                 break
             if len(data) >= OVERLAP_MIN:
-                pool = _helpers()
-                in_flight.extend(pool.submit(h.update, data) for h in hashers)
-                in_flight.append(pool.submit(_write_all, dst, data))
+                lanes = lanes or _Lanes(hashers, dst)
+                in_flight.append(lanes.submit(data))
                 if readinto is not None:
-                    if len(buffers) == 1:
-                        buffers.append(memoryview(bytearray(size)))
-                    buffers.reverse()
+                    buffers.append(buffers.pop(0))
+                    if len(buffers) < RING:
+                        buffers.insert(0, memoryview(bytearray(size)))
+                settle(RING - 1)  # the oldest chunk's buffer, read into next, is free again
             else:
+                settle(0)
                 for h in hashers:
                     h.update(data)
                 _write_all(dst, data)
@@ -110,11 +123,14 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
             if rate_max:
                 _sleep(_limiter.wait_for(len(data), rate_max), ticking)
             ticking()
+        settle(0)
     finally:
-        # Never leave a helper writing into a file or buffer the caller is about to drop.
-        for each in in_flight:
-            each.exception()
-    settle()
+        # Never leave a lane writing into a file or buffer the caller is about to drop.
+        for futures in in_flight:
+            for each in futures:
+                each.exception()
+        if lanes:
+            lanes.close()
 
     if length is not None:
         if nbytes < length:
