@@ -26,6 +26,8 @@ log = logging.getLogger("dd.flow")
 #: Seconds a batch's items may wait in all, on the flow's own thread, before the rest of
 #: the batch runs on the work threads; below it, one stall would send it there.
 WAIT_BEFORE_THREADS = 0.01
+#: Seconds between services of the broker connection while a batch is worked on.
+TICK_INTERVAL = 0.5
 
 
 @dataclasses.dataclass
@@ -359,7 +361,7 @@ class Flow:
         if len(lanes) > 1:
             pending = {self.pool.submit(self._work_lane, lane) for lane in lanes}
             while pending:
-                _, pending = concurrent.futures.wait(pending, timeout=0.5)
+                _, pending = concurrent.futures.wait(pending, timeout=TICK_INTERVAL)
                 self.gatherer.tick()
         else:
             self._work_lane(rest)
@@ -387,14 +389,18 @@ class Flow:
         worth running side by side.  Threads only add interpreter-lock hand-offs to work
         that computes: small files from a nearby server cost twice the CPU on four threads."""
         waited = computed = 0.0
+        ticked = time.perf_counter()
         for n, item in enumerate(items):
             wall, cpu = time.perf_counter(), time.thread_time()
             self._work_one(item)
-            cpu = time.thread_time() - cpu
+            now, cpu = time.perf_counter(), time.thread_time() - cpu
             computed += cpu
-            waited += time.perf_counter() - wall - cpu
+            waited += now - wall - cpu
             if waited > max(computed, WAIT_BEFORE_THREADS):
                 return items[n + 1:]
+            if now - ticked >= TICK_INTERVAL:   # heartbeats, through a long batch of quick items
+                self.gatherer.tick()
+                ticked = now
         return []
 
     def _work_lane(self, items):

@@ -14,6 +14,7 @@ class ListGatherer:
     def __init__(self, batches):
         self.batches = list(batches)
         self.finished = []
+        self.ticks = 0
 
     def fetch(self, timeout):
         return self.batches.pop(0) if self.batches else None
@@ -22,7 +23,7 @@ class ListGatherer:
         self.finished += items
 
     def tick(self):
-        pass
+        self.ticks += 1
 
     def close(self):
         pass
@@ -69,6 +70,18 @@ def test_work_that_computes_runs_on_the_flows_own_thread_in_order():
     assert counters.delivered == 50 and len(gatherer.finished) == 50
     assert {thread for _, _, thread in work.done} == {threading.main_thread()}
     assert [n for _, n, _ in work.done] == list(range(50))
+
+
+def test_the_broker_is_served_through_a_long_batch_of_computing_items():
+    # Heartbeats: a batch worked on the flow's own thread must not starve the connection.
+    def work(item):
+        until = time.thread_time() + 0.03
+        while time.thread_time() < until:
+            pass
+        item.outcome = Outcome(201, "delivered")
+    gatherer, counters = run(work, items(f"d/f{i}" for i in range(40)))
+    assert counters.delivered == 40
+    assert gatherer.ticks >= 1
 
 
 def test_work_that_waits_runs_side_by_side_keeping_each_paths_order():
