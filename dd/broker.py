@@ -6,6 +6,7 @@ module knows messages (topic, body, headers), not notices or files.
 """
 import collections
 import dataclasses
+import errno
 import logging
 import socket
 import ssl
@@ -14,6 +15,7 @@ import urllib.parse
 
 import amqp
 import amqp.exceptions
+import amqp.transport
 
 from dd.errors import BrokerError
 
@@ -25,6 +27,8 @@ CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.R
 _NOT_FOUND = 404
 _ACCESS_REFUSED = 403
 _TCP_CORK = getattr(socket, "TCP_CORK", None)    # Linux
+#: Bytes a connection asks its socket for at once (see _ReadAhead).
+READ_AHEAD = 64 << 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +50,46 @@ def vhost_of(url):
     return path[1:] if path.startswith("/") and len(path) > 1 else "/"
 
 
+class _ReadAhead(amqp.transport.TCPTransport):
+    """py-amqp reads each frame with three recv calls of the sizes it needs (header,
+    payload, end byte), nine for each delivery or log message.  This one takes what the
+    socket holds, up to READ_AHEAD bytes, and serves the frames from it."""
+
+    def _read(self, n, initial=False, _errnos=(errno.EAGAIN, errno.EINTR)):
+        # What py-amqp puts back after a timeout may be bytes; a bytearray drops its
+        # front in constant time.
+        buffer = self._read_buffer
+        if not isinstance(buffer, bytearray):
+            buffer = bytearray(buffer)
+        try:
+            while len(buffer) < n:
+                try:
+                    received = self.sock.recv(max(n - len(buffer), READ_AHEAD))
+                except OSError as error:
+                    if error.errno in _errnos:
+                        if initial and self.raise_on_initial_eintr:
+                            raise socket.timeout() from None
+                        continue
+                    raise
+                if not received:
+                    raise OSError("Server unexpectedly closed connection")
+                buffer += received
+        finally:
+            self._read_buffer = buffer
+        result = bytes(buffer[:n])
+        del buffer[:n]
+        return result
+
+
+class _Connection(amqp.Connection):
+    def Transport(self, host, connect_timeout, ssl=False, read_timeout=None,  # noqa: N802 - py-amqp's
+                  write_timeout=None, **options):
+        if ssl:
+            return super().Transport(host, connect_timeout, ssl, read_timeout, write_timeout, **options)
+        return _ReadAhead(host, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                          write_timeout=write_timeout, **options)
+
+
 def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
     """An open amqp.Connection to `url` (a dd.credentials.Url carrying its password);
     `capabilities` changes what py-amqp asks the broker for (negotiate_capabilities)."""
@@ -59,7 +103,7 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
     if tls:
         # Certificate and host name are verified against the system's CAs.
         options["ssl"] = {"server_hostname": url.host, "cert_reqs": ssl.CERT_REQUIRED}
-    connection = amqp.Connection(**options)
+    connection = _Connection(**options)
     if capabilities:
         connection.negotiate_capabilities = {**connection.negotiate_capabilities, **capabilities}
     try:

@@ -1,6 +1,7 @@
-"""dd.broker.Publisher against the real broker: every message of a batch is confirmed or handed
+"""dd.broker against the real broker.  The Publisher: every message of a batch is confirmed or handed
 back as refused, whatever the order the broker confirms them in, and a batch that changes
-exchanges (a declaration in the middle of a corked batch) arrives whole."""
+exchanges (a declaration in the middle of a corked batch) arrives whole.  The Consumer, reading
+ahead: every message whole and in order."""
 import amqp
 import pytest
 
@@ -70,3 +71,34 @@ def test_a_batch_over_several_exchanges_arrives_whole_and_in_order(broker_url, e
     received = [[int(b.decode()[5:-1]) for b in drain(channel, q)] for q in queues]
     assert sorted(sum(received, [])) == list(range(900))
     assert all(r == sorted(r) for r in received)
+
+
+def test_a_consumer_reading_ahead_gets_every_message_whole_and_in_order(broker_url, exchange):
+    # dd's connections read what the socket holds, up to READ_AHEAD bytes, and cut frames
+    # from it: frames that span reads, bodies bigger than a read, many messages in one.
+    url = Url.parse(broker_url)
+    publisher = broker.Publisher(url)
+    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.readahead_{exchange}", exchange, ("#",)),
+                               prefetch=50)
+    try:
+        publisher.open()
+        publisher.declare_exchange(exchange)
+        consumer.start()
+        sizes = [1, 700, 3 * broker.READ_AHEAD + 5, 0, 64, broker.READ_AHEAD] * 40
+        sent = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+        for n, body in enumerate(sent):
+            publisher.publish(exchange, formats.Message(f"v02.post.n{n}", body, {"n": n}, "text/plain"))
+        assert publisher.wait(10) == []
+        received = []
+        while len(received) < len(sent):
+            batch = consumer.fetch(5.0)
+            assert batch, f"only {len(received)} of {len(sent)} messages arrived"
+            received += batch
+            consumer.ack(batch)
+        assert [d.body for d in received] == sent
+        assert [d.headers["n"] for d in received] == list(range(len(sent)))
+        assert consumer.fetch(0.2) == []
+    finally:
+        consumer.delete()
+        consumer.close()
+        publisher.close()
