@@ -26,6 +26,8 @@ MAX_NAME_BYTES = 255
 
 def _dot_spelling(component):
     """What the component means once every encoding a server might undo is undone."""
+    if "%" not in component and component.isascii():
+        return component.replace("\\", "/")  # nothing to decode; NFKC keeps ASCII as it is
     previous, text = None, component
     while text != previous:  # %252e%252e decodes twice
         previous, text = text, urllib.parse.unquote(text)
