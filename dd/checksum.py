@@ -112,7 +112,7 @@ def of_spans(path, method, size, spans=()):
     if method == "none":
         return [""] * (len(spans) + 1)
     whole = new(method)
-    pieces = []     # (offset, length, whether it ends its span)
+    pieces = []     # (offset, length, whether it ends its span); an empty span is one empty piece
     for start, length in spans or [(0, size)]:
         end = start + length
         pieces += [(offset, min(READ_AHEAD, end - offset), offset + READ_AHEAD >= end)
@@ -128,7 +128,7 @@ def of_spans(path, method, size, spans=()):
                     return os.preadv(fd, [buffers[n % 2][:length]], offset)
 
                 part = new(method) if spans else None
-                reading = helpers.submit(read, 0) if pieces else None
+                reading = helpers.submit(read, 0)
                 for n, (offset, length, ends_span) in enumerate(pieces):
                     if reading.result() != length:
                         raise DDError(f"cannot checksum {path}: it ends before byte {offset + length}",
