@@ -169,19 +169,25 @@ class _Endpoint:
         close_quietly(self.connection)
         self.connection = self.channel = None
 
-    def reopen(self, backoff_max=30.0, give_up_after=None):
-        """Drop the connection and connect again, waiting longer after each failure."""
+    def reopen(self, backoff_max=30.0, give_up_after=None, stop=None):
+        """Drop the connection and connect again, waiting longer after each failure.
+        Returns the channel, or None, unconnected, once `stop` (a threading.Event) is set:
+        a component told to stop while its broker is away stops."""
         self.close()
         delay, started = 0.5, time.monotonic()
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 return self.open()
             except BrokerError as error:
                 if give_up_after is not None and time.monotonic() - started + delay > give_up_after:
                     raise
                 log.warning("%s; retrying in %.1f s", error, delay)
-                time.sleep(delay)
+                if stop is None:
+                    time.sleep(delay)
+                else:
+                    stop.wait(delay)
                 delay = min(delay * 2, backoff_max)
+        return None
 
     def tick(self):
         """Read what arrived and keep heartbeats flowing; safe during long transfers."""

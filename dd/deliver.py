@@ -37,8 +37,8 @@ def build(ctx, *, relay=False, htpasswd=None):
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
     decode = flow.notices(**decoding)
-    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode),
-                             retries, **decoding)
+    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode,
+                                                 stop=ctx.stop), retries, **decoding)
     transports = Transports(ctx.credentials, timeout=cfg.timeout)
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.

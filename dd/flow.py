@@ -62,11 +62,12 @@ class Counters:
 
 class BrokerGatherer:
     """Gathers messages from a durable queue, each read by `decode(delivery) -> Item`
-    (see notices); finishing an item acks it."""
+    (see notices); finishing an item acks it.  `stop` (the flow's) ends a reconnection."""
 
-    def __init__(self, consumer, decode):
+    def __init__(self, consumer, decode, *, stop):
         self.consumer = consumer
         self.decode = decode
+        self.stop = stop
         self._started = False
 
     def fetch(self, timeout):
@@ -82,8 +83,8 @@ class BrokerGatherer:
         return [self.decode(d) for d in deliveries]
 
     def _reconnect(self):
-        self.consumer.reopen()
-        self.consumer.start()
+        if self.consumer.reopen(stop=self.stop) is not None:
+            self.consumer.start()
 
     def finish(self, items):
         try:

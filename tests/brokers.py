@@ -1,8 +1,11 @@
-"""A real RabbitMQ for the tests: one fresh vhost per test session, deleted after."""
+"""A real RabbitMQ for the tests: one fresh vhost per test session, deleted after; a relay
+to it that a test can cut."""
+import contextlib
 import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 
 import pytest
@@ -56,3 +59,45 @@ def queue_counts(vhost, queue):
         if words and words[0] == queue:
             return int(words[1]), int(words[2])
     raise AssertionError(f"queue {queue} not found: {out}")
+
+
+class BrokerRelay:
+    """A TCP relay to the broker that a test can cut: to a client connected through it,
+    the broker goes away, and reconnecting is refused until the end."""
+
+    def __init__(self):
+        self.listener = socket.create_server((BROKER_HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, vhost):
+        return f"amqp://guest:guest@{BROKER_HOST}:{self.port}/{vhost}"
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return      # cut
+            upstream = socket.create_connection((BROKER_HOST, BROKER_PORT))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for each in (source, sink):
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        for each in self.sockets:
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+            each.close()

@@ -1,7 +1,9 @@
 """dd_post → RabbitMQ → nginx → dd_subscribe, with real processes: the tree arrives whole."""
 import os
 import random
+import time
 
+from tests.brokers import BrokerRelay
 from tests.pump import compare, manifest, wait_for
 
 NAMES = ["plain.txt", "with space.txt", "hash#tag.dat", "star*.bin", "dots.in.name", "%41percent",
@@ -214,6 +216,23 @@ def test_subscriber_reconnects_when_the_broker_drops_its_connection(pump, vhost)
     status, log = pump.stop(subscriber)
     assert arrived, log[-3000:]
     assert "reconnecting" in log
+    assert status == 0 and "Traceback" not in log
+
+
+def test_subscriber_stops_on_sigterm_while_its_broker_is_away(pump, vhost):
+    # Told to stop while reconnecting (refused, waiting longer each time), it stops at once;
+    # what it waits for its last log messages is bounded by post_timeout.
+    relay = BrokerRelay()
+    pump.broker_url = relay.url(vhost)
+    (pump.src / "a.txt").write_text("1")
+    pump.subscriber_config(extra="post_timeout 2s")
+    subscriber = pump.foreground()
+    pump.post(pump.src / "a.txt")
+    assert wait_for(lambda: (pump.dst / "a.txt").exists())
+    relay.cut()
+    time.sleep(2.5)     # refused twice or three times: in its 2 or 4 s wait
+    status, log = pump.stop(subscriber, timeout=10)
+    assert "retrying in" in log, log[-3000:]
     assert status == 0 and "Traceback" not in log
 
 

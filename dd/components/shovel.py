@@ -34,13 +34,14 @@ def build(ctx):
     cfg.require("broker", "post_broker")
     if not cfg.route_logs:
         gatherer = flow.BrokerGatherer(consumer(ctx), flow.notices(
-            max_notice_size=cfg.max_notice_size, allowed_schemes=None))
+            max_notice_size=cfg.max_notice_size, allowed_schemes=None), stop=ctx.stop)
         return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=_forward,
                          poster=flow.poster(ctx), stop=ctx.stop)
     local = flow.publisher(ctx, cfg.post_broker)
     router = _Router(local, cfg.cluster, upstream=bool(cfg.report_upstream))
     trusted = frozenset(cfg.report_feeders or ())
-    gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted))
+    gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
+                                   stop=ctx.stop)
     posters = [flow.Poster(local, lambda item: item.outgoing.exchange, _published_to(upstream=False),
                            timeout=cfg.post_timeout)]
     if cfg.report_upstream:
