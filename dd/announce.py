@@ -10,8 +10,10 @@ import os
 import stat
 
 from dd import checksum, parts
-from dd.errors import DDError, PathError
+from dd.errors import DDError, PathError, TransferError
 from dd.notice import Checksum, Notice, Op, Part, from_timestamp, now
+from dd.transfer import ReadStream
+from dd.transfer.copy import copy
 
 _O_PATH = getattr(os, "O_PATH", 0)     # Linux: a handle on a path, to ask the kernel its real name
 
@@ -107,7 +109,7 @@ def real_directory(path):
     return os.path.realpath(path)
 
 
-#: Whole files from this size on are summed reading ahead while hashing (checksum.of_spans);
+#: Whole files from this size on are summed by copy(), which reads ahead while it hashes;
 #: below it the helper threads cost more than they save.
 OVERLAP_FROM = 4 << 20
 
@@ -115,10 +117,36 @@ OVERLAP_FROM = 4 << 20
 def part_sums(path, rel_path, method, size, block_size):
     """[checksum of each part..., checksum of the whole file], reading the file once
     (one value, the whole file's, when it is not split)."""
-    if method == "name":
-        value = checksum.of_name(rel_path)
-        return [value] * ((parts.layout(size, block_size)[0] if block_size else 0) + 1)
-    if block_size is None and size < OVERLAP_FROM:
+    spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else []
+    if method in ("name", "none"):
+        return [checksum.of_name(rel_path) if method == "name" else ""] * (len(spans) + 1)
+    if not spans and size < OVERLAP_FROM:
         return [checksum.of_file(path, method)]
-    spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else ()
-    return checksum.of_spans(path, method, size, spans)
+    whole, sums = checksum.new(method), []
+    changed = "the file changed while being summed; post it again once written"
+    try:
+        for offset, length in spans or [(0, size)]:
+            part = checksum.new(method) if spans else None
+            # A stream of its own per part: closing a ReadStream closes the file under it.
+            with open(path, "rb", buffering=0) as f:
+                f.seek(offset)
+                # copy() hashes on lanes of its own while it reads ahead: a part's hasher beside the whole's.
+                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part or whole,
+                     also_hash=[whole] if part else [], name=path)
+            if part:
+                sums.append(part.hexdigest())
+        if os.stat(path).st_size > size:
+            raise DDError(f"cannot checksum {path}: it has more than the {size} bytes it had", fix=changed)
+    except TransferError as error:
+        raise DDError(f"cannot checksum {path}: {error.message}", fix=changed) from None
+    except OSError as error:
+        raise DDError(f"cannot checksum {path}: {error.strerror or error}") from None
+    return sums + [whole.hexdigest()]
+
+
+class _Nowhere:
+    """A sink for bytes that are only hashed."""
+
+    @staticmethod
+    def write(data):
+        return len(data)

@@ -3,7 +3,6 @@
 "name" sums the relative path instead of the data, for sources that announce
 by name only; "none" means no checksum and its value is "".
 """
-import concurrent.futures
 import hashlib
 import os
 
@@ -15,8 +14,6 @@ METHODS = ("sha512", "sha256", "md5", "xxh128", "name", "none")
 DEFAULT = "sha512"
 BUFFER_SIZE = 1 << 20
 SMALLEST_BUFFER = 1 << 16
-#: of_spans reads pieces this big, the next while the last is hashed.
-READ_AHEAD = 8 << 20
 
 _CONTENT = {
     "sha512": hashlib.sha512,
@@ -100,57 +97,6 @@ def of_file(path, method, offset=0, length=None, opener=None):
         raise DDError(f"cannot checksum {path}: it ends before byte {offset + length}",
                       fix="the file is shorter than the range asked; it may have changed")
     return hasher.hexdigest()
-
-
-def of_spans(path, method, size, spans=()):
-    """[checksum of each (offset, length) span..., checksum of the whole], of a file of
-    `size` bytes read once, front to back; `spans` cut it in consecutive parts.
-
-    Made for big files: the next piece is read on a helper thread while this one is hashed,
-    and a span's hasher runs beside the whole's (hashlib and reads release the GIL), so
-    summing goes at the speed of the checksum, not of the checksum plus the reading."""
-    if method == "none":
-        return [""] * (len(spans) + 1)
-    whole = new(method)
-    pieces = []     # (offset, length, whether it ends its span); an empty span is one empty piece
-    for start, length in spans or [(0, size)]:
-        end = start + length
-        pieces += [(offset, min(READ_AHEAD, end - offset), offset + READ_AHEAD >= end)
-                   for offset in range(start, end, READ_AHEAD)] or [(start, 0, True)]
-    buffers = [memoryview(bytearray(min(READ_AHEAD, size) or 1)) for _ in range(2)]
-    sums = []
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dd-sum") as helpers:
-                def read(n):
-                    offset, length, _ = pieces[n]
-                    return os.preadv(fd, [buffers[n % 2][:length]], offset)
-
-                part = new(method) if spans else None
-                reading = helpers.submit(read, 0)
-                for n, (offset, length, ends_span) in enumerate(pieces):
-                    if reading.result() != length:
-                        raise DDError(f"cannot checksum {path}: it ends before byte {offset + length}",
-                                      fix="the file changed while being summed; post it again once written")
-                    if n + 1 < len(pieces):
-                        reading = helpers.submit(read, n + 1)
-                    data = buffers[n % 2][:length]
-                    hashing = helpers.submit(part.update, data) if part else None
-                    whole.update(data)
-                    if hashing:
-                        hashing.result()
-                    if part and ends_span:
-                        sums.append(part.hexdigest())
-                        part = new(method)
-                if os.pread(fd, 1, size):
-                    raise DDError(f"cannot checksum {path}: it has more than the {size} bytes it had",
-                                  fix="the file changed while being summed; post it again once written")
-        finally:
-            os.close(fd)
-    except OSError as error:
-        raise DDError(f"cannot checksum {path}: {error.strerror or error}") from error
-    return sums + [whole.hexdigest()]
 
 
 def verifiable(method):

@@ -85,27 +85,3 @@ def test_unknown_method_names_it_and_the_valid_ones(call):
     assert str(raised.value) == ("unknown checksum method 'crc32' "
                                  "(use one of: sha512, sha256, md5, xxh128, name, none)")
 
-
-@pytest.mark.parametrize("method", REFERENCES)
-@pytest.mark.parametrize("spans", [(), ((0, 5), (5, 0)), "reads"], ids=["whole", "empty-span", "read-sized"])
-def test_of_spans_sums_each_span_and_the_whole(tmp_path, method, spans):
-    # Spans longer than one read, shorter than one, and cut across reads: each its own sum.
-    size = 2 * checksum.READ_AHEAD + 12345
-    if spans == "reads":
-        cut = checksum.READ_AHEAD + 1
-        spans = ((0, cut), (cut, 7), (cut + 7, size - cut - 7))
-    elif spans:
-        size = 5
-    data = os.urandom(size)
-    path = tmp_path / "f"
-    path.write_bytes(data)
-    expected = [REFERENCES[method](data[o:o + n]) for o, n in spans] + [REFERENCES[method](data)]
-    assert checksum.of_spans(str(path), method, size, spans) == expected
-
-
-@pytest.mark.parametrize("change", [-1, +1])
-def test_of_spans_refuses_a_file_that_changed_size_while_summed(tmp_path, change):
-    path = tmp_path / "growing"
-    path.write_bytes(os.urandom(checksum.READ_AHEAD + 10 + change))
-    with pytest.raises(DDError, match=f"cannot checksum {path}: .*changed while being summed"):
-        checksum.of_spans(str(path), "sha512", checksum.READ_AHEAD + 10)
