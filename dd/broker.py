@@ -17,7 +17,7 @@ import amqp
 import amqp.exceptions
 import amqp.transport
 
-from dd.errors import BrokerError
+from dd.errors import BrokerError, BrokerRefusal
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
         client_properties={"connection_name": name},
     )
     if tls:
-        # Certificate and host name are verified against the system's CAs.
+        # Certificate and host name are verified against the system's CAs (or SSL_CERT_FILE's).
         options["ssl"] = {"server_hostname": url.host, "cert_reqs": ssl.CERT_REQUIRED}
     connection = _Connection(**options)
     if capabilities:
@@ -109,11 +109,15 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
     try:
         connection.connect()
     except amqp.exceptions.AccessRefused:
-        raise BrokerError(f"broker {url} refused the login of user '{url.user}'",
-                          fix="check the password in credentials.conf") from None
+        raise BrokerRefusal(f"broker {url} refused the login of user '{url.user}'",
+                            fix="check the password in credentials.conf") from None
     except amqp.exceptions.NotAllowed:
-        raise BrokerError(f"broker {url}: user '{url.user}' may not use virtual host '{vhost_of(url)}'",
-                          fix="ask the broker administrator for permissions") from None
+        raise BrokerRefusal(f"broker {url}: user '{url.user}' may not use virtual host '{vhost_of(url)}'",
+                            fix="ask the broker administrator for permissions") from None
+    except ssl.SSLCertVerificationError as error:  # before OSError: a subclass
+        raise BrokerRefusal(f"broker {url}: its TLS certificate is refused: {error.verify_message}",
+                            fix="use the host name the certificate names, or trust the CA that signed it: "
+                                "SSL_CERT_FILE=/path/to/ca.pem") from None
     except (OSError, amqp.exceptions.AMQPError) as error:
         raise BrokerError(f"cannot connect to broker {url}: {_reason(error)}",
                           fix="check that the broker is running and the URL is right") from None
@@ -171,6 +175,7 @@ class _Endpoint:
 
     def reopen(self, backoff_max=30.0, give_up_after=None, stop=None):
         """Drop the connection and connect again, waiting longer after each failure.
+        With `give_up_after` (seconds), a refusal (BrokerRefusal) is raised at once.
         Returns the channel, or None, unconnected, once `stop` (a threading.Event) is set:
         a component told to stop while its broker is away stops."""
         self.close()
@@ -179,7 +184,8 @@ class _Endpoint:
             try:
                 return self.open()
             except BrokerError as error:
-                if give_up_after is not None and time.monotonic() - started + delay > give_up_after:
+                if give_up_after is not None and (isinstance(error, BrokerRefusal)
+                                                  or time.monotonic() - started + delay > give_up_after):
                     raise
                 log.warning("%s; retrying in %.1f s", error, delay)
                 if stop is None:

@@ -56,6 +56,11 @@ class BrokerError(DDError):
     rule = "broker"
 
 
+class BrokerRefusal(BrokerError):
+    """The broker answered and refused: the login, the vhost or its TLS certificate.
+    Trying again at once cannot help; a one-shot command reports it instead of waiting."""
+
+
 class TransferError(DDError):
     """A data transfer failed; ``retryable`` says whether trying again may help."""
 

@@ -15,7 +15,7 @@ import time
 from typing import Callable, Optional
 
 from dd import broker, formats, report, topic
-from dd.errors import BrokerError, NoticeError
+from dd.errors import BrokerError, BrokerRefusal, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
 from dd.receive import Outcome
@@ -259,7 +259,7 @@ class Poster:
                 lost = {id(i) for i in self.publisher.forget_pending()}
                 remaining = [(i, m) for i, m in remaining if id(i) in lost or id(i) not in published]
                 published.difference_update(id(i) for i, _ in remaining)
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or isinstance(error, BrokerRefusal):
                     log.error("%s", error)
                     return [i for i, _ in remaining]
                 log.warning("publishing failed (%s); reconnecting", error)

@@ -111,6 +111,14 @@ dd refuses a credentials.conf that its group or others may access; fix it with
 \fBchmod 600\fP.
 Passwords written in a configuration file work too, but are discouraged.
 No message, log line or \fBshow\fP output ever contains a password.
+.SS TLS
+\fBamqps\fP brokers and \fBhttps\fP servers must present a certificate that a CA
+this machine trusts has signed, for the host name the URL names; dd never
+connects otherwise.
+To trust a private CA, name its PEM file in the environment:
+\fBSSL_CERT_FILE=\fP\fI/path/to/ca.pem\fP (OpenSSL's own variable;
+\fBSSL_CERT_DIR\fP names a directory of hashed certificates instead).
+\fBsftp\fP servers are checked against \fI~/.ssh/known_hosts\fP instead.
 .SH OPTIONS
 Each option says the form of its value, its default and the commands that use it.
 """

@@ -63,16 +63,18 @@ def queue_counts(vhost, queue):
 
 class BrokerRelay:
     """A TCP relay to the broker that a test can cut: to a client connected through it,
-    the broker goes away, and reconnecting is refused until the end."""
+    the broker goes away, and reconnecting is refused until the end.  With `tls` (a server
+    ssl.SSLContext) it is the broker's amqps face: clients speak TLS to it."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.listener = socket.create_server((BROKER_HOST, 0))
         self.port = self.listener.getsockname()[1]
         self.sockets = [self.listener]
+        self.tls = tls
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def url(self, vhost):
-        return f"amqp://guest:guest@{BROKER_HOST}:{self.port}/{vhost}"
+    def url(self, vhost, host=BROKER_HOST):
+        return f"{'amqps' if self.tls else 'amqp'}://guest:guest@{host}:{self.port}/{vhost}"
 
     def _accept(self):
         while True:
@@ -80,6 +82,14 @@ class BrokerRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return      # cut
+            if self.tls:
+                try:
+                    client.settimeout(10)
+                    client = self.tls.wrap_socket(client, server_side=True)
+                    client.settimeout(None)
+                except OSError:     # the client refused our certificate
+                    client.close()
+                    continue
             upstream = socket.create_connection((BROKER_HOST, BROKER_PORT))
             self.sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):

@@ -69,7 +69,7 @@ def _start(command, port, log):
             time.sleep(0.05)
 
 
-def _self_signed(cert_file, key_file):
+def self_signed(cert_file, key_file):
     """A certificate for 127.0.0.1 that is its own CA, so clients can be told to trust it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -110,7 +110,7 @@ def _workspace(tmp_path_factory, binary):
 def nginx_server(tmp_path_factory):
     base, root, port = _workspace(tmp_path_factory, NGINX)
     tls_port = free_port()
-    _self_signed(base / "cert.pem", base / "key.pem")
+    self_signed(base / "cert.pem", base / "key.pem")
     (base / "nginx.conf").write_text(nginx.config(
         base=base, root=root, port=port, autoindex=True,
         tls=(tls_port, base / "cert.pem", base / "key.pem")))

@@ -1,10 +1,12 @@
 """dd_post → RabbitMQ → nginx → dd_subscribe, with real processes: the tree arrives whole."""
 import os
 import random
+import ssl
 import time
 
 from tests.brokers import BrokerRelay
 from tests.pump import compare, manifest, wait_for
+from tests.servers import self_signed
 
 NAMES = ["plain.txt", "with space.txt", "hash#tag.dat", "star*.bin", "dots.in.name", "%41percent",
          "été ünïcødé.txt", "日本語.txt", "question?.txt", "a'quote\".txt"]
@@ -167,6 +169,17 @@ def test_dd_post_with_the_broker_down_exits_non_zero_naming_what_was_not_announc
     assert ":guest@" not in result.stderr
 
 
+def test_dd_post_refused_by_the_broker_says_why_at_once(pump, vhost):
+    # A refused login is not a broker that is away: retrying for post_timeout cannot help.
+    (pump.src / "a.txt").write_text("a")
+    wrong = pump.broker_url.replace("guest:guest@", "guest:wrong@")
+    result = pump.post(pump.src / "a.txt", check=False, post_broker=wrong, post_timeout="10m")
+    assert result.returncode == 4
+    assert "refused the login of user 'guest' (check the password in credentials.conf)" in result.stderr
+    assert "retrying" not in result.stderr and "reconnecting" not in result.stderr
+    assert "0 announced, 1 not announced" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_dd_post_refuses_paths_outside_post_base_dir(pump):
     outside = pump.base / "elsewhere.txt"
     outside.write_text("x")
@@ -234,6 +247,39 @@ def test_subscriber_stops_on_sigterm_while_its_broker_is_away(pump, vhost):
     status, log = pump.stop(subscriber, timeout=10)
     assert "retrying in" in log, log[-3000:]
     assert status == 0 and "Traceback" not in log
+
+
+def test_amqps_checks_the_broker_certificate_and_its_host_name(pump, vhost, tmp_path):
+    # The broker's amqps face presents a certificate for 127.0.0.1 from a CA of the test's own.
+    self_signed(tmp_path / "ca.pem", tmp_path / "key.pem")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "ca.pem", tmp_path / "key.pem")
+    relay = BrokerRelay(tls=tls)
+    (pump.src / "a.txt").write_text("over TLS")
+
+    pump.broker_url = relay.url(vhost)
+    untrusted = pump.post(pump.src / "a.txt", check=False)
+    assert untrusted.returncode != 0
+    assert "its TLS certificate is refused: self-signed certificate" in untrusted.stderr
+    assert "retrying" not in untrusted.stderr
+    assert "SSL_CERT_FILE=" in untrusted.stderr and "Traceback" not in untrusted.stderr
+
+    pump.env["SSL_CERT_FILE"] = str(tmp_path / "ca.pem")
+    pump.broker_url = relay.url(vhost, host="localhost")     # not the name the certificate has
+    other_name = pump.post(pump.src / "a.txt", check=False)
+    assert other_name.returncode != 0
+    assert "Hostname mismatch" in other_name.stderr and "Traceback" not in other_name.stderr
+
+    pump.broker_url = relay.url(vhost)
+    pump.subscriber_config()
+    subscriber = pump.foreground()
+    posted = pump.post(pump.src / "a.txt", check=False)
+    assert posted.returncode == 0, posted.stderr
+    arrived = wait_for(lambda: (pump.dst / "a.txt").exists())
+    _, log = pump.stop(subscriber)
+    assert arrived, log[-2000:]
+    assert (pump.dst / "a.txt").read_text() == "over TLS"
+    relay.cut()
 
 
 def test_a_file_with_a_name_of_the_longest_length_arrives(pump):

@@ -185,8 +185,8 @@ class HttpTransport(Transport):
             except ssl.SSLError as error:  # before OSError: a subclass
                 connection.close()
                 raise PermanentError(f"{where}: TLS failed: {_reason(error)}",
-                                     fix="check the server certificate, or give its CA bundle as "
-                                         "the https 'verify' option") from error
+                                     fix="use the host name the certificate names, or trust the CA that "
+                                         "signed it: SSL_CERT_FILE=/path/to/ca.pem") from error
             except TimeoutError as error:  # before OSError: a subclass
                 connection.close()
                 raise TransferError(f"{where}: no answer within {self.timeout:g} s") from error
