@@ -26,6 +26,7 @@ import time
 from multiprocessing.connection import Connection
 
 from watchdog import events
+from watchdog import version as watchdog_version
 from watchdog.observers import Observer
 
 from dd.errors import DDError
@@ -35,7 +36,7 @@ log = logging.getLogger("dd.watching")
 # What each watchdog event means to a watcher.
 CLOSED, CREATED, DELETED, MOVED, DIR_CREATED, DIR_DELETED, OVERFLOW = (
     "closed", "created", "deleted", "moved", "dir-created", "dir-deleted", "overflow")
-#: watchdog reports a kernel queue overflow only in this logger's messages.
+#: watchdog 7 reports a kernel queue overflow only in this logger's messages.
 _INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 _KINDS = {
     events.FileClosedEvent: CLOSED,
@@ -158,8 +159,11 @@ class _Collector(events.FileSystemEventHandler):
     def filter(self, record):
         """As a logging filter on watchdog's inotify logger: notices overflows."""
         if "overflow" in record.getMessage():
-            self._add((OVERFLOW, None, None))
+            self.overflowed()
         return True
+
+    def overflowed(self):
+        self._add((OVERFLOW, None, None))
 
     def dispatch(self, event):
         kind = _KINDS.get(type(event))
@@ -191,6 +195,7 @@ def _watch(directories, pipe):
     # watchdog's messages are read, not printed: the parent says what they mean in its log.
     logging.getLogger().addHandler(logging.NullHandler())
     logging.getLogger(_INOTIFY_LOGGER).addFilter(collector)
+    _spot_dropped_overflows(collector)
     observer = Observer()
     try:
         for directory in directories:
@@ -223,6 +228,24 @@ def _watch(directories, pipe):
     finally:
         observer.stop()
         observer.join(timeout=5)
+
+
+def _spot_dropped_overflows(collector):
+    """watchdog before 7 (Debian 12 ships 2.2) skips the kernel's overflow event unseen, as
+    one for no watch (its issue #654): see it as watchdog parses the kernel's buffer."""
+    if watchdog_version.VERSION_MAJOR >= 7:
+        return      # reported in its log, which the collector reads
+    from watchdog.observers import inotify_c
+    parse = inotify_c.Inotify._parse_event_buffer
+    overflow = inotify_c.InotifyConstants.IN_Q_OVERFLOW
+
+    def parse_spotting_overflows(event_buffer):
+        for wd, mask, cookie, name in parse(event_buffer):
+            if wd == -1 and mask & overflow:
+                collector.overflowed()
+            yield wd, mask, cookie, name
+
+    inotify_c.Inotify._parse_event_buffer = staticmethod(parse_spotting_overflows)
 
 
 def _settle(observer, patience=1.0):

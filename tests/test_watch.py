@@ -12,7 +12,6 @@ import time
 
 import amqp
 import pytest
-from watchdog import version as watchdog_version
 
 from dd import formats, watching
 from dd.credentials import Url
@@ -267,8 +266,6 @@ def test_cleanup_forgets_what_was_announced_and_declare_has_nothing_to_do(watche
     assert not (pump.base / "state" / "watch" / "w" / "announced.json").exists()
 
 
-@pytest.mark.skipif(watchdog_version.VERSION_MAJOR < 7,
-                    reason="watchdog before 7 drops the kernel's overflow notice (its issue #654)")
 def test_an_inotify_queue_overflow_asks_for_a_rescan(tmp_path):
     limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
     if limit > 100_000:
