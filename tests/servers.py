@@ -5,6 +5,7 @@ import datetime
 import getpass
 import ipaddress
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -40,16 +41,27 @@ class Server:
 _handed_out = set()
 
 
+#: Ports handed out are below the kernel's ephemeral range (32768 up), a block of them per
+#: pytest-xdist worker: a port one worker chose is never another's, nor a client socket's.
+PORT_BLOCK = 2000
+
+
 def free_port():
-    """A port free on 127.0.0.1 and not handed out before in this run: the kernel may give
-    a port just closed again, and two servers told the same port fail to start."""
-    while True:
+    """A port free on 127.0.0.1 and not handed out before in this run: two servers told
+    the same port fail to start."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    first = 12000 + PORT_BLOCK * int(worker.removeprefix("gw"))
+    for port in random.sample(range(first, first + PORT_BLOCK), PORT_BLOCK):
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {first}-{first + PORT_BLOCK - 1}")
 
 
 def _start(command, port, log):
