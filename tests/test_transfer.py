@@ -261,9 +261,20 @@ def test_https_verifies_certificates(nginx_server):
         with pytest.raises(TransferError, match="TLS failed.*certificate verify failed") as raised:
             read(transport, path)
     assert raised.value.retryable is False
+    assert "SSL_CERT_FILE=" in str(raised.value)
     with Transports(timeout=10, options={"https": {"verify": str(nginx_server.ca_file)}}) as trusting:
         transport, path = trusting.for_url(url)
         assert read(transport, path) == b"secure"
+
+
+def test_https_to_a_plain_http_port_says_so(nginx_server):
+    plain = nginx_server.url.replace("http://", "https://") + "tls.txt"
+    with Transports(timeout=10) as transports:
+        transport, path = transports.for_url(plain)
+        with pytest.raises(TransferError, match="TLS failed") as raised:
+            read(transport, path)
+    assert "check that the server speaks TLS on this port" in str(raised.value)
+    assert raised.value.retryable is False
 
 
 def test_http_server_down_is_retryable():

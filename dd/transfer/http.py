@@ -184,9 +184,10 @@ class HttpTransport(Transport):
                     raise TransferError(f"{where}: {_reason(error)}") from error
             except ssl.SSLError as error:  # before OSError: a subclass
                 connection.close()
-                raise PermanentError(f"{where}: TLS failed: {_reason(error)}",
-                                     fix="use the host name the certificate names, or trust the CA that "
-                                         "signed it: SSL_CERT_FILE=/path/to/ca.pem") from error
+                fix = ("use the host name the certificate names, or trust the CA that signed it: "
+                       "SSL_CERT_FILE=/path/to/ca.pem" if isinstance(error, ssl.SSLCertVerificationError)
+                       else "check that the server speaks TLS on this port")
+                raise PermanentError(f"{where}: TLS failed: {_reason(error)}", fix=fix) from error
             except TimeoutError as error:  # before OSError: a subclass
                 connection.close()
                 raise TransferError(f"{where}: no answer within {self.timeout:g} s") from error
