@@ -17,7 +17,7 @@ import amqp
 import amqp.exceptions
 import amqp.transport
 
-from dd.errors import BrokerError, BrokerRefusal
+from dd.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
                             fix="ask the broker administrator for permissions") from None
     except ssl.SSLCertVerificationError as error:  # before OSError: a subclass
         raise BrokerRefusal(f"broker {url}: its TLS certificate is refused: {error.verify_message}",
-                            fix="use the host name the certificate names, or trust the CA that signed it: "
-                                "SSL_CERT_FILE=/path/to/ca.pem") from None
+                            fix=CERTIFICATE_FIX) from None
     except (OSError, amqp.exceptions.AMQPError) as error:
         raise BrokerError(f"cannot connect to broker {url}: {_reason(error)}",
                           fix="check that the broker is running and the URL is right") from None

@@ -56,6 +56,11 @@ class BrokerError(DDError):
     rule = "broker"
 
 
+#: The fix for a refused TLS certificate, a broker's or a data server's.
+CERTIFICATE_FIX = ("use the host name the certificate names, or trust the CA that signed it: "
+                   "SSL_CERT_FILE=/path/to/ca.pem")
+
+
 class BrokerRefusal(BrokerError):
     """The broker answered and refused: the login, the vhost or its TLS certificate.
     Trying again at once cannot help; a one-shot command reports it instead of waiting."""

@@ -16,7 +16,7 @@ import threading
 import urllib.parse
 import urllib.request
 
-from dd.errors import TransferError
+from dd.errors import CERTIFICATE_FIX, TransferError
 from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
@@ -184,8 +184,7 @@ class HttpTransport(Transport):
                     raise TransferError(f"{where}: {_reason(error)}") from error
             except ssl.SSLError as error:  # before OSError: a subclass
                 connection.close()
-                fix = ("use the host name the certificate names, or trust the CA that signed it: "
-                       "SSL_CERT_FILE=/path/to/ca.pem" if isinstance(error, ssl.SSLCertVerificationError)
+                fix = (CERTIFICATE_FIX if isinstance(error, ssl.SSLCertVerificationError)
                        else "check that the server speaks TLS on this port")
                 raise PermanentError(f"{where}: TLS failed: {_reason(error)}", fix=fix) from error
             except TimeoutError as error:  # before OSError: a subclass
