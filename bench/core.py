@@ -21,6 +21,7 @@ import getpass
 import itertools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -30,9 +31,9 @@ import psutil
 
 from harness import (BROKER_HOST, BROKER_PORT, Broker, Daemon, Mirror, NGINX, NoticeWatch,
                      PhaseError, SMALL_SIZE, byte_size, cell, checksum_speed, children_cpu,
-                     format_table, last_line, make_big_file, make_small_tree, parse_size, positive,
-                     print_notes, publish_rate, rate_text, run, run_checked, size_text, spawn,
-                     start_nginx, stop_group, timed_run, wait_mirror, warm)
+                     create_cost, format_table, last_line, make_big_file, make_small_tree,
+                     parse_size, positive, print_notes, publish_rate, rate_text, run, run_checked,
+                     size_text, spawn, start_nginx, stop_group, timed_run, wait_mirror, warm)
 
 #: The checksum of a file alone, in a process of its own (hashlib.file_digest: Python 3.11).
 SUM_FILE = "import hashlib, sys; hashlib.file_digest(open(sys.argv[1], 'rb'), sys.argv[2])"
@@ -181,7 +182,7 @@ class Bench:
         self.rows = []
         self.notes = []
         self.limits = {}        # name -> (value, unit)
-        self.curl_big = {}      # tool name -> curl's MB/s on the big file just before its mirror
+        self.curl_big = {}      # tool name -> curl's MB/s on the big file just before and after its mirror
         self.sum_big = {}       # tool name -> MB/s of summing the big file alone, just before its post
         # Other work on the machine skews every number: the report shows how busy it was.
         self.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -254,7 +255,10 @@ class Bench:
         self.limits[f"curl, {args.small_count} x 1 KiB, keep-alive (1 process)"] = (
             rate_text(args.small_count, seconds), f"files/s  ({cpu:.2f} CPU s)")
         # curl's copies stay until the end, for the reason Tool.clear_destination gives.
-        # curl's big download is measured in phase 4, just before each tool's (curl_big_for).
+        # curl's big download is measured in phase 4, around each tool's (curl_big_for).
+
+        self.limits["creating a 1 KiB file in the work directory (1 process)"] = (
+            f"{create_cost(self.work) * 1e6:,.0f}", "µs")
 
         hash_speed = checksum_speed(args.checksum)
         if hash_speed:
@@ -330,7 +334,8 @@ class Bench:
 
     def big_file(self, tool):
         """4 big file: an idle subscriber, then a post of the big file"""
-        self.curl_big_for(tool)
+        self.curl_big_for(tool, "warm-up")
+        self.curl_big_for(tool, "before")
         self.sum_big_for(tool)
         files = {str(self.big_path.relative_to(self.src)): self.args.big_size}
         arrival = self._posted_to_idle(tool, "big", self.big_path, files)
@@ -338,20 +343,30 @@ class Bench:
                                arrival.post_cpu))
         self.rows.append(_span("4 first notice -> mirrored", tool, arrival.first_notice, arrival.all,
                                files, arrival.cpu, arrival.rss))
+        self.curl_big_for(tool, "after")
 
-    def curl_big_for(self, tool):
-        """curl fetches the big file just before `tool` mirrors it, and keeps its copy, as the
-        tool keeps its own: nothing is deleted in this phase, so both write into memory in the
-        same state.  (This VM gives the host back memory freed a while ago, and writing into
-        it costs 2-5 s of system time per GiB, against 0.4-1.5 s into memory freed a moment
-        before; the tool's download starts seconds after anything curl could free.)"""
-        destination = tool.dir / "curl-big.bin"
+    def curl_big_for(self, tool, when):
+        """curl fetches the big file into `tool`'s directory and keeps it, as the tool keeps its
+        copy: "before" and "after" the tool's mirror, whose baseline is their mean, and first a
+        "warm-up" that is no baseline.  This VM gives the host back memory freed a few seconds
+        ago and reclaims page cache left untouched for 30 s: writing 1 GiB costs 1.1-1.5 s of
+        system time into memory just freed, 2.6-3.8 s into memory given back.  While phases
+        1-3 run, about 1 GiB is reclaimed, and the first download of phase 4 writes into it
+        (curl: 900-940 MB/s) while all the others, the tool's included, find memory given back
+        (curl: 300-400 MB/s).  The warm-up takes that memory, so that curl and the tool are
+        measured in the same state."""
+        destination = tool.dir / f"curl-big-{when}.bin"
         warm(self.big_path)
         seconds, cpu = timed_run(["curl", "-sS", "--fail", "-o", str(destination), f"{self.base_url}big/big.bin"],
                                  timeout=self.args.timeout)
-        self.curl_big[tool.name] = self.args.big_size / seconds / 1e6
-        self.limits[f"curl, 1 x {size_text(self.args.big_size)}, just before {tool.name}'s mirror"] = (
-            f"{self.curl_big[tool.name]:,.0f}", f"MB/s  ({cpu:.2f} CPU s)")
+        speed = self.args.big_size / seconds / 1e6
+        if when == "warm-up":
+            label = f"first of {tool.name}'s phase 4 (warm-up, no baseline)"
+        else:
+            label = f"just {when} {tool.name}'s mirror"
+            self.curl_big.setdefault(tool.name, []).append(speed)
+        self.limits[f"curl, 1 x {size_text(self.args.big_size)}, {label}"] = (
+            f"{speed:,.0f}", f"MB/s  ({cpu:.2f} CPU s)")
 
     def sum_big_for(self, tool):
         """The checksum alone: hashlib summing the big file in a new Python process, launch to
@@ -496,9 +511,11 @@ def targets_report(rows, bench):
             target("post big file", f">= 0.9 x {bench.args.checksum} alone = {0.9 * alone:,.0f} MB/s",
                    big, speed, "MB/s", big and speed >= 0.9 * alone)
         mirror = dd("4 first notice -> mirrored")
-        limit = min(v for v in (bench.curl_big.get("dd"), alone) if v)
+        curl = statistics.fmean(bench.curl_big["dd"]) if bench.curl_big.get("dd") else None
+        limit = min(v for v in (curl, alone) if v)
         speed = mirror and mirror.nbytes / mirror.seconds / 1e6
-        target("mirror big file", f">= 0.85 x min(curl, {bench.args.checksum} alone) = {0.85 * limit:,.0f} MB/s",
+        target("mirror big file",
+               f">= 0.85 x min(curl around, {bench.args.checksum} alone) = {0.85 * limit:,.0f} MB/s",
                mirror, speed, "MB/s", mirror and speed >= 0.85 * limit)
     peaks = [r.rss for r in rows if r.tool == "dd" and r.rss]
     peak = max(peaks, default=None)
