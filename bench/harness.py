@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -482,8 +483,13 @@ def spread_parent():
     beside the last run's, in /tmp's block group, would make this run's small files pay,
     dd's, sr3's and curl's alike, for the last one's clean-up (2,000 creates: 0.06 s quiet,
     1.2 s there)."""
-    parent = Path(tempfile.gettempdir()) / "ddbench"
-    parent.mkdir(mode=0o700, exist_ok=True)
+    temp = Path(tempfile.gettempdir())
+    parent = temp / f"ddbench-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        parent.mkdir(mode=0o700)
+    mine = parent.lstat()
+    if not stat.S_ISDIR(mine.st_mode) or mine.st_uid != os.getuid():
+        return temp     # planted by someone else: never work inside it
     # Elsewhere than ext4, or without chattr, the flag is only a hint lost.
     with contextlib.suppress(OSError):
         subprocess.run(["chattr", "+T", str(parent)], stderr=subprocess.DEVNULL, check=False)
