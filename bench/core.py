@@ -352,8 +352,8 @@ class Bench:
         ago and reclaims page cache left untouched for 30 s: writing 1 GiB costs 1.1-1.5 s of
         system time into memory just freed, 2.6-3.8 s into memory given back.  While phases
         1-3 run, about 1 GiB is reclaimed, and the first download of phase 4 writes into it
-        (curl: 900-940 MB/s) while all the others, the tool's included, find memory given back
-        (curl: 300-400 MB/s).  The warm-up takes that memory, so that curl and the tool are
+        (curl: 830-940 MB/s) while all the others, the tool's included, find memory given back
+        (curl: 280-440 MB/s).  The warm-up takes that memory, so that curl and the tool are
         measured in the same state."""
         destination = tool.dir / f"curl-big-{when}.bin"
         warm(self.big_path)
