@@ -355,10 +355,8 @@ class Bench:
         (curl: 830-940 MB/s) while all the others, the tool's included, find memory given back
         (curl: 280-440 MB/s).  The warm-up takes that memory, so that curl and the tool are
         measured in the same state."""
-        destination = tool.dir / f"curl-big-{when}.bin"
-        warm(self.big_path)
-        seconds, cpu = timed_run(["curl", "-sS", "--fail", "-o", str(destination), f"{self.base_url}big/big.bin"],
-                                 timeout=self.args.timeout)
+        seconds, cpu = curl_fetch(f"{self.base_url}big/big.bin", self.big_path, tool.dir / f"curl-big-{when}.bin",
+                                  timeout=self.args.timeout)
         speed = self.args.big_size / seconds / 1e6
         if when == "warm-up":
             label = f"first of {tool.name}'s phase 4 (warm-up, no baseline)"
@@ -374,9 +372,7 @@ class Bench:
         (The in-memory hashlib limit hashes one hot 1 MiB block: no file, no process.)"""
         if self.args.checksum == "none":
             return
-        warm(self.big_path)
-        seconds, cpu = timed_run([sys.executable, "-c", SUM_FILE, str(self.big_path), self.args.checksum],
-                                 timeout=self.args.timeout)
+        seconds, cpu = sum_alone(self.big_path, self.args.checksum, timeout=self.args.timeout)
         self.sum_big[tool.name] = self.args.big_size / seconds / 1e6
         self.limits[f"{self.args.checksum} of the {size_text(self.args.big_size)} file alone, "
                     f"just before {tool.name}'s post"] = (f"{self.sum_big[tool.name]:,.0f}",
@@ -420,6 +416,18 @@ class Bench:
         if mirror.done < mirror.total:
             self.notes.append(f"{tool.name}, {what}: {mirror.done} of {mirror.total} files within "
                               f"--timeout {self.args.timeout:g} s")
+
+
+def curl_fetch(url, source, destination, *, timeout):
+    """(wall, CPU seconds) of curl fetching `url`, nginx's copy of `source`, warmed first."""
+    warm(source)
+    return timed_run(["curl", "-sS", "--fail", "-o", str(destination), url], timeout=timeout)
+
+
+def sum_alone(path, method, *, timeout):
+    """(wall, CPU seconds) of summing `path`, warmed first, in a Python process of its own."""
+    warm(path)
+    return timed_run([sys.executable, "-c", SUM_FILE, str(path), method], timeout=timeout)
 
 
 def _span(phase, tool, start, end, files=None, cpu=None, rss=None):
@@ -573,9 +581,14 @@ def _check_commands(args):
     needed = ["rabbitmqctl", "curl", NGINX, "dd_post", "dd_subscribe"]
     if not args.skip_sr3:
         needed += ["sr3", "sr3_post"]
-    missing = [c for c in needed if not shutil.which(c)]
+    require(needed, "install them, or --skip-sr3 for sr3's")
+
+
+def require(commands, fix):
+    """Exit naming the commands not found, and `fix`."""
+    missing = [c for c in commands if not shutil.which(c)]
     if missing:
-        raise SystemExit(f"bench: not found: {', '.join(missing)} (install them, or --skip-sr3 for sr3's)")
+        raise SystemExit(f"bench: not found: {', '.join(missing)} ({fix})")
 
 
 def main(argv=None):

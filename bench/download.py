@@ -18,7 +18,6 @@ import argparse
 import json
 import mmap
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,9 +54,7 @@ class Bench(core.Bench):
         self.downloads = 0
 
     def measure_limits(self):
-        harness.warm(self.big_path)
-        seconds, cpu = harness.timed_run(
-            [sys.executable, "-c", core.SUM_FILE, str(self.big_path), self.args.checksum], timeout=self.args.timeout)
+        seconds, cpu = core.sum_alone(self.big_path, self.args.checksum, timeout=self.args.timeout)
         self.alone = (self.args.size / seconds / 1e6, cpu)
 
     def run_phases(self):
@@ -86,9 +83,8 @@ class Bench(core.Bench):
         return self.work / f"copy-{self.downloads}.bin"   # kept: deleting would free memory
 
     def curl(self):
-        harness.warm(self.big_path)
-        return harness.timed_run(["curl", "-sS", "--fail", "-o", str(self._destination()),
-                                  f"{self.base_url}big.bin"], timeout=self.args.timeout)
+        return core.curl_fetch(f"{self.base_url}big.bin", self.big_path, self._destination(),
+                               timeout=self.args.timeout)
 
     def dd(self):
         harness.warm(self.big_path)
@@ -146,9 +142,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    for command in ("curl", harness.NGINX):
-        if not shutil.which(command):
-            raise SystemExit(f"bench: {command} not found; install it (see bench/README.rst)")
+    core.require(["curl", harness.NGINX], "install them: see bench/README.rst")
     return harness.run(Bench, args, "ddbench-download-", report)
 
 
