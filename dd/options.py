@@ -353,7 +353,8 @@ OPTIONS = (
             "(dd_watch); repeat for several", repeat=True),
     _option("route_logs", BOOL, "off", "shovel",
             "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
-            "keep those published by the consumer they name, and copy each to xr_<its source>"),
+            "keep those published by the consumer they name about a notice this pump relayed to it "
+            "(log_index), and copy each to xr_<its source>"),
     _option("report_upstream", BROKER, None, "shovel",
             "log router: the pump upstream, where log messages go whose source posted on another "
             "cluster (from_cluster is not this cluster); its password comes from credentials.conf"),
@@ -363,6 +364,15 @@ OPTIONS = (
     _option("report_feeders", LIST, None, "shovel",
             "log router: users (the downstream pumps) whose forwarded log messages are taken "
             "whatever consumer they name"),
+    _option("log_index", PATH, None, "sara shovel",
+            "the log index: what this pump's relays announced and ingested, and who may report on it; "
+            "the log router routes only log messages it matches (dd_log(7)); unset: log_index.sqlite "
+            "in the state directory, shared by the account's relays and router"),
+    _option("log_index_window", DURATION, "7d", "sara shovel",
+            "how long an announcement stays in the log index: a log message about a notice announced "
+            "longer ago is refused as forged; set the same for relays and router (default.conf)"),
+    _option("log_index_entries", integer(1), "5000000", "sara shovel",
+            "most announcements the log index holds, about 90 bytes each; the oldest go first"),
     # A pump's users and permissions (dd_audit, admin.conf).
     _option("admin", BROKER, None, "audit",
             "the pump's broker and virtual host, with its administrator as user: "
