@@ -16,7 +16,7 @@ import shlex
 import subprocess
 import urllib.parse
 
-from dd import checksum, flow, nodupe, paths, private, route
+from dd import checksum, flow, logindex, nodupe, paths, private, route
 from dd.flow import Item
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -48,8 +48,11 @@ def build(ctx, *, relay=False, htpasswd=None):
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd)
+    poster, reporter = flow.poster(ctx), flow.reporter(ctx)
+    if relay:   # the log router routes only log messages about what a relay recorded
+        poster, reporter = logindex.recording(ctx, poster, reporter)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
-                     poster=Recorder(flow.poster(ctx), delivery), reporter=flow.reporter(ctx),
+                     poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)
 
 

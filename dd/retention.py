@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from dd import flow
+from dd import flow, logindex
 from dd.flow import Item
 from dd.notice import Notice, Op
 from dd.notice import now as notice_now
@@ -124,7 +124,8 @@ def announcer(ctx):
     """announce(paths) for a Sweeper: delete notices for `paths` on the configuration's
     post_exchange, returning the paths the broker confirmed."""
     cfg = ctx.cfg
-    poster = flow.poster(ctx)
+    # Recorded in the log index like the relay's other announcements: their subscribers report on them.
+    poster, _ = logindex.recording(ctx, flow.poster(ctx))
     base_dir = os.path.abspath(cfg.post_base_dir or cfg.directory)
     source = getattr(cfg.post_broker, "user", None) or ""
 

@@ -5,20 +5,25 @@ a link between pumps or exchanges where the data needs no copy.  With
 ``route_logs on`` it is a pump's log router: it reads the log messages every
 user's consumers publish to xs_<user> (dd_audit binds each of those to
 ``xreport``), keeps only those published by the very user they name as the
-consumer (RabbitMQ vouches for the publisher through user_id), and copies each
-to the exchange of the notice's source, xr_<source>, where only that source
-may read it.  Log messages are never routed to an exchange the pump lacks:
-the router does not create exchanges.
+consumer (RabbitMQ vouches for the publisher through user_id) and about a
+notice this pump relayed to that consumer (dd.logindex, which the pump's
+relays fill), and copies each to the exchange of the notice's source,
+xr_<source>, where only that source may read it.  Log messages are never
+routed to an exchange the pump lacks: the router does not create exchanges.
 """
 import dataclasses
+import logging
+import sqlite3
 import time
 
-from dd import flow, report
+from dd import flow, logindex, options, report
 from dd.errors import NoticeError
 from dd.flow import Item
 from dd.formats import Message
 from dd.notice import USER_NAME
 from dd.receive import Outcome
+
+log = logging.getLogger("dd.shovel")
 
 NAME = "shovel"
 DAEMON = True
@@ -38,7 +43,10 @@ def build(ctx):
         return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=_forward,
                          poster=flow.poster(ctx), stop=ctx.stop)
     local = flow.publisher(ctx, cfg.post_broker)
-    router = _Router(local, cfg.cluster, upstream=bool(cfg.report_upstream))
+    index = logindex.of(cfg, ctx.env.state_dir)
+    log.info("routing log messages about the notices recorded in the log index %s within %s", index.path,
+             options.format_duration(cfg.log_index_window))
+    router = _Router(local, cfg.cluster, index, upstream=bool(cfg.report_upstream))
     trusted = frozenset(cfg.report_feeders or ())
     gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
                                    stop=ctx.stop)
@@ -94,15 +102,26 @@ def _published_to(*, upstream):
     return message_of
 
 
+def _summed(checksum):
+    """A checksum, short enough for a log line."""
+    if checksum is None:
+        return "no checksum"
+    value = checksum.value if len(checksum.value) <= 16 else checksum.value[:12] + "..."
+    return f"{checksum.method}:{value}"
+
+
 class _Router:
-    def __init__(self, publisher, cluster, *, upstream):
+    def __init__(self, publisher, cluster, index, *, upstream):
         self.publisher = publisher
         self.cluster = cluster
+        self.index = index
         self.upstream = upstream
         self._known = {}    # exchange -> (exists, when asked)
 
     def route(self, item):
         made = item.notice
+        if not self._relayed(item):
+            return
         if self.cluster and made.from_cluster not in ("", self.cluster):
             # The source posted on another pump: its log messages go back the way the data came.
             if not self.upstream:
@@ -121,6 +140,23 @@ class _Router:
             return
         item.outgoing = _Destination(exchange, upstream=False)
         item.outcome = Outcome(201, f"log message from {made.user} routed to {exchange}")
+
+    def _relayed(self, item):
+        """Whether this pump relayed the notice to the consumer the log message names, as
+        its log index says; otherwise the item's outcome says why not."""
+        made = item.notice
+        try:
+            if self.index.allows(made.rel_path, made.source, made.checksum, made.user, made.code):
+                return True
+        except sqlite3.Error as error:
+            item.outcome = Outcome(500, f"log message about {made.rel_path!r} not routed: log index "
+                                        f"{self.index.path}: {error}", "log-index")
+            return False
+        item.outcome = Outcome(
+            403, f"refused log message from {made.user} about {made.rel_path!r} (source {made.source}, "
+                 f"{_summed(made.checksum)}, code {made.code}): this pump relayed no such notice that "
+                 f"{made.user} may report on within log_index_window", "forged-log")
+        return False
 
     def _exists(self, exchange):
         known = self._known.get(exchange)
