@@ -10,10 +10,9 @@ record.  The log router (dd_shovel route_logs) routes a log message only when an
 entry matches it: same relative path, checksum and source, recorded within
 `window` seconds, and a consumer who may report on it.
 
-Who may report: anyone on a public notice; on a private one, its readers (and
-the pump's relay_readers) alone may report it done, while anyone who saw its
-notice announced may report that the data was refused or failed (4xx, 5xx), as
-honestly happens to every other subscriber.  An ingested notice: the relay alone.
+Who may report: anyone on a public notice, which every subscriber may have
+received; on a private one, which goes to its readers' own exchanges alone, its
+readers and the pump's relay_readers; on an ingested one, the relay alone.
 
 The index is one SQLite file (WAL) shared by every relay and router of the
 account, like dd.nodupe's store.  It holds at most `limit` entries: the oldest
@@ -46,10 +45,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY,    -- grows with each record: the oldest entries have the lowest
     key BLOB NOT NULL,         -- digest of relative path, source and checksum
-    readers TEXT NOT NULL,     -- '*', or the users who may report it done, space-separated
-    announced INTEGER NOT NULL,  -- 1: its notice was published, anyone may report a refusal
+    readers TEXT NOT NULL,     -- '*', or the users who may report on it, space-separated
     at REAL NOT NULL,
-    UNIQUE (key, readers, announced)
+    UNIQUE (key, readers)
 );
 CREATE INDEX IF NOT EXISTS entries_at ON entries (at);
 """
@@ -62,20 +60,19 @@ class Entry:
     rel_path: str
     source: str
     checksum: Checksum | None
-    readers: frozenset | None    # who may report it done; None: anyone
-    announced: bool                 # published to the pump's consumers, not only ingested
+    readers: frozenset | None       # who may report on it; None: anyone
 
 
 def announced(notice, relay_readers=()) -> Entry:
     """The entry of a notice the pump publishes: private data's readers and relays may
-    report it done, anyone may if it has no readers."""
+    report on it, anyone may if it has no readers."""
     readers = frozenset(notice.readers) | frozenset(relay_readers) if notice.readers else None
-    return Entry(notice.rel_path, notice.source, notice.checksum, readers, announced=True)
+    return Entry(notice.rel_path, notice.source, notice.checksum, readers)
 
 
 def ingested(notice, relay_user) -> Entry:
     """The entry of a notice a relay read from its source: the relay reports on it."""
-    return Entry(notice.rel_path, notice.source, notice.checksum, frozenset({relay_user}), announced=False)
+    return Entry(notice.rel_path, notice.source, notice.checksum, frozenset({relay_user}))
 
 
 def _key(rel_path, source, checksum):
@@ -114,28 +111,26 @@ class Index:
         the same entry starts its window again)."""
         now = time.time() if now is None else now
         rows = [(_key(e.rel_path, e.source, e.checksum), ANYONE if e.readers is None else " ".join(sorted(e.readers)),
-                 int(e.announced), now) for e in entries]
+                 now) for e in entries]
         if not rows:
             return
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             # REPLACE gives a recorded-again entry a new id: it is among the newest again.
-            self._db.executemany("INSERT OR REPLACE INTO entries (key, readers, announced, at) VALUES (?, ?, ?, ?)",
-                                 rows)
+            self._db.executemany("INSERT OR REPLACE INTO entries (key, readers, at) VALUES (?, ?, ?)", rows)
         before, self._recorded = self._recorded, self._recorded + len(rows)
         if before // PURGE_EVERY != self._recorded // PURGE_EVERY:
             self.purge(now)
 
-    def allows(self, rel_path: str, source: str, checksum: Checksum | None, consumer: str, code: int,
+    def allows(self, rel_path: str, source: str, checksum: Checksum | None, consumer: str,
                now: float | None = None) -> bool:
-        """Whether `consumer` may report `code` on the notice of `rel_path`, `source` and
+        """Whether `consumer` may report on the notice of `rel_path`, `source` and
         `checksum`: an entry recorded within the window says so."""
         now = time.time() if now is None else now
         with self._lock:
-            rows = self._db.execute("SELECT readers, announced FROM entries WHERE key = ? AND at > ?",
+            rows = self._db.execute("SELECT readers FROM entries WHERE key = ? AND at > ?",
                                     (_key(rel_path, source, checksum), now - self.window)).fetchall()
-        return any(readers == ANYONE or consumer in readers.split() or (was_announced and code >= 400)
-                   for readers, was_announced in rows)
+        return any(readers == ANYONE or consumer in readers.split() for (readers,) in rows)
 
     def purge(self, now: float | None = None) -> None:
         """Forget entries older than the window, then the oldest beyond `limit`."""

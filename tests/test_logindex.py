@@ -27,45 +27,41 @@ def index(tmp_path):
 
 def test_a_public_announcement_may_be_reported_by_anyone_but_only_as_announced(index):
     index.record([logindex.announced(notice())], now=1000.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "bob", 201, now=1001.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "eve", 201, now=1001.0)
-    assert not index.allows("obs/b.txt", "ann", SUM, "bob", 201, now=1001.0)        # another file
-    assert not index.allows("obs/a.txt", "anne", SUM, "bob", 201, now=1001.0)       # another source
-    assert not index.allows("obs/a.txt", "ann", Checksum("sha512", "cd" * 64), "bob", 201, now=1001.0)
-    assert not index.allows("obs/a.txt", "ann", None, "bob", 201, now=1001.0)
+    assert index.allows("obs/a.txt", "ann", SUM, "bob", now=1001.0)
+    assert index.allows("obs/a.txt", "ann", SUM, "eve", now=1001.0)
+    assert not index.allows("obs/b.txt", "ann", SUM, "bob", now=1001.0)        # another file
+    assert not index.allows("obs/a.txt", "anne", SUM, "bob", now=1001.0)       # another source
+    assert not index.allows("obs/a.txt", "ann", Checksum("sha512", "cd" * 64), "bob", now=1001.0)
+    assert not index.allows("obs/a.txt", "ann", None, "bob", now=1001.0)
 
 
 def test_a_delete_has_no_checksum_and_matches_only_without_one(index):
     index.record([logindex.announced(notice(checksum=None))], now=1000.0)
-    assert index.allows("obs/a.txt", "ann", None, "bob", 201, now=1001.0)
-    assert not index.allows("obs/a.txt", "ann", SUM, "bob", 201, now=1001.0)
+    assert index.allows("obs/a.txt", "ann", None, "bob", now=1001.0)
+    assert not index.allows("obs/a.txt", "ann", SUM, "bob", now=1001.0)
 
 
-def test_only_readers_and_relays_may_report_private_data_done_and_anyone_its_refusal(index):
+def test_only_readers_and_relays_may_report_on_private_data(index):
     index.record([logindex.announced(notice(readers=["bob"]), relay_readers=["feederb"])], now=1000.0)
     for reader in ("bob", "feederb"):
-        assert index.allows("obs/a.txt", "ann", SUM, reader, 201, now=1001.0)
-    for code in (201, 202, 304):
-        assert not index.allows("obs/a.txt", "ann", SUM, "eve", code, now=1001.0)
-    # Eve saw the notice announced and was refused the data: that she may report.
-    assert index.allows("obs/a.txt", "ann", SUM, "eve", 403, now=1001.0)
+        assert index.allows("obs/a.txt", "ann", SUM, reader, now=1001.0)
+    # Its notice went to the readers' own exchanges: nobody else can have received it.
+    assert not index.allows("obs/a.txt", "ann", SUM, "eve", now=1001.0)
 
 
 def test_what_a_relay_ingested_only_the_relay_may_report_on(index):
     index.record([logindex.ingested(notice(), "feeder")], now=1000.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "feeder", 201, now=1001.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "feeder", 403, now=1001.0)
+    assert index.allows("obs/a.txt", "ann", SUM, "feeder", now=1001.0)
     # Nobody else saw it: it was on the source's own exchange only.
-    assert not index.allows("obs/a.txt", "ann", SUM, "eve", 201, now=1001.0)
-    assert not index.allows("obs/a.txt", "ann", SUM, "eve", 403, now=1001.0)
+    assert not index.allows("obs/a.txt", "ann", SUM, "eve", now=1001.0)
 
 
 def test_an_entry_past_the_window_no_longer_matches_until_recorded_again(index):
     index.record([logindex.announced(notice())], now=1000.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "bob", 201, now=4599.0)
-    assert not index.allows("obs/a.txt", "ann", SUM, "bob", 201, now=4601.0)
+    assert index.allows("obs/a.txt", "ann", SUM, "bob", now=4599.0)
+    assert not index.allows("obs/a.txt", "ann", SUM, "bob", now=4601.0)
     index.record([logindex.announced(notice())], now=4000.0)
-    assert index.allows("obs/a.txt", "ann", SUM, "bob", 201, now=4601.0)
+    assert index.allows("obs/a.txt", "ann", SUM, "bob", now=4601.0)
     index.purge(now=8000.0)
     assert len(index) == 0
 
@@ -75,14 +71,14 @@ def test_the_index_holds_at_most_its_limit_and_the_oldest_go_first(tmp_path):
     index.record([logindex.announced(notice(f"f{i}")) for i in range(250)], now=1000.0)
     index.purge(now=1000.0)
     assert len(index) == 100
-    assert not index.allows("f149", "ann", SUM, "bob", 201, now=1000.0)
-    assert index.allows("f150", "ann", SUM, "bob", 201, now=1000.0)
+    assert not index.allows("f149", "ann", SUM, "bob", now=1000.0)
+    assert index.allows("f150", "ann", SUM, "bob", now=1000.0)
     # Recorded again, an old entry is among the newest and stays.
     index.record([logindex.announced(notice("f150"))], now=1000.0)
     index.record([logindex.announced(notice(f"g{i}")) for i in range(99)], now=1000.0)
     index.purge(now=1000.0)
-    assert index.allows("f150", "ann", SUM, "bob", 201, now=1000.0)
-    assert not index.allows("f151", "ann", SUM, "bob", 201, now=1000.0)
+    assert index.allows("f150", "ann", SUM, "bob", now=1000.0)
+    assert not index.allows("f151", "ann", SUM, "bob", now=1000.0)
 
 
 def test_recording_purges_as_it_goes(tmp_path):
@@ -96,11 +92,11 @@ def test_what_one_process_records_another_finds_and_it_survives_restarts(tmp_pat
     path = tmp_path / "state" / "log_index.sqlite"
     script = ("from dd import logindex; from dd.notice import Checksum; "
               f"i = logindex.Index({str(path)!r}, window=3600, limit=1000); "
-              "i.record([logindex.Entry('obs/a.txt', 'ann', Checksum('md5', '00'), frozenset({'bob'}), True)])")
+              "i.record([logindex.Entry('obs/a.txt', 'ann', Checksum('md5', '00'), frozenset({'bob'}))])")
     subprocess.run([sys.executable, "-c", script], check=True)
     reader = logindex.Index(path, window=3600, limit=1000)
-    assert reader.allows("obs/a.txt", "ann", Checksum("md5", "00"), "bob", 201)
-    assert not reader.allows("obs/a.txt", "ann", Checksum("md5", "00"), "eve", 201)
+    assert reader.allows("obs/a.txt", "ann", Checksum("md5", "00"), "bob")
+    assert not reader.allows("obs/a.txt", "ann", Checksum("md5", "00"), "eve")
 
 
 def test_an_index_that_cannot_be_opened_is_one_line_naming_the_file_and_the_fix(tmp_path):

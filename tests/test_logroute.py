@@ -154,24 +154,22 @@ def test_genuine_deliveries_reach_their_source_and_forged_ones_nobody(pump, site
     assert eve_reads.returncode == 4 and "may not read exchange" in eve_reads.stderr
 
 
-def test_only_the_readers_of_private_data_may_report_it_delivered(pump, site):
+def test_only_the_readers_of_private_data_may_report_on_it(pump, site):
     n = site.names
     routed = Routed(pump, site)
     routed.post("obs/secret.txt", "for bob only", f"--readers={n['bob']}")
     assert wait_for(lambda: (pump.dst / "obs" / "secret.txt").exists())
     # The relay is no reader: its log message routes because it ingested the notice itself.
     assert routed.wait_for_reports(n["pump"], n["bob"], rel_path="obs/secret.txt")
-    # Eve saw the notice announced on xpublic.  She cannot have the file ...
-    publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], "obs/secret.txt", "for bob only"))
-    # ... but she may have been refused it, and ann may know.
-    publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], "obs/secret.txt", "for bob only", 403))
-    assert routed.wait_for_reports(n["eve"], rel_path="obs/secret.txt")
-    assert wait_for(lambda: "[forged-log]" in routed.router_log())
+    # Eve is no reader: whatever she says about the file, she cannot have been sent it.
+    for code in (201, 403):
+        publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], "obs/secret.txt", "for bob only", code))
+    assert wait_for(lambda: routed.router_log().count("[forged-log]") == 2)
     router_log, counters = routed.stop()
     reports = routed.ann_reads()
-    assert sorted((r.user, r.code) for r in reports) == sorted([(n["pump"], 201), (n["bob"], 201), (n["eve"], 403)])
-    assert f"refused log message from {n['eve']} about 'obs/secret.txt'" in router_log
-    assert counters["rejected"] == 1
+    assert sorted((r.user, r.code) for r in reports) == sorted([(n["pump"], 201), (n["bob"], 201)])
+    assert router_log.count(f"refused log message from {n['eve']} about 'obs/secret.txt'") == 2
+    assert counters["rejected"] == 2
 
 
 def test_a_log_message_about_a_notice_announced_longer_ago_than_the_window_is_refused(pump, site):

@@ -146,7 +146,7 @@ class _Router:
         its log index says; otherwise the item's outcome says why not."""
         made = item.notice
         try:
-            if self.index.allows(made.rel_path, made.source, made.checksum, made.user, made.code):
+            if self.index.allows(made.rel_path, made.source, made.checksum, made.user):
                 return True
         except sqlite3.Error as error:
             item.outcome = Outcome(500, f"log message about {made.rel_path!r} not routed: log index "
@@ -154,8 +154,8 @@ class _Router:
             return False
         item.outcome = Outcome(
             403, f"refused log message from {made.user} about {made.rel_path!r} (source {made.source}, "
-                 f"{_summed(made.checksum)}, code {made.code}): this pump relayed no such notice that "
-                 f"{made.user} may report on within log_index_window", "forged-log")
+                 f"{_summed(made.checksum)}): this pump relayed no such notice to {made.user} within "
+                 f"log_index_window", "forged-log")
         return False
 
     def _exists(self, exchange):
