@@ -63,10 +63,16 @@ class Url:
     def with_password(self, password, user=None):
         return dataclasses.replace(self, _password=password, user=user or self.user)
 
-    def __str__(self):
+    @property
+    def netloc(self):
+        """host[:port] as a URL writes it (the port when it is not the scheme's default)."""
         netloc = f"[{self.host}]" if ":" in self.host else self.host
         if self.port is not None and self.port != DEFAULT_PORTS.get(self.scheme):
             netloc += f":{self.port}"
+        return netloc
+
+    def __str__(self):
+        netloc = self.netloc
         if self.user:
             netloc = f"{urllib.parse.quote(self.user, safe='')}@{netloc}"
         query = f"?{self.query}" if self.query else ""
@@ -110,10 +116,13 @@ class Credentials:
                 return entry
         return None
 
-    def password_of(self, user):
-        """The password credentials.conf holds for a user name, whatever the server: a pump's
-        users have one password for its broker and its data server."""
-        return next((entry.password for entry in self._urls if entry.user == user), None)
+    def of_user(self, user):
+        """Only the lines for a user name: what a relay may use to fetch that source's data."""
+        return Credentials(entry for entry in self._urls if entry.user == user)
+
+    def passwords_of(self, user, schemes):
+        """The passwords credentials.conf holds for a user name on servers of these schemes."""
+        return {entry.password for entry in self._urls if entry.user == user and entry.scheme in schemes}
 
     def password_for(self, url):
         """The password for `url` (a Url or its text): its own, else credentials.conf's."""

@@ -1,17 +1,24 @@
-"""The pump's data server: nginx serving the pump's tree over HTTP, started and
-stopped with the configuration that fills the tree.
+"""The pump's data server: nginx serving the pump's tree over HTTP or HTTPS, started
+and stopped with the configuration that fills the tree.
 
 Everything nginx writes (configuration, pid, logs, temp files) stays in the
 configuration's state directory, so a pump may run several, one per tree and
-port, beside a system nginx.  `DataServer(cfg, state)` is what `dd_sara
-start/stop/status` use, and what any other caller may use.
+port, beside a system nginx.  Started as root, its workers run as
+`data_server_user`, who must reach the tree; private data is readable by that
+user's group only.  It refuses to serve a tree that holds dd's own
+configuration, state or logs, and serves private data over plain HTTP on
+loopback only.  `DataServer(cfg, state, env)` is what `dd_sara start/stop/status`
+use, and what any other caller may use.
 """
 import contextlib
-import getpass
+import grp
+import ipaddress
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -34,25 +41,69 @@ def _binary():
     return found
 
 
+def loopback(host):
+    """Whether the data server listens on this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class DataServer:
     """nginx for one configuration: serves post_base_dir (else directory) on
-    data_server_host:data_server_port.  Stopping needs no port: the pid file says
-    what runs."""
+    data_server_host:data_server_port, over HTTPS with data_server_certificate.
+    Stopping needs no port: the pid file says what runs."""
 
-    def __init__(self, cfg, state):
+    def __init__(self, cfg, state, env):
         self.root = Path(os.path.abspath(cfg.post_base_dir or cfg.directory))
         self.host = cfg.data_server_host
         self.port = cfg.data_server_port
+        self.certificate, self.key = cfg.data_server_certificate, cfg.data_server_key
+        self.scheme = "https" if self.certificate else "http"
         self.base = Path(state.dir) / "dataserver"
-        self.url = f"http://{self.host}:{self.port}/"
+        self.url = f"{self.scheme}://{self.host}:{self.port}/"
+        self.announced = cfg.post_base_url
+        self.relay_readers = cfg.relay_readers or ()
+        self.dd_directories = {"configuration": ("DD_CONFIG_DIR", env.config_dir),
+                               "state": ("DD_STATE_DIR", env.state_dir), "log": ("DD_LOG_DIR", env.log_dir)}
+        # Workers drop root's privileges; run by anyone else, they keep that user's.
+        self.workers = _account(cfg.data_server_user) if os.geteuid() == 0 else None
 
     @property
     def private_dir(self):
         """The htpasswd files of private data (dd.private), one per set of readers."""
         return self.base / "private"
 
-    def htpasswd(self, credentials, relay_readers=()):
-        return private.Htpasswd(self.private_dir, credentials, relay_readers)
+    @property
+    def group(self):
+        """The group private files belong to: the workers' (-1: ours, as the workers run as us)."""
+        return self.workers.pw_gid if self.workers else -1
+
+    def htpasswd(self, credentials):
+        return private.Htpasswd(self.private_dir, credentials, self.announced, self.relay_readers, self.group)
+
+    def check(self):
+        """ConfigError for a data server that must not run as configured."""
+        if self.port is None:
+            return
+        if bool(self.certificate) != bool(self.key):
+            raise ConfigError("the data server needs both data_server_certificate and data_server_key for HTTPS",
+                              fix="set both, or neither for plain HTTP")
+        url = self.announced
+        if url is not None and url.port == self.port and url.scheme in ("http", "https") \
+                and url.scheme != self.scheme:
+            raise ConfigError(f"post_base_url {url} announces {url.scheme}, but the data server on port "
+                              f"{self.port} serves {self.scheme}",
+                              fix="set data_server_certificate and data_server_key, and announce https://"
+                              if self.scheme == "http" else f"announce {self.scheme}:// URLs")
+        for what, (variable, directory) in self.dd_directories.items():
+            if _within(Path(directory), self.root):
+                raise ConfigError(f"the data server would serve dd's {what} directory {directory}: it is "
+                                  f"inside {self.root}",
+                                  fix=f"serve a tree that holds only data (directory, post_base_dir), or set "
+                                      f"{variable} elsewhere")
 
     @property
     def pid_file(self):
@@ -73,8 +124,11 @@ class DataServer:
         self.base.mkdir(parents=True, exist_ok=True)
         for kind in nginx.TEMP_KINDS:
             (self.base / kind).mkdir(exist_ok=True)
-        text = nginx.config(base=self.base, root=self.root, port=self.port, host=self.host,
-                            user=getpass.getuser(), private=self.private_dir)
+        tls = (self.port, self.certificate, self.key) if self.certificate else None
+        workers = (self.workers.pw_name, grp.getgrgid(self.workers.pw_gid).gr_name) if self.workers else None
+        text = nginx.config(base=self.base, root=self.root, port=None if tls else self.port, host=self.host,
+                            tls=tls, user=workers, private=self.private_dir,
+                            private_refused=not tls and not loopback(self.host))
         (self.base / "nginx.conf").write_text(text)
         return self.base / "nginx.conf"
 
@@ -85,10 +139,15 @@ class DataServer:
         if running or self.port is None:
             return running
         binary = _binary()
+        self.check()
         if self._accepts():
             raise DDError(f"the data server cannot listen on {self.host}:{self.port}: "
                           f"something else already does", fix="choose another data_server_port")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.private_dir.mkdir(parents=True, exist_ok=True)
+        if self.workers:
+            for path in (self.root, self.private_dir):
+                _reachable(path, self.workers)
         self.write_config()
         with open(self.base / "nginx.out", "ab") as out:
             process = subprocess.Popen(nginx.command(binary, self.base), stdin=subprocess.DEVNULL,
@@ -147,3 +206,37 @@ class DataServer:
             if lines:
                 return lines[-1]
         return "no message"
+
+
+def _account(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"data_server_user {name} does not exist",
+                          fix="create it, or name the user the web server runs as (www-data on Debian)") from None
+
+
+def _within(path, root):
+    """Whether `path` is `root` or below it, once links are resolved."""
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([path, root]) == root
+
+
+def _reachable(path, account):
+    """ConfigError unless `account` may search every directory down to `path`, the
+    permissions nginx's workers need to serve what is below it."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    current = Path(os.path.realpath(path))
+    for directory in [*reversed(current.parents), current]:
+        st = directory.stat()
+        if st.st_uid == account.pw_uid:
+            searchable = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            searchable = st.st_mode & stat.S_IXGRP
+        else:
+            searchable = st.st_mode & stat.S_IXOTH
+        if not searchable:
+            raise ConfigError(f"the data server's workers (user {account.pw_name}) cannot reach {path}: "
+                              f"{directory} is not searchable by them",
+                              fix=f"chmod o+x {directory}, or keep the tree and DD_STATE_DIR where "
+                                  f"{account.pw_name} can reach them (e.g. below /srv or /var/lib)")
