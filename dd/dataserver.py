@@ -9,8 +9,12 @@ user's group only.  It refuses to serve a tree that holds dd's own
 configuration, state or logs, and serves private data over plain HTTP on
 loopback only.  `DataServer(cfg, state, env)` is what `dd_sara start/stop/status`
 use, and what any other caller may use.
+
+dd starts the nginx master itself (`daemon off`), so it records the master's
+identity in a pid file of its own (dd.pidfile); nginx's nginx.pid stays
+nginx's.  Only a master whose identity matches, and whose command line runs
+this configuration's nginx.conf, is reported or signalled.
 """
-import contextlib
 import grp
 import ipaddress
 import os
@@ -23,9 +27,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from dd import nginx, private
+from dd import nginx, pidfile, private
 from dd.errors import ConfigError, DDError
-from dd.state import alive
 
 START_WAIT = 10.0
 STOP_WAIT = 10.0
@@ -107,18 +110,33 @@ class DataServer:
 
     @property
     def pid_file(self):
+        """dd's record of the nginx master it started."""
+        return self.base / "master.pid"
+
+    @property
+    def nginx_pid_file(self):
+        """The pid file nginx writes: a bare pid, and how dd knew the master before master.pid."""
         return self.base / "nginx.pid"
 
-    def _written_pid(self):
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+    def _master(self):
+        """The identity of the nginx master serving this configuration, verified; None when
+        none runs."""
+        # Without master.pid (an nginx started by an older dd), nginx.pid is read instead,
+        # and like any bare pid believed only on the master's command line and owner.
+        path = self.pid_file if self.pid_file.exists() else self.nginx_pid_file
+        master = pidfile.live(path, legacy=self._runs_our_config)
+        return master if master is not None and self._runs_our_config(master.pid) else None
+
+    def _runs_our_config(self, pid):
+        """Whether process `pid` is ours and runs nginx with this configuration's nginx.conf
+        (the master rewrites its arguments into one title, which still ends with them)."""
+        command = " ".join(pidfile.command_line(pid))
+        return pidfile.owner(pid) == os.getuid() and command.endswith(f" -c {self.base}/nginx.conf")
 
     def pid(self):
         """The running nginx master's pid, or None."""
-        pid = self._written_pid()
-        return pid if pid and alive(pid) else None
+        master = self._master()
+        return None if master is None else master.pid
 
     def write_config(self):
         self.base.mkdir(parents=True, exist_ok=True)
@@ -152,13 +170,15 @@ class DataServer:
         with open(self.base / "nginx.out", "ab") as out:
             process = subprocess.Popen(nginx.command(binary, self.base), stdin=subprocess.DEVNULL,
                                        stdout=out, stderr=out, start_new_session=True, close_fds=True)
+        pidfile.write(self.pid_file, process.pid)
         deadline = time.monotonic() + START_WAIT
         # nginx writes its pid file once it holds its listening socket.
-        while not (self._written_pid() == process.pid and self._accepts()):
+        while not (pidfile.read(self.nginx_pid_file) == process.pid and self._accepts()):
             if process.poll() is not None or time.monotonic() > deadline:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+                self.pid_file.unlink(missing_ok=True)
                 raise DDError(f"the data server (nginx on {self.host}:{self.port}) did not start: "
                               f"{self._last_error()}",
                               fix="choose another data_server_port, or see the log in " + str(self.base))
@@ -166,20 +186,18 @@ class DataServer:
         return process.pid
 
     def stop(self):
-        """Stop nginx gracefully (SIGQUIT lets transfers in progress finish); True if it ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        deadline = time.monotonic() + STOP_WAIT
-        signum = signal.SIGQUIT
-        while alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-            if time.monotonic() > deadline:
-                signum = signal.SIGKILL
-            time.sleep(0.1)
+        """Stop nginx gracefully (SIGQUIT lets transfers in progress finish); True if it ran.
+        A pid file that names no master of ours is removed, and nothing is signalled."""
+        master = self._master()
+        if master is not None:
+            deadline = time.monotonic() + STOP_WAIT
+            signum = signal.SIGQUIT
+            while pidfile.send(master, signum):
+                if time.monotonic() > deadline:
+                    signum = signal.SIGKILL
+                time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return master is not None
 
     def status(self):
         """One line for `status`, or None when there is no data server to speak of."""
