@@ -4,7 +4,7 @@ A pump owns its virtual host and nothing else, so pruning a user takes what it
 has here: its permissions, its open connections (RabbitMQ keeps a connection
 open after its permissions are revoked, some versions even after its user is
 deleted) and what dd made for it (xs_<user> with its binding to xreport,
-xr_<user>, its q_<user>.* queues).  The
+xr_<user>, xpriv_<user>, its q_<user>.* queues).  The
 user itself is deleted only when no virtual host grants it anything else and it
 has no tags: a tagged user (an administrator) belongs to the whole broker.
 
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from dd.audit.management import Management, tags_of
 from dd.notice import USER_NAME
+from dd.route import private_exchange
 
 #: Connection states on their way out: the broker takes nothing more on them.
 _ENDING = ("closing", "closed")
@@ -92,8 +93,11 @@ def _deleter(api, *path, reason=""):
 
 
 def _exchange_owner(name):
-    """The user dd made exchange `name` for (xs_<user>, xr_<user>), or None."""
-    return _user(name[3:]) if name.startswith(("xs_", "xr_")) else None
+    """The user dd made exchange `name` for (xs_<user>, xr_<user>, xpriv_<user>), or None."""
+    for prefix in ("xs_", "xr_", private_exchange("")):
+        if name.startswith(prefix):
+            return _user(name[len(prefix):])
+    return None
 
 
 def _queue_owner(name):
