@@ -177,7 +177,7 @@ def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives=""):
     ip netns exec), with more http `directives`; returns (process, base URL)."""
     base.mkdir()
     port = free_port()
-    text = nginx.config(base=base, root=root, port=port, host=host)
+    text = nginx.config(base=base, root=root, port=port, host=host, user=("root", "root"))
     (base / "nginx.conf").write_text(text.replace("sendfile on;", f"sendfile on;\n    {directives}"))
     process = spawn([*prefix, *nginx.command(NGINX, base)],
                     env=os.environ, cwd=base, log=base / "nginx.out")

@@ -384,6 +384,7 @@ class Subscription:
     bindings: tuple          # binding keys
     expire: float = 0.0      # seconds without consumer before the broker deletes the queue
     message_ttl: float = 0.0
+    private_exchange: str = ""  # also bound, with the same keys, when the broker has it
 
 
 class Consumer(_Endpoint):
@@ -420,6 +421,20 @@ class Consumer(_Endpoint):
             except amqp.exceptions.AccessRefused:
                 raise BrokerError(f"user '{self.url.user}' may not read exchange '{sub.exchange}' "
                                   f"on {self.url}", fix="check the exchange option") from None
+        if sub.private_exchange and self.has_exchange(sub.private_exchange):
+            self._bind_private(sub)
+
+    def _bind_private(self, sub):
+        """Bind the private exchange on a channel of its own: a refusal closes its channel."""
+        channel = self.connection.channel()
+        try:
+            for key in sub.bindings:
+                channel.queue_bind(sub.queue, sub.private_exchange, key)
+            channel.close()
+        except amqp.exceptions.AccessRefused:
+            log.warning("user '%s' may not read its private exchange '%s' on %s: private data for it will "
+                        "not arrive (the pump's administrator runs dd_audit declare)", self.url.user,
+                        sub.private_exchange, self.url)
 
     def _on_open(self):
         self._inbox.clear()

@@ -16,8 +16,9 @@ import shlex
 import subprocess
 import urllib.parse
 
-from dd import checksum, flow, logindex, nodupe, paths, private, route
+from dd import checksum, flow, logindex, namespace, nodupe, paths, private, route
 from dd.flow import Item
+from dd.errors import NoticeError
 from dd.notice import Op
 from dd.notice import now as notice_now
 from dd.receive import Outcome, Receiver
@@ -27,8 +28,19 @@ from dd.transfer import SCHEMES, Transports, transport_class
 log = logging.getLogger("dd.deliver")
 
 
-subscription = flow.subscription
-consumer = flow.consumer
+def subscription(ctx):
+    """The queue of a delivering component: bound to `exchange`, and to the broker user's
+    private exchange, where pumps put the private notices it is a reader of; a relay that
+    ingests a source's own exchange reads that alone."""
+    sub = flow.subscription(ctx)
+    user = ctx.credentials.complete(ctx.cfg.broker).user
+    if user and route.owner_of(sub.exchange) is None:
+        sub = dataclasses.replace(sub, private_exchange=route.private_exchange(user))
+    return sub
+
+
+def consumer(ctx):
+    return flow.consumer(ctx, subscription(ctx))
 
 
 def build(ctx, *, relay=False, htpasswd=None):
@@ -39,7 +51,7 @@ def build(ctx, *, relay=False, htpasswd=None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = Transports(ctx.credentials, timeout=cfg.timeout)
+    transports = _transports(ctx, relay)
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
@@ -47,13 +59,27 @@ def build(ctx, *, relay=False, htpasswd=None):
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
-    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd)
+    own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
+        | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
+    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd, own=own)
     poster, reporter = flow.poster(ctx), flow.reporter(ctx)
     if relay:   # the log router routes only log messages about what a relay recorded
         poster, reporter = logindex.recording(ctx, poster, reporter)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)
+
+
+def _transports(ctx, relay):
+    """The transfers of a configuration.  A relay that ingests a source's own exchange fetches
+    from URLs that source chose: it uses only the credentials given for that source (lines of
+    credentials.conf whose user is the source), never the pump's own passwords or SSH keys,
+    so a source cannot make the pump fetch what only the pump may read."""
+    owner = route.owner_of(ctx.cfg.exchange) if relay else None
+    if owner is None:
+        return Transports(ctx.credentials, timeout=ctx.cfg.timeout)
+    return Transports(ctx.credentials.of_user(owner), timeout=ctx.cfg.timeout,
+                      options={"sftp": {"ambient_keys": False}})
 
 
 def ingest(decode, cluster):
@@ -78,12 +104,14 @@ def ingest(decode, cluster):
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None):
+    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None, own=()):
         self.cfg = cfg
         self.receiver = receiver
         self.relay = relay
         self.store = store
         self.htpasswd = htpasswd    # a pump's: private data goes under private/<readers>/
+        # What a relay never copies from a file URL: its trees and dd's own directories.
+        self.own = [os.path.realpath(d) for d in own]
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
@@ -117,27 +145,16 @@ class Delivery:
         return os.path.abspath(item.mask.directory)
 
     def work(self, item: Item):
-        notice, mask = item.notice, item.mask
-        place = dict(strip=mask.strip, mirror=mask.mirror, flatten=mask.flatten)
+        notice = item.notice
         try:
-            rel_path = paths.localize(notice.rel_path, **place)
-            old = paths.localize(notice.rename_from, **place) if notice.op is Op.RENAME else None
-        except paths.PathError as error:
-            item.outcome = Outcome(403, f"{notice.rel_path!r}: {error}", error.rule)
+            tree, rel_path, old = self._where(notice, item.mask)
+        except NoticeError as error:
+            item.outcome = Outcome(403, str(error), error.rule)
             return
-        host = urllib.parse.urlsplit(notice.base_url).hostname or ""
-        if self.cfg.allowed_hosts and host not in self.cfg.allowed_hosts:
-            item.outcome = Outcome(403, f"{notice.url}: host {host!r} is not in allowed_hosts", "host")
-            return
-        if self.htpasswd is not None and notice.readers:
-            self.htpasswd.allow(notice.readers)
-            where = private.prefix(notice.readers)
-            rel_path = f"{where}/{rel_path}"
-            old = f"{where}/{old}" if old else None
         if not self._claim(item):
             item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
             return
-        item.outcome = self.receiver.receive(notice, paths.Tree(mask.directory), rel_path, old)
+        item.outcome = self.receiver.receive(notice, tree, rel_path, old)
         code = item.outcome.code
         if code == 201 and notice.op in (Op.WRITE, Op.RENAME) and self.cfg.on_file:
             run_hook(self.cfg.on_file, item.outcome.local_path, notice)
@@ -146,6 +163,46 @@ class Delivery:
             self.store.forget(self._scope(item), notice.rel_path)
         if self.announces(item):
             derive_outgoing(self.cfg, item, relay=self.relay)
+
+    def _where(self, notice, mask):
+        """(tree, rel_path, rename's old rel_path) of a notice, or NoticeError naming the rule."""
+        place = dict(strip=mask.strip, mirror=mask.mirror, flatten=mask.flatten)
+        try:
+            rel_path = paths.localize(notice.rel_path, **place)
+            old = paths.localize(notice.rename_from, **place) if notice.op is Op.RENAME else None
+        except paths.PathError as error:
+            raise paths.PathError(f"{notice.rel_path!r}: {error}", rule=error.rule) from None
+        url = urllib.parse.urlsplit(notice.base_url)
+        host = url.hostname or ""
+        if self.cfg.allowed_hosts and host not in self.cfg.allowed_hosts:
+            raise NoticeError(f"{notice.url}: host {host!r} is not in allowed_hosts", rule="host")
+        if not self.relay:
+            return paths.Tree(mask.directory), rel_path, old
+        self._keep_private(notice)
+        source_path = urllib.parse.unquote(urllib.parse.urlsplit(notice.url).path)
+        if url.scheme == "file" and any(_within(source_path, own) for own in self.own):
+            raise NoticeError(f"{notice.url}: the relay does not copy its own trees, configuration or state",
+                              rule="own-files")
+        where = namespace.place(notice, rel_path, old)
+        if where.private:
+            self.htpasswd.allow(notice.readers)
+        tree = paths.Tree(mask.directory, namespace=where.namespace,
+                          private_group=self.htpasswd.group if where.private else None)
+        return tree, where.rel_path, where.old_rel_path
+
+    @staticmethod
+    def _keep_private(notice):
+        """What comes from a pump's private area stays private, to its readers at most."""
+        found = private.readers_in(urllib.parse.urlsplit(notice.url).path)
+        if not found:
+            return
+        readers = sorted(set(found) & set(notice.readers)) if notice.readers else found
+        if not readers:
+            raise NoticeError(f"{notice.url}: private data of {', '.join(found)} announced for "
+                              f"{', '.join(notice.readers)}", rule="private-path")
+        if readers != sorted(notice.readers):
+            log.warning("%s: from a private area, relayed to %s only", notice.url, ", ".join(readers))
+        notice.readers = readers
 
     def announces(self, item):
         """201: done now.  A relay also announces 304, found in place and verified, so that
@@ -211,6 +268,11 @@ def derive_outgoing(cfg, item, *, relay=False):
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
+
+
+def _within(path, directory):
+    """Whether `path`, once links are resolved, is `directory` (a real path) or below it."""
+    return os.path.commonpath([os.path.realpath(path), directory]) == directory
 
 
 def run_hook(command, local_path, notice):

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from dd import broker, formats, report, topic
+from dd import broker, formats, report, route, topic
 from dd.errors import BrokerError, BrokerRefusal, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
@@ -204,7 +204,8 @@ class Poster:
     to publish), and waits for the broker's confirms."""
 
     def __init__(self, publisher, exchange, message_of, *, timeout=30.0, confirm_later=False):
-        """`exchange`: a name, or `exchange(item) -> name` when each item goes its own way.
+        """`exchange`: a name, or `exchange(item) -> name or names` when each item goes its
+        own way (a private notice goes to each of its readers' exchanges).
         `confirm_later`: a batch's confirms are waited for at the next post (or at close),
         so the flow works on the next batch meanwhile; for messages nothing waits on,
         such as log messages, published after their notices were acknowledged."""
@@ -243,7 +244,9 @@ class Poster:
         """Publish what of `pending` ((item, message) pairs) is not yet `published` (ids)."""
         for item, message in pending:
             if id(item) not in published:
-                self.publisher.publish(self.exchange_of(item), message, item)
+                exchanges = self.exchange_of(item)
+                for exchange in (exchanges,) if isinstance(exchanges, str) else exchanges:
+                    self.publisher.publish(exchange, message, item)
                 published.add(id(item))
 
     def _confirmed(self, pending, published):
@@ -254,7 +257,8 @@ class Poster:
         while remaining:
             try:
                 self._publish(remaining, published)
-                return self.publisher.wait(max(deadline - time.monotonic(), 0.1))
+                refused = self.publisher.wait(max(deadline - time.monotonic(), 0.1))
+                return list({id(item): item for item in refused}.values())
             except (BrokerError, *broker.CONNECTION_ERRORS) as error:
                 lost = {id(i) for i in self.publisher.forget_pending()}
                 remaining = [(i, m) for i, m in remaining if id(i) in lost or id(i) not in published]
@@ -444,10 +448,11 @@ def subscription(ctx):
     return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
 
 
-def consumer(ctx):
+def consumer(ctx, queue=None):
+    """The consumer of a configuration's queue (`queue`: its subscription, if not the plain one)."""
     cfg = ctx.cfg
     cfg.require("broker")
-    return broker.Consumer(ctx.credentials.complete(cfg.broker), subscription(ctx), prefetch=cfg.prefetch,
+    return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
                            heartbeat=cfg.heartbeat, name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
@@ -465,12 +470,21 @@ def poster(ctx):
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+    relay_readers = tuple(getattr(cfg, "relay_readers", None) or ())
 
     def message_of(item):
         if item.outgoing is None:
             return None
         return formats.encode(item.outgoing, post_format, post_topic_prefix)
-    return Poster(publisher(ctx, cfg.post_broker), cfg.post_exchange, message_of, timeout=cfg.post_timeout)
+
+    def exchange_of(item):
+        # Private notices are never broadcast: each reader (and each downstream pump's feeder)
+        # gets them on an exchange of its own.
+        readers = item.outgoing.readers
+        if not readers:
+            return cfg.post_exchange
+        return tuple(route.private_exchange(user) for user in sorted({*readers, *relay_readers}))
+    return Poster(publisher(ctx, cfg.post_broker), exchange_of, message_of, timeout=cfg.post_timeout)
 
 
 def reporter(ctx):

@@ -7,12 +7,16 @@ configurations at once, give one delivery and one downstream notice.  A key is
 *confirmed* only once the work and its announcement are done; a failed one is
 *released* so a later copy is handled.  A claim left by a process that died
 (kill -9, power loss) is taken over: a crash makes the work happen again rather
-than never.  Confirmed keys expire after `ttl` seconds and are purged.
+than never: a claimant is a process identity (dd.pidfile), so a pid reused by another
+process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
+seconds and are purged.
 """
 import os
 import sqlite3
 import threading
 import time
+
+from dd import pidfile
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
@@ -20,7 +24,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
     key TEXT PRIMARY KEY,
     at REAL NOT NULL,          -- when claimed, then when confirmed
-    owner TEXT NOT NULL        -- 'pid:start time' of the claimant; '' once confirmed
+    owner TEXT NOT NULL        -- the claimant's identity, 'pid:start time:boot id'; '' once confirmed
 )"""
 
 
@@ -39,19 +43,11 @@ def _prefix(scope, rel_path):
     return f"{scope}\0{rel_path}"
 
 
-def _start_time(pid):
-    """The kernel's start time of `pid` (clock ticks since boot), or None when it is gone:
-    with the pid it names one process, even when pids are reused."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(owner):
-    pid, _, started = owner.partition(":")
-    return pid.isdigit() and _start_time(int(pid)) == started
+    """Whether the claimant `owner` still runs (a claim of the older 'pid:start time' form
+    is taken over: its process cannot be told from a stranger)."""
+    identity = pidfile.Identity.parse(owner)
+    return identity is not None and identity.alive()
 
 
 class Store:
@@ -60,7 +56,7 @@ class Store:
     def __init__(self, path, ttl):
         self.path = os.fspath(path)
         self.ttl = ttl
-        self.owner = f"{os.getpid()}:{_start_time(os.getpid())}"
+        self.owner = str(pidfile.identify(os.getpid()))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         # One connection per store, used under a lock: the flow's threads share it.
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)

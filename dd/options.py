@@ -389,7 +389,17 @@ OPTIONS = (
             "port of the data server (nginx) dd_sara start runs for post_base_dir, else directory; "
             "unset: none, serve the tree yourself"),
     _option("data_server_host", WORD, "127.0.0.1", "sara",
-            "address the data server listens on; 0.0.0.0 for every interface"),
+            "address the data server listens on; 0.0.0.0 for every interface (private data is then "
+            "served over HTTPS only: set data_server_certificate)"),
+    _option("data_server_certificate", PATH, None, "sara",
+            "certificate (PEM, with its chain) of the data server: it serves HTTPS on data_server_port, "
+            "and post_base_url must announce https://; unset: plain HTTP"),
+    _option("data_server_key", PATH, None, "sara",
+            "private key (PEM) of data_server_certificate, readable by the user who runs dd_sara only"),
+    _option("data_server_user", WORD, "www-data", "sara",
+            "user the data server's workers run as when dd_sara runs as root; it must be able to reach "
+            "the tree, and private data is readable by its group only; run by another user, the "
+            "workers run as that user"),
     _option("retention", DURATION, None, "sara",
             "files that arrived longer ago than this are deleted from the directory trees, "
             "e.g. 7d; unset: kept forever"),

@@ -63,21 +63,49 @@ def safe_mode(mode):
     return None if mode is None else mode & 0o777 & ~UNSAFE_MODE_BITS
 
 
-class Tree:
-    """A target directory that files from the wire are written into, and only into."""
+#: Symbolic links followed while judging one link target, as the kernel's own limit.
+MAX_LINK_HOPS = 40
 
-    def __init__(self, root):
+
+class Tree:
+    """A target directory that files from the wire are written into, and only into.
+
+    `namespace` (components below `root`) confines the tree further: every path acted
+    on, and every link target, stays inside root/namespace.  A pump gives each source
+    its own (dd.namespace), so one source's notices cannot touch another's files.
+    `private_group` (a gid, or -1 for our own group) marks a tree of private data:
+    its directories are made 0750 and its files 0640, owned by that group, the data
+    server's, whatever mode a notice asks for."""
+
+    def __init__(self, root, *, namespace=(), private_group=None):
         self.root = os.fspath(root)
+        self.namespace = tuple(namespace)
+        self.private_group = private_group
 
     def __repr__(self):
-        return f"Tree({self.root!r})"
+        return f"Tree({self.root!r}, namespace={self.namespace!r})"
 
     def __str__(self):
-        return self.root
+        return os.path.join(self.root, *self.namespace)
+
+    @property
+    def dir_mode(self):
+        return 0o755 if self.private_group is None else 0o750
+
+    def file_mode(self, mode):
+        """The permission bits a file delivered into this tree gets, `mode` being the notice's."""
+        mode = safe_mode(mode)
+        mode = 0o644 if mode is None else mode
+        return mode if self.private_group is None else mode & 0o640
+
+    def restrict(self, fd):
+        """Give a private tree's file or directory (an open fd) the data server's group."""
+        if self.private_group not in (None, -1) and os.fstat(fd).st_gid != self.private_group:
+            os.fchown(fd, -1, self.private_group)
 
     def path(self, rel_path):
         """The filesystem path of `rel_path` inside the tree (for display and hooks)."""
-        return os.path.join(self.root, *split(rel_path))
+        return os.path.join(self.root, *self.namespace, *split(rel_path))
 
     @contextlib.contextmanager
     def parent(self, rel_path, create=True):
@@ -89,7 +117,7 @@ class Tree:
             os.makedirs(self.root, exist_ok=True)
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for name in components[:-1]:
+            for name in (*self.namespace, *components[:-1]):
                 child = self._open_directory(fd, name, rel_path, create)
                 os.close(fd)
                 fd = child
@@ -97,8 +125,7 @@ class Tree:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _open_directory(fd, name, rel_path, create):
+    def _open_directory(self, fd, name, rel_path, create):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
@@ -110,8 +137,61 @@ class Tree:
                                 rule="symlink") from None
             raise
         with contextlib.suppress(FileExistsError):  # another instance made it first
-            os.mkdir(name, 0o755, dir_fd=fd)
-        return Tree._open_directory(fd, name, rel_path, create=False)
+            os.mkdir(name, self.dir_mode, dir_fd=fd)
+        child = self._open_directory(fd, name, rel_path, create=False)
+        if self.private_group is not None:
+            os.fchmod(child, self.dir_mode)     # the umask may have narrowed it; never widened
+            self.restrict(child)
+        return child
+
+    def check_link(self, rel_path, target):
+        """Refuse a link at `rel_path` whose `target` leaves the tree's namespace.
+
+        The target is resolved as the kernel would, physically: through the directories
+        and links the tree holds now, never by counting '..' in its text, so a link
+        through another link ('d/up' -> '..') is seen for what it is.  A part of the target
+        not in the tree yet is taken as written, and may not be followed by '..': what it
+        becomes later must not decide where this link leads."""
+        def refuse(why):
+            raise PathError(f"link target {target!r} of {rel_path!r} {why}", rule="link-target")
+
+        if target.startswith("/"):
+            refuse("is absolute")
+        position = split(rel_path)[:-1]     # where resolution stands, below the namespace
+        pending = target.split("/")
+        hops, settled = 0, True
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not settled:
+                    refuse("climbs out of a directory the tree does not hold yet")
+                if not position:
+                    refuse("points outside the tree")
+                position.pop()
+                continue
+            if settled:
+                kind, value = self._entry(position, name)
+                if kind == "link":
+                    hops += 1
+                    if hops > MAX_LINK_HOPS or value.startswith("/"):
+                        refuse("goes through an absolute link or too many links")
+                    pending[:0] = value.split("/")
+                    continue
+                settled = kind == "directory"
+            position.append(name)
+
+    def _entry(self, position, name):
+        """(kind, link target) of a name below the namespace: kind is directory, link, other or missing."""
+        try:
+            with self.parent("/".join([*position, name]), create=False) as (fd, leaf):
+                st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    return "link", os.readlink(leaf, dir_fd=fd)
+                return ("directory" if stat.S_ISDIR(st.st_mode) else "other"), None
+        except (FileNotFoundError, NotADirectoryError):
+            return "missing", None
 
 
 def localize(rel_path, *, strip=0, mirror=True, flatten=None):

@@ -15,7 +15,7 @@ import os
 import stat
 import time
 
-from dd import assembly, checksum, paths
+from dd import assembly, checksum
 from dd.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.notice import Checksum, Op
 from dd.transfer import WRITING, temporary_name
@@ -101,13 +101,14 @@ class Receiver:
                     assembly.discard(fd, leaf, notice)
                 return Outcome(304, "already up to date", checksum=notice.checksum)
             if notice.part is not None:
-                return self._write_part(notice, fd, leaf)
+                return self._write_part(notice, tree, fd, leaf)
             if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
                 return Outcome(201, f"renamed from {notice.rename_from}", checksum=notice.checksum)
             transport, path = self.transports.for_url(notice.url)
             verify = checksum.verifiable(method)
             hash_method = method if verify else self.download_checksum
-            digest = self._retrying(lambda: self._fetch(transport, path, notice, fd, leaf, hash_method, verify))
+            digest = self._retrying(lambda: self._fetch(transport, path, notice, tree, fd, leaf,
+                                                                hash_method, verify))
             return Outcome(201, "delivered", nbytes=notice.size,
                            checksum=notice.checksum if verify else Checksum(hash_method, digest))
 
@@ -122,7 +123,7 @@ class Receiver:
                 log.warning("%s; trying again", error)
         raise AssertionError("attempts must be at least 1")
 
-    def _write_part(self, notice, fd, leaf):
+    def _write_part(self, notice, tree, fd, leaf):
         """Store one part; the part that completes the file is the one delivery (201)."""
         part = notice.part
         label = f"part {part.block_number} of {part.block_count}"
@@ -163,7 +164,7 @@ class Receiver:
                 raise WholeMismatch(
                     f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
                     f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
-            self._finish(out, notice)
+            self._finish(out, notice, tree)
             _set_times(dir_fd, data_name, notice)
             return whole if verify_whole else Checksum(self.download_checksum, value)
 
@@ -186,9 +187,9 @@ class Receiver:
         raise TransferError(f"{notice.url}: the partial file of {leaf} kept disappearing",
                             fix="another program is removing hidden files in the directory")
 
-    def _finish(self, out, notice):
-        mode = paths.safe_mode(notice.mode)
-        os.fchmod(out.fileno(), mode if mode is not None else 0o644)
+    def _finish(self, out, notice, tree):
+        os.fchmod(out.fileno(), tree.file_mode(notice.mode))
+        tree.restrict(out.fileno())
         if self.fsync:
             os.fsync(out.fileno())
 
@@ -197,7 +198,7 @@ class Receiver:
             st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        if not _is_regular(st) or st.st_size != notice.size:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != notice.size:
             return False
         method = notice.checksum.method
         if not checksum.verifiable(method):
@@ -211,7 +212,7 @@ class Receiver:
             self._sums[key] = value
         return value == notice.checksum.value
 
-    def _fetch(self, transport, path, notice, fd, leaf, method, verify):
+    def _fetch(self, transport, path, notice, tree, fd, leaf, method, verify):
         """Download to a temporary name, verify, set attributes, rename into place."""
         tmp, out_fd = _open_temporary(fd, leaf)
         try:
@@ -223,7 +224,7 @@ class Receiver:
                     raise ChecksumMismatch(
                         f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
                         f"the announced {notice.checksum.value[:16]}...")
-                self._finish(out, notice)
+                self._finish(out, notice, tree)
             _set_times(fd, tmp, notice)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
             return result.checksum
@@ -244,7 +245,7 @@ class Receiver:
     def _move_if_same(notice, old_fd, old_leaf, fd, leaf):
         st = os.stat(old_leaf, dir_fd=old_fd, follow_symlinks=False)
         method = notice.checksum.method
-        if not (_is_regular(st) and st.st_size == notice.size and checksum.verifiable(method)
+        if not (stat.S_ISREG(st.st_mode) and st.st_size == notice.size and checksum.verifiable(method)
                 and _sum_at(old_fd, old_leaf, method) == notice.checksum.value):
             return False
         os.rename(old_leaf, leaf, src_dir_fd=old_fd, dst_dir_fd=fd)
@@ -256,7 +257,7 @@ class Receiver:
         try:
             with tree.parent(rel_path, create=False) as (fd, leaf):
                 st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
-                if not (_is_regular(st) or _is_link(st)):
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     raise PathError(f"{rel_path!r} is a directory; only files and links are deleted",
                                     rule="not-a-file")
                 os.unlink(leaf, dir_fd=fd)
@@ -266,7 +267,7 @@ class Receiver:
 
     def _link(self, notice, tree, rel_path):
         target = notice.link_target
-        link_inside(rel_path, target)
+        tree.check_link(rel_path, target)
         with tree.parent(rel_path) as (fd, leaf):
             refuse_directory(fd, leaf, rel_path)
             try:
@@ -317,30 +318,11 @@ def refuse_directory(fd, leaf, rel_path):
         raise PathError(f"{rel_path!r} is a directory here; a file cannot replace it", rule="is-a-directory")
 
 
-def link_inside(rel_path, target):
-    """Refuse a link whose target is absolute or climbs out of the tree."""
-    if target.startswith("/"):
-        raise PathError(f"link target {target!r} is absolute", rule="link-target")
-    depth = len(paths.split(rel_path)) - 1
-    for component in target.split("/"):
-        depth += -1 if component == ".." else (0 if component in ("", ".") else 1)
-        if depth < 0:
-            raise PathError(f"link target {target!r} points outside the tree", rule="link-target")
-
-
 def _display(tree, rel_path):
     try:
         return tree.path(rel_path)
     except PathError:
         return os.path.join(tree.root, "<refused>")
-
-
-def _is_regular(st):
-    return (st.st_mode & 0o170000) == 0o100000
-
-
-def _is_link(st):
-    return (st.st_mode & 0o170000) == 0o120000
 
 
 def _sum_at(fd, leaf, method):

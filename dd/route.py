@@ -19,3 +19,8 @@ def owner_of(exchange):
     """The user whose own exchange this is (xs_<user>), or None: what arrives there was
     published by that user, or by the pump's own feeders, and is that user's."""
     return exchange[3:] if exchange.startswith("xs_") and len(exchange) > 3 else None
+
+
+def private_exchange(user):
+    """The exchange where pumps put private notices for `user`, which only `user` reads."""
+    return f"xpriv_{user}"

@@ -80,17 +80,3 @@ class ConfigState:
         (self.dir / "queue").unlink(missing_ok=True)
         self.announced_file().unlink(missing_ok=True)
 
-
-def alive(pid):
-    """Whether process `pid` runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True

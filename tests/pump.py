@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,15 @@ def compare(expected, actual):
     invented = sorted(set(actual) - set(expected))
     changed = sorted(p for p in set(expected) & set(actual) if expected[p] != actual[p])
     return lost, invented, changed
+
+
+def reachable_by_workers(path):
+    """Let a data server's unprivileged workers (www-data) reach `path`: pytest makes its
+    temporary directories 0700, as a root user's home is; searchable is all they need."""
+    for directory in [path, *Path(path).parents]:
+        if directory == Path(tempfile.gettempdir()) or directory == Path("/"):
+            break
+        directory.chmod(directory.stat().st_mode | 0o001)
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05):

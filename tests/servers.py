@@ -124,7 +124,7 @@ def nginx_server(tmp_path_factory):
     tls_port = free_port()
     self_signed(base / "cert.pem", base / "key.pem")
     (base / "nginx.conf").write_text(nginx.config(
-        base=base, root=root, port=port, autoindex=True,
+        base=base, root=root, port=port, autoindex=True, user=("root", "root"),
         tls=(tls_port, base / "cert.pem", base / "key.pem")))
     process = _start(nginx.command(NGINX, base), port, base / "nginx.out")
     yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port,

@@ -47,6 +47,7 @@ class Site:
                    f"declare subscriber {n['bob']}\ndeclare subscriber {n['eve']}\n"
                    f"declare feeder {n['pump']}\n")
         self.tmp_path = tmp_path
+        self.other_vhosts = []      # another pump's, on the same broker
 
     def write(self, text):
         (self.config_dir / "admin.conf").write_text(text)
@@ -57,15 +58,16 @@ class Site:
         status = run("audit", argv, env)
         return status, env.stdout.getvalue() + env.stderr.getvalue()
 
-    def connect(self, who):
+    def connect(self, who, vhost=None):
         name = self.names[who]
         connection = amqp.Connection("127.0.0.1:5672", userid=name, password=self.passwords[name],
-                                     virtual_host=self.vhost)
+                                     virtual_host=vhost or self.vhost)
         connection.connect()
         return connection
 
     def close(self):
-        api("DELETE", f"vhosts/{self.vhost}")
+        for vhost in (self.vhost, *self.other_vhosts):
+            api("DELETE", f"vhosts/{vhost}")
         for name in self.names.values():
             api("DELETE", f"users/{name}")
 
@@ -198,3 +200,124 @@ def test_a_queue_is_stale_after_expire_without_consumer():
     assert stale(dict(idle, idle_since="2026-11-28 13:00:00"), now=now, expire=86400, limit=0) is None
     assert stale(dict(idle, consumers=1), now=now, expire=3600, limit=0) is None
     assert stale(dict(idle, name="amq.gen-x"), now=now, expire=3600, limit=0) is None
+
+
+def connections_of(site, user):
+    """The names of the user's open connections to the site's vhost, as the management API lists
+    them: a few seconds late (its statistics interval)."""
+    listed = api("GET", f"vhosts/{site.vhost}/connections")
+    return [c["name"] for c in listed if c["user"] == user and c.get("state") not in ("closing", "closed")] \
+        if isinstance(listed, list) else []
+
+
+def closed(action):
+    """Whether `action` fails because the broker closed its connection (not only its channel)."""
+    try:
+        action()
+    except (amqp.exceptions.ConnectionError, OSError):
+        return True
+    return False
+
+
+def exchanges_and_queues(site):
+    return ({e["name"] for e in api("GET", f"exchanges/{site.vhost}")},
+            {q["name"] for q in api("GET", f"queues/{site.vhost}")})
+
+
+def test_prune_revokes_a_user_removed_from_admin_conf_and_nothing_else(site):
+    n = site.names
+    bob = n["bob"]
+    assert site.audit("declare")[0] == 0
+    kept = site.connect("bob")      # bob's subscriber, still running when he is removed
+    channel = kept.channel()
+    queue = f"q_{bob}.subscribe.x"
+    channel.queue_declare(queue, durable=True, auto_delete=False)
+    channel.queue_bind(queue, "xpublic", "#")
+    channel.basic_consume(queue, callback=lambda message: None)
+    with site.connect("ann") as c:  # a queue of a user who stays
+        c.channel().queue_declare(f"q_{n['ann']}.x", durable=True, auto_delete=False)
+    assert wait_for(lambda: connections_of(site, bob), timeout=30, interval=0.5)
+    [connection] = connections_of(site, bob)
+    others = [u for role, u in n.items() if role != "bob"]
+    permissions = {u: api("GET", f"permissions/{site.vhost}/{u}") for u in others}
+    site.write("".join(line + "\n" for line in (site.config_dir / "admin.conf").read_text().splitlines()
+                       if not line.endswith(f" {bob}")))
+
+    status, out = site.audit("status")
+    steps = (f"delete user {bob}, close connection {connection}, delete queue {queue}, "
+             f"delete exchange xr_{bob}, delete exchange xs_{bob}")
+    assert status == 1
+    assert f"user {bob}: not declared in admin.conf; declare --prune would: {steps}\n" in out, out
+    report = json.loads(site.audit("status", "--json")[1])
+    [difference] = report["differences"]
+    assert difference["name"] == bob and not difference["declare_fixes"]
+    assert difference["prune"][:2] == [{"action": "delete user", "name": bob},
+                                       {"action": "close connection", "name": connection}]
+
+    status, out = site.audit("declare")
+    assert status == 0 and f"left alone: user {bob}: not declared in admin.conf; --prune would: {steps}\n" in out
+    assert out.endswith("0 change(s) on vhost " + site.vhost + "; 1 undeclared user(s) left alone "
+                        "(--prune revokes them)\n"), out
+    status, out = site.audit("declare", "--prune", "--dry-run")
+    assert status == 0 and f"would prune: user {bob}: not declared in admin.conf: {steps}\n" in out, out
+    assert "5 change(s) needed" in out
+    assert api("GET", f"permissions/{site.vhost}/{bob}")["write"]
+    publish(kept, f"xs_{bob}")      # still in
+
+    status, out = site.audit("declare", "--prune")
+    assert status == 0 and f"pruned: user {bob}: not declared in admin.conf: {steps}" in out, out
+    assert "dd_audit declare: 5 change(s)" in out
+    with pytest.raises(amqp.exceptions.AccessRefused):
+        site.connect("bob")
+    assert closed(lambda: publish(kept, f"xs_{bob}"))
+    exchanges, queues = exchanges_and_queues(site)
+    assert not {f"xs_{bob}", f"xr_{bob}"} & exchanges and queue not in queues
+    into_xreport = api("GET", f"exchanges/{site.vhost}/xreport/bindings/destination")
+    assert f"xs_{bob}" not in {b["source"] for b in into_xreport}
+    assert api("GET", f"users/{bob}") == 404
+    # The others, and the admin, are as they were: status finds nothing to mend.
+    assert {u: api("GET", f"permissions/{site.vhost}/{u}") for u in others} == permissions
+    assert {f"xs_{u}" for u in others} <= exchanges and f"q_{n['ann']}.x" in queues
+    with site.connect("ann") as c:
+        assert not refused(lambda: publish(c, f"xs_{n['ann']}"))
+    assert wait_for(lambda: not connections_of(site, bob), timeout=30, interval=0.5)
+    assert site.audit("status") == (0, f"dd_audit status: vhost {site.vhost}, 4 user(s), in sync with admin.conf\n")
+    status, out = site.audit("declare", "--prune")
+    assert status == 0 and out == f"dd_audit declare: 0 change(s) on vhost {site.vhost}\n"
+
+
+def test_prune_closes_only_this_vhost_and_leaves_a_login_another_pump_or_the_broker_has(site):
+    n = site.names
+    eve, admin = n["eve"], n["pump"]
+    site.write(f"admin amqp://guest@127.0.0.1/{site.vhost}\ndeclare subscriber {eve}\ndeclare admin {admin}\n")
+    assert site.audit("declare")[0] == 0
+    other = f"{site.vhost}-other"
+    site.other_vhosts.append(other)
+    api("PUT", f"vhosts/{other}", {})
+    api("PUT", f"permissions/{other}/{eve}", {"configure": "", "write": r"^amq\.topic$", "read": "^xpublic$"})
+    here, there = site.connect("eve"), site.connect("eve", vhost=other)
+    assert wait_for(lambda: connections_of(site, eve), timeout=30, interval=0.5)
+    [connection] = connections_of(site, eve)
+    site.write(f"admin amqp://guest@127.0.0.1/{site.vhost}\n")
+
+    status, out = site.audit("status")
+    assert status == 1
+    assert (f"user {eve}: not declared in admin.conf; keeps its login: it has permissions on vhost {other}; "
+            f"declare --prune would: revoke permissions on vhost {site.vhost}, close connection {connection}, "
+            f"delete exchange xr_{eve}, delete exchange xs_{eve}\n") in out, out
+    assert (f"user {admin}: not declared in admin.conf; keeps its login: it is tagged administrator, a user of "
+            f"the whole broker; declare --prune would: revoke permissions on vhost {site.vhost}, ") in out
+    status, out = site.audit("declare", "--prune")
+    assert status == 0, out
+    assert closed(lambda: publish(here, f"xs_{eve}"))
+    assert not refused(lambda: publish(there, "amq.topic"))     # its other pump's connection stays
+    there.close()
+    for who, name in (("eve", eve), ("pump", admin)):
+        assert api("GET", f"users/{name}")["name"] == name
+        assert api("GET", f"permissions/{site.vhost}/{name}") == 404
+        with pytest.raises(amqp.exceptions.NotAllowed):     # its login is good, this vhost refuses it
+            site.connect(who)
+    assert api("GET", f"permissions/{other}/{eve}")["read"] == "^xpublic$"
+    site.connect("eve", vhost=other).close()
+    assert wait_for(lambda: not connections_of(site, eve), timeout=30, interval=0.5)
+    assert site.audit("declare", "--prune")[1] == f"dd_audit declare: 0 change(s) on vhost {site.vhost}\n"

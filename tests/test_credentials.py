@@ -124,6 +124,35 @@ def test_lookup_by_scheme_user_host_port(tmp_path):
     assert creds.password_for("sftp://bob@files.example.com:2222/x/y") == "sshpw"
 
 
+def test_an_http_line_is_for_its_scheme_host_port_and_the_paths_below_its_own(tmp_path):
+    write(tmp_path, "https://bob:deep@h:8443/some/path/\n"
+                    "https://bob:top@h:8443/\n"
+                    "http://ann:plain@h/a\n")
+    creds = Credentials.load(tmp_path)
+    assert creds.password_for("https://h:8443/some/path/x") == "deep"
+    assert creds.password_for("https://h:8443/some/path/sub/x") == "deep"
+    assert creds.password_for("https://h:8443/some/pathology") == "top"
+    assert creds.password_for("https://h:8443/x") == "top"
+    assert creds.password_for("https://h/some/path/x") is None        # another port
+    assert creds.password_for("http://h:8443/some/path/x") is None    # another scheme
+    assert creds.password_for("https://g:8443/some/path/x") is None   # another host
+    assert creds.password_for("http://h/a/x") == "plain"              # /a is the directory /a/
+    assert creds.password_for("http://h/%61/x") == "plain"            # paths compare decoded
+    assert creds.password_for("http://h/b/x") is None
+    # A . or .. segment may resolve anywhere on the server: no line is for it.
+    for path in ("/a/../b/x", "/a/%2E%2E/b/x", "/a/./x", "/a/.."):
+        assert creds.password_for(f"http://h{path}") is None
+    assert [url.password for url in creds.for_server(Url.parse("https://h:8443/"))] == ["deep", "top"]
+
+
+def test_a_broker_or_sftp_line_is_for_the_whole_server(tmp_path):
+    write(tmp_path, "amqps://bob:vhostpw@h/one\nsftp://ann:sshpw@h/home/ann/\n")
+    creds = Credentials.load(tmp_path)
+    assert creds.password_for("amqps://bob@h/two") == "vhostpw"
+    assert creds.complete(Url.parse("amqps://h/")).password == "vhostpw"
+    assert creds.password_for("sftp://ann@h/srv/x") == "sshpw"
+
+
 def test_complete_supplies_password_and_missing_user(tmp_path):
     write(tmp_path, "amqps://bob:bobpw@h/\n")
     creds = Credentials.load(tmp_path)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dd import metrics
+from dd import metrics, pidfile
 from dd.cli import instances, main
 from dd.environment import Environment
 from dd.flow import Counters
@@ -108,8 +108,9 @@ def test_a_killed_instance_is_reported_and_restarted_by_sanity(pump, ctl):
     configure(pump, "beta")
     assert ctl("start")[0] == 0
     killed = instances.running(ctl.state("alpha"))[2]
+    identity = pidfile.identify(killed)
     os.kill(killed, signal.SIGKILL)
-    assert wait_for(lambda: not instances.alive(killed))
+    assert wait_for(lambda: not identity.alive())
     status, out, _ = ctl("status")
     assert status == 1
     assert "subscribe/alpha: instance 2 is dead" in out
@@ -132,14 +133,14 @@ def test_sanity_finds_a_stray_instance_and_stops_it_on_request(pump, ctl):
     configure(pump, "alpha", extra="instances 1")
     assert ctl("start")[0] == 0
     pid_file = ctl.state("alpha").pid_file(1)
-    stray = instances.read_pid(pid_file)
+    stray = pidfile.read(pid_file)
     pid_file.unlink()
     status, out, _ = ctl("sanity")
     assert status == 1
-    assert f"stray process {stray}: " in out and "not stopped" in out
+    assert f"stray process {stray.pid}: " in out and "not stopped" in out
     status, out, _ = ctl("sanity", "--kill-strays")
-    assert f"stray process {stray}: " in out and "stopping" in out
-    assert wait_for(lambda: not instances.alive(stray))
+    assert f"stray process {stray.pid}: " in out and "stopping" in out
+    assert wait_for(lambda: not stray.alive())
     assert ctl("sanity")[0] == 0
 
 

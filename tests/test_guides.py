@@ -125,7 +125,7 @@ class Walk:
         # Whatever dd_ctl could not stop (a configuration it cannot read, say).
         for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("nginx.pid")]:
             with contextlib.suppress(ValueError, OSError):
-                pid = int(pid_file.read_text())
+                pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
                 if b"dd.cli.main" in command or b"nginx" in command:
                     os.kill(pid, signal.SIGKILL)
@@ -233,6 +233,7 @@ def _torn_down(walk, output):
             for kind in ("vhosts", "users"):
                 assert HTTP.request("GET", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST).status == 404, value
     assert not any(walk.state_dir.rglob("i*.pid")) and not any(walk.state_dir.rglob("nginx.pid"))
+    assert not any(walk.state_dir.rglob("master.pid"))
 
 
 AFTER = {

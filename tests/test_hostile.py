@@ -18,6 +18,11 @@ def notice(pump, rel_path, data=b"x", **changes):
     return json.dumps(fields).encode()
 
 
+def landed(pump):
+    """Where files of these notices land: a relay keeps them in their source's namespace."""
+    return pump.dst / "ann" if pump.component == "sara" else pump.dst
+
+
 def deliver_then_good(pump, bodies, tmp_path, extra=""):
     """Publish hostile bodies, then one good notice; return the subscriber's log once the good one is in."""
     (pump.src / "good.txt").write_bytes(b"good")
@@ -26,7 +31,7 @@ def deliver_then_good(pump, bodies, tmp_path, extra=""):
         pump.publish_raw(body)
     pump.publish_raw(notice(pump, "good.txt", b"good"))
     subscriber = pump.foreground()
-    arrived = wait_for(lambda: (pump.dst / "good.txt").exists() and pump.queue_depth() == 0)
+    arrived = wait_for(lambda: (landed(pump) / "good.txt").exists() and pump.queue_depth() == 0)
     status, log = pump.stop(subscriber)
     assert arrived, log[-3000:]
     assert status == 0
@@ -65,7 +70,7 @@ def test_paths_that_would_leave_the_directory_are_refused(pump, tmp_path, outsid
     log = deliver_then_good(pump, [notice(pump, rel_path, b"evil")], tmp_path)
     assert f"[{rule}]" in log
     assert (outside / "victim.txt").read_text() == "original"
-    assert manifest(pump.dst) == {"good.txt": hashlib.sha256(b"good").hexdigest()}
+    assert manifest(landed(pump)) == {"good.txt": hashlib.sha256(b"good").hexdigest()}
     assert not os.path.exists("/etc/passwd-dd-test")
     written = [k for k in manifest(tmp_path) if k not in before]
     assert [k for k in written if k.split("/")[0] not in ("dst", "logs", "state", "config")] == []
@@ -77,8 +82,8 @@ def test_control_characters_in_names_are_refused(pump, tmp_path):
 
 
 def test_a_symlinked_parent_cannot_redirect_a_write(pump, tmp_path, outside):
-    pump.dst.mkdir()
-    os.symlink(outside, pump.dst / "evil")
+    landed(pump).mkdir(parents=True)
+    os.symlink(outside, landed(pump) / "evil")
     (pump.src / "evil").mkdir()
     (pump.src / "evil" / "victim.txt").write_bytes(b"evil")
     log = deliver_then_good(pump, [notice(pump, "evil/victim.txt", b"evil")], tmp_path)
@@ -89,7 +94,7 @@ def test_a_symlinked_parent_cannot_redirect_a_write(pump, tmp_path, outside):
 def test_schemes_not_allowed_are_refused(pump, tmp_path):
     log = deliver_then_good(pump, [notice(pump, "passwd", base_url="file:///etc/")], tmp_path)
     assert "[scheme]" in log
-    assert not (pump.dst / "passwd").exists()
+    assert not (landed(pump) / "passwd").exists()
 
 
 def test_hosts_not_allowed_are_refused(pump, tmp_path):
@@ -98,7 +103,7 @@ def test_hosts_not_allowed_are_refused(pump, tmp_path):
     log = deliver_then_good(pump, [notice(pump, "elsewhere.txt", base_url=other_host)], tmp_path,
                             extra="allowed_hosts 127.0.0.1")
     assert "[host]" in log and "'localhost' is not in allowed_hosts" in log
-    assert not (pump.dst / "elsewhere.txt").exists()
+    assert not (landed(pump) / "elsewhere.txt").exists()
 
 
 def test_bytes_that_do_not_match_the_checksum_are_never_renamed_into_place(pump, tmp_path):
@@ -107,16 +112,16 @@ def test_bytes_that_do_not_match_the_checksum_are_never_renamed_into_place(pump,
                   checksum={"method": "sha256", "value": hashlib.sha256(b"other").hexdigest()})
     log = deliver_then_good(pump, [body], tmp_path)
     assert "[checksum]" in log
-    assert not (pump.dst / "liar.txt").exists()
-    assert [p.name for p in pump.dst.iterdir()] == ["good.txt"]  # no temporary file left
+    assert not (landed(pump) / "liar.txt").exists()
+    assert [p.name for p in landed(pump).iterdir()] == ["good.txt"]  # no temporary file left
 
 
 def test_a_size_that_does_not_match_is_detected(pump, tmp_path):
     (pump.src / "short.txt").write_bytes(b"abc")
     body = notice(pump, "short.txt", b"abc", size=10)
     log = deliver_then_good(pump, [body], tmp_path)
-    assert not (pump.dst / "short.txt").exists()
-    assert [p.name for p in pump.dst.iterdir()] == ["good.txt"]
+    assert not (landed(pump) / "short.txt").exists()
+    assert [p.name for p in landed(pump).iterdir()] == ["good.txt"]
 
 
 @pytest.mark.parametrize("body, rule", [
@@ -152,7 +157,7 @@ def test_unsafe_mode_bits_are_never_applied(pump, tmp_path):
     (pump.src / "setuid.sh").write_bytes(b"#!/bin/sh\n")
     body = notice(pump, "setuid.sh", b"#!/bin/sh\n", mode="6777")
     deliver_then_good(pump, [body], tmp_path)
-    mode = (pump.dst / "setuid.sh").stat().st_mode & 0o7777
+    mode = (landed(pump) / "setuid.sh").stat().st_mode & 0o7777
     assert mode == 0o775
 
 
@@ -160,13 +165,13 @@ def test_link_targets_outside_the_tree_are_refused(pump, tmp_path):
     log = deliver_then_good(pump, [notice(pump, "l1", op="link", link_target="/etc/passwd"),
                                    notice(pump, "a/l2", op="link", link_target="../../x")], tmp_path)
     assert log.count("[link-target]") == 2
-    assert not os.path.lexists(pump.dst / "l1")
+    assert not os.path.lexists(landed(pump) / "l1")
 
 
 def test_a_file_never_replaces_a_directory_of_the_tree(pump, tmp_path):
-    (pump.dst / "obs").mkdir(parents=True)
-    (pump.dst / "obs" / "kept.txt").write_text("kept")
+    (landed(pump) / "obs").mkdir(parents=True)
+    (landed(pump) / "obs" / "kept.txt").write_text("kept")
     (pump.src / "obs").write_bytes(b"file")
     log = deliver_then_good(pump, [notice(pump, "obs", b"file")], tmp_path)
     assert "[is-a-directory]" in log
-    assert (pump.dst / "obs" / "kept.txt").read_text() == "kept"
+    assert (landed(pump) / "obs" / "kept.txt").read_text() == "kept"

@@ -15,7 +15,7 @@ import time
 import amqp
 import pytest
 
-from dd import metrics, report
+from dd import formats, metrics, report
 from dd.notice import Checksum, Notice, now
 from tests.pump import wait_for
 from tests.test_audit import Site
@@ -76,12 +76,26 @@ class Routed:
         self.subscriber = start(pump, "subscribe", "bob")
         self.seen = []          # what ann's dd_log showed so far
 
-    def post(self, rel_path, content, *options):
+    def post(self, rel_path, content):
         path = self.pump.src / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
         self.pump.command("post", f"--post_broker={url(self.site, 'ann')}", f"--post_base_url={self.pump.base_url}",
-                          f"--post_base_dir={self.pump.src}", *options, path, check=True)
+                          f"--post_base_dir={self.pump.src}", path, check=True)
+
+    def post_private(self, rel_path, content, readers):
+        """Ann's notice of a file only `readers` may have, published by her on her own exchange."""
+        path = self.pump.src / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        notice = Notice(pubtime=now(), base_url=self.pump.base_url, rel_path=rel_path, size=len(content),
+                        checksum=_sha512(content), readers=list(readers))
+        message = formats.encode(notice)
+        with self.site.connect("ann") as connection:
+            connection.channel().basic_publish_confirm(
+                amqp.Message(message.body, application_headers=message.headers, content_type=message.content_type,
+                             user_id=self.site.names["ann"], delivery_mode=2),
+                exchange=f"xs_{self.site.names['ann']}", routing_key=message.topic)
 
     def ann_reads(self):
         """Every log message ann has been sent so far."""
@@ -89,9 +103,13 @@ class Routed:
         self.seen.extend(report.decode(line.encode()) for line in out.splitlines())
         return self.seen
 
-    def wait_for_reports(self, *users, rel_path):
-        """Until ann has a log message about rel_path from each of `users`."""
-        return wait_for(lambda: {r.user for r in self.ann_reads() if r.rel_path == rel_path} >= set(users),
+    def relayed(self, rel_path):
+        """The path the pump announces for ann's `rel_path`: below her part of its tree."""
+        return f"{self.site.names['ann']}/{rel_path}"
+
+    def wait_for_reports(self, *reports):
+        """Until ann has a log message from each (consumer, relative path) of `reports`."""
+        return wait_for(lambda: {(r.user, r.rel_path) for r in self.ann_reads()} >= set(reports),
                         timeout=30, interval=0.5)
 
     def router_log(self):
@@ -122,31 +140,37 @@ def publish(connection, user, made):
 
 def delivered(consumer, source, rel_path, content, code=201):
     """The log message `consumer` publishes when it has delivered `content` posted by `source`."""
-    checksum = Checksum("sha512", hashlib.sha512(content.encode()).hexdigest())
-    notice = Notice(pubtime=now(), base_url="file:///tree/", rel_path=rel_path, source=source, checksum=checksum)
+    notice = Notice(pubtime=now(), base_url="file:///tree/", rel_path=rel_path, source=source,
+                    checksum=_sha512(content))
     return report.of(notice, code=code, message="delivered" if code == 201 else "refused", rule="", host="h",
                      user=consumer, component="subscribe", duration=0.1, nbytes=len(content), pubtime=now())
+
+
+def _sha512(content):
+    return Checksum("sha512", hashlib.sha512(content.encode()).hexdigest())
 
 
 def test_genuine_deliveries_reach_their_source_and_forged_ones_nobody(pump, site):
     n = site.names
     routed = Routed(pump, site)
     routed.post("obs/a.txt", "for bob")
-    assert wait_for(lambda: (pump.dst / "obs" / "a.txt").exists())
+    a = routed.relayed("obs/a.txt")
+    assert wait_for(lambda: (pump.dst / a).exists())
     # Eve names bob as the consumer, but the broker says she published it.
-    publish(site.connect("eve"), n["eve"], delivered(n["bob"], n["ann"], "obs/a.txt", "for bob"))
+    publish(site.connect("eve"), n["eve"], delivered(n["bob"], n["ann"], a, "for bob"))
     # Eve, under her own name, about a file this pump never announced.
-    publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], "obs/never.txt", "made up"))
-    # The relay's own log message (it downloaded ann's file) and bob's reach ann.
-    assert routed.wait_for_reports(n["pump"], n["bob"], rel_path="obs/a.txt")
+    never = routed.relayed("obs/never.txt")
+    publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], never, "made up"))
+    # The relay's own log message (about ann's notice, which it ingested) and bob's reach ann.
+    assert routed.wait_for_reports((n["pump"], "obs/a.txt"), (n["bob"], a))
     assert wait_for(lambda: routed.router_log().count("[forged-log]") == 2)
     router_log, counters = routed.stop()
     reports = routed.ann_reads()
     assert sorted((r.rel_path, r.code, r.user, r.source) for r in reports) == sorted(
-        [("obs/a.txt", 201, n["pump"], n["ann"]), ("obs/a.txt", 201, n["bob"], n["ann"])])
+        [("obs/a.txt", 201, n["pump"], n["ann"]), (a, 201, n["bob"], n["ann"])])
     forged = [line for line in router_log.splitlines() if "[forged-log]" in line]
-    assert "names consumer" in forged[0] + forged[1] and "'obs/never.txt'" in forged[0] + forged[1]
-    assert any(f"from {n['eve']} about 'obs/never.txt'" in line and "relayed no such notice" in line
+    assert "names consumer" in forged[0] + forged[1] and repr(never) in forged[0] + forged[1]
+    assert any(f"from {n['eve']} about {never!r}" in line and "relayed no such notice" in line
                for line in forged)
     assert counters["rejected"] == 2 and counters["delivered"] == 2
     # Nobody but ann reads xr_ann.
@@ -157,18 +181,19 @@ def test_genuine_deliveries_reach_their_source_and_forged_ones_nobody(pump, site
 def test_only_the_readers_of_private_data_may_report_on_it(pump, site):
     n = site.names
     routed = Routed(pump, site)
-    routed.post("obs/secret.txt", "for bob only", f"--readers={n['bob']}")
-    assert wait_for(lambda: (pump.dst / "obs" / "secret.txt").exists())
+    routed.post_private("obs/secret.txt", "for bob only", readers=[n["bob"]])
+    secret = routed.relayed("obs/secret.txt")
+    assert wait_for(lambda: (pump.dst / secret).exists())
     # The relay is no reader: its log message routes because it ingested the notice itself.
-    assert routed.wait_for_reports(n["pump"], n["bob"], rel_path="obs/secret.txt")
+    assert routed.wait_for_reports((n["pump"], "obs/secret.txt"), (n["bob"], secret))
     # Eve is no reader: whatever she says about the file, she cannot have been sent it.
     for code in (201, 403):
-        publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], "obs/secret.txt", "for bob only", code))
+        publish(site.connect("eve"), n["eve"], delivered(n["eve"], n["ann"], secret, "for bob only", code))
     assert wait_for(lambda: routed.router_log().count("[forged-log]") == 2)
     router_log, counters = routed.stop()
     reports = routed.ann_reads()
     assert sorted((r.user, r.code) for r in reports) == sorted([(n["pump"], 201), (n["bob"], 201)])
-    assert router_log.count(f"refused log message from {n['eve']} about 'obs/secret.txt'") == 2
+    assert router_log.count(f"refused log message from {n['eve']} about {secret!r}") == 2
     assert counters["rejected"] == 2
 
 
@@ -177,19 +202,20 @@ def test_a_log_message_about_a_notice_announced_longer_ago_than_the_window_is_re
     window = 8.0
     routed = Routed(pump, site, f"log_index_window {window:g}s\n")
     routed.post("obs/a.txt", "for bob")
+    a = routed.relayed("obs/a.txt")
     bobs = f"log message from {n['bob']} routed"
     assert wait_for(lambda: bobs in routed.router_log())
     announced_before = time.monotonic()
     # Bob's log message again, within the window: routed like the first.
-    publish(site.connect("bob"), n["bob"], delivered(n["bob"], n["ann"], "obs/a.txt", "for bob"))
+    publish(site.connect("bob"), n["bob"], delivered(n["bob"], n["ann"], a, "for bob"))
     assert wait_for(lambda: routed.router_log().count(bobs) == 2)
     time.sleep(max(announced_before + window + 0.5 - time.monotonic(), 0))
     # And once more, past the window: the same message is now refused.
-    publish(site.connect("bob"), n["bob"], delivered(n["bob"], n["ann"], "obs/a.txt", "for bob"))
+    publish(site.connect("bob"), n["bob"], delivered(n["bob"], n["ann"], a, "for bob"))
     assert wait_for(lambda: "[forged-log]" in routed.router_log())
     router_log, counters = routed.stop()
-    assert [r.user for r in routed.ann_reads() if r.user == n["bob"]] == [n["bob"]] * 2
-    assert f"refused log message from {n['bob']} about 'obs/a.txt'" in router_log
+    assert [r.rel_path for r in routed.ann_reads() if r.user == n["bob"]] == [a] * 2
+    assert f"refused log message from {n['bob']} about {a!r}" in router_log
     assert counters["rejected"] == 1
 
 
@@ -197,10 +223,11 @@ def test_deletions_announced_by_retention_are_reported_back_to_the_pump(pump, si
     n = site.names
     routed = Routed(pump, site, relay_options="retention 4s\nretention_announce on\n")
     routed.post("obs/a.txt", "for bob")
-    assert wait_for(lambda: (pump.dst / "obs" / "a.txt").exists())
+    a = pump.dst / routed.relayed("obs/a.txt")
+    assert wait_for(a.exists)
     # The pump deletes its copy and announces it; bob deletes his and reports it to the
     # source of the delete notice: the pump's own user.
-    assert wait_for(lambda: not (pump.dst / "obs" / "a.txt").exists(), timeout=30)
+    assert wait_for(lambda: not a.exists(), timeout=30)
     routed_to_pump = f"log message from {n['bob']} routed to xr_{n['pump']}"
     assert wait_for(lambda: routed_to_pump in routed.router_log())
     router_log, counters = routed.stop()
@@ -266,11 +293,14 @@ def test_a_log_message_travels_back_upstream_to_the_pump_where_its_source_posted
     (pump.src / "up.txt").write_text("from A")
     pump.command("post", f"--post_broker={at['ann', 'A']}", f"--post_base_url={pump.base_url}",
                  f"--post_base_dir={pump.src}", pump.src / "up.txt", check=True)
-    assert wait_for(lambda: (pump.dst / "up.txt").exists())
+    # Both pumps keep it below ann's part of their trees.
+    up = f"{users['ann']}/up.txt"
+    assert wait_for(lambda: (pump.dst / up).exists())
     # B's feeder is trusted to forward its users' log messages, not to make them up.
+    never = f"{users['ann']}/never.txt"
     publish(amqp.Connection("127.0.0.1:5672", userid=users["pb"], password=passwords[users["pb"]],
                             virtual_host=vhosts["A"]),
-            users["pb"], delivered(users["bob"], users["ann"], "never.txt", "made up"))
+            users["pb"], delivered(users["bob"], users["ann"], never, "made up"))
     seen = []
 
     def ann_reads():
@@ -283,8 +313,8 @@ def test_a_log_message_travels_back_upstream_to_the_pump_where_its_source_posted
     ann_reads()
     # The relays' log messages and bob's, and nothing made up.
     assert sorted((r.user, r.rel_path, r.code, r.from_cluster) for r in seen) == sorted(
-        (user, "up.txt", 201, "A") for user in (users["pa"], users["pb"], users["bob"]))
+        [(users["pa"], "up.txt", 201, "A"), (users["pb"], up, 201, "A"), (users["bob"], up, 201, "A")])
     assert "sent upstream toward A" in logs["shovel", "B"]
     assert f"log message from {users['bob']} routed to xr_{users['ann']}" in logs["shovel", "A"]
-    assert f"refused log message from {users['bob']} about 'never.txt'" in logs["shovel", "A"]
+    assert f"refused log message from {users['bob']} about {never!r}" in logs["shovel", "A"]
     assert not any("Traceback" in text for text in logs.values())

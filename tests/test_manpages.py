@@ -23,7 +23,7 @@ COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1
 #: Command-line words that are not options of dd.options, with the component
 #: that takes them; dd/cli/main.py must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "watch", "sara"},
-               "dry": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
+               "dry": {"audit"}, "prune": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 
 

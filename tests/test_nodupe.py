@@ -1,9 +1,12 @@
 """The duplicate store: one claimant wins, confirmed keys expire, dead claimants' keys
 are taken over, and the store is shared by processes and survives restarts."""
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 
-from dd import nodupe
+from dd import nodupe, pidfile
 from dd.notice import Checksum, Part
 from tests.pump import wait_for
 
@@ -56,6 +59,27 @@ def test_confirmed_keys_survive_a_restart_and_a_dead_claimant_is_taken_over(tmp_
     store = nodupe.Store(path, ttl=300)
     assert not store.claim(done)
     assert store.claim(orphan)
+
+
+def test_a_claim_is_kept_by_its_live_claimant_only_not_by_its_pid_in_another_boot(tmp_path):
+    path = tmp_path / "s.sqlite"
+    nodupe.Store(path, ttl=300).close()
+    claimant = subprocess.Popen(["sleep", "300"])
+    try:
+        me = pidfile.identify(claimant.pid)
+        before_reboot = pidfile.Identity(me.pid, me.start_time, str(uuid.uuid4()))
+        held, left = (nodupe.key("/tree", name, Checksum("md5", "00")) for name in ("held", "left"))
+        with sqlite3.connect(path) as db:   # claims of two processes, one of another boot
+            db.executemany("INSERT INTO seen (key, at, owner) VALUES (?, ?, ?)",
+                           [(held, time.time(), str(me)), (left, time.time(), str(before_reboot))])
+        db.close()
+        store = nodupe.Store(path, ttl=300)
+        assert not store.claim(held)
+        assert store.claim(left)
+    finally:
+        claimant.kill()
+        claimant.wait()
+    assert store.claim(held)                 # its claimant is gone
 
 
 def test_processes_claiming_the_same_keys_at_once_win_each_key_exactly_once(tmp_path):

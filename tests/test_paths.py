@@ -101,3 +101,75 @@ def test_inconsistent_part_metadata_is_refused():
         with pytest.raises(NoticeError) as caught:
             parts.check(Part(**{**good, **change}), size)
         assert caught.value.rule == "parts"
+
+
+def _tree_with(tmp_path, namespace=("ann",)):
+    tree = paths.Tree(tmp_path / "tree", namespace=namespace)
+    (tmp_path / "tree" / "ann" / "d").mkdir(parents=True)
+    (tmp_path / "tree" / "carl").mkdir()
+    (tmp_path / "tree" / "carl" / "secret.txt").write_text("carl's")
+    return tree
+
+
+@pytest.mark.parametrize("links", [
+    [("steal", "/etc/passwd")],                                 # absolute
+    [("steal", "../carl/secret.txt")],                          # another source's file
+    [("a/steal", "../../carl")],                                # another source's directory
+    [("d/up", ".."), ("creds", "d/up/../config/credentials.conf")],  # '..' through a link
+    [("d/up", "."), ("d/up2", "up/.."), ("x", "d/up2/../etc")],      # a chain of links
+    [("later", "notyet/../../carl")],                           # '..' after what is not there yet
+])
+def test_a_link_never_leads_out_of_its_namespace(tmp_path, links):
+    """The textual count of '..' cannot see that d/up is itself a link: physical resolution does."""
+    tree = _tree_with(tmp_path)
+    *allowed, (rel_path, target) = links
+    for name, value in allowed:
+        tree.check_link(name, value)
+        with tree.parent(name) as (fd, leaf):
+            os.symlink(value, leaf, dir_fd=fd)
+    with pytest.raises(PathError) as caught:
+        tree.check_link(rel_path, target)
+    assert caught.value.rule == "link-target"
+
+
+@pytest.mark.parametrize("rel_path, target", [
+    ("l", "d"), ("d/l", "../d/x"), ("d/l", "x/y/z"), ("l", "./d/../d"), ("d/l", "..")])
+def test_links_inside_the_namespace_pass(tmp_path, rel_path, target):
+    _tree_with(tmp_path).check_link(rel_path, target)
+
+
+def test_paths_never_leave_the_namespace(tmp_path):
+    tree = _tree_with(tmp_path)
+    with tree.parent("x/y.txt") as (fd, leaf):
+        os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    assert (tmp_path / "tree" / "ann" / "x" / "y.txt").exists()
+    assert tree.path("x/y.txt") == str(tmp_path / "tree" / "ann" / "x" / "y.txt")
+
+
+def test_a_directory_swapped_for_a_link_mid_write_cannot_redirect_it(tmp_path):
+    """What was opened is written: a parent replaced by a link to elsewhere between the walk
+    and the write leaves the write where the walk led (the directory, wherever it moved)."""
+    tree = _tree_with(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with tree.parent("d/file") as (fd, leaf):
+        os.rename(tmp_path / "tree" / "ann" / "d", tmp_path / "moved")
+        os.symlink(outside, tmp_path / "tree" / "ann" / "d")
+        os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "moved" / "file").exists()
+    with pytest.raises(PathError) as caught:    # and the next walk refuses the link
+        with tree.parent("d/other"):
+            pass
+    assert caught.value.rule == "symlink"
+
+
+def test_a_private_tree_keeps_its_files_to_the_data_servers_group(tmp_path):
+    tree = paths.Tree(tmp_path / "tree", namespace=("private", "bob", "ann"), private_group=os.getgid())
+    with tree.parent("obs/x") as (fd, leaf):
+        pass
+    for directory in ("private", "private/bob", "private/bob/ann", "private/bob/ann/obs"):
+        st = (tmp_path / "tree" / directory).stat()
+        assert (st.st_mode & 0o777, st.st_gid) == (0o750, os.getgid()), directory
+    assert tree.file_mode(0o777) == 0o640 and tree.file_mode(None) == 0o640 and tree.file_mode(0o600) == 0o600
+    assert paths.Tree(tmp_path).file_mode(0o777) == 0o775

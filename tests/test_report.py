@@ -1,4 +1,5 @@
 """Log messages: the format (dd_log(7)), and a subscriber publishing one per notice it acts on."""
+import dataclasses
 import datetime
 import json
 
@@ -160,7 +161,7 @@ def test_dd_log_shows_what_arrived_since_its_last_run_as_a_table_or_json(pump):
     rows = sorted(table[1:], key=lambda row: row.split()[-1])
     assert len(rows) == 2
     assert rows[0].endswith("logged/a.txt") and "201 delivered" in rows[0] and "500 Bytes" in rows[0]
-    assert "guest@" in rows[1]
+    assert "guest@" in rows[1] and "/subscribe " in rows[1]
     assert pump.command(*read, check=True).stdout.count("\n") == 1   # read once, gone
 
     pump.post(pump.src / "logged" / "a.txt")
@@ -169,6 +170,33 @@ def test_dd_log_shows_what_arrived_since_its_last_run_as_a_table_or_json(pump):
     pump.stop(subscriber)
     lines = pump.command(*read, "--json", check=True).stdout.splitlines()
     assert [(r.rel_path, r.code) for r in map(report.decode, map(str.encode, lines))] == [("logged/a.txt", 304)]
+
+
+def test_dd_log_shows_names_whole_and_escapes_what_could_pass_for_another(pump):
+    read = ("log", f"--broker={pump.broker_url}", "--exchange=xs_guest", "--subtopic=names/#")
+    long_host = "a-consumer-host-far-longer-than-its-column.example.com"
+    sent = [sample(host=long_host, message="refused: " + "far too long a reason " * 3, code=403),
+            sample(host="pum\u0440\u200b"),                      # Cyrillic er, zero-width space
+            sample(host="pump/sara", component="x"),              # would read guest@pump/sara/x
+            sample(host="h1")]
+    sent[1] = dataclasses.replace(sent[1], rel_path="names/report\u202etxt.exe")  # shows as ...exe.txt
+    connection, channel, _ = log_queue(pump)
+    try:
+        pump.command(*read, check=True)    # its queue is made
+        for made in sent:
+            made = dataclasses.replace(made, rel_path=made.rel_path.replace("obs/today", "names"))
+            channel.basic_publish_confirm(amqp.Message(report.encode(made)[0]), exchange="xs_guest",
+                                          routing_key=made.topic)
+    finally:
+        connection.close()
+    rows = pump.command(*read, check=True).stdout.splitlines()[1:]
+    assert len(rows) == 4
+    assert f"bob@{long_host}/subscribe " in rows[0]
+    assert "403 refused: " + "far too long a reason " * 2 + "far too long a reason" in rows[0]
+    assert "bob@pum\\u0440\\u200b/subscribe " in rows[1] and rows[1].endswith("names/report\\u202etxt.exe")
+    assert "bob@pump\\x2fsara/x " in rows[2]
+    assert "bob@h1/subscribe " in rows[3] and rows[3].endswith("names/a b.txt")
+    assert all(row.isprintable() for row in rows)
 
 
 def test_dd_log_without_a_broker_says_what_to_set(pump):

@@ -32,9 +32,9 @@ def test_a_relay_forwards_only_notices_whose_destinations_are_reachable_through_
     assert wait_for(lambda: relay.queue_depth("link") == 0 and relay.downstream.count() >= 3, timeout=60)
     log = relay.stop(process)
     forwarded = {n.rel_path: n for n in relay.downstream.notices()}
-    assert sorted(forwarded) == ["anywhere", "to_b", "to_c"], log[-2000:]
-    assert not (relay.tree / "to_d").exists()
-    assert forwarded["to_c"].to_clusters == ["C"] and forwarded["to_c"].from_cluster == "A"
+    assert sorted(forwarded) == ["guest/anywhere", "guest/to_b", "guest/to_c"], log[-2000:]
+    assert not (relay.own / "to_d").exists()
+    assert forwarded["guest/to_c"].to_clusters == ["C"] and forwarded["guest/to_c"].from_cluster == "A"
 
 
 def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_says(pump, relay):
@@ -47,4 +47,5 @@ def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_s
     log = relay.stop(process)
     [relayed] = relay.downstream.notices()
     assert (relayed.source, relayed.from_cluster) == ("eve", "B")
+    assert relayed.rel_path == "eve/claimed.txt" and (relay.tree / "eve" / "claimed.txt").exists()
     assert "replaced by 'eve' and 'B'" in log

@@ -17,7 +17,7 @@ from dd.broker import vhost_of
 from dd.credentials import Url
 from dd.notice import Op
 from tests.brokers import queue_counts
-from tests.pump import compare, manifest, wait_for
+from tests.pump import compare, manifest, reachable_by_workers, wait_for
 from tests.servers import free_port
 
 FILES = 500
@@ -55,7 +55,11 @@ class Relay:
 
     def __init__(self, pump):
         self.pump = pump
+        reachable_by_workers(pump.base)
         self.tree = pump.base / "pumptree"
+        #: Where the pump keeps what the test posts: the namespace of its source, the test's broker user.
+        self.source = Url.parse(pump.broker_url).user
+        self.own = self.tree / self.source
         self.post_exchange = f"{pump.exchange}_out"
         self.data_port = free_port()
         self.downstream = Downstream(pump.broker_url, self.post_exchange)
@@ -135,13 +139,15 @@ def test_two_redundant_feeds_of_500_files_give_500_downstream_notices(pump, rela
     logs = relay.stop(a) + relay.stop(b)
     assert drained, logs[-3000:]
     assert relay.queue_depth("feed_a") == relay.queue_depth("feed_b") == 0
-    lost, invented, changed = compare(expected, manifest(relay.tree))
+    lost, invented, changed = compare(expected, manifest(relay.own))
     assert (lost, invented, changed) == ([], [], [])
+    assert sorted(manifest(relay.tree)) == sorted(f"guest/{p}" for p in expected)
     notices = relay.downstream.notices()
     assert len(notices) == FILES
-    assert sorted(n.rel_path for n in notices) == sorted(expected)
+    assert sorted(n.rel_path for n in notices) == sorted(f"guest/{p}" for p in expected)
     for notice in notices:
-        assert notice.checksum.method == "sha256" and notice.checksum.value == expected[notice.rel_path]
+        assert notice.checksum.method == "sha256"
+        assert notice.checksum.value == expected[notice.rel_path.removeprefix("guest/")]
         assert notice.base_url == f"http://127.0.0.1:{relay.data_port}/"
         assert notice.source == "guest"
     assert logs.count("duplicate (seen within nodupe_ttl)") == FILES
@@ -163,17 +169,18 @@ def test_a_relay_killed_mid_flow_and_restarted_loses_nothing(pump, relay):
 
     def all_announced():
         notices.extend(relay.downstream.notices())
-        return relay.queue_depth("feed") == 0 and {n.rel_path for n in notices} >= set(expected)
+        return relay.queue_depth("feed") == 0 and {n.rel_path for n in notices} >= relayed
 
+    relayed = {f"guest/{p}" for p in expected}
     drained = wait_for(all_announced, timeout=120)
     log = relay.stop(second)
     assert drained, log[-3000:]
     notices.extend(relay.downstream.notices())
-    lost, invented, changed = compare(expected, manifest(relay.tree))
+    lost, invented, changed = compare(expected, manifest(relay.own))
     assert lost == [] and changed == []
     # A partial file of the killed instance may remain under its hidden temporary name.
     assert all(os.path.basename(p).startswith(".") and p.endswith(".tmp") for p in invented)
-    assert {n.rel_path for n in notices} == set(expected)
+    assert {n.rel_path for n in notices} == relayed
     # What was recorded before the kill is not announced again: at most the batch in flight
     # (prefetch, 100) may be, when the kill fell between the broker's confirm and the record.
     assert len(notices) - FILES <= 100
@@ -231,6 +238,6 @@ def test_retention_deletes_announces_and_prunes_what_is_too_old(pump, relay):
     assert done, log[-3000:]
     written = sorted(n.rel_path for n in notices if n.op is Op.WRITE)
     deleted = sorted(n.rel_path for n in notices if n.op is Op.DELETE)
-    assert written == deleted == sorted(expected)
+    assert written == deleted == sorted(f"guest/{p}" for p in expected)
     assert relay.tree.is_dir()                  # the tree itself stays
     assert "retention: deleted" in log and "Traceback" not in log

@@ -31,6 +31,12 @@ def password_matches(user_record, password):
     return hasher(salt + password.encode()).digest() == stored[4:]
 
 
+def tags_of(user_record) -> list:
+    """A user record's tags: a list since RabbitMQ 3.9, a comma-separated string before."""
+    tags = user_record.get("tags") or []
+    return [t for t in (tags.split(",") if isinstance(tags, str) else tags) if t]
+
+
 class Management:
     def __init__(self, url, user, password, timeout=10.0):
         self.url = url.rstrip("/")
@@ -39,10 +45,10 @@ class Management:
         self._pool = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout),
                                          retries=urllib3.Retry(total=2, connect=2, read=0, redirect=0))
 
-    def _call(self, method, *path, body=None, missing_ok=False):
+    def _call(self, method, *path, body=None, missing_ok=False, headers=None):
         where = "/api/" + "/".join(urllib.parse.quote(p, safe="") for p in path)
         try:
-            response = self._pool.request(method, self.url + where, headers=self._headers,
+            response = self._pool.request(method, self.url + where, headers={**self._headers, **(headers or {})},
                                           body=None if body is None else json.dumps(body))
         except urllib3.exceptions.HTTPError as error:
             reason = getattr(error, "reason", None) or error
@@ -68,5 +74,7 @@ class Management:
     def post(self, *path, body):
         self._call("POST", *path, body=body)
 
-    def delete(self, *path):
-        self._call("DELETE", *path, missing_ok=True)
+    def delete(self, *path, reason: str = ""):
+        """Delete what path names, if it is still there; `reason` is what a closed
+        connection's client is told."""
+        self._call("DELETE", *path, missing_ok=True, headers={"X-Reason": reason} if reason else None)

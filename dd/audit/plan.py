@@ -10,6 +10,7 @@ import dataclasses
 import urllib.parse
 
 from dd.errors import ConfigError
+from dd.route import private_exchange
 
 PUBLIC_EXCHANGE = "xpublic"
 #: Where every user's log messages meet, for the pump's log router (dd_shovel route_logs).
@@ -42,7 +43,7 @@ class User:
             return Permissions(".*", ".*", ".*")
         own_queues = rf"q_{u}\..*"
         mine = f"^({own_queues}|xs_{u})$"
-        readable = f"^({own_queues}|{PUBLIC_EXCHANGE}|xr_{u})$"
+        readable = f"^({own_queues}|{PUBLIC_EXCHANGE}|xr_{u}|{private_exchange(u)})$"
         if self.role == "source":
             return Permissions(configure=mine, write=mine, read=readable)
         # A subscriber creates only its queues; it writes xs_<u> only for its log messages.
@@ -65,7 +66,7 @@ class Plan:
     def exchanges(self):
         names = {PUBLIC_EXCHANGE, REPORT_EXCHANGE}
         for user in self.users:
-            names |= {f"xs_{user.name}", f"xr_{user.name}"}
+            names |= {f"xs_{user.name}", f"xr_{user.name}", private_exchange(user.name)}
         return sorted(names)
 
 

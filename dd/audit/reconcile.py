@@ -1,12 +1,14 @@
 """How the broker differs from the plan, as a list of changes declare can make.
 
 `status` prints the differences, `declare` applies them: one comparison
-serves both, so what status calls in sync is exactly what declare leaves alone.
+serves both, so what status calls in sync is exactly what declare leaves alone,
+and what status says `declare --prune` would do is what it does.
 """
 import dataclasses
 from typing import Callable, Optional
 
-from dd.audit.management import password_matches
+from dd.audit import prune
+from dd.audit.management import password_matches, tags_of
 from dd.audit.plan import User
 from dd.credentials import Url
 from dd.errors import ConfigError
@@ -20,9 +22,19 @@ class Difference:
     name: str
     problem: str                    # what is wrong, for people
     fix: Optional[Callable] = None  # makes the broker right; None: declare leaves it (reported)
+    prune: tuple = ()               # of prune.Step: what only declare --prune does about it
+
+    def __str__(self):
+        return f"{self.kind} {self.name}: {self.problem}"
+
+    @property
+    def pruning(self):
+        """The prune steps, for people."""
+        return ", ".join(map(str, self.prune))
 
     def as_json(self):
-        return {"kind": self.kind, "name": self.name, "problem": self.problem, "declare_fixes": bool(self.fix)}
+        return {"kind": self.kind, "name": self.name, "problem": self.problem, "declare_fixes": bool(self.fix),
+                "prune": [step.as_json() for step in self.prune]}
 
 
 def password_of(user, admin_url, credentials):
@@ -40,7 +52,8 @@ def differences(plan, api, passwords):
     """Every way the broker behind `api` differs from `plan`; passwords: user name → password."""
     found = []
     vhost = plan.vhost
-    if api.get("vhosts", vhost) is None:
+    exists = api.get("vhosts", vhost) is not None
+    if not exists:
         found.append(Difference("vhost", vhost, "missing", lambda: api.put("vhosts", vhost, body={})))
         current_permissions, current_exchanges = {}, {}
     else:
@@ -55,10 +68,9 @@ def differences(plan, api, passwords):
         found += _exchange_differences(api, vhost, name, current_exchanges.get(name))
     for source, destination, key in plan.report_bindings:
         found += _binding_differences(api, vhost, source, destination, key)
-    declared = {plan.admin, *(u.name for u in plan.users)}
-    for name in sorted(set(current_permissions) - declared):
-        found.append(Difference("user", name, f"has permissions on {vhost} but is not declared in admin.conf "
-                                              "(declare leaves it; remove it with rabbitmqctl delete_user)"))
+    if exists:
+        found += [Difference("user", r.user, r.problem, prune=r.steps)
+                  for r in prune.revocations(plan, api, current_permissions, current_exchanges)]
     return found
 
 
@@ -73,9 +85,8 @@ def _user_differences(api, user, password):
     problems = []
     if not password_matches(record, password):
         problems.append("password differs from credentials.conf")
-    tags = record.get("tags") or []
-    tags = tags.split(",") if isinstance(tags, str) else tags
-    if sorted(t for t in tags if t) != sorted(user.tags):
+    tags = tags_of(record)
+    if sorted(tags) != sorted(user.tags):
         problems.append(f"tags are {','.join(tags) or 'none'}, should be {','.join(user.tags) or 'none'}")
     return [Difference("user", user.name, "; ".join(problems), put)] if problems else []
 

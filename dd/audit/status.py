@@ -22,7 +22,8 @@ def run(args, ctx):
         out.write("\n")
     else:
         for difference in found:
-            print(f"{difference.kind} {difference.name}: {difference.problem}", file=out)
+            pruning = f"; declare --prune would: {difference.pruning}" if difference.prune else ""
+            print(f"{difference}{pruning}", file=out)
         print(f"dd_audit status: vhost {ctx.plan.vhost}, {len(ctx.plan.users)} user(s), "
               + ("in sync with admin.conf" if not found else f"{len(found)} difference(s)"), file=out)
     return ExitStatus.OK if not found else ExitStatus.FAILURE

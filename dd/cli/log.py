@@ -6,6 +6,7 @@ missed.  Prints what is there as a table, or one JSON object per line, and
 stops once the queue is empty, or follows it until Ctrl-C.
 """
 import datetime
+import string
 import time
 
 import humanize
@@ -17,7 +18,12 @@ from dd.state import ConfigState
 USAGE = "usage: dd_log [CONFIG] [--follow] [--json] [--option value ...]"
 #: With nothing arriving for this long, a run without --follow is done.
 IDLE = 1.0
-COLUMNS = "{when:<19}  {outcome:<28}  {size:>9}  {time:>8}  {who:<20}  {file}"
+#: Widths are minimums: nothing is cut, so no name can hide behind a cut.
+COLUMNS = "{when:<19}  {outcome:<28}  {size:>9}  {time:>8}  {who:<28}  {file}"
+#: What a consumer's user, host and component may show as they are: they are plain ASCII
+#: words, so anything else (a look-alike letter, an invisible or spacing character, the @ and
+#: / that join them in WHO) is shown escaped and cannot pass for another name.
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-:[]")
 
 
 def main(argv, env):
@@ -72,6 +78,21 @@ def _show(delivery, as_json, max_size, env):
     else:
         env.stdout.write(COLUMNS.format(
             when=made.pubtime.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            outcome=f"{made.code} {made.message}"[:28], size=humanize.naturalsize(made.bytes, binary=True),
-            time=f"{made.duration:.3f}", who=f"{made.user}@{made.host}"[:20], file=made.rel_path) + "\n")
+            outcome=f"{made.code} {_text(made.message)}", size=humanize.naturalsize(made.bytes, binary=True),
+            time=f"{made.duration:.3f}", who=f"{_name(made.user)}@{_name(made.host)}/{_name(made.component)}",
+            file=_text(made.rel_path)) + "\n")
     env.stdout.flush()
+
+
+def _name(text: str) -> str:
+    return "".join(c if c in NAME_CHARACTERS else _escaped(c) for c in text)
+
+
+def _text(text: str) -> str:
+    """Free text with what would not show as itself (invisible, bidi, odd spaces, \\) escaped."""
+    return "".join(c if c.isprintable() and c != "\\" else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

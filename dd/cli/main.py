@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from dd import components, config, logs, metrics
+from dd import components, config, logs, metrics, pidfile
 from dd.cli import instances
 from dd.errors import ConfigError, DDError, ExitStatus, exit_status
 from dd.environment import Environment
@@ -128,7 +128,7 @@ def _foreground(module, ctx, config_arg):
     log_path = logs.log_file(env.log_dir, module.NAME, cfg.name, ctx.instance) if ctx.detached else None
     logs.setup(level=cfg.log_level, stream=env.stderr, path=log_path, days=cfg.log_days)
     pid_file = ctx.state.pid_file(ctx.instance)
-    instances.write_pid(pid_file)
+    pidfile.write(pid_file)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: ctx.stop.set())
     logger.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
@@ -148,8 +148,7 @@ def _foreground(module, ctx, config_arg):
     finally:
         for service in owned:
             service.stop()
-        if instances.read_pid(pid_file) == os.getpid():
-            pid_file.unlink(missing_ok=True)
+        pidfile.remove_own(pid_file)
         logger.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
     return ExitStatus.OK
 
@@ -191,8 +190,8 @@ def _restart(module, ctx, config_arg):
 
 def _status(module, ctx, config_arg):
     status, count = instances.status(ctx.state, ctx.cfg.instances)
-    word = {ExitStatus.OK: "running", ExitStatus.NOT_RUNNING: "stopped"}.get(status, "partly running")
-    print(f"dd_{module.NAME} {ctx.cfg.name}: {word} ({count}/{ctx.cfg.instances} instances)",
+    print(f"dd_{module.NAME} {ctx.cfg.name}: {instances.state_word(status, count)} "
+          f"({count}/{ctx.cfg.instances} instances)",
           file=ctx.env.stdout)
     _print_services(module, ctx)
     return status

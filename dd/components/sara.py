@@ -12,14 +12,18 @@ consumer = deliver.consumer
 def subscription(ctx):
     # Checked before `start` starts anything: a relay that cannot announce is no relay.
     ctx.cfg.require("broker", "post_broker", "post_base_url")
+    _data_server(ctx).check()
     return deliver.subscription(ctx)
+
+
+def _data_server(ctx):
+    return dataserver.DataServer(ctx.cfg, ctx.state, ctx.env)
 
 
 def build(ctx):
     cfg = ctx.cfg
     subscription(ctx)
-    htpasswd = dataserver.DataServer(cfg, ctx.state).htpasswd(ctx.credentials, cfg.relay_readers or ())
-    the_flow = deliver.build(ctx, relay=True, htpasswd=htpasswd)
+    the_flow = deliver.build(ctx, relay=True, htpasswd=_data_server(ctx).htpasswd(ctx.credentials))
     # One sweeper per configuration, not per instance.
     if cfg.retention and ctx.instance == 1:
         announce = retention.announcer(ctx) if cfg.retention_announce else None
@@ -30,4 +34,4 @@ def build(ctx):
 
 def services(ctx):
     """What runs beside the instances, started and stopped with them: the data server."""
-    return [dataserver.DataServer(ctx.cfg, ctx.state)]
+    return [_data_server(ctx)]

@@ -70,8 +70,8 @@ def _facts(configuration, env, depths):
     state = ConfigState(env.state_dir, configuration.component, cfg.name)
     expected = cfg.instances
     status, count = instances.status(state, expected)
-    facts = Facts(configuration.component, configuration.name, _word(status, count), status,
-                  running=count, expected=expected, pids=instances.running(state),
+    facts = Facts(configuration.component, configuration.name, instances.state_word(status, count),
+                  status, running=count, expected=expected, pids=instances.running(state),
                   dead=instances.dead(state), cfg=cfg)
     _add_metrics(facts, state)
     waiting = [retry.waiting(path) for path in state.retry_files()]
@@ -84,14 +84,6 @@ def _facts(configuration, env, depths):
             if size is not None:
                 facts.queue_depth, facts.consumers = size
     return facts
-
-
-def _word(status, count):
-    if status == ExitStatus.OK:
-        return "running"
-    if status == ExitStatus.NOT_RUNNING:
-        return "stopped"
-    return "partly running" if count else "dead"
 
 
 def _add_metrics(facts, state):

@@ -77,9 +77,15 @@ class Transport(abc.ABC):
     ``capabilities`` says so: ``write(path, stream, **copy_options) -> CopyResult``
     (to a temporary name, then renamed; missing directories are made),
     ``list(path) -> [names]``, ``delete(path)``, ``rename(old, new)``,
-    ``stat(path) -> Stat``."""
+    ``stat(path) -> Stat``.
+
+    How it is given passwords: with ``per_request_credentials`` False, one login for the
+    whole server (``password``, for the endpoint's user); True, every credential for its
+    server (``credentials``, dd.credentials Urls, the deepest path first), each to be sent
+    only with requests for paths below its own."""
 
     capabilities: Capabilities
+    per_request_credentials = False
 
     def __init__(self, endpoint, *, password=None, timeout=30.0):
         self.endpoint = endpoint
@@ -157,10 +163,10 @@ def is_temporary_name(name):
 
 
 class Transports:
-    """A pool of connected transports, one per (scheme, host, port, user).
+    """A pool of connected transports, one per (scheme, host, port, user) a URL names.
 
-    `credentials` (dd.credentials.Credentials) gives the user and password for a URL
-    that carries none;
+    `credentials` (dd.credentials.Credentials) gives the passwords for a URL that carries
+    none (and the user, where the URL names none);
     `options` maps a scheme to keyword options of its transport, e.g.
     ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.
     """
@@ -189,20 +195,32 @@ class Transports:
             raise PermanentError(f"{endpoint.url(path)}: URL has a query or fragment",
                                  fix="percent-encode '?' and '#' in paths as %3F and %23")
         password = urllib.parse.unquote(parts.password) if parts.password else None
-        if self._credentials and password is None:
-            # A URL naming no user still gets the one credentials.conf has for its server:
-            # that is how a subscriber reads private data it is a reader of.
-            entry = self._credentials.lookup(Url(scheme=scheme, user=endpoint.user, host=endpoint.host,
-                                                 port=port or DEFAULT_PORTS.get(scheme)))
-            if entry is not None:
-                password = entry.password
-                endpoint = dataclasses.replace(endpoint, user=entry.user)
-        transport = self._pool.get(endpoint)
+        # A URL's own password makes a transport of its own: it never goes with other URLs.
+        transport = self._pool.get((endpoint, password))
         if transport is None:
-            transport = transport_class(scheme)(endpoint, password=password, timeout=self._timeout,
-                                                **self._options.get(scheme, {}))
-            self._pool[endpoint] = transport
+            transport = self._pool[endpoint, password] = self._open(endpoint, password)
         return transport, path
+
+    def _open(self, endpoint, password):
+        """A transport for the server `endpoint` names, with the credentials for it: the
+        URL's own password, for that whole server, else the entries of credentials.conf."""
+        scheme = endpoint.scheme
+        server = Url(scheme=scheme, user=endpoint.user, host=endpoint.host,
+                     port=endpoint.port or DEFAULT_PORTS.get(scheme), _password=password)
+        if password is not None:
+            credentials = (server,)
+        else:
+            # A URL naming no user still gets those credentials.conf has for its server:
+            # that is how a subscriber reads private data it is a reader of.
+            credentials = self._credentials.for_server(server) if self._credentials else ()
+        cls = transport_class(scheme)
+        options = dict(timeout=self._timeout, **self._options.get(scheme, {}))
+        if cls.per_request_credentials:
+            return cls(endpoint, credentials=credentials, **options)
+        if credentials:
+            endpoint = dataclasses.replace(endpoint, user=credentials[0].user)
+            password = credentials[0].password
+        return cls(endpoint, password=password, **options)
 
     def close(self):
         for transport in self._pool.values():

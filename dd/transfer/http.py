@@ -4,6 +4,13 @@ The standard library's http.client, not urllib3 or requests: for small files the
 per-request work of those layers (pool keys, header dict copies, response
 wrappers) cost twice the CPU of the request itself (0.30 against 0.14 ms a file),
 and a subscriber spends most of its time on small files.
+
+A password goes only with the requests that need it, never with a public file's:
+those for a dd data server's private area (/private/<readers>/, where the pump
+asks for its readers' passwords), those to a directory that asked before, and
+the one repeat of a request the server answered 401 without it.  Each is sent
+only below the path its credentials.conf line names, and never after a redirect
+(redirects are not followed).
 """
 import base64
 import email.utils
@@ -16,6 +23,7 @@ import threading
 import urllib.parse
 import urllib.request
 
+from dd.credentials import within
 from dd.errors import CERTIFICATE_FIX, TransferError
 from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
 
@@ -27,6 +35,14 @@ POOL_SIZE = 16
 # A kept connection the server closed in the meantime fails like this on its next request:
 # the request never reached the server, so it is sent again, once, on a new connection.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# Where a dd data server asks for a password (dd.private, dd.nginx).
+_PRIVATE = re.compile(r"/private/[^/]+/")
+#: Directories remembered per server as asking for a password.  RFC 7617 (2.2) lets a
+#: client take everything below the directory of a URL that asked as asking too, as
+#: browsers do: a server that protects everything then costs one 401 per directory instead
+#: of one per file.  Bounded, oldest forgotten first, so an endless tree cannot grow it; a
+#: forgotten directory only costs its 401 again.
+ASKED_LIMIT = 64
 
 
 class _Connections:
@@ -98,16 +114,20 @@ class _Body(io.RawIOBase):
 class HttpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=False, stat=True, list=False,
                                 delete=False, rename=False)
+    per_request_credentials = True
 
-    def __init__(self, endpoint, *, password=None, timeout=30.0, verify=True):
-        """`verify`: check the server's certificate (True), against a CA bundle (path), or not."""
-        super().__init__(endpoint, password=password, timeout=timeout)
+    def __init__(self, endpoint, *, credentials=(), timeout=30.0, verify=True):
+        """`credentials`: dd.credentials Urls for this server, the deepest path first.
+        `verify`: check the server's certificate (True), against a CA bundle (path), or not."""
+        super().__init__(endpoint, timeout=timeout)
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
         port = f":{endpoint.port}" if endpoint.port else ""
         self._headers = {"Accept-Encoding": "identity"}
-        if endpoint.user:
-            token = base64.b64encode(f"{endpoint.user}:{password or ''}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+        # (directory, Authorization header) of each credential.
+        self._keys = tuple((credential.scope, _basic(credential.user, credential.password))
+                           for credential in credentials)
+        self._asked = ()   # directories that asked for a password, oldest first
+        self._asked_lock = threading.Lock()
         self._tls = _tls_context(verify) if endpoint.scheme == "https" else None
         self._proxy = _proxy_for(endpoint)
         # Through an http proxy, requests name the whole URL; through https ones, a tunnel.
@@ -172,10 +192,56 @@ class HttpTransport(Transport):
         """(response, connection) of a successful request; failures are TransferErrors."""
         where = self.endpoint.url(path)
         target = self._target_prefix + urllib.parse.quote(path or "/")
+        authorization = self._authorization(path) if self._keys else None
+        response, connection = self._send(method, target, headers, authorization, where)
+        if response.status == 401 and authorization is None and self._keys:
+            authorization = self._authorization(path, asked=True)
+            if authorization is not None:
+                self._finish(response, connection)
+                self._remember(path)
+                response, connection = self._send(method, target, headers, authorization, where)
+        status = response.status
+        if status < 300:
+            return response, connection
+        self._finish(response, connection)
+        if status < 400:
+            raise PermanentError(f"{where}: HTTP {status} {response.reason}, to "
+                                 f"{response.getheader('Location', 'nowhere')!r}",
+                                 fix="announce the URL the server sends readers to")
+        if status == 401 and authorization is None:
+            raise DeniedError(f"{where}: HTTP 401 {response.reason}",
+                              fix="no password in credentials.conf is for this URL: add a line with "
+                                  "its scheme, host, port and a directory above it")
+        if status in (401, 403):
+            raise DeniedError(f"{where}: HTTP {status} {response.reason}",
+                              fix="check this server's password in credentials.conf; private data is "
+                                  "served to its readers only")
+        transient = status >= 500 or status in _TRANSIENT_STATUSES
+        raise (TransferError if transient else PermanentError)(f"{where}: HTTP {status} {response.reason}")
+
+    def _authorization(self, path, asked=False):
+        """The Authorization header for `path` when it needs one (the server `asked`, a private
+        area, a directory that asked before) and a credential's scope holds it; else None."""
+        if not (asked or path.startswith(self._asked) or ("/private/" in path and _PRIVATE.search(path))):
+            return None
+        return next((header for scope, header in self._keys if within(path, scope)), None)
+
+    def _remember(self, path):
+        """Remember that the directory of `path` asks for a password (see ASKED_LIMIT)."""
+        directory = path[:path.rfind("/") + 1]
+        with self._asked_lock:
+            kept = [asked for asked in self._asked if asked != directory][-(ASKED_LIMIT - 1):]
+            self._asked = (*kept, directory)
+
+    def _send(self, method, target, headers, authorization, where):
+        """(response, connection) of one request, whatever its status; failures are TransferErrors."""
+        headers = {**self._headers, **headers}
+        if authorization is not None:
+            headers["Authorization"] = authorization
         while True:
             connection, reused = self._connections.take()
             try:
-                connection.request(method, target, headers={**self._headers, **headers})
+                connection.request(method, target, headers=headers)
                 response = connection.getresponse()
                 break
             except _STALE as error:
@@ -193,20 +259,12 @@ class HttpTransport(Transport):
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
                 raise TransferError(f"{where}: {_reason(error)}") from error
-        status = response.status
-        if status < 300:
-            return response, connection
-        self._finish(response, connection)
-        if status < 400:
-            raise PermanentError(f"{where}: HTTP {status} {response.reason}, to "
-                                 f"{response.getheader('Location', 'nowhere')!r}",
-                                 fix="announce the URL the server sends readers to")
-        if status in (401, 403):
-            raise DeniedError(f"{where}: HTTP {status} {response.reason}",
-                              fix="check this server's password in credentials.conf; private data is "
-                                  "served to its readers only")
-        transient = status >= 500 or status in _TRANSIENT_STATUSES
-        raise (TransferError if transient else PermanentError)(f"{where}: HTTP {status} {response.reason}")
+        return response, connection
+
+
+def _basic(user, password):
+    """An Authorization header of the Basic scheme (RFC 7617)."""
+    return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
 
 
 def _tls_context(verify):

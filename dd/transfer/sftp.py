@@ -19,12 +19,14 @@ class SftpTransport(Transport):
                                 delete=True, rename=True)
 
     def __init__(self, endpoint, *, password=None, timeout=30.0, known_hosts=None,
-                 key_filename=None):
+                 key_filename=None, ambient_keys=True):
         """`known_hosts`: a file of host keys trusted besides the system's and the user's;
-        `key_filename`: a private key to log in with besides the ssh agent's and ~/.ssh's."""
+        `key_filename`: a private key to log in with besides the ssh agent's and ~/.ssh's;
+        `ambient_keys` False: not the agent's nor ~/.ssh's, only what is given here."""
         super().__init__(endpoint, password=password, timeout=timeout)
         self._known_hosts = known_hosts
         self._key_filename = key_filename
+        self._ambient_keys = ambient_keys
         self._ssh = None
         self._sftp = None
 
@@ -98,6 +100,7 @@ class SftpTransport(Transport):
         try:
             ssh.connect(endpoint.host, port=endpoint.port or 22, username=endpoint.user,
                         password=self._password, key_filename=self._key_filename,
+                        look_for_keys=self._ambient_keys, allow_agent=self._ambient_keys,
                         timeout=self.timeout, banner_timeout=self.timeout,
                         auth_timeout=self.timeout)
             self._sftp = ssh.open_sftp()
