@@ -18,6 +18,7 @@ import urllib.parse
 
 from dd import checksum, flow, namespace, nodupe, paths, private, route
 from dd.flow import Item
+from dd.credentials import Credentials, Url
 from dd.errors import NoticeError
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -51,7 +52,7 @@ def build(ctx, *, relay=False, htpasswd=None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = _transports(ctx, relay)
+    transports, credentials = _transports(ctx, relay)
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
@@ -61,22 +62,38 @@ def build(ctx, *, relay=False, htpasswd=None):
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
-    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd, own=own)
+    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd, own=own,
+                        credentials=credentials)
+    poster = flow.poster(ctx, _private_exchanges(cfg) if relay else None)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
-                     poster=Recorder(flow.poster(ctx), delivery), reporter=flow.reporter(ctx),
+                     poster=Recorder(poster, delivery), reporter=flow.reporter(ctx),
                      stop=ctx.stop, threads=cfg.threads)
 
 
+def _private_exchanges(cfg):
+    """Where a relay announces: private notices are never broadcast, each of their readers
+    (and each downstream pump's feeder, relay_readers) gets them on an exchange of its own."""
+    relay_readers = set(cfg.relay_readers or ())
+
+    def exchange_of(item):
+        readers = item.outgoing.readers
+        if not readers:
+            return cfg.post_exchange
+        return tuple(route.private_exchange(user) for user in sorted({*readers, *relay_readers}))
+    return exchange_of
+
+
 def _transports(ctx, relay):
-    """The transfers of a configuration.  A relay that ingests a source's own exchange fetches
-    from URLs that source chose: it uses only the credentials given for that source (lines of
-    credentials.conf whose user is the source), never the pump's own passwords or SSH keys,
-    so a source cannot make the pump fetch what only the pump may read."""
+    """The transfers of a configuration, and the credentials they fetch with.  A relay that
+    ingests a source's own exchange fetches from URLs that source chose: it uses only the
+    credentials given for that source (lines of credentials.conf whose user is the source),
+    never the pump's own passwords or SSH keys, so a source cannot make the pump fetch what
+    only the pump may read."""
     owner = route.owner_of(ctx.cfg.exchange) if relay else None
     if owner is None:
-        return Transports(ctx.credentials, timeout=ctx.cfg.timeout)
-    return Transports(ctx.credentials.of_user(owner), timeout=ctx.cfg.timeout,
-                      options={"sftp": {"ambient_keys": False}})
+        return Transports(ctx.credentials, timeout=ctx.cfg.timeout), ctx.credentials
+    credentials = ctx.credentials.of_user(owner)
+    return Transports(credentials, timeout=ctx.cfg.timeout, options={"sftp": {"ambient_keys": False}}), credentials
 
 
 def ingest(decode, cluster):
@@ -101,8 +118,9 @@ def ingest(decode, cluster):
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None, own=()):
+    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None, own=(), credentials=None):
         self.cfg = cfg
+        self.credentials = credentials or Credentials()     # what the transfers fetch with
         self.receiver = receiver
         self.relay = relay
         self.store = store
@@ -119,27 +137,18 @@ class Delivery:
         item.mask = self.cfg.match(notice.rel_path)
         return item.mask is not None
 
-    def _claim(self, item):
+    def _claim(self, item, where):
         """False for a duplicate.  Claimed in the item's lane, after the notices before it
         about the same path (a delete in between makes the same content new again)."""
-        key = self._key(item)
-        if key is None:
+        notice = item.notice
+        if self.store is None or notice.op is Op.DELETE:
             return True
+        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+        key = nodupe.key(*where, content, notice.part)
         if not self.store.claim(key):
             return False
         self.claims[id(item)] = key
         return True
-
-    def _key(self, item):
-        notice = item.notice
-        if self.store is None or notice.op is Op.DELETE:
-            return None
-        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
-        return nodupe.key(self._scope(item), notice.rel_path, content, notice.part)
-
-    @staticmethod
-    def _scope(item):
-        return os.path.abspath(item.mask.directory)
 
     def work(self, item: Item):
         notice = item.notice
@@ -148,7 +157,10 @@ class Delivery:
         except NoticeError as error:
             item.outcome = Outcome(403, str(error), error.rule)
             return
-        if not self._claim(item):
+        # Duplicates are judged where the notice lands: the same product in one source's
+        # namespace, never another source's file of the same name and content.
+        where = (os.path.abspath(str(tree)), rel_path)
+        if not self._claim(item, where):
             item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
             return
         item.outcome = self.receiver.receive(notice, tree, rel_path, old)
@@ -157,7 +169,7 @@ class Delivery:
             run_hook(self.cfg.on_file, item.outcome.local_path, notice)
         if code in (201, 304) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
-            self.store.forget(self._scope(item), notice.rel_path)
+            self.store.forget(*where)
         if self.announces(item):
             derive_outgoing(self.cfg, item, relay=self.relay)
 
@@ -187,11 +199,11 @@ class Delivery:
                           private_group=self.htpasswd.group if where.private else None)
         return tree, where.rel_path, where.old_rel_path
 
-    @staticmethod
-    def _keep_private(notice):
-        """What comes from a pump's private area stays private, to its readers at most."""
+    def _keep_private(self, notice):
+        """What the relay fetches with a password from a pump's private area stays private,
+        to its readers at most (without a password, the data was anybody's)."""
         found = private.readers_in(urllib.parse.urlsplit(notice.url).path)
-        if not found:
+        if not found or not self._fetched_with_password(notice.url):
             return
         readers = sorted(set(found) & set(notice.readers)) if notice.readers else found
         if not readers:
@@ -200,6 +212,12 @@ class Delivery:
         if readers != sorted(notice.readers):
             log.warning("%s: from a private area, relayed to %s only", notice.url, ", ".join(readers))
         notice.readers = readers
+
+    def _fetched_with_password(self, url):
+        try:
+            return self.credentials.lookup(Url.parse(url)) is not None
+        except ValueError:
+            return False
 
     def announces(self, item):
         """201: done now.  A relay also announces 304, found in place and verified, so that
