@@ -14,6 +14,8 @@ import sqlite3
 import threading
 import time
 
+from dd.state import process_id, process_running
+
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
 _SCHEMA = """
@@ -39,28 +41,13 @@ def _prefix(scope, rel_path):
     return f"{scope}\0{rel_path}"
 
 
-def _start_time(pid):
-    """The kernel's start time of `pid` (clock ticks since boot), or None when it is gone:
-    with the pid it names one process, even when pids are reused."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(owner):
-    pid, _, started = owner.partition(":")
-    return pid.isdigit() and _start_time(int(pid)) == started
-
-
 class Store:
     """Claims on notice keys, shared through one SQLite file by every process using it."""
 
     def __init__(self, path, ttl):
         self.path = os.fspath(path)
         self.ttl = ttl
-        self.owner = f"{os.getpid()}:{_start_time(os.getpid())}"
+        self.owner = process_id(os.getpid())
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         # One connection per store, used under a lock: the flow's threads share it.
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -82,7 +69,7 @@ class Store:
             if row is not None:
                 at, owner = row
                 fresh = at > now - self.ttl
-                if (owner == "" and fresh) or owner == self.owner or (owner and _alive(owner)):
+                if (owner == "" and fresh) or owner == self.owner or (owner and process_running(owner)):
                     return False
             self._db.execute("INSERT OR REPLACE INTO seen (key, at, owner) VALUES (?, ?, ?)",
                              (the_key, now, self.owner))
@@ -122,7 +109,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM seen WHERE owner = '' AND at <= ?", (now - self.ttl,))
             stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner != ''")
-                     if owner != self.owner and not _alive(owner)]
+                     if owner != self.owner and not process_running(owner)]
             self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
 
     def __len__(self):

@@ -1,5 +1,5 @@
 """Per-configuration state on disk: queue name, pid files, instance metrics, what dd_watch
-announced (under Environment.state_dir)."""
+announced (under Environment.state_dir); and which processes run."""
 import os
 import secrets
 from pathlib import Path
@@ -94,3 +94,24 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_id(pid: int) -> str:
+    """'pid:start time' of a process: with the kernel's start time (clock ticks since boot)
+    a pid names one process, even when pids are reused."""
+    return f"{pid}:{_start_time(pid)}"
+
+
+def process_running(the_process_id: str) -> bool:
+    """Whether the process a process_id names still runs."""
+    pid, _, started = the_process_id.partition(":")
+    return pid.isdigit() and _start_time(int(pid)) == started
+
+
+def _start_time(pid):
+    """The start time of `pid`, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
