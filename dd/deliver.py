@@ -1,9 +1,10 @@
 """Delivery: the work of the components that download (dd_subscribe, dd_sara).
 
 A queue on a broker in; each accepted notice placed in its tree (dd.paths),
-received (dd.receive), handed to on_file, and announced again when posting is
-configured.  Duplicates (dd.nodupe) are refused before any download, and their
-keys are recorded only once the delivery and its announcement are confirmed.
+received (dd.receive), handed to on_file (dd.hooks), and announced again when
+posting is configured.  Duplicates (dd.nodupe) are refused before any download,
+and their keys are recorded only once the delivery and its announcement are
+confirmed.
 
 The two users differ in one choice, `relay`: dd_subscribe announces its copy
 as a new notice of its own, while dd_sara relays the original notice (its
@@ -12,11 +13,9 @@ checksum, source, publication time and clusters) from its own data server.
 import dataclasses
 import logging
 import os
-import shlex
-import subprocess
 import urllib.parse
 
-from dd import checksum, flow, namespace, nodupe, paths, private, route
+from dd import checksum, flow, hooks, namespace, nodupe, paths, private, route
 from dd.flow import Item
 from dd.credentials import Credentials, Url
 from dd.errors import NoticeError
@@ -59,6 +58,10 @@ def build(ctx, *, relay=False, htpasswd=None):
         transport_class(scheme)
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+    if cfg.on_file:
+        hook = hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
+        due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
+        receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
@@ -165,8 +168,6 @@ class Delivery:
             return
         item.outcome = self.receiver.receive(notice, tree, rel_path, old)
         code = item.outcome.code
-        if code == 201 and notice.op in (Op.WRITE, Op.RENAME) and self.cfg.on_file:
-            run_hook(self.cfg.on_file, item.outcome.local_path, notice)
         if code in (201, 304) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
@@ -227,6 +228,11 @@ class Delivery:
         return code == 201 or (self.relay and code == 304 and notice.part is None
                                and notice.op is not Op.DELETE)
 
+    def close(self):
+        self.receiver.close()
+        if self.store:
+            self.store.close()
+
 
 class Recorder:
     """The post step, then the duplicate store: a key is recorded once its notice is
@@ -251,8 +257,7 @@ class Recorder:
     def close(self):
         if self.poster:
             self.poster.close()
-        if self.delivery.store:
-            self.delivery.store.close()
+        self.delivery.close()
 
 
 def derive_outgoing(cfg, item, *, relay=False):
@@ -288,22 +293,3 @@ def derive_outgoing(cfg, item, *, relay=False):
 def _within(path, directory):
     """Whether `path`, once links are resolved, is `directory` (a real path) or below it."""
     return os.path.commonpath([os.path.realpath(path), directory]) == directory
-
-
-def run_hook(command, local_path, notice):
-    """on_file: the command, with the file's path as last argument and the notice in DD_* variables."""
-    env = dict(os.environ)
-    env.update({
-        "DD_PATH": local_path, "DD_REL_PATH": notice.rel_path, "DD_URL": notice.url,
-        "DD_BASE_URL": notice.base_url, "DD_SIZE": str(notice.size), "DD_SOURCE": notice.source,
-        "DD_CHECKSUM": f"{notice.checksum.method}:{notice.checksum.value}",
-        "DD_PUBTIME": notice.pubtime.isoformat(), "DD_OP": notice.op.value,
-    })
-    try:
-        result = subprocess.run(shlex.split(command) + [local_path], env=env, stdin=subprocess.DEVNULL,
-                                check=False)
-    except OSError as error:
-        log.error("on_file %s: cannot run: %s", command, error.strerror)
-        return
-    if result.returncode:
-        log.error("on_file %s exited %d for %s", command, result.returncode, local_path)
