@@ -227,7 +227,7 @@ class _Endpoint:
             creator.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
             creator.close()
         except amqp.exceptions.AccessRefused:
-            raise BrokerError(f"exchange '{exchange}' does not exist on {self.url} and user "
+            raise BrokerRefusal(f"exchange '{exchange}' does not exist on {self.url} and user "
                               f"'{self.url.user}' may not create it",
                               fix="ask the pump administrator to declare it") from None
 

@@ -287,8 +287,9 @@ class _Reader:
     def apply(self, name, text, where):
         option = _lookup(name, where, extra=["include"] if where != COMMAND_LINE else ())
         value = _parse(option, self._expand(text, where), where)
-        if isinstance(value, Url):
-            # Now, so that ${BROKER_USER} sees a user credentials.conf supplies.
+        if isinstance(value, Url) and value.scheme in ("amqp", "amqps"):
+            # Now, so that ${BROKER_USER} sees a user credentials.conf supplies.  Only brokers:
+            # a data server's URL is announced as written, never with a user of credentials.conf.
             value = self.credentials.complete(value)
         if name in ("accept", "reject"):
             settings = {n: self.values.get(n, self._default(BY_NAME[n])) for n in DELIVERY}

@@ -1,9 +1,10 @@
 """Delivery: the work of the components that download (dd_subscribe, dd_sara).
 
 A queue on a broker in; each accepted notice placed in its tree (dd.paths),
-received (dd.receive), handed to on_file, and announced again when posting is
-configured.  Duplicates (dd.nodupe) are refused before any download, and their
-keys are recorded only once the delivery and its announcement are confirmed.
+received (dd.receive), handed to on_file (dd.hooks), and announced again when
+posting is configured.  Duplicates (dd.nodupe) are refused before any download,
+and their keys are recorded only once the delivery and its announcement are
+confirmed.
 
 The two users differ in one choice, `relay`: dd_subscribe announces its copy
 as a new notice of its own, while dd_sara relays the original notice (its
@@ -12,12 +13,11 @@ checksum, source, publication time and clusters) from its own data server.
 import dataclasses
 import logging
 import os
-import shlex
-import subprocess
 import urllib.parse
 
-from dd import checksum, flow, logindex, namespace, nodupe, paths, private, route
+from dd import checksum, flow, hooks, logindex, namespace, nodupe, paths, private, route
 from dd.flow import Item
+from dd.credentials import Credentials, Url
 from dd.errors import NoticeError
 from dd.notice import Op
 from dd.notice import now as notice_now
@@ -51,18 +51,23 @@ def build(ctx, *, relay=False, htpasswd=None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), ingest(decode, cfg.cluster) if relay else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = _transports(ctx, relay)
+    transports, credentials = _transports(ctx, relay)
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
         transport_class(scheme)
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+    if cfg.on_file:
+        hook = hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
+        due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
+        receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
-    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd, own=own)
-    poster, reporter = flow.poster(ctx), flow.reporter(ctx)
+    delivery = Delivery(cfg, receiver, relay=relay, store=store, htpasswd=htpasswd, own=own,
+                        credentials=credentials)
+    poster, reporter = flow.poster(ctx, _private_exchanges(cfg) if relay else None), flow.reporter(ctx)
     if relay:   # the log router routes only log messages about what a relay recorded
         poster, reporter = logindex.recording(ctx, poster, reporter)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
@@ -70,16 +75,30 @@ def build(ctx, *, relay=False, htpasswd=None):
                      stop=ctx.stop, threads=cfg.threads)
 
 
+def _private_exchanges(cfg):
+    """Where a relay announces: private notices are never broadcast, each of their readers
+    (and each downstream pump's feeder, relay_readers) gets them on an exchange of its own."""
+    relay_readers = set(cfg.relay_readers or ())
+
+    def exchange_of(item):
+        readers = item.outgoing.readers
+        if not readers:
+            return cfg.post_exchange
+        return tuple(route.private_exchange(user) for user in sorted({*readers, *relay_readers}))
+    return exchange_of
+
+
 def _transports(ctx, relay):
-    """The transfers of a configuration.  A relay that ingests a source's own exchange fetches
-    from URLs that source chose: it uses only the credentials given for that source (lines of
-    credentials.conf whose user is the source), never the pump's own passwords or SSH keys,
-    so a source cannot make the pump fetch what only the pump may read."""
+    """The transfers of a configuration, and the credentials they fetch with.  A relay that
+    ingests a source's own exchange fetches from URLs that source chose: it uses only the
+    credentials given for that source (lines of credentials.conf whose user is the source),
+    never the pump's own passwords or SSH keys, so a source cannot make the pump fetch what
+    only the pump may read."""
     owner = route.owner_of(ctx.cfg.exchange) if relay else None
     if owner is None:
-        return Transports(ctx.credentials, timeout=ctx.cfg.timeout)
-    return Transports(ctx.credentials.of_user(owner), timeout=ctx.cfg.timeout,
-                      options={"sftp": {"ambient_keys": False}})
+        return Transports(ctx.credentials, timeout=ctx.cfg.timeout), ctx.credentials
+    credentials = ctx.credentials.of_user(owner)
+    return Transports(credentials, timeout=ctx.cfg.timeout, options={"sftp": {"ambient_keys": False}}), credentials
 
 
 def ingest(decode, cluster):
@@ -104,8 +123,9 @@ def ingest(decode, cluster):
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None, own=()):
+    def __init__(self, cfg, receiver, *, relay, store=None, htpasswd=None, own=(), credentials=None):
         self.cfg = cfg
+        self.credentials = credentials or Credentials()     # what the transfers fetch with
         self.receiver = receiver
         self.relay = relay
         self.store = store
@@ -122,27 +142,18 @@ class Delivery:
         item.mask = self.cfg.match(notice.rel_path)
         return item.mask is not None
 
-    def _claim(self, item):
+    def _claim(self, item, where):
         """False for a duplicate.  Claimed in the item's lane, after the notices before it
         about the same path (a delete in between makes the same content new again)."""
-        key = self._key(item)
-        if key is None:
+        notice = item.notice
+        if self.store is None or notice.op is Op.DELETE:
             return True
+        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+        key = nodupe.key(*where, content, notice.part)
         if not self.store.claim(key):
             return False
         self.claims[id(item)] = key
         return True
-
-    def _key(self, item):
-        notice = item.notice
-        if self.store is None or notice.op is Op.DELETE:
-            return None
-        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
-        return nodupe.key(self._scope(item), notice.rel_path, content, notice.part)
-
-    @staticmethod
-    def _scope(item):
-        return os.path.abspath(item.mask.directory)
 
     def work(self, item: Item):
         notice = item.notice
@@ -151,16 +162,17 @@ class Delivery:
         except NoticeError as error:
             item.outcome = Outcome(403, str(error), error.rule)
             return
-        if not self._claim(item):
+        # Duplicates are judged where the notice lands: the same product in one source's
+        # namespace, never another source's file of the same name and content.
+        where = (os.path.abspath(str(tree)), rel_path)
+        if not self._claim(item, where):
             item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
             return
         item.outcome = self.receiver.receive(notice, tree, rel_path, old)
         code = item.outcome.code
-        if code == 201 and notice.op in (Op.WRITE, Op.RENAME) and self.cfg.on_file:
-            run_hook(self.cfg.on_file, item.outcome.local_path, notice)
         if code in (201, 304) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
-            self.store.forget(self._scope(item), notice.rel_path)
+            self.store.forget(*where)
         if self.announces(item):
             derive_outgoing(self.cfg, item, relay=self.relay)
 
@@ -190,11 +202,11 @@ class Delivery:
                           private_group=self.htpasswd.group if where.private else None)
         return tree, where.rel_path, where.old_rel_path
 
-    @staticmethod
-    def _keep_private(notice):
-        """What comes from a pump's private area stays private, to its readers at most."""
+    def _keep_private(self, notice):
+        """What the relay fetches with a password from a pump's private area stays private,
+        to its readers at most (without a password, the data was anybody's)."""
         found = private.readers_in(urllib.parse.urlsplit(notice.url).path)
-        if not found:
+        if not found or not self._fetched_with_password(notice.url):
             return
         readers = sorted(set(found) & set(notice.readers)) if notice.readers else found
         if not readers:
@@ -204,6 +216,12 @@ class Delivery:
             log.warning("%s: from a private area, relayed to %s only", notice.url, ", ".join(readers))
         notice.readers = readers
 
+    def _fetched_with_password(self, url):
+        try:
+            return self.credentials.lookup(Url.parse(url)) is not None
+        except ValueError:
+            return False
+
     def announces(self, item):
         """201: done now.  A relay also announces 304, found in place and verified, so that
         a crash between the rename and the broker's confirm announces it late, not never;
@@ -211,6 +229,11 @@ class Delivery:
         code, notice = item.outcome.code, item.notice
         return code == 201 or (self.relay and code == 304 and notice.part is None
                                and notice.op is not Op.DELETE)
+
+    def close(self):
+        self.receiver.close()
+        if self.store:
+            self.store.close()
 
 
 class Recorder:
@@ -236,8 +259,7 @@ class Recorder:
     def close(self):
         if self.poster:
             self.poster.close()
-        if self.delivery.store:
-            self.delivery.store.close()
+        self.delivery.close()
 
 
 def derive_outgoing(cfg, item, *, relay=False):
@@ -273,22 +295,3 @@ def derive_outgoing(cfg, item, *, relay=False):
 def _within(path, directory):
     """Whether `path`, once links are resolved, is `directory` (a real path) or below it."""
     return os.path.commonpath([os.path.realpath(path), directory]) == directory
-
-
-def run_hook(command, local_path, notice):
-    """on_file: the command, with the file's path as last argument and the notice in DD_* variables."""
-    env = dict(os.environ)
-    env.update({
-        "DD_PATH": local_path, "DD_REL_PATH": notice.rel_path, "DD_URL": notice.url,
-        "DD_BASE_URL": notice.base_url, "DD_SIZE": str(notice.size), "DD_SOURCE": notice.source,
-        "DD_CHECKSUM": f"{notice.checksum.method}:{notice.checksum.value}",
-        "DD_PUBTIME": notice.pubtime.isoformat(), "DD_OP": notice.op.value,
-    })
-    try:
-        result = subprocess.run(shlex.split(command) + [local_path], env=env, stdin=subprocess.DEVNULL,
-                                check=False)
-    except OSError as error:
-        log.error("on_file %s: cannot run: %s", command, error.strerror)
-        return
-    if result.returncode:
-        log.error("on_file %s exited %d for %s", command, result.returncode, local_path)

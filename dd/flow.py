@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from dd import broker, formats, report, route, topic
+from dd import broker, formats, report, topic
 from dd.errors import BrokerError, BrokerRefusal, NoticeError
 from dd.notice import Notice
 from dd.notice import now as notice_now
@@ -463,28 +463,21 @@ def publisher(ctx, url, role=""):
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
-def poster(ctx):
-    """The post step a configuration asks for (post_broker, post_exchange, ...), or None."""
+def poster(ctx, exchange=None):
+    """The post step a configuration asks for (post_broker, post_exchange, ...), or None.
+    `exchange(item) -> name(s)` routes each item its own way instead of to post_exchange."""
     cfg = ctx.cfg
     if not cfg.post_broker:
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
-    relay_readers = tuple(getattr(cfg, "relay_readers", None) or ())
 
     def message_of(item):
         if item.outgoing is None:
             return None
         return formats.encode(item.outgoing, post_format, post_topic_prefix)
-
-    def exchange_of(item):
-        # Private notices are never broadcast: each reader (and each downstream pump's feeder)
-        # gets them on an exchange of its own.
-        readers = item.outgoing.readers
-        if not readers:
-            return cfg.post_exchange
-        return tuple(route.private_exchange(user) for user in sorted({*readers, *relay_readers}))
-    return Poster(publisher(ctx, cfg.post_broker), exchange_of, message_of, timeout=cfg.post_timeout)
+    return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
+                  timeout=cfg.post_timeout)
 
 
 def reporter(ctx):

@@ -43,20 +43,13 @@ def _prefix(scope, rel_path):
     return f"{scope}\0{rel_path}"
 
 
-def _alive(owner):
-    """Whether the claimant `owner` still runs (a claim of the older 'pid:start time' form
-    is taken over: its process cannot be told from a stranger)."""
-    identity = pidfile.Identity.parse(owner)
-    return identity is not None and identity.alive()
-
-
 class Store:
     """Claims on notice keys, shared through one SQLite file by every process using it."""
 
     def __init__(self, path, ttl):
         self.path = os.fspath(path)
         self.ttl = ttl
-        self.owner = str(pidfile.identify(os.getpid()))
+        self.owner = pidfile.me()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         # One connection per store, used under a lock: the flow's threads share it.
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -78,7 +71,7 @@ class Store:
             if row is not None:
                 at, owner = row
                 fresh = at > now - self.ttl
-                if (owner == "" and fresh) or owner == self.owner or (owner and _alive(owner)):
+                if (owner == "" and fresh) or owner == self.owner or (owner and pidfile.running(owner)):
                     return False
             self._db.execute("INSERT OR REPLACE INTO seen (key, at, owner) VALUES (?, ?, ?)",
                              (the_key, now, self.owner))
@@ -118,7 +111,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM seen WHERE owner = '' AND at <= ?", (now - self.ttl,))
             stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner != ''")
-                     if owner != self.owner and not _alive(owner)]
+                     if owner != self.owner and not pidfile.running(owner)]
             self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
 
     def __len__(self):

@@ -292,7 +292,17 @@ OPTIONS = (
     _option("fsync", BOOL, "off", DELIVERY,
             "flush each delivered file to disk before reporting it delivered"),
     _option("on_file", COMMAND, None, DELIVERY,
-            "command run after each delivery, with the delivered file's path as last argument"),
+            "command run after each delivery, with the delivered file's path as last argument; "
+            "at least once: after a crash, or with on_file_failure retry, it runs again"),
+    _option("on_file_timeout", DURATION, "5m", DELIVERY,
+            "an on_file command still running after this long is killed with every process it "
+            "started (SIGTERM, then SIGKILL 5 s later) and counts as failed (on_file_failure); 5m "
+            "leaves room for real work on a big file, yet a command that hangs holds up the files "
+            "behind it for minutes, not for ever; 0: no limit"),
+    _option("on_file_failure", choice("log", "retry"), "log", DELIVERY,
+            "an on_file command that fails, cannot run or runs out of time is logged and the file "
+            "counts as delivered (log), or the delivery fails (500 [on_file]): its notice is kept "
+            "in the retry store and the command runs again when it is retried (retry)"),
     _option("nodupe_ttl", DURATION, "5m", DELIVERY,
             "a notice for a path and checksum already handled this recently, by any instance "
             "or configuration delivering into the same directory, is skipped; 0 disables (the "

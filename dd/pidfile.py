@@ -69,6 +69,19 @@ def identify(pid: int) -> Optional[Identity]:
     return None if found is None else Identity(pid, found[1], boot_id())
 
 
+def me() -> str:
+    """This process's identity as text: who holds a claim or a record in a store shared by
+    processes (dd.nodupe, dd.hooks)."""
+    return str(identify(os.getpid()))
+
+
+def running(identity: str) -> bool:
+    """Whether the process whose identity `identity` (me()'s text) names still runs; text of
+    another form (an older dd's 'pid:start time') names nobody that can be told from a stranger."""
+    found = Identity.parse(identity)
+    return found is not None and found.alive()
+
+
 def write(path: Path, pid: Optional[int] = None) -> Optional[Identity]:
     """Record process `pid` (default: this one) in `path` atomically; None (nothing written)
     when there is no such process."""

@@ -35,7 +35,7 @@ class Outcome:
     rule: str = ""
     local_path: str = ""
     nbytes: int = 0
-    checksum: object = None  # the checksum verified or computed on download
+    checksum: object = None  # verified or computed on download; a 304's: of the whole file, in place
     duration: float = 0.0
 
     @property
@@ -61,6 +61,9 @@ class Receiver:
         # Whole-file checksums of the leading parts of files being assembled, fed while
         # the parts arrive in order: the check at completion then reads only the rest.
         self._prefixes = {}
+
+    def close(self):
+        self.transports.close()
 
     def receive(self, notice, tree, rel_path, old_rel_path=None):
         """Act on `notice` at `rel_path` inside `tree`; never raises for data problems.

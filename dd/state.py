@@ -1,5 +1,5 @@
 """Per-configuration state on disk: queue name, pid files, instance metrics, what dd_watch
-announced (under Environment.state_dir)."""
+announced, the on_file commands due (under Environment.state_dir); and which processes run."""
 import os
 import secrets
 from pathlib import Path
@@ -31,6 +31,10 @@ class ConfigState:
     def retry_files(self):
         """The retry stores of every instance that ever ran, without creating the directory."""
         return sorted(self.dir.glob("retry.i*.db")) if self.dir.is_dir() else []
+
+    def hooks_file(self):
+        """The on_file commands due, shared by the instances (dd.hooks)."""
+        return self.dir / "on_file.db"
 
     def check_file(self):
         """What the previous `dd_ctl check` saw, to tell whether the retries grow."""

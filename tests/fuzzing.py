@@ -6,7 +6,7 @@ import os
 from dd import formats, paths
 from dd.errors import DDError
 from dd.notice import Op
-from dd.receive import link_inside, refuse_directory
+from dd.receive import refuse_directory
 
 ALLOWED_SCHEMES = {"http", "https", "sftp"}
 
@@ -24,7 +24,7 @@ def exercise(body, headers, tree):
         if notice.op is Op.RENAME:
             paths.localize(notice.rename_from)
         if notice.op is Op.LINK:
-            link_inside(rel_path, notice.link_target)
+            tree.check_link(rel_path, notice.link_target)
         with tree.parent(rel_path) as (fd, leaf):
             refuse_directory(fd, leaf, rel_path)
             # As the receiver does: a new file beside the final name, never through a link.

@@ -85,7 +85,7 @@ def test_declare_sets_up_the_pump_and_a_second_run_changes_nothing(site):
     n = site.names
     assert api("GET", f"vhosts/{site.vhost}")["name"] == site.vhost
     exchanges = {e["name"]: e for e in api("GET", f"exchanges/{site.vhost}")}
-    for name in ["xpublic"] + [f"x{k}_{u}" for u in n.values() for k in "sr"]:
+    for name in ["xpublic"] + [f"x{k}_{u}" for u in n.values() for k in ("s", "r", "priv")]:
         assert exchanges[name]["type"] == "topic" and exchanges[name]["durable"], name
     ann = api("GET", f"permissions/{site.vhost}/{n['ann']}")
     assert ann["configure"] == rf"^(q_{n['ann']}\..*|xs_{n['ann']})$"
@@ -245,7 +245,7 @@ def test_prune_revokes_a_user_removed_from_admin_conf_and_nothing_else(site):
 
     status, out = site.audit("status")
     steps = (f"delete user {bob}, close connection {connection}, delete queue {queue}, "
-             f"delete exchange xr_{bob}, delete exchange xs_{bob}")
+             f"delete exchange xpriv_{bob}, delete exchange xr_{bob}, delete exchange xs_{bob}")
     assert status == 1
     assert f"user {bob}: not declared in admin.conf; declare --prune would: {steps}\n" in out, out
     report = json.loads(site.audit("status", "--json")[1])
@@ -260,18 +260,18 @@ def test_prune_revokes_a_user_removed_from_admin_conf_and_nothing_else(site):
                         "(--prune revokes them)\n"), out
     status, out = site.audit("declare", "--prune", "--dry-run")
     assert status == 0 and f"would prune: user {bob}: not declared in admin.conf: {steps}\n" in out, out
-    assert "5 change(s) needed" in out
+    assert "6 change(s) needed" in out
     assert api("GET", f"permissions/{site.vhost}/{bob}")["write"]
     publish(kept, f"xs_{bob}")      # still in
 
     status, out = site.audit("declare", "--prune")
     assert status == 0 and f"pruned: user {bob}: not declared in admin.conf: {steps}" in out, out
-    assert "dd_audit declare: 5 change(s)" in out
+    assert "dd_audit declare: 6 change(s)" in out
     with pytest.raises(amqp.exceptions.AccessRefused):
         site.connect("bob")
     assert closed(lambda: publish(kept, f"xs_{bob}"))
     exchanges, queues = exchanges_and_queues(site)
-    assert not {f"xs_{bob}", f"xr_{bob}"} & exchanges and queue not in queues
+    assert not {f"xs_{bob}", f"xr_{bob}", f"xpriv_{bob}"} & exchanges and queue not in queues
     into_xreport = api("GET", f"exchanges/{site.vhost}/xreport/bindings/destination")
     assert f"xs_{bob}" not in {b["source"] for b in into_xreport}
     assert api("GET", f"users/{bob}") == 404
@@ -304,7 +304,7 @@ def test_prune_closes_only_this_vhost_and_leaves_a_login_another_pump_or_the_bro
     assert status == 1
     assert (f"user {eve}: not declared in admin.conf; keeps its login: it has permissions on vhost {other}; "
             f"declare --prune would: revoke permissions on vhost {site.vhost}, close connection {connection}, "
-            f"delete exchange xr_{eve}, delete exchange xs_{eve}\n") in out, out
+            f"delete exchange xpriv_{eve}, delete exchange xr_{eve}, delete exchange xs_{eve}\n") in out, out
     assert (f"user {admin}: not declared in admin.conf; keeps its login: it is tagged administrator, a user of "
             f"the whole broker; declare --prune would: revoke permissions on vhost {site.vhost}, ") in out
     status, out = site.audit("declare", "--prune")
@@ -321,3 +321,10 @@ def test_prune_closes_only_this_vhost_and_leaves_a_login_another_pump_or_the_bro
     site.connect("eve", vhost=other).close()
     assert wait_for(lambda: not connections_of(site, eve), timeout=30, interval=0.5)
     assert site.audit("declare", "--prune")[1] == f"dd_audit declare: 0 change(s) on vhost {site.vhost}\n"
+
+
+def test_a_user_named_as_a_directory_of_the_pumps_tree_is_refused(site):
+    site.write(f"admin amqp://guest@127.0.0.1/{site.vhost}\ndeclare source private\n")
+    status, out = site.audit("declare")
+    assert status == 2 and "user private cannot be declared" in out and "Traceback" not in out
+    assert api("GET", f"vhosts/{site.vhost}") == 404      # nothing was done

@@ -77,8 +77,17 @@ class Walk:
         return self.home / text.removeprefix("~/")
 
     @property
+    def pump_dir(self):
+        """Where the walkthrough keeps the pump's tree and dd's state ($pumpdir)."""
+        return Path(self.names["pumpdir"]) if "pumpdir" in self.names else self.base / "no-pumpdir-yet"
+
+    @property
     def state_dir(self):
-        return self.home / ".local" / "state" / "dd"
+        return self.pump_dir / "state"
+
+    @property
+    def log_dir(self):
+        return self.home / ".local" / "state" / "dd" / "log"
 
     def unique_names(self, step):
         """The assignments of a names step, with values no other run uses."""
@@ -109,7 +118,7 @@ class Walk:
     def dd_logs(self, lines=15):
         """The last lines of every dd log file, for failure messages."""
         text = ""
-        for path in sorted((self.state_dir / "log").glob("*.log")):
+        for path in sorted(self.log_dir.glob("*.log")):
             tail = path.read_text(errors="replace").splitlines()[-lines:]
             text += f"--- {path.name}\n" + "\n".join(tail) + "\n"
         return text
@@ -121,16 +130,19 @@ class Walk:
             with contextlib.suppress(Exception):
                 self.observer.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(["dd_ctl", "stop"], env=self.env, capture_output=True, timeout=60)
+            subprocess.run(["dd_ctl", "stop"], env={**self.env, "DD_STATE_DIR": str(self.state_dir)},
+                           capture_output=True, timeout=60)
         # Whatever dd_ctl could not stop (a configuration it cannot read, say).
-        for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("nginx.pid")]:
+        for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid")]:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
                 if b"dd.cli.main" in command or b"nginx" in command:
                     os.kill(pid, signal.SIGKILL)
-        for value in self.names.values():
-            if not value.isdigit():
+        for name, value in self.names.items():
+            if name == "pumpdir":
+                shutil.rmtree(value, ignore_errors=True)
+            elif not value.isdigit():
                 for kind in ("vhosts", "users"):
                     with contextlib.suppress(urllib3.exceptions.HTTPError):
                         HTTP.request("DELETE", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST)
@@ -147,13 +159,14 @@ TODAY = ("obs/today/temperature.txt", "obs/today/pressure.txt")
 BEFORE = {
     "mirrored": ("bob's mirror and his script's log", _mirrored),
     "delivery-log": ("log messages for ann of the relay's three deliveries and bob's two",
-                     lambda walk: walk.logged("feeder", *TODAY, "obs/today/notes.doc") and walk.logged("bob", *TODAY)),
+                     lambda walk: walk.logged("feeder", *TODAY, "obs/today/notes.doc")
+                     and walk.logged("bob", *(f"{walk.names['ann']}/{path}" for path in TODAY))),
     "watched": ("wind.txt at bob's", lambda walk: walk.path("~/bob/data/obs/live/wind.txt").exists()),
     "private-fetched": ("warning.txt at bob's",
                         lambda walk: walk.path("~/bob/data/obs/for-bob/warning.txt").exists()),
     "linked": ("rain.txt on pump B, and a log message of its delivery there for ann",
-               lambda walk: walk.path("~/pump-b/obs/live/rain.txt").exists()
-               and walk.logged("feeder_b", "obs/live/rain.txt")),
+               lambda walk: (walk.pump_dir / "tree-b" / walk.names["ann"] / "obs/live/rain.txt").exists()
+               and walk.logged("feeder_b", f"{walk.names['ann']}/obs/live/rain.txt")),
 }
 
 
@@ -202,11 +215,14 @@ def _watched(walk, output):
 
 
 def _private(walk, output):
-    bob, port = walk.names["bob"], walk.names["port"]
-    assert output.splitlines() == ["gale warning", "401", "gale warning"]
-    assert walk.path(f"~/pump/private/{bob}/obs/for-bob/warning.txt").read_text() == "gale warning\n"
-    assert not walk.path("~/pump/obs/for-bob").exists(), "private data in the public tree"
-    assert HTTP.request("GET", f"http://localhost:{port}/obs/for-bob/warning.txt").status == 404
+    ann, bob, port = walk.names["ann"], walk.names["bob"], walk.names["port"]
+    assert output.splitlines() == ["gale warning", "401", "401", "gale warning"]
+    tree = walk.pump_dir / "tree"
+    stored = tree / "private" / bob / ann / "obs/for-bob/warning.txt"
+    assert stored.read_text() == "gale warning\n"
+    assert stored.stat().st_mode & 0o777 == 0o640 and stored.parent.stat().st_mode & 0o777 == 0o750
+    assert not (tree / ann / "obs/for-bob").exists(), "private data in the public tree"
+    assert HTTP.request("GET", f"http://localhost:{port}/{ann}/obs/for-bob/warning.txt").status == 404
 
 
 def _service(walk, output):
@@ -232,8 +248,18 @@ def _torn_down(walk, output):
         if not value.isdigit():
             for kind in ("vhosts", "users"):
                 assert HTTP.request("GET", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST).status == 404, value
-    assert not any(walk.state_dir.rglob("i*.pid")) and not any(walk.state_dir.rglob("nginx.pid"))
-    assert not any(walk.state_dir.rglob("master.pid"))
+    assert not walk.pump_dir.exists()
+    running = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uses(int(pid), walk.pump_dir)]
+    assert not running, f"processes of the walkthrough still run: {running}"
+
+
+def _uses(pid, directory):
+    """Whether process `pid` names `directory` in its command line or environment."""
+    try:
+        return any(str(directory).encode() in Path(f"/proc/{pid}/{what}").read_bytes()
+                   for what in ("cmdline", "environ"))
+    except OSError:
+        return False
 
 
 AFTER = {

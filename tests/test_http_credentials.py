@@ -113,7 +113,7 @@ def data_server(tmp_path_factory):
     passwords = base / "htpasswd"
     passwords.mkdir()
     (passwords / "bob").write_text(f"bob:{apr_md5_crypt.hash(PASSWORD)}\n")
-    config = nginx.config(base=base, root=root, port=port, private=passwords)
+    config = nginx.config(base=base, root=root, port=port, private=passwords, user=("root", "root"))
     anchor = f"root {root};"
     assert anchor in config
     (base / "nginx.conf").write_text(config.replace(anchor, anchor + f"""

@@ -1,20 +1,16 @@
 """Private transfers, Alice to Bob: a source names the readers of what it posts; the
-pump stores it under a password-protected directory of its data server; Bob fetches it
-with his own credentials, Eve cannot."""
+pump stores it under a password-protected directory of its data server, whose passwords
+are the readers' own data server passwords.  (A live pump is attacked in
+test_pump_boundaries.py; private data crosses three pumps in test_three_pumps.py.)"""
 import json
-import subprocess
-import sys
 
 import pytest
-import urllib3
+from passlib.hash import apr_md5_crypt
 
-from dd import formats
+from dd import formats, private
+from dd.credentials import Credentials, Url
 from dd.errors import NoticeError
 from dd.notice import Notice, Op, now
-from tests.pump import wait_for
-from tests.test_sara import relay  # noqa: F401 - the fixture
-
-PASSWORDS = {"bob": "bob-pw-1", "eve": "eve-pw-2"}
 
 
 def test_readers_travel_in_dd_notices_only_and_must_be_user_names():
@@ -32,61 +28,23 @@ def test_readers_travel_in_dd_notices_only_and_must_be_user_names():
     assert refused.value.rule == "readers"
 
 
-#: A pool of its own: urllib3.request() is 2.x only, and Debian 12 ships 1.26.
-HTTP = urllib3.PoolManager()
+def test_the_data_server_asks_readers_for_their_data_server_password_never_their_broker_one(tmp_path, caplog):
+    server = Url.parse("https://pump.example:8443/")
+    credentials = Credentials([Url.parse(line) for line in (
+        "amqps://bob:broker-pw@pump.example/", "https://bob:data-pw@pump.example:8443/",
+        "amqps://eve:same-pw@pump.example/", "https://eve:same-pw@pump.example:8443/",
+        "amqps://carl:carl-pw@pump.example/", "https://bob:other@elsewhere.example:8443/")])
+    htpasswd = private.Htpasswd(tmp_path, credentials, server, relay_readers=["feeder"])
+    assert htpasswd.allow(["eve", "bob", "carl"]) == "bob,carl,eve"
+    lines = (tmp_path / "bob,carl,eve").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["bob"]
+    assert apr_md5_crypt.verify("data-pw", lines[0].split(":", 1)[1])
+    assert (tmp_path / "bob,carl,eve").stat().st_mode & 0o777 == 0o640
+    assert "password of eve is also its broker password" in caplog.text
+    assert "no data server password for carl" in caplog.text and "no data server password for feeder" in caplog.text
 
 
-def get(url, user=None):
-    headers = urllib3.make_headers(basic_auth=f"{user}:{PASSWORDS[user]}") if user else {}
-    response = HTTP.request("GET", url, headers=headers)
-    return response.status, response.data
-
-
-def user_environment(pump, who, exchange):
-    """`who`'s own configuration directory: a subscription to the pump, and a
-    credentials.conf holding only `who`'s password for its data server."""
-    config = pump.base / f"config-{who}"
-    (config / "subscribe").mkdir(parents=True)
-    (config / "credentials.conf").write_text(f"http://{who}:{PASSWORDS[who]}@127.0.0.1:{pump.data_port}/\n")
-    (config / "credentials.conf").chmod(0o600)
-    (config / "subscribe" / "pump.conf").write_text(
-        f"broker {pump.broker_url}\nexchange {exchange}\ndirectory {pump.base / who}\n")
-    env = dict(pump.env, DD_CONFIG_DIR=str(config), DD_STATE_DIR=str(pump.base / f"state-{who}"))
-    subprocess.run([sys.executable, "-m", "dd.cli.main", "subscribe", "declare", "pump"], env=env, check=True,
-                   capture_output=True)
-    return env
-
-
-def test_only_readers_fetch_private_data_from_the_pump(pump, relay):
-    # The pump knows its users' passwords: its data server asks for them.
-    credentials = pump.base / "config" / "credentials.conf"
-    credentials.parent.mkdir(parents=True, exist_ok=True)
-    credentials.write_text("".join(f"amqp://{u}:{p}@127.0.0.1/\n" for u, p in PASSWORDS.items()))
-    credentials.chmod(0o600)
-    (pump.src / "secret.txt").write_text("for bob only")
-    (pump.src / "public.txt").write_text("for all")
-    relay.config("pump", pump.exchange)
-    pump.data_port = relay.data_port
-    environments = {who: user_environment(pump, who, relay.post_exchange) for who in PASSWORDS}
-    pump.post(pump.src / "secret.txt", readers="bob")
-    pump.post(pump.src / "public.txt")
-    process = relay.foreground("pump")
-    subscribers = {who: subprocess.Popen([sys.executable, "-m", "dd.cli.main", "subscribe", "foreground", "pump"],
-                                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for who, env in environments.items()}
-    pump.processes.extend(subscribers.values())
-    arrived = wait_for(lambda: (pump.base / "bob" / "secret.txt").exists()
-                       and (pump.base / "eve" / "public.txt").exists() and relay.downstream.count() >= 2, timeout=30)
-    notices = {n.rel_path: n for n in relay.downstream.notices()}
-    secret, public = notices.get("secret.txt"), notices.get("public.txt")
-    served = secret and public and [get(secret.url)[0], get(secret.url, "eve")[0], get(secret.url, "bob"),
-                                    get(public.url)]
-    logs = {who: pump.stop(subscriber)[1] for who, subscriber in subscribers.items()}
-    relay_log = relay.stop(process)
-    assert arrived, (logs, relay_log[-2000:])
-    assert secret.readers == ["bob"] and secret.base_url.endswith("/private/bob/")
-    assert served == [401, 401, (200, b"for bob only"), (200, b"for all")]
-    assert (relay.tree / "private" / "bob" / "secret.txt").read_text() == "for bob only"
-    assert (pump.base / "bob" / "secret.txt").read_text() == "for bob only"
-    assert not (pump.base / "eve" / "secret.txt").exists()
-    assert "403" in logs["eve"] and "[denied]" in logs["eve"] and "Traceback" not in logs["eve"]
+def test_private_areas_are_read_from_urls():
+    assert private.readers_in("/private/bob,eve/ann/x") == ["bob", "eve"]
+    assert private.readers_in("/data/private/bob/x") == ["bob"]
+    assert private.readers_in("/ann/private.txt") == [] and private.readers_in("/private/") == []

@@ -18,7 +18,7 @@ from dd.credentials import Url
 from dd.notice import Op
 from tests.brokers import queue_counts
 from tests.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.servers import free_port
+from tests.servers import free_port, self_signed
 
 FILES = 500
 
@@ -241,3 +241,99 @@ def test_retention_deletes_announces_and_prunes_what_is_too_old(pump, relay):
     assert written == deleted == sorted(f"guest/{p}" for p in expected)
     assert relay.tree.is_dir()                  # the tree itself stays
     assert "retention: deleted" in log and "Traceback" not in log
+
+
+def test_the_data_server_serves_https_with_its_certificate_and_subscribers_verify_it(pump, relay):
+    cert, key = pump.base / "pump.pem", pump.base / "pump.key"
+    self_signed(cert, key)
+    (pump.src / "obs.txt").write_text("over TLS")
+    https = f"https://127.0.0.1:{relay.data_port}/"
+    name = relay.config("tls", pump.exchange, f"data_server_certificate {cert}\ndata_server_key {key}\n"
+                                              f"post_base_url {https}")
+    # Announcing http:// from an HTTPS data server is refused before anything starts.
+    relay.config("mismatch", pump.exchange, f"data_server_certificate {cert}\ndata_server_key {key}")
+    refused = pump.command("sara", "start", "mismatch")
+    assert refused.returncode == 2 and "announces http, but the data server" in refused.stderr
+    assert "Traceback" not in refused.stderr and pump.command("sara", "status", "mismatch").returncode == 3
+    mirror = pump.base / "config" / "subscribe" / "mirror.conf"
+    mirror.parent.mkdir(parents=True)
+    mirror.write_text(f"broker {pump.broker_url}\nexchange {relay.post_exchange}\ndirectory {pump.dst}\n")
+    pump.command("subscribe", "declare", "mirror", check=True)
+    process = relay.foreground(name)
+    pump.post(pump.src / "obs.txt")
+    assert wait_for(lambda: relay.downstream.count() >= 1, timeout=30)
+    [notice] = relay.downstream.notices()
+    assert notice.base_url == https
+    verified = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(cert), retries=False)
+    assert verified.request("GET", notice.url).data == b"over TLS"
+    assert urllib3.PoolManager(retries=False).request("GET", notice.url.replace("https:", "http:")).status == 400
+    # dd_subscribe trusts the pump's certificate through SSL_CERT_FILE, and only then.
+    pump.component, pump.exchange = "subscribe", relay.post_exchange
+    subscriber = pump.foreground("mirror")
+    refused = wait_for(lambda: pump.queue_depth("mirror") == 0, timeout=30)
+    _, log = pump.stop(subscriber)
+    assert refused and "certificate verify failed" in log and not (pump.dst / "guest" / "obs.txt").exists()
+    pump.publish_raw(formats.encode(notice).body)
+    pump.env["SSL_CERT_FILE"] = str(cert)
+    subscriber = pump.foreground("mirror")
+    assert wait_for(lambda: (pump.dst / "guest" / "obs.txt").exists(), timeout=30)
+    pump.stop(subscriber)
+    relay.stop(process)
+    assert (pump.dst / "guest" / "obs.txt").read_text() == "over TLS"
+
+
+def test_the_data_server_refuses_trees_it_must_not_serve(pump, relay):
+    # A tree that holds dd's own configuration (credentials.conf with every password).
+    name = relay.config("greedy", pump.exchange)
+    path = pump.base / "config" / "sara" / f"{name}.conf"
+    path.write_text(path.read_text().replace(f"directory {relay.tree}", f"directory {pump.base}"))
+    greedy = pump.command("sara", "start", name)
+    assert greedy.returncode == 2 and "would serve dd's configuration directory" in greedy.stderr
+    # A tree the workers (www-data) cannot reach: they are refused before nginx starts.
+    closed = pump.base / "closed"
+    closed.mkdir(mode=0o700)
+    path.write_text(path.read_text().replace(f"directory {pump.base}", f"directory {closed / 'tree'}"))
+    unreachable = pump.command("sara", "start", name)
+    assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr and "chmod o+x" in unreachable.stderr
+    assert "Traceback" not in greedy.stderr + unreachable.stderr
+
+
+def test_private_data_is_not_served_over_plain_http_on_a_network(tmp_path, pump, relay):
+    """Plain HTTP on an address other than loopback: /private/ answers 403, whatever the password."""
+    from dd import dataserver, nginx
+    from dd.config import load
+    from dd.environment import Environment
+    from dd.state import ConfigState
+    name = relay.config("open", pump.exchange, "data_server_host 0.0.0.0")
+    env = Environment(stdout=None, stderr=None, config_dir=pump.base / "config", state_dir=pump.base / "state",
+                      log_dir=pump.base / "logs", environ={})
+    server = dataserver.DataServer(load("sara", name, [], env), ConfigState(env.state_dir, "sara", name), env)
+    text = server.write_config().read_text()
+    assert "location ^~ /private/ { return 403; }" in text and "auth_basic" not in text
+    # The same directives, served on loopback for the test: no password opens /private/.
+    base = tmp_path / "check"
+    base.mkdir()
+    for kind in nginx.TEMP_KINDS:
+        (base / kind).mkdir()
+    (tmp_path / "root" / "private" / "bob").mkdir(parents=True)
+    (tmp_path / "root" / "private" / "bob" / "x").write_text("secret")
+    port = free_port()
+    (base / "nginx.conf").write_text(nginx.config(base=base, root=tmp_path / "root", port=port, user=("root", "root"),
+                                                  private_refused=True))
+    process = subprocess.Popen(nginx.command("/usr/sbin/nginx", base))
+    try:
+        assert wait_for(lambda: _answers(port), timeout=10)
+        status = urllib3.PoolManager(retries=False).request(
+            "GET", f"http://127.0.0.1:{port}/private/bob/x", headers=urllib3.make_headers(basic_auth="bob:pw")).status
+    finally:
+        process.terminate()
+        process.wait()
+    assert status == 403
+
+
+def _answers(port):
+    try:
+        urllib3.PoolManager(retries=False).request("GET", f"http://127.0.0.1:{port}/")
+        return True
+    except urllib3.exceptions.HTTPError:
+        return False

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dd import report
-from tests.pump import compare, manifest, wait_for
+from tests.pump import compare, manifest, reachable_by_workers, wait_for
 from tests.servers import free_port
 from tests.test_audit import api
 
@@ -61,9 +61,11 @@ class Actor:
 
 @pytest.fixture
 def network(tmp_path, pump, vhost):  # pump: alice's own web server (nginx) and tree
+    reachable_by_workers(tmp_path)     # the data servers' workers run as www-data
     tag = secrets.token_hex(3)
     users = {u: f"t{tag}{u}" for u in ("alice", "bob", "eve", "fa", "fb", "fc")}
     passwords = {u: secrets.token_hex(8) for u in users.values()}
+    data_passwords = {u: secrets.token_hex(8) for u in users.values()}   # the data servers' own
     vhosts = {p: f"dd-{p.lower()}-{tag}" for p in "ABC"}
     ports = {p: free_port() for p in "ABC"}
 
@@ -71,14 +73,14 @@ def network(tmp_path, pump, vhost):  # pump: alice's own web server (nginx) and 
         return f"amqp://{users[who]}:{passwords[users[who]]}@127.0.0.1/"
 
     def http(who, pump_name):
-        return f"http://{users[who]}:{passwords[users[who]]}@127.0.0.1:{ports[pump_name]}/"
+        return f"http://{users[who]}:{data_passwords[users[who]]}@127.0.0.1:{ports[pump_name]}/"
 
     guest = "amqp://guest:guest@127.0.0.1/"
     actors = {
-        # Each pump's administrator knows its users' passwords (its data server asks for them).
-        "A": [guest, amqp("alice"), amqp("fa"), amqp("fb")],
-        "B": [guest, amqp("fb"), amqp("fc"), amqp("eve"), http("fb", "A")],
-        "C": [guest, amqp("fc"), amqp("bob"), http("fc", "B")],
+        # Each pump's administrator knows its users' passwords, and its data server's readers'.
+        "A": [guest, amqp("alice"), amqp("fa"), amqp("fb"), http("fb", "A")],
+        "B": [guest, amqp("fb"), amqp("fc"), amqp("eve"), http("fb", "A"), http("fc", "B"), http("eve", "B")],
+        "C": [guest, amqp("fc"), amqp("bob"), http("fc", "B"), http("bob", "C")],
         "alice": [amqp("alice")], "bob": [amqp("bob"), http("bob", "C")], "eve": [amqp("eve"), http("eve", "B")],
     }
     actors = {name: Actor(tmp_path, name, lines) for name, lines in actors.items()}
@@ -144,6 +146,7 @@ def test_data_goes_down_the_route_and_log_messages_come_back_to_their_source_onl
     for name in ("for_b.txt", "for_z.txt", "secret.txt"):
         (pump.src / name).write_text(name)
     expected = manifest(pump.src / "obs")
+    alice = u["alice"]      # every pump keeps her files below her name
 
     def post(*paths, **options):
         args = [f"--post_broker={at('alice', 'A')}", f"--post_base_url={pump.base_url}",
@@ -161,8 +164,8 @@ def test_data_goes_down_the_route_and_log_messages_come_back_to_their_source_onl
     post(pump.src / "secret.txt", to_clusters="C", readers=u["bob"])
 
     mirror = actors["bob"].dir / "mirror"
-    arrived = wait_for(lambda: compare(expected, manifest(mirror / "obs")) == ([], [], [])
-                       and (mirror / "secret.txt").exists(), timeout=120, interval=0.5)
+    arrived = wait_for(lambda: compare(expected, manifest(mirror / alice / "obs")) == ([], [], [])
+                       and (mirror / alice / "secret.txt").exists(), timeout=120, interval=0.5)
     # Bob's log messages travel C → B → A: all of them within 30 s.
     alice_reads = []
 
@@ -176,23 +179,25 @@ def test_data_goes_down_the_route_and_log_messages_come_back_to_their_source_onl
     assert reported, (len(bobs_reports()), logs["C"][-2000:])
 
     # Down the route and no further.
-    assert (mirror / "secret.txt").read_text() == "secret.txt"
-    assert not (mirror / "for_b.txt").exists() and not (mirror / "for_z.txt").exists()
-    assert (actors["B"].dir / "tree" / "for_b.txt").exists()
-    assert not (actors["C"].dir / "tree" / "for_b.txt").exists()
-    assert not any((actors[p].dir / "tree" / "for_z.txt").exists() for p in "ABC")
-    assert (actors["C"].dir / "tree" / "private" / u["bob"] / "secret.txt").exists()
+    assert (mirror / alice / "secret.txt").read_text() == "secret.txt"
+    assert not (mirror / alice / "for_b.txt").exists() and not (mirror / alice / "for_z.txt").exists()
+    assert (actors["B"].dir / "tree" / alice / "for_b.txt").exists()
+    assert not (actors["C"].dir / "tree" / alice / "for_b.txt").exists()
+    assert not any((actors[p].dir / "tree" / alice / "for_z.txt").exists() for p in "ABC")
+    for p in "ABC":     # private all the way, and nowhere public
+        assert (actors[p].dir / "tree" / "private" / u["bob"] / alice / "secret.txt").exists()
+        assert not (actors[p].dir / "tree" / alice / "secret.txt").exists()
 
     # Exactly one log message per delivery of Bob's, to Alice, and to nobody else.
     from_bob = [r for r in alice_reads if r.user == u["bob"]]
     assert sorted(r.rel_path for r in from_bob if r.code == 201) == sorted(
-        [f"obs/{path}" for path in expected] + ["secret.txt"])
+        [f"{alice}/obs/{path}" for path in expected] + [f"{alice}/secret.txt"])
     assert len(from_bob) == FILES + 1
     assert {r.source for r in alice_reads} == {u["alice"]}
     for who, p in (("eve", "B"), ("bob", "C")):
         assert actors[who].run("log", f"--broker={at(who, p)}").stdout.count("\n") == 1   # the header only
 
-    # Eve, on B, saw the private file announced and could not fetch it.
-    assert not (actors["eve"].dir / "mirror" / "secret.txt").exists()
-    assert "[denied]" in logs["eve"] and "Traceback" not in logs["eve"] + logs["bob"]
-    assert any(r.user == u["eve"] and r.code == 403 and r.rel_path == "secret.txt" for r in alice_reads)
+    # Eve, on B, was never even told of the private file: it is announced to its readers alone.
+    assert not (actors["eve"].dir / "mirror" / alice / "secret.txt").exists()
+    assert "secret.txt" not in logs["eve"] and "Traceback" not in logs["eve"] + logs["bob"]
+    assert not any(r.user == u["eve"] and r.rel_path.endswith("secret.txt") for r in alice_reads)

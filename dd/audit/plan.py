@@ -10,6 +10,7 @@ import dataclasses
 import urllib.parse
 
 from dd.errors import ConfigError
+from dd.namespace import RESERVED
 from dd.route import private_exchange
 
 PUBLIC_EXCHANGE = "xpublic"
@@ -75,6 +76,9 @@ def plan(cfg):
     cfg.require("admin")
     seen = {}
     for role, name in cfg.declare:
+        if name in RESERVED:
+            raise ConfigError(f"user {name} cannot be declared: a pump's tree has a directory of that name, "
+                              "where each source's directory would be", fix="choose another name")
         if seen.get(name, role) != role:
             raise ConfigError(f"user {name} is declared both {seen[name]} and {role}",
                               fix="keep one declare line per user")
