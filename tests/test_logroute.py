@@ -15,7 +15,7 @@ import time
 import amqp
 import pytest
 
-from dd import formats, metrics, report
+from dd import metrics, report
 from dd.notice import Checksum, Notice, now
 from tests.pump import wait_for
 from tests.test_audit import Site
@@ -76,26 +76,12 @@ class Routed:
         self.subscriber = start(pump, "subscribe", "bob")
         self.seen = []          # what ann's dd_log showed so far
 
-    def post(self, rel_path, content):
+    def post(self, rel_path, content, *options):
         path = self.pump.src / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
         self.pump.command("post", f"--post_broker={url(self.site, 'ann')}", f"--post_base_url={self.pump.base_url}",
-                          f"--post_base_dir={self.pump.src}", path, check=True)
-
-    def post_private(self, rel_path, content, readers):
-        """Ann's notice of a file only `readers` may have, published by her on her own exchange."""
-        path = self.pump.src / rel_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        notice = Notice(pubtime=now(), base_url=self.pump.base_url, rel_path=rel_path, size=len(content),
-                        checksum=_sha512(content), readers=list(readers))
-        message = formats.encode(notice)
-        with self.site.connect("ann") as connection:
-            connection.channel().basic_publish_confirm(
-                amqp.Message(message.body, application_headers=message.headers, content_type=message.content_type,
-                             user_id=self.site.names["ann"], delivery_mode=2),
-                exchange=f"xs_{self.site.names['ann']}", routing_key=message.topic)
+                          f"--post_base_dir={self.pump.src}", *options, path, check=True)
 
     def ann_reads(self):
         """Every log message ann has been sent so far."""
@@ -181,7 +167,7 @@ def test_genuine_deliveries_reach_their_source_and_forged_ones_nobody(pump, site
 def test_only_the_readers_of_private_data_may_report_on_it(pump, site):
     n = site.names
     routed = Routed(pump, site)
-    routed.post_private("obs/secret.txt", "for bob only", readers=[n["bob"]])
+    routed.post("obs/secret.txt", "for bob only", f"--readers={n['bob']}")
     secret = routed.relayed("obs/secret.txt")
     assert wait_for(lambda: (pump.dst / secret).exists())
     # The relay is no reader: its log message routes because it ingested the notice itself.
