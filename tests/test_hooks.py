@@ -207,12 +207,13 @@ def test_a_hanging_command_is_killed_with_its_child_and_the_next_file_is_deliver
 
 def test_the_broker_connection_lives_through_a_command_that_takes_several_heartbeats(pump, vhost):
     runs = pump.base / "runs"
-    hook = script(pump.base, "hook", f'echo "$$ $1" >> {runs}\nsleep 6\n')
+    hook = script(pump.base, "hook", f'echo "$$ $1" >> {runs}\nsleep 8\n')
     for name in ("a.txt", "b.txt"):
         (pump.src / name).write_text(name)
-    # One thread: both commands run on the thread that serves the broker, 12 s in all.
+    # One thread: both commands run on the thread that serves the broker, 16 s in all, over
+    # five heartbeats of 3 s (2 s is too close to the broker's own timing on a busy machine).
     # log_reports off: this is about the connection notices come on.
-    pump.subscriber_config(extra=f"on_file {hook}\nheartbeat 2s\nthreads 1\nlog_reports off")
+    pump.subscriber_config(extra=f"on_file {hook}\nheartbeat 3s\nthreads 1\nlog_reports off")
     pump.post(pump.src)
     subscriber = pump.foreground()
     queue = (pump.base / "state" / "subscribe" / "sub" / "queue").read_text().strip()
