@@ -35,7 +35,7 @@ from dd.flow import TICK_INTERVAL
 from dd.notice import Notice, Op
 from dd.options import format_duration
 from dd.receive import Outcome
-from dd import pidfile
+from dd import database, pidfile
 
 log = logging.getLogger("dd.hooks")
 
@@ -183,16 +183,10 @@ class DueStore:
         self.path = os.fspath(path)
         self.ttl = ttl
         self.owner = owner or pidfile.me()
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # One connection per store, used under a lock: the flow's threads share it.
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        # Removals are not synced: one a crash loses costs one more run of the command, no less.
+        self._db = database.open_shared(self.path, _SCHEMA)
         self._lock = threading.Lock()
         self._marks = 0
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # Removals are not synced: one a crash loses costs one more run of the command, no less.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
         self.purge()
 
     def mark(self, path: str, checksum: str, now: float | None = None) -> bool:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dd import database
 from dd.errors import ConfigError
 from dd.notice import Checksum
 
@@ -96,12 +97,8 @@ class Index:
         self._recorded = 0
         self._lock = threading.Lock()
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            # One connection, used under a lock: a relay's threads and its retention share it.
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            # An entry lost in a power cut refuses a log message or two, never routes a forged one.
+            self._db = database.open_shared(self.path, _SCHEMA)
         except (OSError, sqlite3.Error) as error:
             raise ConfigError(f"cannot open the log index {self.path}: {error}",
                               fix="set log_index to a file in a directory this user may write") from None

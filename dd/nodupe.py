@@ -12,11 +12,10 @@ process, or after a reboot, does not keep the claim.  Confirmed keys expire afte
 seconds and are purged.
 """
 import os
-import sqlite3
 import threading
 import time
 
-from dd import pidfile
+from dd import database, pidfile
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
@@ -50,15 +49,10 @@ class Store:
         self.path = os.fspath(path)
         self.ttl = ttl
         self.owner = pidfile.me()
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # One connection per store, used under a lock: the flow's threads share it.
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        # A claim lost in a power cut makes the work happen again, never lost.
+        self._db = database.open_shared(self.path, _SCHEMA)
         self._lock = threading.Lock()
         self._claims = 0
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
         self.purge()
 
     def claim(self, the_key, now=None):
