@@ -28,8 +28,8 @@ import amqp
 import psutil
 
 import dd
-from dd import nginx
-from dd.options import parse_size
+from dd.pump import nginx
+from dd.core.options import parse_size
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
 NGINX = "/usr/sbin/nginx"

@@ -3,10 +3,10 @@ in a sandbox.  Used by tests/test_fuzz.py (a fast hypothesis subset) and by
 tools/fuzz.py (the long run, with atheris when it is installed)."""
 import os
 
-from dd import formats, paths
-from dd.errors import DDError
-from dd.notice import Op
-from dd.receive import refuse_directory
+from dd.core import formats, paths
+from dd.core.errors import DDError
+from dd.core.notice import Op
+from dd.delivery.receive import refuse_directory
 
 ALLOWED_SCHEMES = {"http", "https", "sftp"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import amqp
 import pytest
 
-from dd.credentials import Url
+from dd.core.credentials import Url
 
 
 def manifest(root):

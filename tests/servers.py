@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dd import nginx
+from dd.pump import nginx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -1,4 +1,4 @@
-"""dd.announce on a real tree: the kernel's answer for a directory's real path is realpath's, and
+"""dd.source.announce on a real tree: the kernel's answer for a directory's real path is realpath's, and
 a path reached through a symlink that leaves post_base_dir is refused, one that stays is not."""
 import hashlib
 import os
@@ -7,8 +7,8 @@ import types
 import pytest
 import xxhash
 
-from dd import announce
-from dd.errors import DDError, PathError
+from dd.source import announce
+from dd.core.errors import DDError, PathError
 from dd.transfer import copy as copy_module
 
 

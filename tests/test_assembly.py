@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dd import assembly, parts, paths
-from dd.announce import part_sums
-from dd.notice import Checksum, Notice, Part, from_timestamp, now
-from dd.receive import Receiver
+from dd.core import parts, paths
+from dd.delivery import assembly
+from dd.source.announce import part_sums
+from dd.core.notice import Checksum, Notice, Part, from_timestamp, now
+from dd.delivery.receive import Receiver
 from dd.transfer import Transports
 
 BLOCK = 64 << 10
@@ -130,8 +131,8 @@ def test_a_part_of_a_file_already_in_place_changes_nothing(setup):
 
 
 def test_hostile_part_geometry_is_refused():
-    from dd.errors import NoticeError
-    from dd.notice import validate
+    from dd.core.errors import NoticeError
+    from dd.core.notice import validate
     good = Notice(pubtime=now(), base_url="http://h/", rel_path="f", size=10,
                   checksum=Checksum("sha256", "0" * 64))
     for geometry in [(4, 3, 2, 3), (0, 3, 2, 0), (4, 3, 1, 0), (4, 0, 2, 0), (4, 3, 4, 0),

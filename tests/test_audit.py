@@ -10,9 +10,9 @@ import amqp.exceptions
 import pytest
 import urllib3
 
-from dd.audit.cleanup import stale
+from dd.admin.audit.cleanup import stale
 from dd.cli.main import run
-from dd.environment import Environment
+from dd.core.environment import Environment
 from tests.pump import wait_for
 
 API = "http://127.0.0.1:15672/api"

@@ -4,8 +4,8 @@ import os
 import pytest
 import xxhash
 
-from dd import checksum
-from dd.errors import DDError
+from dd.core import checksum
+from dd.core.errors import DDError
 
 REFERENCES = {
     "sha512": lambda data: hashlib.sha512(data).hexdigest(),

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from dd import config, options
-from dd.config import load, parse_args
-from dd.environment import Environment
-from dd.errors import ConfigError
+from dd.core import config, options
+from dd.core.config import load, parse_args
+from dd.core.environment import Environment
+from dd.core.errors import ConfigError
 
 PASSWORD = "s3cret-Pa55"
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dd.credentials import Credentials, Url
-from dd.errors import ConfigError
+from dd.core.credentials import Credentials, Url
+from dd.core.errors import ConfigError
 
 PASSWORD = "Pa55w0rd-XyZ"
 

@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from dd import metrics, pidfile
-from dd.cli import instances, main
-from dd.environment import Environment
+from dd.store import metrics, pidfile
+from dd.admin import instances
+from dd.cli import main
+from dd.core.environment import Environment
 from dd.flow import Counters
-from dd.retry import RetryStore
-from dd.state import ConfigState
+from dd.store.retry import RetryStore
+from dd.store.state import ConfigState
 from tests.pump import wait_for
 from tests.servers import free_port
 

@@ -4,10 +4,10 @@ import types
 
 import pytest
 
-from dd import deliver
+from dd.delivery import deliver
 from dd.flow import Item
-from dd.notice import Checksum, Notice, Op, Part
-from dd.receive import Outcome
+from dd.core.notice import Checksum, Notice, Op, Part
+from dd.core.outcome import Outcome
 
 PUBTIME = datetime.datetime(2026, 11, 2, 14, 30, 5, tzinfo=datetime.timezone.utc)
 WHOLE = Checksum("sha256", "ab" * 32)

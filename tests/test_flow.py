@@ -5,7 +5,7 @@ import time
 import types
 
 from dd import flow
-from dd.receive import Outcome
+from dd.core.outcome import Outcome
 
 
 class ListGatherer:

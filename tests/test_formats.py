@@ -17,12 +17,13 @@ import sarracenia
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dd import checksum as checksum_mod
-from dd import broker, formats, parts
-from dd.credentials import Url
-from dd.errors import NoticeError
-from dd.formats import sr_v02, sr_v03, v02
-from dd.notice import Checksum, Notice, Op, Part, validate
+from dd.core import checksum as checksum_mod
+from dd import broker
+from dd.core import formats, parts
+from dd.core.credentials import Url
+from dd.core.errors import NoticeError
+from dd.core.formats import sr_v02, sr_v03, v02
+from dd.core.notice import Checksum, Notice, Op, Part, validate
 
 from sarracenia.postformat.v02 import V02 as SrV02
 from sarracenia.postformat.v03 import V03 as SrV03

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dd import paths
+from dd.core import paths
 from tests.fuzzing import exercise, snapshot
 
 # Pieces that break naive path handling, mixed with ordinary text.

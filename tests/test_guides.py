@@ -28,7 +28,7 @@ import pytest
 import urllib3
 
 pytest.importorskip("docutils", reason="reading README.rst needs docutils (apt-get install python3-docutils)")
-from dd import report  # noqa: E402 - after the check above
+from dd.core import report  # noqa: E402 - after the check above
 from tests import walkthrough  # noqa: E402
 from tests.metadata import console_scripts
 from tests.pump import wait_for

@@ -12,9 +12,11 @@ import time
 
 import pytest
 
-from dd import hooks, paths, pidfile, retry
-from dd.notice import Checksum, Notice, Op, now
-from dd.receive import Receiver
+from dd.core import paths
+from dd.delivery import hooks
+from dd.store import pidfile, retry
+from dd.core.notice import Checksum, Notice, Op, now
+from dd.delivery.receive import Receiver
 from dd.transfer import Transports
 from tests.brokers import queue_counts
 from tests.pump import wait_for

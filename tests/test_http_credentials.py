@@ -16,8 +16,8 @@ from typing import Optional
 import pytest
 from passlib.hash import apr_md5_crypt
 
-from dd import nginx
-from dd.credentials import Credentials, Url
+from dd.pump import nginx
+from dd.core.credentials import Credentials, Url
 from dd.transfer import DeniedError, PermanentError, Transports
 from dd.transfer.http import ASKED_LIMIT
 from tests.pump import wait_for

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from dd.options import parse_size
+from dd.core.options import parse_size
 from dd.transfer.copy import copy
 
 MB = 1_000_000

@@ -15,8 +15,9 @@ import time
 import amqp
 import pytest
 
-from dd import metrics, report
-from dd.notice import Checksum, Notice, now
+from dd.core import report
+from dd.store import metrics
+from dd.core.notice import Checksum, Notice, now
 from tests.pump import wait_for
 from tests.test_audit import Site
 

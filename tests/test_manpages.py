@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dd.ctl import main as ctl_main
-from dd.ctl import survey
-from dd.options import BY_NAME
+from dd.admin.ctl import main as ctl_main
+from dd.admin.ctl import survey
+from dd.core.options import BY_NAME
 from tests.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.nam
 #: Hand-written command pages, and the component whose options each may name.
 COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1": "watch", "dd_sara.1": "sara",
                  "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
-#: Command-line words that are not options of dd.options, with the component
+#: Command-line words that are not options of dd.core.options, with the component
 #: that takes them; dd/cli/main.py must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "watch", "sara"},
                "dry": {"audit"}, "prune": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
@@ -96,7 +96,7 @@ def test_options_named_exist(page, component):
     named = set(_OPTION.findall(text))
     assert named, f"{page} names no \\-\\-options"
     unknown = sorted(n for n in named if n not in BY_NAME and n not in NOT_OPTIONS)
-    assert not unknown, f"{page} names options dd.options does not have: {unknown}"
+    assert not unknown, f"{page} names options dd.core.options does not have: {unknown}"
     foreign = sorted(n for n in named if n in BY_NAME and component not in BY_NAME[n].components)
     assert not foreign, f"{page} names options dd_{component} refuses: {foreign}"
     for word in named & set(NOT_OPTIONS):
@@ -105,8 +105,9 @@ def test_options_named_exist(page, component):
 
 #: Where each component's command line is parsed.
 CLI_SOURCES = {"post": ["dd/cli/main.py"], "subscribe": ["dd/cli/main.py"], "sara": ["dd/cli/main.py"],
-               "watch": ["dd/cli/main.py"], "log": ["dd/cli/log.py"],
-               "audit": ["dd/audit/main.py", "dd/audit/declare.py", "dd/audit/status.py", "dd/audit/cleanup.py"]}
+               "watch": ["dd/cli/main.py"], "log": ["dd/admin/log.py"],
+               "audit": ["dd/admin/audit/main.py", "dd/admin/audit/declare.py", "dd/admin/audit/status.py",
+                         "dd/admin/audit/cleanup.py"]}
 
 
 def test_not_options_are_handled_by_the_cli():

@@ -1,9 +1,9 @@
 """A source's own part of a pump's tree: where each notice may act."""
 import pytest
 
-from dd import namespace
-from dd.errors import PathError
-from dd.notice import Notice, Op, now
+from dd.pump import namespace
+from dd.core.errors import PathError
+from dd.core.notice import Notice, Op, now
 
 
 def notice(source="ann", op=Op.WRITE, readers=(), rename_from=None):

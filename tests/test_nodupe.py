@@ -6,8 +6,8 @@ import sys
 import time
 import uuid
 
-from dd import nodupe, pidfile
-from dd.notice import Checksum, Part
+from dd.store import nodupe, pidfile
+from dd.core.notice import Checksum, Part
 from tests.pump import wait_for
 
 KEY = nodupe.key("/tree", "a/b.txt", Checksum("sha256", "ab" * 32))

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dd import config, manpage, options
-from dd.credentials import Url
-from dd.options import BY_NAME, COMPONENTS, OPTIONS
+from dd.cli import manpage
+from dd.core import config, options
+from dd.core.credentials import Url
+from dd.core.options import BY_NAME, COMPONENTS, OPTIONS
 
 MAN_PAGE = Path(__file__).resolve().parent.parent / "man" / "dd_options.5"
 
@@ -146,7 +147,7 @@ def test_options_are_immutable():
 
 def test_man_page_is_fresh():
     assert MAN_PAGE.read_text(encoding="utf-8") == manpage.render(), \
-        "regenerate: python -m dd.manpage > man/dd_options.5"
+        "regenerate: python -m dd.cli.manpage > man/dd_options.5"
 
 
 def test_man_page_documents_every_option():

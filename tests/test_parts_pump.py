@@ -9,8 +9,8 @@ import time
 import amqp
 import pytest
 
-from dd import formats
-from dd.credentials import Url
+from dd.core import formats
+from dd.core.credentials import Url
 from tests.pump import wait_for
 from tests.rangeserver import RangeServer
 from tests.test_assembly import part_notices

@@ -4,8 +4,8 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dd import parts, paths
-from dd.errors import NoticeError, PathError
+from dd.core import parts, paths
+from dd.core.errors import NoticeError, PathError
 
 
 @pytest.mark.parametrize("rel_path, rule", [
@@ -93,7 +93,7 @@ def test_chosen_block_size_splits_only_large_files(size, option):
 
 
 def test_inconsistent_part_metadata_is_refused():
-    from dd.notice import Checksum, Part
+    from dd.core.notice import Checksum, Part
     good = dict(block_size=10, block_count=3, remainder=5, block_number=2, checksum=Checksum("md5", "0"))
     parts.check(Part(**good), 25)
     for change, size in [({"block_number": 3}, 25), ({"block_size": 0}, 25), ({"remainder": 10}, 25),

@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
-from dd import logs, pidfile
-from dd.cli import instances
+from dd.admin import logs
+from dd.store import pidfile
+from dd.admin import instances
 from tests.pump import wait_for
 from tests.test_ctl import ctl  # noqa: F401 - the fixture
 from tests.test_sara import relay  # noqa: F401 - the fixture

@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from dd import broker, flow
-from dd.credentials import Url
+from dd.core.credentials import Url
 from dd.flow import Item
-from dd.formats import Message
+from dd.core.formats import Message
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import json
 import pytest
 from passlib.hash import apr_md5_crypt
 
-from dd import formats, private
-from dd.credentials import Credentials, Url
-from dd.errors import NoticeError
-from dd.notice import Notice, Op, now
+from dd.core import formats
+from dd.pump import private
+from dd.core.credentials import Credentials, Url
+from dd.core.errors import NoticeError
+from dd.core.notice import Notice, Op, now
 
 
 def test_readers_travel_in_dd_notices_only_and_must_be_user_names():

@@ -5,8 +5,9 @@ ahead: every message whole and in order."""
 import amqp
 import pytest
 
-from dd import broker, formats
-from dd.credentials import Url
+from dd import broker
+from dd.core import formats
+from dd.core.credentials import Url
 
 pytestmark = pytest.mark.broker
 

@@ -21,7 +21,7 @@ import amqp.exceptions
 import pytest
 import urllib3
 
-from dd import formats
+from dd.core import formats
 from tests.brokers import queue_counts
 from tests.pump import reachable_by_workers, wait_for
 from tests.servers import free_port

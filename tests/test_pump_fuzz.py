@@ -4,7 +4,7 @@ paths and link targets among them.  After every notice, no source has changed an
 source's entries, nothing outside the tree has changed, and no URL of the data server
 returns a private file without its reader's password, nor anything through a link.
 
-The relay's delivery step runs in-process (dd.deliver.Delivery with a real Receiver,
+The relay's delivery step runs in-process (dd.delivery.deliver.Delivery with a real Receiver,
 configuration and htpasswd files), so thousands of notices take seconds; the data server
 is a real nginx with the configuration dd_sara writes."""
 import hashlib
@@ -20,12 +20,14 @@ import urllib3
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from dd import config, deliver, nginx, private
-from dd.credentials import Credentials, Url
-from dd.environment import Environment
+from dd.core import config
+from dd.delivery import deliver
+from dd.pump import nginx, private, relay
+from dd.core.credentials import Credentials, Url
+from dd.core.environment import Environment
 from dd.flow import Item
-from dd.notice import Checksum, Notice, Op, now
-from dd.receive import Receiver
+from dd.core.notice import Checksum, Notice, Op, now
+from dd.delivery.receive import Receiver
 from dd.transfer import Transports
 from tests.servers import NGINX, _start, _stop, free_port
 
@@ -92,8 +94,8 @@ class PumpTree(RuleBasedStateMachine):
         credentials = Credentials([Url.parse(f"{server.url.replace('://', f'://{u}:{p}@')}")
                                    for u, p in PASSWORDS.items()])
         htpasswd = private.Htpasswd(server.passwords, credentials, Url.parse(server.url))
-        self.delivery = deliver.Delivery(cfg, Receiver(Transports()), relay=True, htpasswd=htpasswd,
-                                         own=(server.tree,))
+        self.delivery = deliver.Delivery(cfg, Receiver(Transports()), relay=True,
+                                         placement=relay.SourceNamespaces(htpasswd, Credentials(), own=(server.tree,)))
         self.counter = itertools.count()
 
     def _act(self, source, notice):

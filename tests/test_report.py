@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dd import report
-from dd.credentials import Url
-from dd.errors import NoticeError
-from dd.notice import Checksum, Notice, Part
+from dd.core import report
+from dd.core.credentials import Url
+from dd.core.errors import NoticeError
+from dd.core.notice import Checksum, Notice, Part
 from tests.pump import wait_for
 
 WHEN = datetime.datetime(2026, 11, 29, 6, 30, 1, 123456, tzinfo=datetime.timezone.utc)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from dd.retry import MAX_DELAY, RetryStore
+from dd.store.retry import MAX_DELAY, RetryStore
 from tests.pump import manifest, wait_for
 from tests.servers import free_port
 

@@ -1,8 +1,8 @@
 """Routing between pumps: a relay takes only what is for its way (to_clusters, its
 cluster, gateway_for), and at ingest the source is the owner of the exchange the notice
 came from, whatever the notice says."""
-from dd import route
-from dd.notice import Notice, now
+from dd.core import route
+from dd.core.notice import Notice, now
 from tests.pump import wait_for
 from tests.test_sara import relay  # noqa: F401 - the fixture
 

@@ -12,10 +12,10 @@ import amqp
 import pytest
 import urllib3
 
-from dd import formats
+from dd.core import formats
 from dd.broker import vhost_of
-from dd.credentials import Url
-from dd.notice import Op
+from dd.core.credentials import Url
+from dd.core.notice import Op
 from tests.brokers import queue_counts
 from tests.pump import compare, manifest, reachable_by_workers, wait_for
 from tests.servers import free_port, self_signed
@@ -300,10 +300,10 @@ def test_the_data_server_refuses_trees_it_must_not_serve(pump, relay):
 
 def test_private_data_is_not_served_over_plain_http_on_a_network(tmp_path, pump, relay):
     """Plain HTTP on an address other than loopback: /private/ answers 403, whatever the password."""
-    from dd import dataserver, nginx
-    from dd.config import load
-    from dd.environment import Environment
-    from dd.state import ConfigState
+    from dd.pump import dataserver, nginx
+    from dd.core.config import load
+    from dd.core.environment import Environment
+    from dd.store.state import ConfigState
     name = relay.config("open", pump.exchange, "data_server_host 0.0.0.0")
     env = Environment(stdout=None, stderr=None, config_dir=pump.base / "config", state_dir=pump.base / "state",
                       log_dir=pump.base / "logs", environ={})

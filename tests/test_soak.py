@@ -6,7 +6,6 @@ duplicate downloads.
 
 This test stops the machine's RabbitMQ: it runs alone (as the suite does), and
 always leaves the broker running."""
-import os
 import random
 import subprocess
 import threading

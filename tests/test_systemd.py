@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dd.ctl import main as ctl_main
+from dd.admin.ctl import main as ctl_main
 
 UNITS = sorted((Path(__file__).resolve().parent.parent / "systemd").iterdir())
 _EXEC = re.compile(r"^Exec\w+=(\S+)(.*)$", re.MULTILINE)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dd import report
+from dd.core import report
 from tests.pump import compare, manifest, reachable_by_workers, wait_for
 from tests.servers import free_port
 from tests.test_audit import api

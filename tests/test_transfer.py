@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from dd import checksum
-from dd.credentials import Credentials, Url
+from dd.core import checksum
+from dd.core.credentials import Credentials, Url
 from dd.transfer import Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 

@@ -15,9 +15,10 @@ import amqp
 import pytest
 from watchdog import version as watchdog_version
 
-from dd import formats, watching
-from dd.credentials import Url
-from dd.notice import Op
+from dd.core import formats
+from dd.source import watching
+from dd.core.credentials import Url
+from dd.core.notice import Op
 from tests.pump import compare, manifest, wait_for
 
 

@@ -21,10 +21,10 @@ def load(name):
 class Context:
     """What a component is built from."""
 
-    cfg: object                 # dd.config.Config
-    env: object                 # dd.environment.Environment
-    credentials: object         # dd.credentials.Credentials
-    state: object = None        # dd.state.ConfigState (daemons)
+    cfg: object                 # dd.core.config.Config
+    env: object                 # dd.core.environment.Environment
+    credentials: object         # dd.core.credentials.Credentials
+    state: object = None        # dd.store.state.ConfigState (daemons)
     instance: int = 1
     detached: bool = False      # a background instance: logs to its file, not stderr
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)

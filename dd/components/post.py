@@ -2,8 +2,9 @@
 import logging
 import os
 
-from dd import announce, flow
-from dd.errors import DDError
+from dd import flow
+from dd.source import announce
+from dd.core.errors import DDError
 from dd.flow import Item
 
 NAME = "post"

@@ -2,7 +2,8 @@
 notices (checksum, parts, source kept) out again from the pump's own data server."""
 import threading
 
-from dd import dataserver, deliver, retention
+from dd.delivery import deliver
+from dd.pump import dataserver, relay, retention
 
 NAME = "sara"
 DAEMON = True
@@ -23,7 +24,7 @@ def _data_server(ctx):
 def build(ctx):
     cfg = ctx.cfg
     subscription(ctx)
-    the_flow = deliver.build(ctx, relay=True, htpasswd=_data_server(ctx).htpasswd(ctx.credentials))
+    the_flow = deliver.build(ctx, relay.relaying(ctx, _data_server(ctx).htpasswd(ctx.credentials)))
     # One sweeper per configuration, not per instance.
     if cfg.retention and ctx.instance == 1:
         announce = retention.announcer(ctx) if cfg.retention_announce else None

@@ -6,7 +6,7 @@ a link between pumps or exchanges where the data needs no copy.  With
 user's consumers publish to xs_<user> (dd_audit binds each of those to
 ``xreport``), keeps only those published by the very user they name as the
 consumer (RabbitMQ vouches for the publisher through user_id) and about a
-notice this pump relayed to that consumer (dd.logindex, which the pump's
+notice this pump relayed to that consumer (dd.store.logindex, which the pump's
 relays fill), and copies each to the exchange of the notice's source,
 xr_<source>, where only that source may read it.  Log messages are never
 routed to an exchange the pump lacks: the router does not create exchanges.
@@ -16,12 +16,14 @@ import logging
 import sqlite3
 import time
 
-from dd import flow, logindex, options, report
-from dd.errors import NoticeError
+from dd import flow
+from dd.core import options, report
+from dd.store import logindex
+from dd.core.errors import NoticeError
 from dd.flow import Item
-from dd.formats import Message
-from dd.notice import USER_NAME
-from dd.receive import Outcome
+from dd.core.formats import Message
+from dd.core.notice import USER_NAME
+from dd.core.outcome import Outcome
 
 log = logging.getLogger("dd.shovel")
 

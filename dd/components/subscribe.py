@@ -1,5 +1,5 @@
 """dd_subscribe: the end user's tool — a queue on a pump in, a verified mirror out."""
-from dd import deliver
+from dd.delivery import deliver
 
 NAME = "subscribe"
 DAEMON = True
@@ -9,4 +9,4 @@ consumer = deliver.consumer
 
 def build(ctx):
     # What it delivers it announces (with post_broker) as a new notice of its own.
-    return deliver.build(ctx, relay=False)
+    return deliver.build(ctx)

@@ -1,6 +1,6 @@
 """dd_watch: directories watched, each file announced once it is complete.
 
-Filesystem events (dd.watching) are coalesced per path over a few
+Filesystem events (dd.source.watching) are coalesced per path over a few
 milliseconds and turned into notices by the same Announcer as dd_post.  What
 was announced, path → (size, mtime_ns), is kept in a small state file, so that
 a restart announces only what changed while the watcher was down, and an
@@ -14,8 +14,10 @@ import stat
 import threading
 import time
 
-from dd import announce, flow, metrics, watching
-from dd.errors import ConfigError, DDError
+from dd import flow
+from dd.source import announce, watching
+from dd.store import metrics
+from dd.core.errors import ConfigError, DDError
 from dd.flow import Item
 
 NAME = "watch"

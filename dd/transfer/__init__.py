@@ -18,11 +18,11 @@ import secrets
 import urllib.parse
 from typing import Optional
 
-from dd.credentials import DEFAULT_PORTS, Url
-from dd.errors import TransferError
+from dd.core.credentials import DEFAULT_PORTS, Url
+from dd.core.errors import TransferError
 
 _TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
-#: The tag of the temporary file a receiver writes a whole file to (dd.receive).
+#: The tag of the temporary file a receiver writes a whole file to (dd.delivery.receive).
 WRITING = "dd.tmp"
 
 
@@ -81,7 +81,7 @@ class Transport(abc.ABC):
 
     How it is given passwords: with ``per_request_credentials`` False, one login for the
     whole server (``password``, for the endpoint's user); True, every credential for its
-    server (``credentials``, dd.credentials Urls, the deepest path first), each to be sent
+    server (``credentials``, dd.core.credentials Urls, the deepest path first), each to be sent
     only with requests for paths below its own."""
 
     capabilities: Capabilities
@@ -165,7 +165,7 @@ def is_temporary_name(name):
 class Transports:
     """A pool of connected transports, one per (scheme, host, port, user) a URL names.
 
-    `credentials` (dd.credentials.Credentials) gives the passwords for a URL that carries
+    `credentials` (dd.core.credentials.Credentials) gives the passwords for a URL that carries
     none (and the user, where the URL names none);
     `options` maps a scheme to keyword options of its transport, e.g.
     ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.

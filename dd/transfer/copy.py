@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Optional
 
-from dd.errors import TransferError
+from dd.core.errors import TransferError
 
 CHUNK_SIZE = 1 << 20
 TICK_INTERVAL = 0.5

@@ -23,8 +23,8 @@ import threading
 import urllib.parse
 import urllib.request
 
-from dd.credentials import within
-from dd.errors import CERTIFICATE_FIX, TransferError
+from dd.core.credentials import within
+from dd.core.errors import CERTIFICATE_FIX, TransferError
 from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
@@ -35,7 +35,7 @@ POOL_SIZE = 16
 # A kept connection the server closed in the meantime fails like this on its next request:
 # the request never reached the server, so it is sent again, once, on a new connection.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-# Where a dd data server asks for a password (dd.private, dd.nginx).
+# Where a dd data server asks for a password (dd.pump.private, dd.pump.nginx).
 _PRIVATE = re.compile(r"/private/[^/]+/")
 #: Directories remembered per server as asking for a password.  RFC 7617 (2.2) lets a
 #: client take everything below the directory of a URL that asked as asking too, as
@@ -117,7 +117,7 @@ class HttpTransport(Transport):
     per_request_credentials = True
 
     def __init__(self, endpoint, *, credentials=(), timeout=30.0, verify=True):
-        """`credentials`: dd.credentials Urls for this server, the deepest path first.
+        """`credentials`: dd.core.credentials Urls for this server, the deepest path first.
         `verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, timeout=timeout)
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host

@@ -1,0 +1,135 @@
+"""What `status` and `check` report about each configuration: instances, metrics, queue.
+
+Instances come from pid files and /proc, figures from the metrics each
+instance writes (dd.store.metrics), retries from the instances' retry stores, the
+queue depth from a passive declaration on the configuration's broker.  A
+broker that cannot be asked leaves the depth unknown (None), never a hang or
+a traceback.
+"""
+import dataclasses
+import logging
+from typing import Optional
+
+from dd import broker, components
+from dd.core import config
+from dd.store import metrics, retry
+from dd.admin import instances
+from dd.core.errors import BrokerError, DDError, ExitStatus
+from dd.store.state import ConfigState
+
+log = logging.getLogger("dd.ctl")
+BROKER_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass
+class Facts:
+    """One configuration, as `status --json` reports it (see dd_ctl(8), STATUS AS JSON)."""
+
+    component: str
+    name: str
+    state: str                          # running, partly running, dead, stopped, error
+    status: int                         # LSB status of this configuration
+    running: int = 0
+    expected: int = 0
+    pids: dict = dataclasses.field(default_factory=dict)
+    dead: list = dataclasses.field(default_factory=list)
+    received_per_minute: float = 0.0
+    posted_per_minute: float = 0.0
+    files: int = 0
+    bytes: int = 0
+    last_activity: Optional[float] = None
+    started: Optional[float] = None     # when the earliest live instance started
+    errors_last_hour: int = 0
+    queue: Optional[str] = None
+    queue_depth: Optional[int] = None   # None: no queue, or the broker could not be asked
+    consumers: Optional[int] = None
+    retries: Optional[int] = None       # notices in the retry stores; None: a store unreadable
+    error: Optional[str] = None
+    cfg: object = dataclasses.field(default=None, repr=False)
+
+    def as_json(self):
+        record = dataclasses.asdict(self)
+        del record["cfg"]
+        record["pids"] = {str(k): v for k, v in self.pids.items()}
+        return record
+
+
+def survey(configurations, env, *, queues=True):
+    """Facts for each configuration; `queues` False skips the brokers."""
+    depths = _Depths()
+    try:
+        return [_facts(c, env, depths if queues else None) for c in configurations]
+    finally:
+        depths.close()
+
+
+def _facts(configuration, env, depths):
+    try:
+        cfg = config.load(configuration.component, configuration.name, [], env)
+    except DDError as error:
+        return Facts(configuration.component, configuration.name, "error", ExitStatus.UNKNOWN,
+                     error=str(error))
+    state = ConfigState(env.state_dir, configuration.component, cfg.name)
+    expected = cfg.instances
+    status, count = instances.status(state, expected)
+    facts = Facts(configuration.component, configuration.name, instances.state_word(status, count),
+                  status, running=count, expected=expected, pids=instances.running(state),
+                  dead=instances.dead(state), cfg=cfg)
+    _add_metrics(facts, state)
+    waiting = [retry.waiting(path) for path in state.retry_files()]
+    facts.retries = None if None in waiting else sum(waiting)
+    module = components.load(configuration.component)
+    if hasattr(module, "consumer") and cfg.broker:
+        facts.queue = cfg.queue or state.known_queue()
+        if depths is not None and facts.queue:
+            size = depths.size(cfg.credentials.complete(cfg.broker), facts.queue)
+            if size is not None:
+                facts.queue_depth, facts.consumers = size
+    return facts
+
+
+def _add_metrics(facts, state):
+    """Sum what this configuration's instances recorded; rates only from live ones."""
+    activity = 0.0
+    for instance in range(1, facts.expected + 1):
+        record = metrics.read(state.metrics_file(instance))
+        if record is None:
+            continue
+        facts.files += record.get("delivered", 0)
+        facts.bytes += record.get("bytes", 0)
+        facts.errors_last_hour += record.get("errors_last_hour", 0)
+        activity = max(activity, record.get("last_activity", 0.0))
+        if facts.pids.get(instance) == record.get("pid"):
+            facts.started = min(facts.started or record["started"], record["started"])
+            facts.received_per_minute += record.get("received_per_minute", 0.0)
+            facts.posted_per_minute += record.get("posted_per_minute", 0.0)
+    facts.last_activity = activity or None
+
+
+class _Depths:
+    """Queue sizes, one connection per broker; a broker that failed once is not asked again."""
+
+    def __init__(self):
+        self._connections = {}
+
+    def size(self, url, queue):
+        key = str(url)
+        if key not in self._connections:
+            try:
+                self._connections[key] = broker.connect(url, timeout=BROKER_TIMEOUT, name="dd_ctl")
+            except BrokerError as error:
+                log.warning("%s", error)
+                self._connections[key] = None
+        connection = self._connections[key]
+        if connection is None:
+            return None
+        try:
+            return broker.queue_size(connection, queue)
+        except broker.CONNECTION_ERRORS as error:
+            log.warning("broker %s: cannot ask the size of queue %s: %s", url, queue, error)
+            return None
+
+    def close(self):
+        for connection in self._connections.values():
+            if connection is not None:
+                broker.close_quietly(connection)

@@ -1,0 +1,60 @@
+"""Wire formats: dd's own v02 JSON and Sarracenia's v02 and v03.
+
+Each format module offers the same face: NAME, TOPIC_PREFIX, CONTENT_TYPE,
+``recognizes(body, headers, fields=None)``, ``encode(notice) -> (body, headers)`` and
+``decode(body, headers, fields=None) -> Notice`` (`fields`: a JSON body already parsed).
+Codecs only translate; the notice is
+judged once, by dd.core.notice.validate, after decoding.
+"""
+import dataclasses
+
+from dd.core import notice as notice_mod
+from dd.core import topic as topic_mod
+from dd.core.errors import NoticeError
+from dd.core.formats.fields import load_json
+from dd.core.formats import sr_v02, sr_v03, v02
+
+#: Checked in this order when recognising an incoming message.
+FORMATS = {f.NAME: f for f in (v02, sr_v03, sr_v02)}
+DEFAULT = v02.NAME
+DEFAULT_MAX_SIZE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A notice as it travels on the broker."""
+
+    topic: str
+    body: bytes
+    headers: dict
+    content_type: str
+
+
+def encode(notice, fmt=DEFAULT, topic_prefix=None):
+    codec = FORMATS[fmt]
+    if notice.readers and fmt != v02.NAME:
+        # Sarracenia has no private files: its pumps would serve this one to anybody.
+        raise NoticeError(f"a private notice (readers) cannot be posted in {fmt}",
+                          fix=f"use post_format {v02.NAME}", rule="format")
+    body, headers = codec.encode(notice)
+    topic = topic_mod.for_path(topic_prefix or codec.TOPIC_PREFIX, notice.rel_path)
+    return Message(topic, body, headers, codec.CONTENT_TYPE)
+
+
+def decode(body, headers=None, *, max_size=DEFAULT_MAX_SIZE, allowed_schemes=None):
+    """Recognise the format of an incoming message, decode and validate it."""
+    headers = headers or {}
+    if len(body) > max_size:
+        raise NoticeError(f"notice is {len(body)} bytes, over the {max_size}-byte limit",
+                          fix="raise max_notice_size if such notices are expected", rule="oversized")
+    # A JSON body is parsed once, here: formats are told apart by its keys.
+    fields = load_json(body) if body.lstrip()[:1] == b"{" else None
+    for codec in FORMATS.values():
+        if codec.recognizes(body, headers, fields):
+            break
+    else:
+        raise NoticeError("message is in no known notice format (dd v02, Sarracenia v02 or v03)",
+                          rule="format")
+    notice = codec.decode(body, headers, fields)
+    return notice_mod.validate(notice, allowed_schemes=allowed_schemes)
+

@@ -1,0 +1,439 @@
+"""The one table of options: every option dd understands, declared once.
+
+The parser (dd.core.config), `show`, the man page (dd.cli.manpage) and redaction all
+derive from OPTIONS, so adding a row here is all it takes to support an option
+everywhere.  Defaults are written as they would be in a config file, so the
+man page shows exactly what a user would type; they may use ${BROKER_USER} or
+${POST_BROKER_USER}, resolved once the configuration is read (unset when that
+broker is unset).  A component may have its own default (component_defaults).
+"""
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import fractions
+import re
+import shlex
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from dd.core import checksum, formats
+from dd.core.credentials import Url
+from dd.core.notice import USER_NAME
+
+COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A value type: `parse` raises ValueError (with detail, or empty) on bad text."""
+
+    name: str
+    expected: str                   # completes "expected ...": a form with an example
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str] = str
+
+
+def _number(text, units, pattern):
+    match = re.fullmatch(pattern, text.strip(), re.IGNORECASE)
+    if not match:
+        raise ValueError("")
+    number, unit = match.groups()
+    # Fraction keeps '1.5M' and '0.1s' exact until the final conversion.
+    return fractions.Fraction(number) * units[(unit or "")[:1].lower()]
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DECIMAL = r"(\d+(?:\.\d*)?|\.\d+)\s*"
+
+
+def parse_size(text):
+    """Bytes, from '4096', '512k', '64M', '1.5G' (binary multiples: K=1024)."""
+    return int(_number(text, _SIZE_UNITS, _DECIMAL + r"([kmgt](?:i?b)?|b)?"))
+
+
+def format_size(size):
+    for unit in "TGMK":
+        factor = _SIZE_UNITS[unit.lower()]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def parse_duration(text):
+    """Seconds as a float, from '30', '30s', '5m', '1h', '2d', '1w', '0.5s'."""
+    return float(_number(text, _DURATION_UNITS, _DECIMAL + r"([smhdw]?)"))
+
+
+def format_duration(seconds):
+    if seconds == int(seconds):
+        whole = int(seconds)
+        for unit in "wdhm":
+            if whole and whole % _DURATION_UNITS[unit] == 0:
+                return f"{whole // _DURATION_UNITS[unit]}{unit}"
+        return f"{whole}s"
+    # repr round-trips exactly; Decimal spells out its exponent ('1e-05' -> '0.00001').
+    return f"{decimal.Decimal(repr(seconds)):f}s"
+
+
+BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True,
+          "off": False, "no": False, "false": False, "0": False}
+
+
+def parse_bool(text):
+    try:
+        return BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("") from None
+
+
+def _non_empty(text):
+    if not text.strip():
+        raise ValueError("")
+    return text.strip()
+
+
+def _word(text):
+    if len(text.split()) != 1:
+        raise ValueError("")
+    return text.strip()
+
+
+def _list(text):
+    words = tuple(w for w in re.split(r"[\s,]+", text) if w)
+    if not words:
+        raise ValueError("")
+    return words
+
+
+def _pattern(text):
+    try:
+        return re.compile(_non_empty(text))
+    except re.error as error:
+        raise ValueError(str(error)) from None
+
+
+def _command(text):
+    try:
+        shlex.split(_non_empty(text))
+    except ValueError as error:
+        raise ValueError(str(error)) from None
+    return text.strip()
+
+
+def integer(minimum=0):
+    def parse(text):
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError("") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+    return Kind("int", f"a whole number of at least {minimum}", parse)
+
+
+def choice(*values):
+    def parse(text):
+        value = text.strip().lower()
+        if value not in values:
+            raise ValueError("")
+        return value
+    return Kind("choice", f"one of {', '.join(values)}", parse)
+
+
+def url(*schemes, example):
+    def parse(text):
+        value = Url.parse(text)
+        if value.scheme not in schemes:
+            raise ValueError(f"scheme must be {' or '.join(schemes)}")
+        return value
+    return Kind("url", f"a URL like {example}", parse)
+
+
+ROLES = ("source", "subscriber", "feeder", "admin")
+
+
+def _declaration(text):
+    """(role, user name) from 'ROLE NAME'.  Names are plain words because they are put
+    into the broker's permission patterns."""
+    words = text.split()
+    if len(words) != 2:
+        raise ValueError("")
+    role, name = words
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not USER_NAME.fullmatch(name):
+        raise ValueError(f"user name {name!r} may only have letters, digits, _ and -, starting with a "
+                         "letter: anything else could widen a permission pattern")
+    return role, name
+
+
+STR = Kind("str", "a non-empty string", _non_empty)
+WORD = Kind("str", "a single word, no spaces", _word)
+TOPIC = Kind("str", "a topic pattern without spaces, like observations.# or a.*.b", _word)
+INT = integer(0)
+BOOL = Kind("bool", "on or off (also yes/no, true/false, 1/0)", parse_bool,
+            lambda value: "on" if value else "off")
+SIZE = Kind("size", "a size like 64M, 512k, 1G or plain bytes", parse_size, format_size)
+DURATION = Kind("duration", "a duration like 30s, 5m, 1h, 2d or plain seconds",
+                parse_duration, format_duration)
+LIST = Kind("list", "words separated by spaces or commas", _list, " ".join)
+PATTERN = Kind("pattern", "a regular expression like .*\\.txt", _pattern,
+               lambda value: value.pattern)
+COMMAND = Kind("command", "a command line with balanced quotes", _command)
+PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
+BROKER = url("amqp", "amqps", example="amqps://user@host/")
+DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
+                   f"{', '.join(ROLES)})", _declaration, " ".join)
+SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    kind: Kind
+    default: str | None             # as written in a config file; None = unset
+    help: str                       # one line: --help, show and the man page
+    components: frozenset           # of COMPONENTS that use it
+    sensitive: bool = False         # value never shown (URLs hide passwords anyway)
+    ordered: bool = False           # meaning depends on its position among accept/reject
+    repeat: bool = False            # each line adds a value instead of replacing
+    component_defaults: Mapping[str, str] = dataclasses.field(
+        default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "component_defaults",
+                           MappingProxyType(dict(self.component_defaults)))
+
+    def default_for(self, component):
+        return self.component_defaults.get(component, self.default)
+
+
+ALL = "post subscribe watch sara shovel"
+CONSUMERS = "subscribe sara shovel"
+DELIVERY = "subscribe sara"
+POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
+DAEMONS = "subscribe watch sara shovel"
+READERS = CONSUMERS + " log"                   # dd_log reads log messages as consumers read notices
+
+
+def _option(name, kind, default, components, help, **flags):
+    return Option(name, kind, default, help, frozenset(components.split()), **flags)
+
+
+OPTIONS = (
+    # Where notices come from.
+    _option("broker", BROKER, None, READERS,
+            "broker to consume notices (dd_log: log messages) from; its password comes from "
+            "credentials.conf"),
+    _option("exchange", WORD, "xpublic", READERS,
+            "exchange the queue is bound to; dd_log reads xr_<broker user>, where the pump routes "
+            "your log messages", component_defaults={"log": "xr_${BROKER_USER}"}),
+    _option("topic_prefix", WORD, "v02.post", READERS,
+            "first words of the topics subscribed to (the notice format's version)",
+            component_defaults={"log": "v02.log"}),
+    _option("subtopic", TOPIC, "#", READERS,
+            "topic below topic_prefix to bind the queue to (* is one word, # any number); "
+            "repeat for several bindings", repeat=True),
+    _option("queue", WORD, None, READERS,
+            "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
+            "kept in the state directory"),
+    _option("expire", DURATION, "5m", READERS + " audit",
+            "the broker deletes the queue after it has had no consumer this long "
+            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d", "log": "1d"}),
+    _option("message_ttl", DURATION, None, CONSUMERS,
+            "the broker drops notices that waited in the queue this long; unset: never"),
+    _option("prefetch", INT, "200", READERS,
+            "notices the broker may send each instance ahead of its acknowledgements; "
+            "an instance works on half of them at a time while the rest wait ready"),
+    _option("max_notice_size", SIZE, "1M", READERS,
+            "larger notices are rejected unread"),
+    _option("heartbeat", DURATION, "60s", ALL + " log",
+            "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
+    _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
+    # Which files, delivered where: position matters (see ORDER MATTERS).
+    _option("accept", PATTERN, None, ALL,
+            "take paths whose relative path matches this regular expression, delivered with "
+            "the directory, mirror, strip and flatten set above it; first match wins",
+            ordered=True, repeat=True),
+    _option("reject", PATTERN, None, ALL,
+            "skip paths whose relative path matches this regular expression; first match wins",
+            ordered=True, repeat=True),
+    _option("accept_unmatched", BOOL, None, ALL,
+            "take paths no accept or reject matches, delivered with the last directory, mirror, "
+            "strip and flatten; unset: on when there is no accept line, else off"),
+    _option("directory", PATH, ".", DELIVERY,
+            "directory files are delivered into, for the accept lines below it; a relative "
+            "one is taken from the working directory", ordered=True),
+    _option("mirror", BOOL, "on", DELIVERY,
+            "recreate the relative path's directories below directory; off puts every file "
+            "straight into directory", ordered=True),
+    _option("strip", INT, "0", DELIVERY,
+            "leading directories removed from the relative path before delivery", ordered=True),
+    _option("flatten", STR, "/", DELIVERY,
+            "the relative path's directories are joined with this string into one file name; "
+            "the default / keeps them as directories", ordered=True),
+    # Delivery.
+    _option("allowed_schemes", LIST, "http https sftp", DELIVERY,
+            "URL schemes files may be downloaded with; add file only for a trusted local pump"),
+    _option("allowed_hosts", LIST, None, DELIVERY,
+            "hosts files may be downloaded from (as in the notices' base URLs); unset: any"),
+    _option("threads", integer(1), "4", DELIVERY,
+            "transfers one instance runs at once when they wait more than they compute "
+            "(distant servers); the broker is still served by one thread"),
+    _option("timeout", DURATION, "30s", DELIVERY,
+            "a transfer making no progress for this long fails and is retried"),
+    _option("rate_max", SIZE, "0", DELIVERY,
+            "download bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("fsync", BOOL, "off", DELIVERY,
+            "flush each delivered file to disk before reporting it delivered"),
+    _option("on_file", COMMAND, None, DELIVERY,
+            "command run after each delivery, with the delivered file's path as last argument; "
+            "at least once: after a crash, or with on_file_failure retry, it runs again"),
+    _option("on_file_timeout", DURATION, "5m", DELIVERY,
+            "an on_file command still running after this long is killed with every process it "
+            "started (SIGTERM, then SIGKILL 5 s later) and counts as failed (on_file_failure); 5m "
+            "leaves room for real work on a big file, yet a command that hangs holds up the files "
+            "behind it for minutes, not for ever; 0: no limit"),
+    _option("on_file_failure", choice("log", "retry"), "log", DELIVERY,
+            "an on_file command that fails, cannot run or runs out of time is logged and the file "
+            "counts as delivered (log), or the delivery fails (500 [on_file]): its notice is kept "
+            "in the retry store and the command runs again when it is retried (retry)"),
+    _option("nodupe_ttl", DURATION, "5m", DELIVERY,
+            "a notice for a path and checksum already handled this recently, by any instance "
+            "or configuration delivering into the same directory, is skipped; 0 disables (the "
+            "default of dd_subscribe, which recognises a file already in place by its checksum)",
+            component_defaults={"subscribe": "0"}),
+    _option("retry_ttl", DURATION, "1d", CONSUMERS,
+            "a notice whose transfer failed is kept in the instance's retry store and tried again "
+            "for this long, then given up and logged"),
+    _option("retry_delay", DURATION, "10s", CONSUMERS,
+            "first retry of a failed transfer after this long; each further one waits twice as "
+            "long, at most 10m"),
+    _option("relay_readers", LIST, None, "sara",
+            "users who may fetch every private file from this pump's data server besides its "
+            "readers: the feeders of the pumps downstream, so private data can travel on"),
+    _option("gateway_for", LIST, None, "sara",
+            "clusters reachable through this relay besides its own cluster: it takes a notice "
+            "only if one of the notice's to_clusters is among them (or names none)"),
+    _option("cluster", WORD, None, "post watch sara shovel",
+            "name of this cluster: notices posted here come from it, and notices whose "
+            "to_clusters leave it out are not forwarded"),
+    # Posting.
+    _option("post_broker", BROKER, None, POSTERS,
+            "broker notices are published to; its password comes from credentials.conf"),
+    _option("post_exchange", WORD, "xpublic", POSTERS,
+            "exchange notices are published to; dd_post and dd_watch default to xs_<post_broker "
+            "user>, the exchange a broker grants each source",
+            component_defaults={"post": "xs_${POST_BROKER_USER}",
+                                "watch": "xs_${POST_BROKER_USER}"}),
+    _option("post_topic_prefix", WORD, None, POSTERS,
+            "first words of the topics published on; unset: the format's own "
+            "(v02.post, or v03 for sr_v03)"),
+    _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
+            formats.DEFAULT, POSTERS,
+            "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
+    _option("post_base_url", SERVER, None, "post subscribe watch sara",
+            "URL the posted files are downloaded from; a file's path below post_base_dir "
+            "is appended to it"),
+    _option("post_base_dir", PATH, None, "post subscribe watch sara",
+            "local directory served as post_base_url; posted files must be below it "
+            "(dd_subscribe: unset, the accept line's directory)"),
+    _option("post_timeout", DURATION, "30s", POSTERS,
+            "how long to wait for the broker to confirm a published notice"),
+    _option("to_clusters", LIST, None, "post watch sara shovel",
+            "clusters published notices are destined for; unset: the notice names none"),
+    _option("readers", LIST, None, "post watch",
+            "make what is posted private: pumps serve it only to these users (and their own "
+            "relays), and it travels only in dd's v02 format"),
+    _option("source", WORD, "${POST_BROKER_USER}", "post watch",
+            "name of the source publishing; unset: the post_broker user"),
+    _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post subscribe watch sara",
+            "checksum of posted files, and of downloads whose notice has none; name sums the "
+            "relative path instead of the data, none omits it"),
+    _option("blocksize", SIZE, "1", "post watch",
+            "files larger than this are posted in parts of this size; 1: never split, "
+            "0: chosen by file size (parts pay where several instances share a slow link)"),
+    _option("path", PATH, None, "post watch",
+            "file or directory to post (dd_post, which also takes them as arguments) or watch "
+            "(dd_watch); repeat for several", repeat=True),
+    _option("route_logs", BOOL, "off", "shovel",
+            "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
+            "keep those published by the consumer they name about a notice this pump relayed to it "
+            "(log_index), and copy each to xr_<its source>"),
+    _option("report_upstream", BROKER, None, "shovel",
+            "log router: the pump upstream, where log messages go whose source posted on another "
+            "cluster (from_cluster is not this cluster); its password comes from credentials.conf"),
+    _option("report_upstream_exchange", WORD, None, "shovel",
+            "log router: exchange on report_upstream that log messages go to; unset: "
+            "xs_<report_upstream user>"),
+    _option("report_feeders", LIST, None, "shovel",
+            "log router: users (the downstream pumps) whose forwarded log messages are taken "
+            "whatever consumer they name"),
+    _option("log_index", PATH, None, "sara shovel",
+            "the log index: what this pump's relays announced and ingested, and who may report on it; "
+            "the log router routes only log messages it matches (dd_log(7)); unset: log_index.sqlite "
+            "in the state directory, shared by the account's relays and router"),
+    _option("log_index_window", DURATION, "7d", "sara shovel",
+            "how long an announcement stays in the log index: a log message about a notice announced "
+            "longer ago is refused as forged; set the same for relays and router (default.conf)"),
+    _option("log_index_entries", integer(1), "5000000", "sara shovel",
+            "most announcements the log index holds, about 90 bytes each; the oldest go first"),
+    # A pump's users and permissions (dd_audit, admin.conf).
+    _option("admin", BROKER, None, "audit",
+            "the pump's broker and virtual host, with its administrator as user: "
+            "amqp://USER@HOST/VHOST; the password comes from credentials.conf"),
+    _option("declare", DECLARATION, None, "audit",
+            "a user of the pump and its role; its password comes from credentials.conf; repeat "
+            "for every user", repeat=True),
+    _option("management_url", url("http", "https", example="http://localhost:15672/"), None, "audit",
+            "RabbitMQ's management API; unset: port 15672 of the admin broker's host"),
+    _option("queue_limit", INT, "0", "audit",
+            "dd_audit cleanup removes q_ queues holding more notices than this; 0: no limit"),
+    # The pump (dd_sara).
+    _option("data_server_port", integer(1), None, "sara",
+            "port of the data server (nginx) dd_sara start runs for post_base_dir, else directory; "
+            "unset: none, serve the tree yourself"),
+    _option("data_server_host", WORD, "127.0.0.1", "sara",
+            "address the data server listens on; 0.0.0.0 for every interface (private data is then "
+            "served over HTTPS only: set data_server_certificate)"),
+    _option("data_server_certificate", PATH, None, "sara",
+            "certificate (PEM, with its chain) of the data server: it serves HTTPS on data_server_port, "
+            "and post_base_url must announce https://; unset: plain HTTP"),
+    _option("data_server_key", PATH, None, "sara",
+            "private key (PEM) of data_server_certificate, readable by the user who runs dd_sara only"),
+    _option("data_server_user", WORD, "www-data", "sara",
+            "user the data server's workers run as when dd_sara runs as root; it must be able to reach "
+            "the tree, and private data is readable by its group only; run by another user, the "
+            "workers run as that user"),
+    _option("retention", DURATION, None, "sara",
+            "files that arrived longer ago than this are deleted from the directory trees, "
+            "e.g. 7d; unset: kept forever"),
+    _option("retention_announce", BOOL, "off", "sara",
+            "announce retention's deletions on post_exchange, so downstream deletes them too"),
+    # Logging.
+    _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
+            "least severe messages logged"),
+    _option("log_days", INT, "5", "subscribe watch sara shovel",
+            "days of rotated daily logs kept"),
+    _option("log_reports", BOOL, "on", DELIVERY,
+            "publish a log message (dd_log(7)) for each notice acted on, so that its outcome "
+            "flows back to the notice's source"),
+    _option("report_exchange", WORD, "xs_${BROKER_USER}", DELIVERY,
+            "exchange of the consuming broker that log messages are published to; the pump "
+            "grants each user xs_<user> and routes log messages from there to their source"),
+    # Monitoring: the thresholds of `dd_ctl check`, per configuration.
+    _option("check_backlog", INT, "1000", CONSUMERS,
+            "dd_ctl check warns when more notices than this wait in the queue"),
+    _option("check_backlog_critical", INT, "10000", CONSUMERS,
+            "dd_ctl check is critical when more notices than this wait in the queue"),
+    _option("check_idle", DURATION, None, DAEMONS,
+            "dd_ctl check warns when a running configuration has received nothing for this long; "
+            "unset: never (quiet feeds are normal)"),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}

@@ -1,0 +1,245 @@
+"""Delivery: the work of the components that download (dd_subscribe, dd_sara).
+
+A queue on a broker in; each accepted notice placed in its tree (dd.core.paths),
+received (dd.delivery.receive), handed to on_file (dd.delivery.hooks), and
+announced again when posting is configured.  Duplicates (dd.store.nodupe) are
+refused before any download, and their keys are recorded only once the delivery
+and its announcement are confirmed.
+
+The two users differ in one choice, `relaying`: dd_subscribe announces its copy
+as a new notice of its own, while dd_sara relays the original notice (its
+checksum, source, publication time and clusters) from its own data server, with
+the choices a pump makes (dd.pump.relay): where each source's files go, what it
+fetches with, where private notices are announced, what the log index records.
+"""
+import dataclasses
+import logging
+import os
+import urllib.parse
+from typing import Callable, Optional, Protocol
+
+from dd import flow
+from dd.core import checksum, paths, route
+from dd.core.errors import NoticeError
+from dd.core.notice import Notice, Op
+from dd.core.notice import now as notice_now
+from dd.core.outcome import Outcome
+from dd.delivery import hooks
+from dd.delivery.receive import Receiver
+from dd.flow import Item
+from dd.store import nodupe
+from dd.store.retry import RetryStore
+from dd.transfer import SCHEMES, Transports, transport_class
+
+log = logging.getLogger("dd.deliver")
+
+
+def subscription(ctx):
+    """The queue of a delivering component: bound to `exchange`, and to the broker user's
+    private exchange, where pumps put the private notices it is a reader of; a relay that
+    ingests a source's own exchange reads that alone."""
+    sub = flow.subscription(ctx)
+    user = ctx.credentials.complete(ctx.cfg.broker).user
+    if user and route.owner_of(sub.exchange) is None:
+        sub = dataclasses.replace(sub, private_exchange=route.private_exchange(user))
+    return sub
+
+
+def consumer(ctx):
+    return flow.consumer(ctx, subscription(ctx))
+
+
+class Placement(Protocol):
+    """Where a notice lands, and where the copy is announced from."""
+
+    def place(self, notice: Notice, mask, rel_path: str,
+              old_rel_path: Optional[str]) -> tuple[paths.Tree, str, Optional[str]]:
+        """(tree, rel_path, old_rel_path) of `notice` in its tree, `rel_path` being its path
+        once localized (strip, mirror, flatten); NoticeError naming the rule that refuses it."""
+
+    def announced(self, notice: Notice, base_url: str, rel_path: str) -> tuple[str, str]:
+        """(base_url, rel_path) the copy at `rel_path` below post_base_dir is announced with."""
+
+
+class PlainTree:
+    """A subscriber's placement: the accept line's directory, announced as it lies."""
+
+    @staticmethod
+    def place(notice, mask, rel_path, old_rel_path):
+        return paths.Tree(mask.directory), rel_path, old_rel_path
+
+    @staticmethod
+    def announced(notice, base_url, rel_path):
+        return base_url, rel_path
+
+
+@dataclasses.dataclass
+class Relaying:
+    """What makes a delivering flow a pump's relay: dd.pump.relay makes one."""
+
+    read: Callable          # decoder -> decoder: the identity rule at ingest
+    transports: Transports  # what the relay fetches with
+    placement: Placement    # each source's namespace, private data
+    exchange_of: Callable   # item -> exchange name(s): private notices to their readers
+    record: Callable        # (poster, reporter) -> (poster, reporter): the log index
+
+
+def build(ctx, relaying: Optional[Relaying] = None):
+    """The flow of a downloading component: consume, place, receive, announce."""
+    cfg = ctx.cfg
+    decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
+    retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
+    decode = flow.notices(**decoding)
+    gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), relaying.read(decode) if relaying else decode,
+                                                 stop=ctx.stop), retries, **decoding)
+    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout)
+    # Import the transports now: the first notice of a burst must not wait for that.  Not
+    # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
+    for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
+        transport_class(scheme)
+    receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
+                        fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+    if cfg.on_file:
+        hook = hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
+        due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
+        receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
+    store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
+    delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
+                        placement=relaying.placement if relaying else PlainTree())
+    poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
+    if relaying:
+        poster, reporter = relaying.record(poster, reporter)
+    return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
+                     poster=Recorder(poster, delivery), reporter=reporter,
+                     stop=ctx.stop, threads=cfg.threads)
+
+
+class Delivery:
+    """accept and work for the flow, with the duplicate claims made on the way."""
+
+    def __init__(self, cfg, receiver, *, relay, store=None, placement: Placement = PlainTree()):
+        self.cfg = cfg
+        self.receiver = receiver
+        self.relay = relay
+        self.store = store
+        self.placement = placement
+        self.claims = {}            # id(item) -> nodupe key, for this batch
+
+    def accept(self, item):
+        notice = item.notice
+        if self.relay and not route.reachable(notice, self.cfg.cluster, self.cfg.gateway_for or ()):
+            log.debug("not for this way: %s is for %s", notice.rel_path, ", ".join(notice.to_clusters))
+            return False
+        item.mask = self.cfg.match(notice.rel_path)
+        return item.mask is not None
+
+    def _claim(self, item, where):
+        """False for a duplicate.  Claimed in the item's lane, after the notices before it
+        about the same path (a delete in between makes the same content new again)."""
+        notice = item.notice
+        if self.store is None or notice.op is Op.DELETE:
+            return True
+        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+        key = nodupe.key(*where, content, notice.part)
+        if not self.store.claim(key):
+            return False
+        self.claims[id(item)] = key
+        return True
+
+    def work(self, item: Item):
+        notice = item.notice
+        try:
+            tree, rel_path, old = self._where(notice, item.mask)
+        except NoticeError as error:
+            item.outcome = Outcome(403, str(error), error.rule)
+            return
+        # Duplicates are judged where the notice lands: the same product in one source's
+        # namespace, never another source's file of the same name and content.
+        where = (os.path.abspath(str(tree)), rel_path)
+        if not self._claim(item, where):
+            item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
+            return
+        item.outcome = self.receiver.receive(notice, tree, rel_path, old)
+        code = item.outcome.code
+        if code in (201, 304) and notice.op is Op.DELETE and self.store:
+            # The path may now be created again with the same content: not a duplicate.
+            self.store.forget(*where)
+        if self.announces(item):
+            derive_outgoing(self.cfg, item, relay=self.relay, placement=self.placement)
+
+    def _where(self, notice, mask):
+        """(tree, rel_path, rename's old rel_path) of a notice, or NoticeError naming the rule."""
+        place = dict(strip=mask.strip, mirror=mask.mirror, flatten=mask.flatten)
+        try:
+            rel_path = paths.localize(notice.rel_path, **place)
+            old = paths.localize(notice.rename_from, **place) if notice.op is Op.RENAME else None
+        except paths.PathError as error:
+            raise paths.PathError(f"{notice.rel_path!r}: {error}", rule=error.rule) from None
+        host = urllib.parse.urlsplit(notice.base_url).hostname or ""
+        if self.cfg.allowed_hosts and host not in self.cfg.allowed_hosts:
+            raise NoticeError(f"{notice.url}: host {host!r} is not in allowed_hosts", rule="host")
+        return self.placement.place(notice, mask, rel_path, old)
+
+    def announces(self, item):
+        """201: done now.  A relay also announces 304, found in place and verified, so that
+        a crash between the rename and the broker's confirm announces it late, not never;
+        but a part found in place says nothing of the whole file, a delete found done is no news."""
+        code, notice = item.outcome.code, item.notice
+        return code == 201 or (self.relay and code == 304 and notice.part is None
+                               and notice.op is not Op.DELETE)
+
+    def close(self):
+        self.receiver.close()
+        if self.store:
+            self.store.close()
+
+
+class Recorder:
+    """The post step, then the duplicate store: a key is recorded once its notice is
+    confirmed downstream (or needed no announcement), released otherwise."""
+
+    def __init__(self, poster, delivery):
+        self.poster = poster
+        self.delivery = delivery
+
+    def post(self, items):
+        unconfirmed = self.poster.post(items) if self.poster else []
+        claims, self.delivery.claims = self.delivery.claims, {}
+        store = self.delivery.store
+        if store and claims:
+            held = {id(i) for i in unconfirmed}
+            done = {id(i) for i in items if id(i) not in held}
+            store.confirm([k for i, k in claims.items() if i in done])
+            # Failed, refused or unconfirmed: the next copy of the notice is handled.
+            store.release([k for i, k in claims.items() if i not in done])
+        return unconfirmed
+
+    def close(self):
+        if self.poster:
+            self.poster.close()
+        self.delivery.close()
+
+
+def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree()):
+    """The notice announcing our copy of what was just delivered (when posting is configured).
+
+    Our copy is a whole file, so part fields are dropped; a relay keeps the original
+    publication time and any checksum it verified, a subscriber announces anew."""
+    if not cfg.post_broker:
+        return
+    notice, outcome = item.notice, item.outcome
+    local = os.path.abspath(outcome.local_path)
+    base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
+    rel_path = os.path.relpath(local, base_dir)
+    if rel_path.startswith(".."):
+        log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
+        return
+    original = notice.checksum
+    if relay and original is not None and checksum.verifiable(original.method):
+        verified = original
+    else:
+        verified = outcome.checksum or original
+    base_url, rel_path = placement.announced(notice, str(cfg.post_base_url), rel_path)
+    item.outgoing = dataclasses.replace(
+        notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
+        rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))

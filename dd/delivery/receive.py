@@ -1,0 +1,346 @@
+"""Receiving: make a notice true in a local tree, safely.
+
+Data is fetched to a temporary name beside its final name, verified (size and
+checksum, computed while copying), given its times and a safe mode, and only
+then renamed into place, so a partial or wrong file never appears under a
+final name.  Parts of a file are written into a partial file beside it that
+dd.delivery.assembly renames into place once every part and the whole are verified.  Deletes, links and renames act inside the tree only.  Every
+filesystem access goes through dd.core.paths.Tree.
+"""
+import contextlib
+import fcntl
+import logging
+import os
+import stat
+import time
+
+from dd.core import checksum
+from dd.delivery import assembly
+from dd.core.outcome import Outcome
+from dd.core.errors import ChecksumMismatch, DDError, PathError, TransferError
+from dd.core.notice import Checksum, Op
+from dd.transfer import WRITING, temporary_name
+from dd.transfer.copy import copy
+
+SUM_CACHE_SIZE = 1024
+PREFIX_CACHE_SIZE = 64
+log = logging.getLogger("dd.receive")
+
+
+class Receiver:
+    """Delivers notices into trees; one per flow instance."""
+
+    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
+                 tick=None, attempts=3, stale_after=86400.0):
+        self.transports = transports
+        self.download_checksum = download_checksum
+        self.rate_max = rate_max
+        self.fsync = fsync
+        self.tick = tick
+        self.attempts = attempts
+        self.stale_after = stale_after   # partial files untouched this long are removed
+        # Checksums of local files by identity and change time: parts announced again
+        # must not make us hash a whole big file once per part.
+        self._sums = {}
+        # Whole-file checksums of the leading parts of files being assembled, fed while
+        # the parts arrive in order: the check at completion then reads only the rest.
+        self._prefixes = {}
+
+    def close(self):
+        self.transports.close()
+
+    def receive(self, notice, tree, rel_path, old_rel_path=None):
+        """Act on `notice` at `rel_path` inside `tree`; never raises for data problems.
+
+        `old_rel_path` is where a rename's rename_from lands in the same tree.
+        """
+        started = time.monotonic()
+        try:
+            if notice.op is Op.DELETE:
+                outcome = self._delete(tree, rel_path)
+            elif notice.op is Op.LINK:
+                outcome = self._link(notice, tree, rel_path)
+            else:
+                outcome = self._write(notice, tree, rel_path, old_rel_path)
+        except PathError as error:
+            outcome = Outcome(403, str(error), error.rule)
+        except assembly.Superseded as error:
+            outcome = Outcome(409, str(error), error.rule)
+        except TransferError as error:
+            outcome = Outcome(error.code, str(error), error.rule)
+        except DDError as error:
+            outcome = Outcome(400, str(error), error.rule)
+        except OSError as error:
+            outcome = Outcome(507 if error.errno == 28 else 500,
+                              f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
+        outcome.local_path = outcome.local_path or _display(tree, rel_path)
+        outcome.duration = time.monotonic() - started
+        return outcome
+
+    # -- file content -------------------------------------------------------
+
+    def _write(self, notice, tree, rel_path, old_rel_path):
+        method = notice.checksum.method
+        with tree.parent(rel_path) as (fd, leaf):
+            refuse_directory(fd, leaf, rel_path)
+            if self._already_have(notice, fd, leaf):
+                if notice.part is not None:
+                    assembly.discard(fd, leaf, notice)
+                return Outcome(304, "already up to date", checksum=notice.checksum)
+            if notice.part is not None:
+                return self._write_part(notice, tree, fd, leaf)
+            if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
+                return Outcome(201, f"renamed from {notice.rename_from}", checksum=notice.checksum)
+            transport, path = self.transports.for_url(notice.url)
+            verify = checksum.verifiable(method)
+            hash_method = method if verify else self.download_checksum
+            digest = self._retrying(lambda: self._fetch(transport, path, notice, tree, fd, leaf,
+                                                                hash_method, verify))
+            return Outcome(201, "delivered", nbytes=notice.size,
+                           checksum=notice.checksum if verify else Checksum(hash_method, digest))
+
+    def _retrying(self, action):
+        """action(), tried again after retryable transfer errors, `attempts` times in all."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return action()
+            except TransferError as error:
+                if not error.retryable or attempt == self.attempts:
+                    raise
+                log.warning("%s; trying again", error)
+        raise AssertionError("attempts must be at least 1")
+
+    def _write_part(self, notice, tree, fd, leaf):
+        """Store one part; the part that completes the file is the one delivery (201)."""
+        part = notice.part
+        label = f"part {part.block_number} of {part.block_count}"
+        transport, path = self.transports.for_url(notice.url)
+        method = part.checksum.method
+        verify = checksum.verifiable(method)
+        whole = notice.checksum
+        verify_whole = checksum.verifiable(whole.method)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, leaf, assembly.version(leaf, notice))
+
+        def fetch_once(out, offset, length):
+            hasher = checksum.new(method) if verify else None
+            # A prefix only ever holds bytes that passed their part's checksum.
+            prefix = self._prefixes.pop(key, None) if verify and verify_whole else None
+            if prefix is None and offset == 0 and verify and verify_whole:
+                prefix = (checksum.new(whole.method), 0)
+            follow = prefix is not None and prefix[1] == offset
+            out.seek(offset)
+            with transport.open_read(path, offset, length) as source:
+                result = copy(source, out, length=length, hasher=hasher, also_hash=[prefix[0]] if follow else (),
+                              rate_max=self.rate_max, tick=self.tick, name=f"{notice.url} {label}")
+            if verify and result.checksum != part.checksum.value:
+                raise ChecksumMismatch(
+                    f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
+                    f"the announced {part.checksum.value[:16]}...")
+            if prefix is not None:
+                if len(self._prefixes) >= PREFIX_CACHE_SIZE:
+                    self._prefixes.pop(next(iter(self._prefixes)))
+                self._prefixes[key] = (prefix[0], offset + length) if follow else prefix
+
+        def complete(dir_fd, data_name, out):
+            prefix = self._prefixes.pop(key, None) if verify_whole else None
+            if prefix is None:
+                prefix = (checksum.new(whole.method if verify_whole else self.download_checksum), 0)
+            value = _continue_sum(dir_fd, data_name, *prefix)
+            if verify_whole and value != whole.value:
+                raise WholeMismatch(
+                    f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
+                    f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
+            self._finish(out, notice, tree)
+            _set_times(dir_fd, data_name, notice)
+            return whole if verify_whole else Checksum(self.download_checksum, value)
+
+        for _ in range(self.attempts):
+            result, value = assembly.store_part(
+                fd, leaf, notice, lambda *a: self._retrying(lambda: fetch_once(*a)), complete,
+                stale_after=self.stale_after, tick=self.tick)
+            if result != assembly.GONE:
+                break
+            # Completed (or removed) by another instance while we waited for it.
+            if self._already_have(notice, fd, leaf):
+                return Outcome(304, "already up to date", checksum=notice.checksum)
+        nbytes = assembly.part_length(part)
+        if result == assembly.COMPLETED:
+            return Outcome(201, f"delivered: {label} completed the file", nbytes=nbytes, checksum=value)
+        if result == assembly.STORED:
+            return Outcome(202, f"{label} stored", nbytes=nbytes)
+        if result == assembly.HAD:
+            return Outcome(304, f"{label} already stored")
+        raise TransferError(f"{notice.url}: the partial file of {leaf} kept disappearing",
+                            fix="another program is removing hidden files in the directory")
+
+    def _finish(self, out, notice, tree):
+        os.fchmod(out.fileno(), tree.file_mode(notice.mode))
+        tree.restrict(out.fileno())
+        if self.fsync:
+            os.fsync(out.fileno())
+
+    def _already_have(self, notice, fd, leaf):
+        try:
+            st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != notice.size:
+            return False
+        method = notice.checksum.method
+        if not checksum.verifiable(method):
+            return False
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, method)
+        value = self._sums.get(key)
+        if value is None:
+            value = _sum_at(fd, leaf, method)
+            if len(self._sums) >= SUM_CACHE_SIZE:
+                self._sums.clear()
+            self._sums[key] = value
+        return value == notice.checksum.value
+
+    def _fetch(self, transport, path, notice, tree, fd, leaf, method, verify):
+        """Download to a temporary name, verify, set attributes, rename into place."""
+        tmp, out_fd = _open_temporary(fd, leaf)
+        try:
+            with os.fdopen(out_fd, "wb", buffering=0) as out:
+                with transport.open_read(path, 0, notice.size) as source:
+                    result = copy(source, out, length=notice.size, hasher=checksum.new(method),
+                                  rate_max=self.rate_max, tick=self.tick)
+                if verify and result.checksum != notice.checksum.value:
+                    raise ChecksumMismatch(
+                        f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
+                        f"the announced {notice.checksum.value[:16]}...")
+                self._finish(out, notice, tree)
+            _set_times(fd, tmp, notice)
+            os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+            return result.checksum
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)
+            raise
+
+    def _rename_local(self, notice, tree, fd, leaf, old):
+        """Move our copy of rename_from if it holds the announced content."""
+        try:
+            with tree.parent(old, create=False) as (old_fd, old_leaf):
+                return self._move_if_same(notice, old_fd, old_leaf, fd, leaf)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @staticmethod
+    def _move_if_same(notice, old_fd, old_leaf, fd, leaf):
+        st = os.stat(old_leaf, dir_fd=old_fd, follow_symlinks=False)
+        method = notice.checksum.method
+        if not (stat.S_ISREG(st.st_mode) and st.st_size == notice.size and checksum.verifiable(method)
+                and _sum_at(old_fd, old_leaf, method) == notice.checksum.value):
+            return False
+        os.rename(old_leaf, leaf, src_dir_fd=old_fd, dst_dir_fd=fd)
+        return True
+
+    # -- other operations ---------------------------------------------------
+
+    def _delete(self, tree, rel_path):
+        try:
+            with tree.parent(rel_path, create=False) as (fd, leaf):
+                st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    raise PathError(f"{rel_path!r} is a directory; only files and links are deleted",
+                                    rule="not-a-file")
+                os.unlink(leaf, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return Outcome(304, "already absent")
+        return Outcome(201, "deleted")
+
+    def _link(self, notice, tree, rel_path):
+        target = notice.link_target
+        tree.check_link(rel_path, target)
+        with tree.parent(rel_path) as (fd, leaf):
+            refuse_directory(fd, leaf, rel_path)
+            try:
+                if os.readlink(leaf, dir_fd=fd) == target:
+                    return Outcome(304, "link already in place")
+            except OSError:
+                pass
+            tmp = temporary_name(leaf)
+            os.symlink(target, tmp, dir_fd=fd)
+            os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+        return Outcome(201, f"linked to {target}")
+
+
+def _open_temporary(fd, leaf):
+    """(name, fd) of the one temporary file a whole download of `leaf` is written to, ours
+    alone while we hold its lock.  A name of its own per leaf, not a random one, so that
+    what an instance killed mid-download left there is taken over and overwritten when
+    its notice comes back, never left behind; a live writer of the same leaf holds the
+    lock, and this attempt is tried again later."""
+    tmp = temporary_name(leaf, WRITING)
+    out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+    try:
+        try:
+            fcntl.flock(out_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransferError(f"{leaf}: another instance is writing it now") from None
+        mine = os.fstat(out_fd)
+        if not stat.S_ISREG(mine.st_mode) or mine.st_nlink != 1:
+            raise PathError(f"{tmp!r} is not a plain file of its own (a link was planted there)",
+                            rule="symlink")
+        if os.stat(tmp, dir_fd=fd, follow_symlinks=False).st_ino != mine.st_ino:
+            raise TransferError(f"{leaf}: another instance is writing it now")  # we locked a removed one
+        if mine.st_size:  # what a killed instance left; on ext4 even an empty truncate costs 0.1 ms
+            os.ftruncate(out_fd, 0)
+    except BaseException:
+        os.close(out_fd)
+        raise
+    return tmp, out_fd
+
+
+def refuse_directory(fd, leaf, rel_path):
+    """A file or link never replaces a directory of the tree: a notice saying so is refused."""
+    try:
+        st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise PathError(f"{rel_path!r} is a directory here; a file cannot replace it", rule="is-a-directory")
+
+
+def _display(tree, rel_path):
+    try:
+        return tree.path(rel_path)
+    except PathError:
+        return os.path.join(tree.root, "<refused>")
+
+
+def _sum_at(fd, leaf, method):
+    """Checksum of `leaf` in directory `fd`, never through a symlink."""
+    def opener(name, flags):
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    return checksum.of_file(leaf, method, opener=opener)
+
+
+class WholeMismatch(ChecksumMismatch):
+    """Verified parts that do not make the announced file: fetching one part again cannot help."""
+
+    retryable = False
+    code = 404
+
+
+def _continue_sum(fd, name, hasher, offset):
+    """The hex digest of `hasher` continued over file `name` from `offset` to its end."""
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    buffer = memoryview(bytearray(checksum.BUFFER_SIZE))
+    try:
+        while n := os.preadv(source, [buffer], offset):
+            hasher.update(buffer[:n])
+            offset += n
+    finally:
+        os.close(source)
+    return hasher.hexdigest()
+
+
+def _set_times(fd, name, notice):
+    if notice.mtime is None:
+        return
+    atime = (notice.atime or notice.mtime).timestamp()
+    os.utime(name, (atime, notice.mtime.timestamp()), dir_fd=fd, follow_symlinks=False)

@@ -1,0 +1,71 @@
+"""A configuration's steps: its queue, consumer, publishers, post step and log step."""
+import socket
+
+from dd import broker
+from dd.core import formats, report, topic
+from dd.core.notice import now as notice_now
+from dd.flow.posting import Poster
+
+
+def subscription(ctx):
+    """The queue a consuming configuration reads: its name is chosen once and kept."""
+    cfg = ctx.cfg
+    cfg.require("broker")
+    url = ctx.credentials.complete(cfg.broker)
+    queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
+    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
+
+
+def consumer(ctx, queue=None):
+    """The consumer of a configuration's queue (`queue`: its subscription, if not the plain one)."""
+    cfg = ctx.cfg
+    cfg.require("broker")
+    return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat, name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
+
+
+def publisher(ctx, url, role=""):
+    """A publisher on `url` (a configured broker URL), named for broker connection lists."""
+    cfg = ctx.cfg
+    return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
+
+
+def poster(ctx, exchange=None):
+    """The post step a configuration asks for (post_broker, post_exchange, ...), or None.
+    `exchange(item) -> name(s)` routes each item its own way instead of to post_exchange."""
+    cfg = ctx.cfg
+    if not cfg.post_broker:
+        return None
+
+    post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+
+    def message_of(item):
+        if item.outgoing is None:
+            return None
+        return formats.encode(item.outgoing, post_format, post_topic_prefix)
+    return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
+                  timeout=cfg.post_timeout)
+
+
+def reporter(ctx):
+    """The log step: a log message (dd_log(7)) for each notice acted on, published on the
+    broker the notices came from, to report_exchange; None when log_reports is off."""
+    cfg = ctx.cfg
+    if not (cfg.log_reports and cfg.broker):
+        return None
+    consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
+                    component=cfg.component)
+
+    def message_of(item):
+        if item.notice is None or item.outcome is None:
+            return None  # not accepted, or unreadable: there is no source to tell
+        outcome = item.outcome
+        made = report.of(item.notice, code=outcome.code, message=outcome.message, rule=outcome.rule,
+                         duration=outcome.duration, nbytes=outcome.nbytes or 0, pubtime=notice_now(),
+                         **consumer)
+        body, headers = report.encode(made)
+        return formats.Message(made.topic, body, headers, report.CONTENT_TYPE)
+    return Poster(publisher(ctx, cfg.broker, " reports"), cfg.report_exchange, message_of,
+                  timeout=cfg.post_timeout, confirm_later=True)

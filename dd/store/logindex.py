@@ -1,0 +1,197 @@
+"""The log index: what this pump announced, and who may report on it.
+
+A log message names its consumer, and the broker vouches for who published
+it; but nothing said the consumer ever received the notice it reports on.
+The pump's relays (dd_sara) therefore record every notice they announce
+(relative path, checksum, source, and the readers of private data) and every
+notice they ingest from a source (the relay itself will report on it), always
+before publishing, so that no consumer's log message can arrive before its
+record.  The log router (dd_shovel route_logs) routes a log message only when an
+entry matches it: same relative path, checksum and source, recorded within
+`window` seconds, and a consumer who may report on it.
+
+Who may report: anyone on a public notice, which every subscriber may have
+received; on a private one, which goes to its readers' own exchanges alone, its
+readers and the pump's relay_readers; on an ingested one, the relay alone.
+
+The index is one SQLite file (WAL) shared by every relay and router of the
+account, like dd.store.nodupe's store.  It holds at most `limit` entries: the oldest
+go first, and entries older than `window` are purged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from dd.store import database
+from dd.core.errors import ConfigError
+from dd.core.notice import Checksum
+
+log = logging.getLogger("dd.logindex")
+
+#: The file's name under the state directory when log_index is unset.
+DEFAULT_NAME = "log_index.sqlite"
+#: Entries recorded between two purges, so the index stays bounded.
+PURGE_EVERY = 1000
+#: Readers of an entry anyone may report on.
+ANYONE = "*"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,    -- grows with each record: the oldest entries have the lowest
+    key BLOB NOT NULL,         -- digest of relative path, source and checksum
+    readers TEXT NOT NULL,     -- '*', or the users who may report on it, space-separated
+    at REAL NOT NULL,
+    UNIQUE (key, readers)
+);
+CREATE INDEX IF NOT EXISTS entries_at ON entries (at);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A notice the pump announced or ingested, and who may report on it."""
+
+    rel_path: str
+    source: str
+    checksum: Checksum | None
+    readers: frozenset | None       # who may report on it; None: anyone
+
+
+def announced(notice, relay_readers=()) -> Entry:
+    """The entry of a notice the pump publishes: private data's readers and relays may
+    report on it, anyone may if it has no readers."""
+    readers = frozenset(notice.readers) | frozenset(relay_readers) if notice.readers else None
+    return Entry(notice.rel_path, notice.source, notice.checksum, readers)
+
+
+def ingested(notice, relay_user) -> Entry:
+    """The entry of a notice a relay read from its source: the relay reports on it."""
+    return Entry(notice.rel_path, notice.source, notice.checksum, frozenset({relay_user}))
+
+
+def _key(rel_path, source, checksum):
+    # Names never hold NUL (dd.core.notice.check_name): joined with it, they are unambiguous.
+    value = f"{checksum.method}:{checksum.value}" if checksum is not None else ""
+    return hashlib.blake2b(f"{rel_path}\0{source}\0{value}".encode(), digest_size=16).digest()
+
+
+def path_of(cfg, state_dir: Path) -> Path:
+    """The index a configuration uses: log_index, else the account's default."""
+    return Path(cfg.log_index) if cfg.log_index else Path(state_dir) / DEFAULT_NAME
+
+
+class Index:
+    """The entries, shared through one SQLite file by every process using it."""
+
+    def __init__(self, path, *, window: float, limit: int):
+        self.path = os.fspath(path)
+        self.window = window
+        self.limit = limit
+        self._recorded = 0
+        self._lock = threading.Lock()
+        try:
+            # An entry lost in a power cut refuses a log message or two, never routes a forged one.
+            self._db = database.open_shared(self.path, _SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise ConfigError(f"cannot open the log index {self.path}: {error}",
+                              fix="set log_index to a file in a directory this user may write") from None
+
+    def record(self, entries: Iterable[Entry], now: float | None = None) -> None:
+        """Make `entries` matchable from now on, for `window` seconds (a later record of
+        the same entry starts its window again)."""
+        now = time.time() if now is None else now
+        rows = [(_key(e.rel_path, e.source, e.checksum), ANYONE if e.readers is None else " ".join(sorted(e.readers)),
+                 now) for e in entries]
+        if not rows:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            # REPLACE gives a recorded-again entry a new id: it is among the newest again.
+            self._db.executemany("INSERT OR REPLACE INTO entries (key, readers, at) VALUES (?, ?, ?)", rows)
+        before, self._recorded = self._recorded, self._recorded + len(rows)
+        if before // PURGE_EVERY != self._recorded // PURGE_EVERY:
+            self.purge(now)
+
+    def allows(self, rel_path: str, source: str, checksum: Checksum | None, consumer: str,
+               now: float | None = None) -> bool:
+        """Whether `consumer` may report on the notice of `rel_path`, `source` and
+        `checksum`: an entry recorded within the window says so."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute("SELECT readers FROM entries WHERE key = ? AND at > ?",
+                                    (_key(rel_path, source, checksum), now - self.window)).fetchall()
+        return any(readers == ANYONE or consumer in readers.split() for (readers,) in rows)
+
+    def purge(self, now: float | None = None) -> None:
+        """Forget entries older than the window, then the oldest beyond `limit`."""
+        now = time.time() if now is None else now
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM entries WHERE at <= ?", (now - self.window,))
+            # Ids of replaced entries leave gaps: at most `limit` entries are kept, maybe fewer.
+            self._db.execute("DELETE FROM entries WHERE id <= (SELECT max(id) FROM entries) - ?", (self.limit,))
+
+    def __len__(self):
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    def close(self):
+        with self._lock:
+            self._db.close()    # closing twice is harmless: the post and log steps share one
+
+
+def of(cfg, state_dir: Path) -> Index:
+    """The index a configuration names (log_index, log_index_window, log_index_entries)."""
+    return Index(path_of(cfg, state_dir), window=cfg.log_index_window, limit=cfg.log_index_entries)
+
+
+class Recording:
+    """A post step that records the entries of what it is about to publish, then publishes
+    it: what a consumer reports on is in the index before the consumer can have it."""
+
+    def __init__(self, step, index: Index, entries_of: Callable[[object], Iterable[Entry]]):
+        self.step = step
+        self.index = index
+        self.entries_of = entries_of
+
+    def post(self, items: list) -> list:
+        try:
+            self.index.record(entry for item in items for entry in self.entries_of(item))
+        except sqlite3.Error as error:
+            # The data must still flow: only these notices' log messages will be refused.
+            log.error("log index %s: cannot record %d notice(s): %s; the log router will refuse their "
+                      "log messages", self.index.path, len(items), error)
+        return self.step.post(items)
+
+    def close(self):
+        try:
+            self.step.close()
+        finally:
+            self.index.close()
+
+
+def recording(ctx, poster, reporter=None) -> tuple[Recording | None, Recording | None]:
+    """A relay's post step and log step (either may be None), each recording in the log
+    index before it publishes: the post step what it announces, the log step what the
+    relay ingested, for the relay's own broker user to report on."""
+    cfg = ctx.cfg
+    index = of(cfg, ctx.env.state_dir)
+    relay_readers = tuple(cfg.relay_readers or ())
+    user = ctx.credentials.complete(cfg.broker).user or ""
+
+    def announcing(item):
+        return [announced(item.outgoing, relay_readers)] if item.outgoing is not None else []
+
+    def reporting(item):
+        # Only what gets a log message: a notice read and acted on.
+        return [ingested(item.notice, user)] if item.notice is not None and item.outcome is not None else []
+
+    return (Recording(poster, index, announcing) if poster is not None else None,
+            Recording(reporter, index, reporting) if reporter is not None else None)

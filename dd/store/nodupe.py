@@ -1,0 +1,117 @@
+"""Duplicate suppression: a notice already handled recently is not handled again.
+
+The store is an SQLite file shared by every instance and configuration of a
+component, so that two feeds of the same product, read by two instances or two
+configurations at once, give one delivery and one downstream notice.  A key is
+*claimed* (one atomic insert: exactly one claimant wins) before the work, and
+*confirmed* only once the work and its announcement are done; a failed one is
+*released* so a later copy is handled.  A claim left by a process that died
+(kill -9, power loss) is taken over: a crash makes the work happen again rather
+than never: a claimant is a process identity (dd.store.pidfile), so a pid reused by another
+process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
+seconds and are purged.
+"""
+import os
+import threading
+import time
+
+from dd.store import database, pidfile
+
+#: Expired keys are purged once per this many claims, so the store stays bounded.
+PURGE_EVERY = 1000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL,          -- when claimed, then when confirmed
+    owner TEXT NOT NULL        -- the claimant's identity, 'pid:start time:boot id'; '' once confirmed
+)"""
+
+
+def key(scope, rel_path, content, part=None):
+    """The identity of a notice: where it goes (`scope`), its path, its content (a
+    checksum, or a link's target) and which part, so parts of a file are not duplicates."""
+    if hasattr(content, "method"):
+        content = f"{content.method}:{content.value}"
+    fields = [_prefix(scope, rel_path), content]
+    if part is not None:
+        fields.append(f"{part.block_number}/{part.block_count}:{part.block_size}")
+    return "\0".join(fields)
+
+
+def _prefix(scope, rel_path):
+    return f"{scope}\0{rel_path}"
+
+
+class Store:
+    """Claims on notice keys, shared through one SQLite file by every process using it."""
+
+    def __init__(self, path, ttl):
+        self.path = os.fspath(path)
+        self.ttl = ttl
+        self.owner = pidfile.me()
+        # A claim lost in a power cut makes the work happen again, never lost.
+        self._db = database.open_shared(self.path, _SCHEMA)
+        self._lock = threading.Lock()
+        self._claims = 0
+        self.purge()
+
+    def claim(self, the_key, now=None):
+        """True when the caller should handle `the_key`: it is new, expired, or was
+        claimed by a process that is gone.  False: a duplicate."""
+        now = time.time() if now is None else now
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT at, owner FROM seen WHERE key = ?", (the_key,)).fetchone()
+            if row is not None:
+                at, owner = row
+                fresh = at > now - self.ttl
+                if (owner == "" and fresh) or owner == self.owner or (owner and pidfile.running(owner)):
+                    return False
+            self._db.execute("INSERT OR REPLACE INTO seen (key, at, owner) VALUES (?, ?, ?)",
+                             (the_key, now, self.owner))
+        self._claims += 1
+        if self._claims % PURGE_EVERY == 0:
+            self.purge(now)
+        return True
+
+    def confirm(self, keys, now=None):
+        """The work for `keys` is done (and announced): duplicates are refused for ttl from now."""
+        now = time.time() if now is None else now
+        self._resolve("UPDATE seen SET at = ?, owner = '' WHERE key = ? AND owner = ?",
+                      [(now, k, self.owner) for k in keys])
+
+    def release(self, keys):
+        """The work for `keys` failed or was not announced: a later copy will be handled."""
+        self._resolve("DELETE FROM seen WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys])
+
+    def forget(self, scope, rel_path):
+        """Forget every key of a path, claimed or confirmed: it was deleted, and may come back
+        as it was."""
+        prefix = _prefix(scope, rel_path) + "\0"
+        self._resolve("DELETE FROM seen WHERE key >= ? AND key < ?",
+                      [(prefix, prefix[:-1] + "\1")])
+
+    def _resolve(self, statement, rows):
+        if not rows:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(statement, rows)
+
+    def purge(self, now=None):
+        """Forget confirmed keys older than ttl, and claims of processes that are gone."""
+        now = time.time() if now is None else now
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM seen WHERE owner = '' AND at <= ?", (now - self.ttl,))
+            stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner != ''")
+                     if owner != self.owner and not pidfile.running(owner)]
+            self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
+
+    def __len__(self):
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM seen").fetchone()[0]
+
+    def close(self):
+        with self._lock:
+            self._db.close()
