@@ -297,7 +297,9 @@ def test_an_inotify_queue_overflow_asks_for_a_rescan(tmp_path):
         # The helper stands still while more events than the kernel keeps for it happen.
         os.kill(changes.helper_pid, signal.SIGSTOP)
         try:
-            for i in range(limit // 2 + 100):       # a create and a close each
+            # A create and a close each: twice what the kernel keeps, so that it overflows
+            # even if the helper read a batch before it stood still (once, in CI, it did not).
+            for i in range(limit + 100):
                 (tmp_path / f"f{i}").touch()
         finally:
             os.kill(changes.helper_pid, signal.SIGCONT)
