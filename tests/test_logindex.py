@@ -90,7 +90,7 @@ def test_recording_purges_as_it_goes(tmp_path):
 
 def test_what_one_process_records_another_finds_and_it_survives_restarts(tmp_path):
     path = tmp_path / "state" / "log_index.sqlite"
-    script = ("from dd import logindex; from dd.core.notice import Checksum; "
+    script = ("from dd.store import logindex; from dd.core.notice import Checksum; "
               f"i = logindex.Index({str(path)!r}, window=3600, limit=1000); "
               "i.record([logindex.Entry('obs/a.txt', 'ann', Checksum('md5', '00'), frozenset({'bob'}))])")
     subprocess.run([sys.executable, "-c", script], check=True)

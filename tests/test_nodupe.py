@@ -53,7 +53,7 @@ def test_confirmed_keys_survive_a_restart_and_a_dead_claimant_is_taken_over(tmp_
     path = tmp_path / "s.sqlite"
     done, orphan = KEY, nodupe.key("/tree", "orphan", Checksum("md5", "00"))
     # A process claims two keys, confirms one and dies without resolving the other.
-    script = (f"from dd import nodupe; s = nodupe.Store({str(path)!r}, 300); "
+    script = (f"from dd.store import nodupe; s = nodupe.Store({str(path)!r}, 300); "
               f"s.claim({done!r}); s.claim({orphan!r}); s.confirm([{done!r}])")
     subprocess.run([sys.executable, "-c", script], check=True)
     store = nodupe.Store(path, ttl=300)
@@ -85,7 +85,7 @@ def test_a_claim_is_kept_by_its_live_claimant_only_not_by_its_pid_in_another_boo
 def test_processes_claiming_the_same_keys_at_once_win_each_key_exactly_once(tmp_path):
     path, go = tmp_path / "s.sqlite", tmp_path / "go"
     # Each racer opens the store, says it is ready, and starts claiming on the signal.
-    script = (f"import os, sys, time; from dd import nodupe; s = nodupe.Store({str(path)!r}, 300)\n"
+    script = (f"import os, sys, time; from dd.store import nodupe; s = nodupe.Store({str(path)!r}, 300)\n"
               f"open(sys.argv[1], 'w').close()\n"
               f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
               f"won = [k for k in map(str, range(500)) if s.claim(k)]\n"

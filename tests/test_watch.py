@@ -325,7 +325,7 @@ def running(pid):
 
 def test_the_helper_reading_events_ends_with_its_parent_even_a_killed_one(tmp_path):
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dd import watching; c = watching.Changes([sys.argv[1]]); "
+        [sys.executable, "-c", "import sys, time; from dd.source import watching; c = watching.Changes([sys.argv[1]]); "
          "c.start(); print(c.helper_pid, flush=True); time.sleep(600)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True)
     try:
