@@ -18,19 +18,28 @@ Locks, all on the state record, so a killed instance leaves none behind: a
 record lock (fcntl) on a part's status byte while that part is fetched, so
 two instances never write one part at once; flock on the whole record while
 reading and marking it, and while completing: the one that marks the last
-part checks the whole file, renames it into place and removes the record.
+part has the whole file checked, renames it into place and removes the record.
 Record locks belong to a process, not a thread, so a lock per file keeps the
 threads of one process apart too.
 
 Partials whose record was not touched for `stale_after` seconds are removed
 when a new partial is started in their directory.
+
+The receiver drives, and this module never calls it back: part_slot hands it
+a Slot (the partial file, the part's offset and length) to write the part
+into; Slot.verified records it and says whether it completed the file; the
+receiver then checks the whole and gives it its attributes, and leaving the
+slot renames it into place.
 """
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 from dd.core import checksum, parts
 from dd.core.errors import ChecksumMismatch, NoticeError
@@ -47,8 +56,8 @@ class Superseded(NoticeError):
     rule = "superseded"
 
 
-# Results of store_part.
-STORED, HAD, COMPLETED, GONE = "stored", "had", "completed", "gone"
+class Gone(Exception):
+    """The partial file was completed or removed while we waited for it: look again."""
 
 
 def version(leaf, notice):
@@ -67,14 +76,43 @@ def names(leaf, the_version):
     return (temporary_name(leaf, the_version + DATA), temporary_name(leaf, the_version + STATE))
 
 
-def store_part(fd, leaf, notice, fetch, complete, *, stale_after, tick=None):
-    """Store the part `notice` announces into the partial file of `leaf` in directory `fd`.
+class Slot:
+    """Where one part goes: `file` (the partial file, open for writing), `length` bytes at
+    `offset`; the part's alone while the slot is open.  `partial` names the partial file
+    (its directory and version) for a caller's caches."""
 
-    `fetch(out, offset, length)` writes the verified part into the open file `out`;
-    `complete(fd, data_name, out)` checks the whole file and gives it its attributes,
-    returning its checksum.  Returns (result, checksum or None), result being STORED,
-    HAD (already stored), COMPLETED (this part completed the file, now in place) or
-    GONE (the partial was completed or removed meanwhile: look again)."""
+    def __init__(self, file, part, state, partial):
+        self.file = file
+        self.partial = partial
+        self.offset, self.length = _span(part)
+        self.completes = False
+        self._state = state
+        self._number, self._count = part.block_number, part.block_count
+
+    def verified(self) -> bool:
+        """Record the part as written and verified; True when it completed the file.  Raises
+        Gone when the partial was completed or removed meanwhile.  When it completed the
+        file, the record stays locked until the slot is left, so that the caller checks
+        the whole file and gives it its attributes before anyone else sees it complete."""
+        fcntl.flock(self._state, fcntl.LOCK_EX)
+        try:
+            if _removed(self._state):
+                raise Gone
+            os.pwrite(self._state, VERIFIED, self._number)
+            self.completes = os.pread(self._state, self._count, 0) == VERIFIED * self._count
+            return self.completes
+        finally:
+            if not self.completes:
+                fcntl.flock(self._state, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def part_slot(fd, leaf, notice, *, stale_after, tick=None) -> Iterator[Slot | None]:
+    """The slot of the part `notice` announces in the partial file of `leaf` in directory
+    `fd`, or None when that part is already stored.  Once its slot says it completed the
+    file, leaving the slot renames the file into place; leaving it on a ChecksumMismatch
+    (the verified parts do not make the announced file) discards the partial file.
+    Raises Gone (see there) and Superseded."""
     part = notice.part
     the_version = version(leaf, notice)
     data_name, state_name = names(leaf, the_version)
@@ -87,32 +125,33 @@ def store_part(fd, leaf, notice, fetch, complete, *, stale_after, tick=None):
             _lock_slot(state, part.block_number, tick)
             with _flocked(state):
                 if _removed(state):
-                    return GONE, None
+                    raise Gone
                 out = _prepare(fd, state, data_name, part)
-                if out is None:
-                    return HAD, None
+            if out is None:
+                yield None
+                return
             with out:
-                offset, length = _span(part)
-                fetch(out, offset, length)
-                with _flocked(state):
-                    if _removed(state):
-                        return GONE, None
-                    os.pwrite(state, VERIFIED, part.block_number)
-                    if os.pread(state, part.block_count, 0) != VERIFIED * part.block_count:
-                        return STORED, None
-                    try:
-                        value = complete(fd, data_name, out)
+                slot = Slot(out, part, state, (st.st_dev, st.st_ino, data_name))
+                try:
+                    yield slot
+                    if slot.completes:
                         os.rename(data_name, leaf, src_dir_fd=fd, dst_dir_fd=fd)
-                    except ChecksumMismatch:
+                except ChecksumMismatch:
+                    if slot.completes:
                         _remove(fd, data_name, state_name)  # the parts do not make the file
-                        raise
-                    except BaseException:
+                    raise
+                except BaseException:
+                    if slot.completes:
                         # Interrupted or failed: this part's notice, not acknowledged,
                         # comes back and completes the file then.
                         os.pwrite(state, b"\0", part.block_number)
-                        raise
-                    os.unlink(state_name, dir_fd=fd)
-                    return COMPLETED, value
+                    raise
+                else:
+                    if slot.completes:
+                        os.unlink(state_name, dir_fd=fd)
+                finally:
+                    if slot.completes:
+                        fcntl.flock(state, fcntl.LOCK_UN)
         finally:
             os.close(state)
 

@@ -3,9 +3,11 @@
 Data is fetched to a temporary name beside its final name, verified (size and
 checksum, computed while copying), given its times and a safe mode, and only
 then renamed into place, so a partial or wrong file never appears under a
-final name.  Parts of a file are written into a partial file beside it that
-dd.delivery.assembly renames into place once every part and the whole are verified.  Deletes, links and renames act inside the tree only.  Every
-filesystem access goes through dd.core.paths.Tree.
+final name.  A part of a file is written into the slot dd.delivery.assembly
+offers in a partial file beside it; the part that completes the file has the
+whole checked here, and assembly renames it into place.  Deletes, links and
+renames act inside the tree only.  Every filesystem access goes through
+dd.core.paths.Tree.
 """
 import contextlib
 import fcntl
@@ -15,10 +17,10 @@ import stat
 import time
 
 from dd.core import checksum
-from dd.delivery import assembly
-from dd.core.outcome import Outcome
 from dd.core.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.core.notice import Checksum, Op
+from dd.core.outcome import Outcome
+from dd.delivery import assembly
 from dd.transfer import WRITING, temporary_name
 from dd.transfer.copy import copy
 
@@ -114,71 +116,77 @@ class Receiver:
         """Store one part; the part that completes the file is the one delivery (201)."""
         part = notice.part
         label = f"part {part.block_number} of {part.block_count}"
-        transport, path = self.transports.for_url(notice.url)
-        method = part.checksum.method
-        verify = checksum.verifiable(method)
-        whole = notice.checksum
-        verify_whole = checksum.verifiable(whole.method)
-        st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino, leaf, assembly.version(leaf, notice))
-
-        def fetch_once(out, offset, length):
-            hasher = checksum.new(method) if verify else None
-            # A prefix only ever holds bytes that passed their part's checksum.
-            prefix = self._prefixes.pop(key, None) if verify and verify_whole else None
-            if prefix is None and offset == 0 and verify and verify_whole:
-                prefix = (checksum.new(whole.method), 0)
-            follow = prefix is not None and prefix[1] == offset
-            out.seek(offset)
-            with transport.open_read(path, offset, length) as source:
-                result = copy(source, out, length=length, hasher=hasher, also_hash=[prefix[0]] if follow else (),
-                              rate_max=self.rate_max, tick=self.tick, name=f"{notice.url} {label}")
-            if verify and result.checksum != part.checksum.value:
-                raise ChecksumMismatch(
-                    f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
-                    f"the announced {part.checksum.value[:16]}...")
-            if prefix is not None:
-                if len(self._prefixes) >= PREFIX_CACHE_SIZE:
-                    self._prefixes.pop(next(iter(self._prefixes)))
-                self._prefixes[key] = (prefix[0], offset + length) if follow else prefix
-
-        def complete(dir_fd, data_name, out):
-            prefix = self._prefixes.pop(key, None) if verify_whole else None
-            if prefix is None:
-                prefix = (checksum.new(whole.method if verify_whole else self.download_checksum), 0)
-            value = _continue_sum(dir_fd, data_name, *prefix)
-            if verify_whole and value != whole.value:
-                raise WholeMismatch(
-                    f"{notice.url}: the {part.block_count} verified parts do not make the announced file "
-                    f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
-            self._finish(out, notice, tree)
-            _set_times(dir_fd, data_name, notice)
-            return whole if verify_whole else Checksum(self.download_checksum, value)
-
+        source = self.transports.for_url(notice.url)
         for _ in range(self.attempts):
-            result, value = assembly.store_part(
-                fd, leaf, notice, lambda *a: self._retrying(lambda: fetch_once(*a)), complete,
-                stale_after=self.stale_after, tick=self.tick)
-            if result != assembly.GONE:
-                break
-            # Completed (or removed) by another instance while we waited for it.
-            if self._already_have(notice, fd, leaf):
-                return Outcome(304, "already up to date", checksum=notice.checksum)
-        nbytes = assembly.part_length(part)
-        if result == assembly.COMPLETED:
-            return Outcome(201, f"delivered: {label} completed the file", nbytes=nbytes, checksum=value)
-        if result == assembly.STORED:
-            return Outcome(202, f"{label} stored", nbytes=nbytes)
-        if result == assembly.HAD:
-            return Outcome(304, f"{label} already stored")
+            try:
+                with assembly.part_slot(fd, leaf, notice, stale_after=self.stale_after, tick=self.tick) as slot:
+                    if slot is None:
+                        return Outcome(304, f"{label} already stored")
+                    self._retrying(lambda: self._fetch_part(source, notice, slot, label))
+                    if not slot.verified():
+                        return Outcome(202, f"{label} stored", nbytes=slot.length)
+                    value = self._check_whole(notice, slot)
+                    self._finish(slot.file, notice, tree)
+                # Left without an error: the file is in place.
+                return Outcome(201, f"delivered: {label} completed the file", nbytes=slot.length, checksum=value)
+            except assembly.Gone:
+                # Completed (or removed) by another instance while we waited for it.
+                if self._already_have(notice, fd, leaf):
+                    return Outcome(304, "already up to date", checksum=notice.checksum)
         raise TransferError(f"{notice.url}: the partial file of {leaf} kept disappearing",
                             fix="another program is removing hidden files in the directory")
 
+    def _fetch_part(self, source, notice, slot, label):
+        """Write the part into its slot, verified against its checksum; while the parts come
+        in order, the whole file's checksum is fed too (see _prefixes)."""
+        transport, path = source
+        part, whole = notice.part, notice.checksum
+        method = part.checksum.method
+        verify = checksum.verifiable(method)
+        hasher = checksum.new(method) if verify else None
+        # A prefix only ever holds bytes that passed their part's checksum.
+        prefixed = verify and checksum.verifiable(whole.method)
+        prefix = self._prefixes.pop(slot.partial, None) if prefixed else None
+        if prefix is None and slot.offset == 0 and prefixed:
+            prefix = (checksum.new(whole.method), 0)
+        follow = prefix is not None and prefix[1] == slot.offset
+        slot.file.seek(slot.offset)
+        with transport.open_read(path, slot.offset, slot.length) as data:
+            result = copy(data, slot.file, length=slot.length, hasher=hasher,
+                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, tick=self.tick,
+                          name=f"{notice.url} {label}")
+        if verify and result.checksum != part.checksum.value:
+            raise ChecksumMismatch(
+                f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
+                f"the announced {part.checksum.value[:16]}...")
+        if prefix is not None:
+            if len(self._prefixes) >= PREFIX_CACHE_SIZE:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            self._prefixes[slot.partial] = (prefix[0], slot.offset + slot.length) if follow else prefix
+
+    def _check_whole(self, notice, slot):
+        """The checksum of the completed file, read from where its prefix ends; a WholeMismatch
+        when the verified parts do not make the announced file."""
+        whole = notice.checksum
+        verify = checksum.verifiable(whole.method)
+        prefix = self._prefixes.pop(slot.partial, None) if verify else None
+        if prefix is None:
+            prefix = (checksum.new(whole.method if verify else self.download_checksum), 0)
+        value = _continue_sum(slot.file.fileno(), *prefix)
+        if verify and value != whole.value:
+            raise WholeMismatch(
+                f"{notice.url}: the {notice.part.block_count} verified parts do not make the announced file "
+                f"({whole.method} {value[:16]}... is not {whole.value[:16]}...); partial file discarded")
+        return whole if verify else Checksum(self.download_checksum, value)
+
     def _finish(self, out, notice, tree):
+        """Give a written file its mode, its restrictions, durability and its times."""
         os.fchmod(out.fileno(), tree.file_mode(notice.mode))
         tree.restrict(out.fileno())
         if self.fsync:
             os.fsync(out.fileno())
+        if notice.mtime is not None:
+            os.utime(out.fileno(), ((notice.atime or notice.mtime).timestamp(), notice.mtime.timestamp()))
 
     def _already_have(self, notice, fd, leaf):
         try:
@@ -212,7 +220,6 @@ class Receiver:
                         f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
                         f"the announced {notice.checksum.value[:16]}...")
                 self._finish(out, notice, tree)
-            _set_times(fd, tmp, notice)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
             return result.checksum
         except BaseException:
@@ -326,21 +333,10 @@ class WholeMismatch(ChecksumMismatch):
     code = 404
 
 
-def _continue_sum(fd, name, hasher, offset):
-    """The hex digest of `hasher` continued over file `name` from `offset` to its end."""
-    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+def _continue_sum(fd, hasher, offset):
+    """The hex digest of `hasher` continued over the open file `fd` from `offset` to its end."""
     buffer = memoryview(bytearray(checksum.BUFFER_SIZE))
-    try:
-        while n := os.preadv(source, [buffer], offset):
-            hasher.update(buffer[:n])
-            offset += n
-    finally:
-        os.close(source)
+    while n := os.preadv(fd, [buffer], offset):
+        hasher.update(buffer[:n])
+        offset += n
     return hasher.hexdigest()
-
-
-def _set_times(fd, name, notice):
-    if notice.mtime is None:
-        return
-    atime = (notice.atime or notice.mtime).timestamp()
-    os.utime(name, (atime, notice.mtime.timestamp()), dir_fd=fd, follow_symlinks=False)
