@@ -1,9 +1,9 @@
-"""The post step: publishing one message per item and waiting for the broker's confirms."""
+"""The post step: one message per item, to its exchange(s), published with confirms
+(dd.broker.Batch holds the policy: reconnecting, publishing again, giving up)."""
 import logging
-import time
 
 from dd import broker
-from dd.core.errors import BrokerError, BrokerRefusal, NoticeError
+from dd.core.errors import BrokerError, NoticeError
 
 log = logging.getLogger("dd.flow")
 
@@ -23,65 +23,37 @@ class Poster:
         self.message_of = message_of
         self.timeout = timeout
         self.confirm_later = confirm_later
-        self._waiting = []       # (item, message) published, confirms not yet waited for
+        self._waiting = None     # the batch published, its confirms not yet waited for
 
     def post(self, items):
         """Publish every item's message; return the items the broker did not confirm
         (with confirm_later: those of the batch before)."""
         try:
-            fresh = [(item, message) for item in items if (message := self.message_of(item)) is not None]
+            batch = broker.Batch(self.publisher, self._envelopes(items))
         except NoticeError as error:
             # Not expressible in the chosen format (e.g. sha256 in sr_v02): a config problem.
             raise BrokerError(error.message, fix=error.fix or "choose another post_format or checksum") from None
         if not self.confirm_later:
-            return self._confirmed(fresh, published=set())
+            return batch.confirm(self.timeout)
         refused = self._settle()
-        published = set()
-        try:
-            self._publish(fresh, published)
-            self.publisher.flush()
-        except (BrokerError, *broker.CONNECTION_ERRORS):
-            return refused + self._confirmed(fresh, published)
-        self._waiting = fresh
+        if not batch.send():
+            return refused + batch.confirm(self.timeout)
+        self._waiting = batch
         return refused
 
+    def _envelopes(self, items):
+        """An envelope per item and exchange its message goes to."""
+        for item in items:
+            message = self.message_of(item)
+            if message is None:
+                continue
+            exchanges = self.exchange_of(item)
+            for exchange in (exchanges,) if isinstance(exchanges, str) else exchanges:
+                yield broker.Envelope(exchange, message, item)
+
     def _settle(self):
-        waiting, self._waiting = self._waiting, []
-        return self._confirmed(waiting, published={id(item) for item, _ in waiting})
-
-    def _publish(self, pending, published):
-        """Publish what of `pending` ((item, message) pairs) is not yet `published` (ids)."""
-        for item, message in pending:
-            if id(item) not in published:
-                exchanges = self.exchange_of(item)
-                for exchange in (exchanges,) if isinstance(exchanges, str) else exchanges:
-                    self.publisher.publish(exchange, message, item)
-                published.add(id(item))
-
-    def _confirmed(self, pending, published):
-        """Publish what of `pending` is not yet `published` (ids), wait for every confirm,
-        publishing again what a lost connection took; return the items not confirmed."""
-        deadline = time.monotonic() + self.timeout
-        remaining = pending
-        while remaining:
-            try:
-                self._publish(remaining, published)
-                refused = self.publisher.wait(max(deadline - time.monotonic(), 0.1))
-                return list({id(item): item for item in refused}.values())
-            except (BrokerError, *broker.CONNECTION_ERRORS) as error:
-                lost = {id(i) for i in self.publisher.forget_pending()}
-                remaining = [(i, m) for i, m in remaining if id(i) in lost or id(i) not in published]
-                published.difference_update(id(i) for i, _ in remaining)
-                if time.monotonic() >= deadline or isinstance(error, BrokerRefusal):
-                    log.error("%s", error)
-                    return [i for i, _ in remaining]
-                log.warning("publishing failed (%s); reconnecting", error)
-                try:
-                    self.publisher.reopen(give_up_after=max(deadline - time.monotonic(), 0.1))
-                except BrokerError as reopen_error:
-                    log.error("%s", reopen_error)
-                    return [i for i, _ in remaining]
-        return []
+        waiting, self._waiting = self._waiting, None
+        return waiting.confirm(self.timeout) if waiting is not None else []
 
     def close(self):
         try:
