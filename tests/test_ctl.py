@@ -226,7 +226,7 @@ def test_a_configuration_that_does_not_load_is_reported(pump, ctl):
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("instances many\n")
     status, out, err = ctl("status")
-    assert (status, err) == (4, "")
+    assert (status, status.name, err) == (4, "UNKNOWN", "")   # LSB's "unknown", not "unavailable"
     assert out.splitlines()[1].split() == ["subscribe/bad", "error"]
     assert out.splitlines()[2].startswith("subscribe/bad: ") and "instances" in out.splitlines()[2]
     entry = ctl.json()[1]["configurations"][0]
