@@ -12,6 +12,7 @@ import pytest
 from dd.admin.ctl import main as ctl_main
 from dd.admin.ctl import survey
 from dd.core.options import BY_NAME
+from dd.core.outcome import Code
 from tests.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +124,12 @@ def test_not_options_are_handled_by_the_cli():
 def test_hyphens_in_option_names_are_escaped(page):
     for number, line in enumerate((MAN / page).read_text(encoding="utf-8").splitlines(), 1):
         assert "--" not in line, f"{page}:{number}: write \\-\\- for --"
+
+
+@pytest.mark.parametrize("page, start, end", [("dd_log.7", ".SH CODES", ".SH SEE ALSO"),
+                                              ("dd_subscribe.1", "Each outcome is logged", ".SH REFUSALS")])
+def test_every_outcome_code_is_documented(page, start, end):
+    text = (MAN / page).read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end)]
+    documented = {int(n) for n in re.findall(r"^\.B (\d{3})$", section, re.MULTILINE)}
+    assert documented == {int(c) for c in Code}, f"{page} documents {sorted(documented)}"

@@ -6,6 +6,8 @@ machine-readable ``rule`` so that logs and delivery reports can name it.
 """
 import enum
 
+from dd.core.outcome import Code
+
 
 class ExitStatus(enum.IntEnum):
     """Process exit statuses (`status` exits with an LsbStatus instead)."""
@@ -79,7 +81,7 @@ class TransferError(DDError):
     status = ExitStatus.UNAVAILABLE
     rule = "transfer"
     retryable = True
-    code = 502          # the outcome it gives a notice (dd_log(7))
+    code = Code.TRANSFER_FAILED     # the outcome it gives a notice
 
 
 class NoticeError(DDError):

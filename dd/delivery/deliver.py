@@ -23,7 +23,7 @@ from dd.core import checksum, paths, route
 from dd.core.errors import NoticeError
 from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.delivery import hooks
 from dd.delivery.receive import Receiver
 from dd.flow import Item
@@ -151,17 +151,17 @@ class Delivery:
         try:
             tree, rel_path, old = self._where(notice, item.mask)
         except NoticeError as error:
-            item.outcome = Outcome(403, str(error), error.rule)
+            item.outcome = Outcome(Code.DENIED, str(error), error.rule)
             return
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
         where = (os.path.abspath(str(tree)), rel_path)
         if not self._claim(item, where):
-            item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
+            item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
             return
         item.outcome = self.receiver.receive(notice, tree, rel_path, old)
         code = item.outcome.code
-        if code in (201, 304) and notice.op is Op.DELETE and self.store:
+        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
@@ -181,12 +181,12 @@ class Delivery:
         return self.placement.place(notice, mask, rel_path, old)
 
     def announces(self, item):
-        """201: done now.  A relay also announces 304, found in place and verified, so that
-        a crash between the rename and the broker's confirm announces it late, not never;
+        """DELIVERED: done now.  A relay also announces UNCHANGED, found in place and verified,
+        so that a crash between the rename and the broker's confirm announces it late, not never;
         but a part found in place says nothing of the whole file, a delete found done is no news."""
         code, notice = item.outcome.code, item.notice
-        return code == 201 or (self.relay and code == 304 and notice.part is None
-                               and notice.op is not Op.DELETE)
+        return code == Code.DELIVERED or (self.relay and code == Code.UNCHANGED and notice.part is None
+                                          and notice.op is not Op.DELETE)
 
     def close(self):
         self.receiver.close()
