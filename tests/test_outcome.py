@@ -41,12 +41,20 @@ def test_the_scan_finds_a_bare_code(tmp_path):
 
 def test_every_code_of_the_table_is_of_the_class_its_meaning_says():
     done = {Code.DELIVERED, Code.PART_STORED, Code.UNCHANGED}
-    refused = {Code.REFUSED_NOTICE, Code.DENIED, Code.NOT_FOUND, Code.SUPERSEDED}
+    refused = {Code.REFUSED_NOTICE, Code.DENIED, Code.NOT_FOUND, Code.SUPERSEDED, Code.WHOLE_MISMATCH}
     failed = {Code.FAILED, Code.TRANSFER_FAILED, Code.GIVEN_UP, Code.NO_SPACE}
     assert done | refused | failed == set(Code)
     assert all(Outcome(c).ok for c in done)
     assert not any(Outcome(c).ok or Outcome(c).failed for c in refused)   # never kept for retry
     assert all(Outcome(c).failed and not Outcome(c).ok for c in failed)   # kept for retry
+
+
+def test_a_checksum_failure_is_not_reported_as_not_found():
+    from dd.core.errors import ChecksumMismatch
+    from dd.delivery.receive import WholeMismatch
+    assert ChecksumMismatch.code == Code.TRANSFER_FAILED
+    assert WholeMismatch.code == Code.WHOLE_MISMATCH != Code.NOT_FOUND
+    assert not WholeMismatch.retryable
 
 
 @pytest.mark.parametrize("statuses", [Code, ExitStatus, LsbStatus, CheckStatus], ids=lambda e: e.__name__)

@@ -15,6 +15,7 @@ class Code(enum.IntEnum):
     DENIED = 403            # a path refused, a server that denies us, a log message from the wrong user
     NOT_FOUND = 404         # failed for good: a missing file, a bad URL, an unknown host key; no route
     SUPERSEDED = 409        # a part of an older version than the partial file being assembled
+    WHOLE_MISMATCH = 422    # verified parts that do not make the announced file: the source is wrong
     FAILED = 500            # failed here: the local filesystem, a store, on_file, or a bug in dd
     TRANSFER_FAILED = 502   # a transfer failed (unreachable, reset, short or wrong data); retried
     GIVEN_UP = 503          # kept failing for longer than retry_ttl: no longer retried

@@ -321,10 +321,11 @@ def _sum_at(fd, leaf, method):
 
 
 class WholeMismatch(ChecksumMismatch):
-    """Verified parts that do not make the announced file: fetching one part again cannot help."""
+    """Verified parts that do not make the announced file: the source announced parts of
+    another file, and fetching one part again cannot help."""
 
     retryable = False
-    code = Code.NOT_FOUND
+    code = Code.WHOLE_MISMATCH
 
 
 def _continue_sum(fd, name, hasher, offset):
