@@ -92,7 +92,8 @@ def build(ctx, relaying: Optional[Relaying] = None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), relaying.read(decode) if relaying else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout)
+    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout,
+                                                                 options=transport_options(cfg))
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
@@ -112,6 +113,15 @@ def build(ctx, relaying: Optional[Relaying] = None):
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)
+
+
+def transport_options(cfg) -> dict:
+    """The keyword options of each scheme's transport that a configuration sets."""
+    sftp = {"known_hosts": cfg.known_hosts, "key_filename": cfg.sftp_key}
+    options = {"sftp": {k: str(v) for k, v in sftp.items() if v is not None}}
+    if cfg.https_ca_file is not None:
+        options["https"] = {"verify": str(cfg.https_ca_file)}
+    return options
 
 
 class Delivery:
