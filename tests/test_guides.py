@@ -342,7 +342,7 @@ def test_the_guides_work_as_written(tmp_path):
                 continue
             if step.name in BEFORE:
                 what, ready = BEFORE[step.name]
-                if not wait_for(lambda: ready(walk), timeout=WAIT, interval=0.1):
+                if not wait_for(lambda ready=ready: ready(walk), timeout=WAIT, interval=0.1):
                     _fail(step, f"was not ready: no {what} within {WAIT:g} s", walk)
             script = walk.unique_names(step) if step.mode == walkthrough.NAMES else step.script
             status, output = shell.run(step, script, STEP_TIMEOUT)

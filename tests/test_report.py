@@ -121,7 +121,8 @@ def test_a_subscriber_reports_each_delivery_and_refusal_to_its_own_exchange(pump
     assert [(r.rel_path, r.code) for r in reports] == [
         ("obs/one.txt", 201), ("obs/one.txt", 304), ("../escape.txt", 403)]
     delivered, _, refused = reports
-    assert (delivered.user, delivered.component, delivered.bytes, delivered.source) == ("guest", "subscribe", 3, "guest")
+    assert (delivered.user, delivered.component, delivered.bytes, delivered.source) == (
+        "guest", "subscribe", 3, "guest")
     assert delivered.checksum.method == "sha512"
     assert refused.rule == "dot-dot" and refused.source == "mallory"
     assert {m.properties["user_id"] for m in messages} == {"guest"}

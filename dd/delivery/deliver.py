@@ -73,6 +73,9 @@ class PlainTree:
         return base_url, rel_path
 
 
+PLAIN_TREE = PlainTree()
+
+
 @dataclasses.dataclass
 class Relaying:
     """What makes a delivering flow a pump's relay: dd.pump.relay makes one."""
@@ -106,7 +109,7 @@ def build(ctx, relaying: Optional[Relaying] = None):
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
-                        placement=relaying.placement if relaying else PlainTree())
+                        placement=relaying.placement if relaying else PLAIN_TREE)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
@@ -127,12 +130,12 @@ def transport_options(cfg) -> dict:
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, placement: Placement = PlainTree()):
+    def __init__(self, cfg, receiver, *, relay, store=None, placement: Optional[Placement] = None):
         self.cfg = cfg
         self.receiver = receiver
         self.relay = relay
         self.store = store
-        self.placement = placement
+        self.placement = placement or PLAIN_TREE
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
@@ -230,7 +233,7 @@ class Recorder:
         self.delivery.close()
 
 
-def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree()):
+def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None):
     """The notice announcing our copy of what was just delivered (when posting is configured).
 
     Our copy is a whole file, so part fields are dropped; a relay keeps the original
@@ -249,7 +252,7 @@ def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree(
         verified = original
     else:
         verified = outcome.checksum or original
-    base_url, rel_path = placement.announced(notice, str(cfg.post_base_url), rel_path)
+    base_url, rel_path = (placement or PLAIN_TREE).announced(notice, str(cfg.post_base_url), rel_path)
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))

@@ -94,7 +94,7 @@ class Sweeper:
     @staticmethod
     def _prune(root, before):
         """Remove empty directories below root untouched since `before`."""
-        for top, directories, files in os.walk(root, topdown=False):
+        for top, _, files in os.walk(root, topdown=False):
             if top == root or files:
                 continue
             try:
