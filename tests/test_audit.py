@@ -13,7 +13,7 @@ import urllib3
 from dd.admin.audit.cleanup import stale
 from dd.cli.main import run
 from dd.core.environment import Environment
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 
 API = "http://127.0.0.1:15672/api"
 GUEST = urllib3.make_headers(basic_auth="guest:guest")

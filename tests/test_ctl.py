@@ -17,8 +17,8 @@ from dd.core.environment import Environment
 from dd.flow import Counters
 from dd.store.retry import RetryStore
 from dd.store.state import ConfigState
-from tests.pump import wait_for
-from tests.servers import free_port
+from tests.support.pump import wait_for
+from tests.support.servers import free_port
 
 NAMES = ("alpha", "beta", "gamma")
 

@@ -27,7 +27,7 @@ from dd.core.notice import Checksum, Notice, Op, Part, validate
 
 from sarracenia.postformat.v02 import V02 as SrV02  # noqa: N811 - sr3's classes, named for the tests
 from sarracenia.postformat.v03 import V03 as SrV03  # noqa: N811
-from tests.sr3peer import Sr3Peer
+from tests.support.sr3peer import Sr3Peer
 
 UTC = datetime.timezone.utc
 SR_FORMATS = ("sr_v02", "sr_v03")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.pump import manifest, wait_for
+from tests.support.pump import manifest, wait_for
 
 
 def notice(pump, rel_path, data=b"x", **changes):

@@ -12,7 +12,7 @@ import pytest
 from dd.admin.ctl import main as ctl_main
 from dd.admin.ctl import survey
 from dd.core.options import BY_NAME
-from tests.metadata import console_scripts
+from tests.support.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"

@@ -4,9 +4,9 @@ import random
 import ssl
 import time
 
-from tests.brokers import BrokerRelay
-from tests.pump import compare, manifest, wait_for
-from tests.servers import self_signed
+from tests.support.brokers import BrokerRelay
+from tests.support.pump import compare, manifest, wait_for
+from tests.support.servers import self_signed
 
 NAMES = ["plain.txt", "with space.txt", "hash#tag.dat", "star*.bin", "dots.in.name", "%41percent",
          "été ünïcødé.txt", "日本語.txt", "question?.txt", "a'quote\".txt"]
@@ -158,7 +158,7 @@ def test_show_never_prints_the_password(pump):
 
 def test_dd_post_with_the_broker_down_exits_non_zero_naming_what_was_not_announced(pump):
     (pump.src / "a.txt").write_text("a")
-    from tests.servers import free_port
+    from tests.support.servers import free_port
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     result = pump.command("post", f"--post_broker={dead}", f"--post_exchange={pump.exchange}",
                           f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}",

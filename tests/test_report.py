@@ -12,7 +12,7 @@ from dd.core import report
 from dd.core.credentials import Url
 from dd.core.errors import NoticeError
 from dd.core.notice import Checksum, Notice, Part
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 
 WHEN = datetime.datetime(2026, 11, 29, 6, 30, 1, 123456, tzinfo=datetime.timezone.utc)
 names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from dd.core import report
-from tests.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.servers import free_port
+from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port
 from tests.test_audit import api
 
 FILES = 200
