@@ -1,4 +1,4 @@
-"""One conformance suite for every transport, against real servers (tests/servers.py),
+"""One conformance suite for every transport, against real servers (tests/support/servers.py),
 then the shared copy loop."""
 import dataclasses
 import errno
