@@ -28,7 +28,8 @@ setup(
         "urllib3>=1.26.12",
         "passlib>=1.7.4",
     ],
-    extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0", "docutils>=0.19"],
+    extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",
+                             "docutils>=0.19", "ruff>=0.6"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],

@@ -56,7 +56,7 @@ def test_defaults_without_any_file(env):
     assert cfg.allowed_schemes == ("http", "https", "sftp")
     assert cfg.origin("prefetch") == "default"
     with pytest.raises(AttributeError):
-        cfg.prefech
+        cfg.prefech  # noqa: B018 - the attribute access is what is tested
 
 
 def test_values_origins_and_comments(env):

@@ -17,8 +17,8 @@ from dd.core.environment import Environment
 from dd.flow import Counters
 from dd.store.retry import RetryStore
 from dd.store.state import ConfigState
-from tests.pump import wait_for
-from tests.servers import free_port
+from tests.support.pump import wait_for
+from tests.support.servers import free_port
 
 NAMES = ("alpha", "beta", "gamma")
 
@@ -74,7 +74,7 @@ def test_three_configurations_of_two_instances(pump, ctl):
     (pump.src / "two.txt").write_text("two!")
     pump.post(pump.src)
     for name in NAMES:
-        assert wait_for(lambda: len(list((pump.base / "dst" / name).glob("*.txt"))) == 2)
+        assert wait_for(lambda name=name: len(list((pump.base / "dst" / name).glob("*.txt"))) == 2)
 
     def recorded():  # instances write their counters every few seconds
         _, report = ctl.json()
@@ -232,7 +232,8 @@ def test_a_configuration_that_does_not_load_is_reported(pump, ctl):
     entry = ctl.json()[1]["configurations"][0]
     assert (entry["state"], entry["status"]) == ("error", 4) and "instances" in entry["error"]
     status, out, _ = ctl("check")
-    assert status == 2 and out.startswith("DD CRITICAL - 1 configurations, 0/0 instances; subscribe/bad: does not load: ")
+    assert status == 2
+    assert out.startswith("DD CRITICAL - 1 configurations, 0/0 instances; subscribe/bad: does not load: ")
     assert ctl("start")[0] == 2
 
 

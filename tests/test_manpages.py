@@ -13,7 +13,7 @@ from dd.admin.ctl import main as ctl_main
 from dd.admin.ctl import survey
 from dd.core.options import BY_NAME
 from dd.core.outcome import Code
-from tests.metadata import console_scripts
+from tests.support.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"

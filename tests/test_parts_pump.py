@@ -15,8 +15,8 @@ import pytest
 from dd.core import formats
 from dd.core.credentials import Url
 from dd.core.notice import Checksum
-from tests.pump import wait_for
-from tests.rangeserver import RangeServer
+from tests.support.pump import wait_for
+from tests.support.rangeserver import RangeServer
 from tests.test_assembly import part_notices
 from tests.test_limits import _vm_hwm
 

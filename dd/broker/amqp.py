@@ -135,7 +135,7 @@ def close_quietly(connection):
     except Exception:  # noqa: BLE001 - the connection is being abandoned anyway
         try:
             connection.collect()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - abandoning it: nothing left to report or try
             pass
 
 

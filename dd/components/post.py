@@ -3,9 +3,10 @@ import logging
 import os
 
 from dd import flow
-from dd.source import announce
+from dd.core import walk
 from dd.core.errors import DDError
 from dd.flow import Item
+from dd.source import announce
 
 NAME = "post"
 DAEMON = False
@@ -47,10 +48,8 @@ class FileGatherer:
         for argument in arguments:
             path = os.path.abspath(argument)
             if os.path.isdir(path) and not os.path.islink(path) and not self.deleted:
-                for top, directories, files in os.walk(path):
-                    directories.sort()
-                    for name in sorted(files) + [d for d in directories if os.path.islink(os.path.join(top, d))]:
-                        yield from self._item(os.path.join(top, name))
+                for entry in walk.entries(path):
+                    yield from self._item(entry)
             else:
                 yield from self._item(path)
 

@@ -73,6 +73,9 @@ class PlainTree:
         return base_url, rel_path
 
 
+PLAIN_TREE = PlainTree()
+
+
 @dataclasses.dataclass
 class Relaying:
     """What makes a delivering flow a pump's relay: dd.pump.relay makes one."""
@@ -92,7 +95,8 @@ def build(ctx, relaying: Optional[Relaying] = None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), relaying.read(decode) if relaying else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout)
+    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout,
+                                                                 options=transport_options(cfg))
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
@@ -105,7 +109,7 @@ def build(ctx, relaying: Optional[Relaying] = None):
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
-                        placement=relaying.placement if relaying else PlainTree())
+                        placement=relaying.placement if relaying else PLAIN_TREE)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
@@ -114,15 +118,24 @@ def build(ctx, relaying: Optional[Relaying] = None):
                      stop=ctx.stop, threads=cfg.threads)
 
 
+def transport_options(cfg) -> dict:
+    """The keyword options of each scheme's transport that a configuration sets."""
+    sftp = {"known_hosts": cfg.known_hosts, "key_filename": cfg.sftp_key}
+    options = {"sftp": {k: str(v) for k, v in sftp.items() if v is not None}}
+    if cfg.https_ca_file is not None:
+        options["https"] = {"verify": str(cfg.https_ca_file)}
+    return options
+
+
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, placement: Placement = PlainTree()):
+    def __init__(self, cfg, receiver, *, relay, store=None, placement: Optional[Placement] = None):
         self.cfg = cfg
         self.receiver = receiver
         self.relay = relay
         self.store = store
-        self.placement = placement
+        self.placement = placement or PLAIN_TREE
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
@@ -220,7 +233,7 @@ class Recorder:
         self.delivery.close()
 
 
-def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree()):
+def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None):
     """The notice announcing our copy of what was just delivered (when posting is configured).
 
     Our copy is a whole file, so part fields are dropped; a relay keeps the original
@@ -239,7 +252,7 @@ def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree(
         verified = original
     else:
         verified = outcome.checksum or original
-    base_url, rel_path = placement.announced(notice, str(cfg.post_base_url), rel_path)
+    base_url, rel_path = (placement or PLAIN_TREE).announced(notice, str(cfg.post_base_url), rel_path)
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))

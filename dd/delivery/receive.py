@@ -4,7 +4,8 @@ Data is fetched to a temporary name beside its final name, verified (size and
 checksum, computed while copying), given its times and a safe mode, and only
 then renamed into place, so a partial or wrong file never appears under a
 final name.  Parts of a file are written into a partial file beside it that
-dd.delivery.assembly renames into place once every part and the whole are verified.  Deletes, links and renames act inside the tree only.  Every
+dd.delivery.assembly renames into place once every part and the whole are
+verified.  Deletes, links and renames act inside the tree only.  Every
 filesystem access goes through dd.core.paths.Tree.
 """
 import contextlib

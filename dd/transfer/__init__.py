@@ -18,7 +18,7 @@ import secrets
 import urllib.parse
 from typing import Optional
 
-from dd.core.credentials import DEFAULT_PORTS, Url
+from dd.core.credentials import DEFAULT_PORTS, Url, url_host
 from dd.core.errors import TransferError
 from dd.core.outcome import Code
 
@@ -68,7 +68,7 @@ class Endpoint:
 
     def url(self, path=""):
         user = f"{urllib.parse.quote(self.user, safe='')}@" if self.user else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = url_host(self.host)
         port = f":{self.port}" if self.port else ""
         return f"{self.scheme}://{user}{host}{port}{urllib.parse.quote(path)}"
 

@@ -24,9 +24,16 @@ import urllib.parse
 import urllib.request
 from http import HTTPStatus
 
-from dd.core.credentials import within
+from dd.core.credentials import url_host, within
 from dd.core.errors import CERTIFICATE_FIX, TransferError
-from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
+from dd.transfer import (
+    Capabilities,
+    DeniedError,
+    PermanentError,
+    ReadStream,
+    Stat,
+    Transport,
+)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (a range not satisfiable: the file may still be growing).
@@ -122,7 +129,7 @@ class HttpTransport(Transport):
         """`credentials`: dd.core.credentials Urls for this server, the deepest path first.
         `verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, timeout=timeout)
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        host = url_host(endpoint.host)
         port = f":{endpoint.port}" if endpoint.port else ""
         self._headers = {"Accept-Encoding": "identity"}
         # (directory, Authorization header) of each credential.

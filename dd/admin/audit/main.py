@@ -4,8 +4,9 @@ import dataclasses
 import urllib.parse
 from pathlib import Path
 
-from dd.core import config
 from dd.admin.audit import cleanup, declare, management, plan, reconcile, status
+from dd.core import config
+from dd.core.credentials import url_host
 from dd.core.errors import ConfigError
 
 VERBS = {"declare": declare, "status": status, "cleanup": cleanup}
@@ -65,6 +66,6 @@ def main(argv, env):
 
 
 def _default_api(admin_url):
-    host = f"[{admin_url.host}]" if ":" in admin_url.host else admin_url.host
+    host = url_host(admin_url.host)
     scheme = "https" if admin_url.scheme == "amqps" else "http"
     return f"{scheme}://{urllib.parse.quote(host, safe='[]:')}:{management.DEFAULT_PORT}/"
