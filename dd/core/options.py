@@ -18,11 +18,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, formats
+from dd.core import checksum, commands, formats
 from dd.core.credentials import Url
 from dd.core.notice import USER_NAME
 
-COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
+#: The commands whose options the table declares.
+COMPONENTS = commands.CONFIGURED
 
 
 @dataclasses.dataclass(frozen=True)
