@@ -213,7 +213,7 @@ class Option:
         return self.component_defaults.get(component, self.default)
 
 
-ALL = "post subscribe watch sara shovel"
+ALL = " ".join(commands.COMPONENTS)
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
 POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
