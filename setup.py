@@ -1,5 +1,6 @@
 """Packaging metadata for dd (distribution name: metpx-dd; commands dd_*)."""
 import re
+import runpy
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -7,7 +8,8 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 __version__ = re.search(r'__version__ = "([^"]+)"', (HERE / "dd" / "__init__.py").read_text()).group(1)
 
-COMMANDS = ["post", "subscribe", "watch", "sara", "shovel", "audit", "ctl", "log"]
+# Declared once, in dd/core/commands.py: run on its own, as dd's dependencies may not be installed yet.
+COMMANDS = runpy.run_path(str(HERE / "dd" / "core" / "commands.py"))["COMMANDS"]
 
 setup(
     name="metpx-dd",

@@ -10,6 +10,8 @@ from dd.source import announce
 
 NAME = "post"
 DAEMON = False
+# No queue to consume, nothing run beside it (dd.components.Component).
+subscription = consumer = services = None
 #: Notices per round of confirms: the first round is small so the first notices go out
 #: at once, the later ones large so that waiting for confirms costs little.
 FIRST_BATCH, BATCH = 50, 1000
@@ -65,10 +67,10 @@ class FileGatherer:
             yield Item(notice, outgoing=None)
 
 
-def build(ctx, *, deleted=False):
+def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
-    gatherer = FileGatherer(cfg, ctx.arguments, deleted=deleted)
+    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted)
     the_flow = flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused

@@ -34,6 +34,7 @@ EXCHANGE_CHECK_TTL = 60.0
 
 subscription = flow.subscription
 consumer = flow.consumer
+services = None
 
 
 def build(ctx):

@@ -23,6 +23,8 @@ from dd.store import metrics
 
 NAME = "watch"
 DAEMON = True
+# No queue to consume, nothing run beside the instances (dd.components.Component).
+subscription = consumer = services = None
 #: Names writers use while writing, unless an accept line names them: dot files (and what
 #: is below dot directories) and *.tmp.
 TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*(?:/.*)?|[^/]*\.tmp)")

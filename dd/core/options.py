@@ -18,11 +18,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, formats
+from dd.core import checksum, commands, formats
 from dd.core.credentials import Url
 from dd.core.notice import USER_NAME
 
-COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
+#: The commands whose options the table declares.
+COMPONENTS = commands.CONFIGURED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +213,7 @@ class Option:
         return self.component_defaults.get(component, self.default)
 
 
-ALL = "post subscribe watch sara shovel"
+ALL = " ".join(commands.COMPONENTS)
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
 POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers

@@ -79,7 +79,7 @@ def _facts(configuration, env, depths):
     waiting = [retry.waiting(path) for path in state.retry_files()]
     facts.retries = None if None in waiting else sum(waiting)
     module = components.load(configuration.component)
-    if hasattr(module, "consumer") and cfg.broker:
+    if module.consumer is not None and cfg.broker:
         facts.queue = cfg.queue or state.known_queue()
         if depths is not None and facts.queue:
             size = depths.size(cfg.credentials.complete(cfg.broker), facts.queue)
