@@ -1,5 +1,6 @@
 """Packaging metadata for dd (distribution name: metpx-dd; commands dd_*)."""
 import re
+import runpy
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -7,7 +8,8 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 __version__ = re.search(r'__version__ = "([^"]+)"', (HERE / "dd" / "__init__.py").read_text()).group(1)
 
-COMMANDS = ["post", "subscribe", "watch", "sara", "shovel", "audit", "ctl", "log"]
+# Declared once, in dd/core/commands.py: run on its own, as dd's dependencies may not be installed yet.
+COMMANDS = runpy.run_path(str(HERE / "dd" / "core" / "commands.py"))["COMMANDS"]
 
 setup(
     name="metpx-dd",
@@ -28,7 +30,8 @@ setup(
         "urllib3>=1.26.12",
         "passlib>=1.7.4",
     ],
-    extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0", "docutils>=0.19"],
+    extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",
+                             "docutils>=0.19", "ruff>=0.6"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],

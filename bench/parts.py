@@ -145,8 +145,8 @@ class Bench(core.Bench):
                 if post_end is None and poster.poll() is not None:
                     post_end = time.monotonic()
                     if poster.returncode:
-                        raise PhaseError(f"post exited with status {poster.returncode}: "
-                                         f"{harness.last_line(poster.args and tool.logs / f'post-{mode}-{instances}.log')}")
+                        log = poster.args and tool.logs / f"post-{mode}-{instances}.log"
+                        raise PhaseError(f"post exited with status {poster.returncode}: {harness.last_line(log)}")
                 for d in daemons:
                     d.check()
                 if time.monotonic() > deadline:

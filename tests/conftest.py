@@ -1,5 +1,5 @@
 """Shared fixtures: real servers (nginx, sshd) and a real broker, isolated per run."""
-pytest_plugins = ["tests.servers", "tests.brokers", "tests.pump"]
+pytest_plugins = ["tests.support.servers", "tests.support.brokers", "tests.support.pump"]
 
 
 def pytest_configure(config):

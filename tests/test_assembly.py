@@ -13,6 +13,7 @@ from dd.core import parts, paths
 from dd.delivery import assembly
 from dd.source.announce import part_sums
 from dd.core.notice import Checksum, Notice, Part, from_timestamp, now
+from dd.core.outcome import Code
 from dd.delivery.receive import Receiver
 from dd.transfer import Transports
 
@@ -105,7 +106,10 @@ def test_parts_that_do_not_make_the_whole_are_discarded(setup):
     wrong = [dataclasses.replace(n, checksum=Checksum("sha256", "1" * 64)) for n in notices]
     assert receiver.receive(wrong[0], tree, "f").code == 202
     outcome = receiver.receive(wrong[1], tree, "f")
-    assert (outcome.code, outcome.rule) == (404, "checksum")  # not retried: the source is wrong
+    # A checksum failure of its own code, never "not found"; refused, not failed: the source
+    # is wrong, and the retry store (which keeps 5xx) does not keep it.
+    assert (outcome.code, outcome.rule) == (422, "checksum") and outcome.code is Code.WHOLE_MISMATCH
+    assert not outcome.ok and not outcome.failed
     assert not os.path.exists(tree.path("f"))
     assert hidden(tree) == []
 

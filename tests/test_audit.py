@@ -13,7 +13,7 @@ import urllib3
 from dd.admin.audit.cleanup import stale
 from dd.cli.main import run
 from dd.core.environment import Environment
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 
 API = "http://127.0.0.1:15672/api"
 GUEST = urllib3.make_headers(basic_auth="guest:guest")
@@ -183,9 +183,12 @@ def test_cleanup_removes_idle_and_overfull_dd_queues_only(site):
             for _ in range(3):
                 channel.basic_publish_confirm(amqp.Message(b"x"), exchange="", routing_key=queue)
     # The management API's counts lag a few seconds behind the broker.
-    out = ""
-    assert wait_for(lambda: "would remove queue q_ann.full" in (out := site.audit(
-        "cleanup", "--dry-run", "--queue_limit", "2")[1]), timeout=30, interval=1), out
+    seen = []
+
+    def offers_to_remove():
+        seen.append(site.audit("cleanup", "--dry-run", "--queue_limit", "2")[1])
+        return "would remove queue q_ann.full" in seen[-1]
+    assert wait_for(offers_to_remove, timeout=30, interval=1), seen[-1:]
     status, out = site.audit("cleanup", "--queue_limit", "2", "--json")
     assert status == 0
     assert json.loads(out)["removed"] == [{"queue": "q_ann.full", "reason": "holds 3 notices, over queue_limit 2"}]

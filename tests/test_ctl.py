@@ -17,8 +17,8 @@ from dd.core.environment import Environment
 from dd.flow import Counters
 from dd.store.retry import RetryStore
 from dd.store.state import ConfigState
-from tests.pump import wait_for
-from tests.servers import free_port
+from tests.support.pump import wait_for
+from tests.support.servers import free_port
 
 NAMES = ("alpha", "beta", "gamma")
 
@@ -74,7 +74,7 @@ def test_three_configurations_of_two_instances(pump, ctl):
     (pump.src / "two.txt").write_text("two!")
     pump.post(pump.src)
     for name in NAMES:
-        assert wait_for(lambda: len(list((pump.base / "dst" / name).glob("*.txt"))) == 2)
+        assert wait_for(lambda name=name: len(list((pump.base / "dst" / name).glob("*.txt"))) == 2)
 
     def recorded():  # instances write their counters every few seconds
         _, report = ctl.json()
@@ -226,13 +226,14 @@ def test_a_configuration_that_does_not_load_is_reported(pump, ctl):
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("instances many\n")
     status, out, err = ctl("status")
-    assert (status, err) == (4, "")
+    assert (status, status.name, err) == (4, "UNKNOWN", "")   # LSB's "unknown", not "unavailable"
     assert out.splitlines()[1].split() == ["subscribe/bad", "error"]
     assert out.splitlines()[2].startswith("subscribe/bad: ") and "instances" in out.splitlines()[2]
     entry = ctl.json()[1]["configurations"][0]
     assert (entry["state"], entry["status"]) == ("error", 4) and "instances" in entry["error"]
     status, out, _ = ctl("check")
-    assert status == 2 and out.startswith("DD CRITICAL - 1 configurations, 0/0 instances; subscribe/bad: does not load: ")
+    assert status == 2
+    assert out.startswith("DD CRITICAL - 1 configurations, 0/0 instances; subscribe/bad: does not load: ")
     assert ctl("start")[0] == 2
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.pump import compare, manifest, wait_for
+from tests.support.pump import compare, manifest, wait_for
 
 
 def kept(retry_db):
@@ -54,7 +54,7 @@ def test_a_full_disk_is_one_clear_error_per_file_and_nothing_is_lost_once_space_
 def test_broken_transfers_are_detected_retried_and_never_accepted(pump):
     """30 % truncated, 10 % reset, 5 % hanging past the timeout, 5 % corrupt with the right
     length: every file ends verified, nothing wrong under a final name, bounded retries."""
-    from tests.faultproxy import FaultProxy
+    from tests.support.faultproxy import FaultProxy
     expected = {}
     for i in range(60):
         path = pump.src / f"d{i % 3}" / f"f{i:02d}.bin"

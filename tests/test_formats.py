@@ -25,9 +25,9 @@ from dd.core.errors import NoticeError
 from dd.core.formats import sr_v02, sr_v03, v02
 from dd.core.notice import Checksum, Notice, Op, Part, validate
 
-from sarracenia.postformat.v02 import V02 as SrV02
-from sarracenia.postformat.v03 import V03 as SrV03
-from tests.sr3peer import Sr3Peer
+from sarracenia.postformat.v02 import V02 as SrV02  # noqa: N811 - sr3's classes, named for the tests
+from sarracenia.postformat.v03 import V03 as SrV03  # noqa: N811
+from tests.support.sr3peer import Sr3Peer
 
 UTC = datetime.timezone.utc
 SR_FORMATS = ("sr_v02", "sr_v03")
@@ -91,7 +91,7 @@ extras = st.dictionaries(st.from_regex(r"x_[a-z]{1,8}", fullmatch=True),
 
 
 @st.composite
-def notices(draw, checksums=st.one_of(digests, none_sums)):
+def notices(draw, checksums=st.one_of(digests, none_sums)):  # noqa: B008 - a strategy, made once
     op = draw(st.sampled_from(list(Op)))
     rel_path = draw(rel_paths)
     n = Notice(pubtime=draw(moments), base_url="http://" + draw(words) + "/" + draw(rel_paths),

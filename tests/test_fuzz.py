@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dd.core import paths
-from tests.fuzzing import exercise, snapshot
+from tests.support.fuzzing import exercise, snapshot
 
 # Pieces that break naive path handling, mixed with ordinary text.
 TRICKY = ["..", ".", "/", "//", "%2e", "%2E%2e", "%252e", "%2f", "\\", "\uff0e", "\u2024", "\x00", "\n",

@@ -29,10 +29,10 @@ import urllib3
 
 pytest.importorskip("docutils", reason="reading README.rst needs docutils (apt-get install python3-docutils)")
 from dd.core import report  # noqa: E402 - after the check above
-from tests import walkthrough  # noqa: E402
-from tests.metadata import console_scripts
-from tests.pump import wait_for
-from tests.servers import free_port
+from tests.support import walkthrough  # noqa: E402
+from tests.support.metadata import console_scripts
+from tests.support.pump import wait_for
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 60.0
@@ -342,7 +342,7 @@ def test_the_guides_work_as_written(tmp_path):
                 continue
             if step.name in BEFORE:
                 what, ready = BEFORE[step.name]
-                if not wait_for(lambda: ready(walk), timeout=WAIT, interval=0.1):
+                if not wait_for(lambda ready=ready: ready(walk), timeout=WAIT, interval=0.1):
                     _fail(step, f"was not ready: no {what} within {WAIT:g} s", walk)
             script = walk.unique_names(step) if step.mode == walkthrough.NAMES else step.script
             status, output = shell.run(step, script, STEP_TIMEOUT)

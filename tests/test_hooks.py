@@ -18,8 +18,8 @@ from dd.store import pidfile, retry
 from dd.core.notice import Checksum, Notice, Op, now
 from dd.delivery.receive import Receiver
 from dd.transfer import Transports
-from tests.brokers import queue_counts
-from tests.pump import wait_for
+from tests.support.brokers import queue_counts
+from tests.support.pump import wait_for
 
 
 def script(directory, name, body):

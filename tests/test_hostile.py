@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.pump import manifest, wait_for
+from tests.support.pump import manifest, wait_for
 
 
 def notice(pump, rel_path, data=b"x", **changes):
@@ -119,7 +119,7 @@ def test_bytes_that_do_not_match_the_checksum_are_never_renamed_into_place(pump,
 def test_a_size_that_does_not_match_is_detected(pump, tmp_path):
     (pump.src / "short.txt").write_bytes(b"abc")
     body = notice(pump, "short.txt", b"abc", size=10)
-    log = deliver_then_good(pump, [body], tmp_path)
+    deliver_then_good(pump, [body], tmp_path)
     assert not (landed(pump) / "short.txt").exists()
     assert [p.name for p in landed(pump).iterdir()] == ["good.txt"]
 

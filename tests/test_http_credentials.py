@@ -20,8 +20,8 @@ from dd.pump import nginx
 from dd.core.credentials import Credentials, Url
 from dd.transfer import DeniedError, PermanentError, Transports
 from dd.transfer.http import ASKED_LIMIT
-from tests.pump import wait_for
-from tests.servers import NGINX, _start, _stop, _workspace
+from tests.support.pump import wait_for
+from tests.support.servers import NGINX, _start, _stop, _workspace
 
 PASSWORD = "bob-pw-7Qz"
 TOKEN = "Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()

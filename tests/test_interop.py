@@ -1,8 +1,8 @@
 """dd and the real Sarracenia (sr3) mirror each other's trees, both ways, md5 and sha512."""
 import pytest
 
-from tests.pump import compare, manifest, wait_for
-from tests.sr3peer import Sr3Peer
+from tests.support.pump import compare, manifest, wait_for
+from tests.support.sr3peer import Sr3Peer
 from tests.test_mirror import make_tree
 
 CHECKSUMS = ["md5", "sha512"]

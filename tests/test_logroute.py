@@ -18,7 +18,7 @@ import pytest
 from dd.core import report
 from dd.store import metrics
 from dd.core.notice import Checksum, Notice, now
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 from tests.test_audit import Site
 
 

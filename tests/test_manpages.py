@@ -11,8 +11,10 @@ import pytest
 
 from dd.admin.ctl import main as ctl_main
 from dd.admin.ctl import survey
+from dd.cli import main as cli
 from dd.core.options import BY_NAME
-from tests.metadata import console_scripts
+from dd.core.outcome import Code
+from tests.support.metadata import console_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
@@ -21,7 +23,7 @@ PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.nam
 COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1": "watch", "dd_sara.1": "sara",
                  "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
 #: Command-line words that are not options of dd.core.options, with the component
-#: that takes them; dd/cli/main.py must really handle each.
+#: that takes them; its parser must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "watch", "sara"},
                "dry": {"audit"}, "prune": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
@@ -103,23 +105,31 @@ def test_options_named_exist(page, component):
         assert component in NOT_OPTIONS[word]
 
 
-#: Where each component's command line is parsed.
-CLI_SOURCES = {"post": ["dd/cli/main.py"], "subscribe": ["dd/cli/main.py"], "sara": ["dd/cli/main.py"],
-               "watch": ["dd/cli/main.py"], "log": ["dd/admin/log.py"],
-               "audit": ["dd/admin/audit/main.py", "dd/admin/audit/declare.py", "dd/admin/audit/status.py",
-                         "dd/admin/audit/cleanup.py"]}
+def _flags_described(parser):
+    """The help of a parser and of its verbs, less their usage lines (which may be written
+    by hand): what argparse says of the flags it really has."""
+    parsers = [parser, *parser.verbs.values()]
+    return "".join(p.format_help().replace(p.format_usage(), "") for p in parsers)
 
 
 def test_not_options_are_handled_by_the_cli():
     for word, components in NOT_OPTIONS.items():
         assert word not in BY_NAME
         for component in components:
-            source = "".join((ROOT / f).read_text(encoding="utf-8") for f in CLI_SOURCES[component])
             # A prefix: the pages' option pattern reads --dry-run as --dry.
-            assert f'"--{word}' in source, (word, component)
+            assert f"--{word}" in _flags_described(cli.parser(component)), (word, component)
 
 
 @pytest.mark.parametrize("page", sorted(COMMAND_PAGES) + ["dd_post.7", "dd_ctl.8"])
 def test_hyphens_in_option_names_are_escaped(page):
     for number, line in enumerate((MAN / page).read_text(encoding="utf-8").splitlines(), 1):
         assert "--" not in line, f"{page}:{number}: write \\-\\- for --"
+
+
+@pytest.mark.parametrize("page, start, end", [("dd_log.7", ".SH CODES", ".SH SEE ALSO"),
+                                              ("dd_subscribe.1", "Each outcome is logged", ".SH REFUSALS")])
+def test_every_outcome_code_is_documented(page, start, end):
+    text = (MAN / page).read_text(encoding="utf-8")
+    section = text[text.index(start):text.index(end)]
+    documented = {int(n) for n in re.findall(r"^\.B (\d{3})$", section, re.MULTILINE)}
+    assert documented == {int(c) for c in Code}, f"{page} documents {sorted(documented)}"

@@ -4,9 +4,9 @@ import random
 import ssl
 import time
 
-from tests.brokers import BrokerRelay
-from tests.pump import compare, manifest, wait_for
-from tests.servers import self_signed
+from tests.support.brokers import BrokerRelay
+from tests.support.pump import compare, manifest, wait_for
+from tests.support.servers import self_signed
 
 NAMES = ["plain.txt", "with space.txt", "hash#tag.dat", "star*.bin", "dots.in.name", "%41percent",
          "été ünïcødé.txt", "日本語.txt", "question?.txt", "a'quote\".txt"]
@@ -158,7 +158,7 @@ def test_show_never_prints_the_password(pump):
 
 def test_dd_post_with_the_broker_down_exits_non_zero_naming_what_was_not_announced(pump):
     (pump.src / "a.txt").write_text("a")
-    from tests.servers import free_port
+    from tests.support.servers import free_port
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     result = pump.command("post", f"--post_broker={dead}", f"--post_exchange={pump.exchange}",
                           f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}",
@@ -293,3 +293,24 @@ def test_a_file_with_a_name_of_the_longest_length_arrives(pump):
     _, log = pump.stop(subscriber)
     assert arrived, log[-2000:]
     assert [p.name for p in pump.dst.iterdir()] == [name]
+
+
+def test_a_subscription_sets_its_sftp_key_known_hosts_and_https_ca(pump, nginx_server, sshd_server):
+    """The transport settings users need are options of the configuration, nothing else."""
+    (pump.src / "over-https.txt").write_text("checked against the CA file")
+    (sshd_server.root / "over-sftp.txt").write_text("with the key the configuration names")
+    pump.subscriber_config(extra=f"allowed_schemes https sftp\nhttps_ca_file {nginx_server.ca_file}\n"
+                                 f"sftp_key {sshd_server.key_file}\nknown_hosts {sshd_server.known_hosts}")
+    https_base = nginx_server.https_url + pump.src.name + "/"
+    pump.post(pump.src / "over-https.txt", post_base_url=https_base)
+    pump.command("post", f"--post_broker={pump.broker_url}", f"--post_exchange={pump.exchange}",
+                 f"--post_base_url={sshd_server.url}/", f"--post_base_dir={sshd_server.root}",
+                 sshd_server.root / "over-sftp.txt", check=True)
+    # Without them neither server would do: the CA is the test's own, the host key unknown.
+    assert not (pump.env.get("SSL_CERT_FILE") or "").endswith("cert.pem")
+    subscriber = pump.foreground()
+    arrived = wait_for(lambda: (pump.dst / "over-https.txt").exists() and (pump.dst / "over-sftp.txt").exists())
+    _, log = pump.stop(subscriber)
+    assert arrived, log[-3000:]
+    assert (pump.dst / "over-https.txt").read_text() == "checked against the CA file"
+    assert (pump.dst / "over-sftp.txt").read_text() == "with the key the configuration names"

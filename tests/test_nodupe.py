@@ -8,7 +8,7 @@ import uuid
 
 from dd.store import nodupe, pidfile
 from dd.core.notice import Checksum, Part
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 
 KEY = nodupe.key("/tree", "a/b.txt", Checksum("sha256", "ab" * 32))
 

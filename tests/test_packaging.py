@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 import dd
-from tests.metadata import ROOT, console_scripts, setup_arguments
+from tests.support.metadata import ROOT, console_scripts, setup_arguments
 
 DEBIAN = ROOT / "debian"
 

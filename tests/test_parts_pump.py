@@ -1,9 +1,12 @@
 """Files in parts through real brokers, servers and processes: shuffled,
-duplicated, one part served corrupt once, a subscriber killed mid-file."""
+duplicated, one part served corrupt once, a subscriber killed mid-file, parts
+that do not make the announced file."""
+import dataclasses
 import hashlib
 import os
 import random
 import signal
+import sqlite3
 import time
 
 import amqp
@@ -11,8 +14,9 @@ import pytest
 
 from dd.core import formats
 from dd.core.credentials import Url
-from tests.pump import wait_for
-from tests.rangeserver import RangeServer
+from dd.core.notice import Checksum
+from tests.support.pump import wait_for
+from tests.support.rangeserver import RangeServer
 from tests.test_assembly import part_notices
 from tests.test_limits import _vm_hwm
 
@@ -124,3 +128,27 @@ def test_dd_post_splits_and_dd_subscribe_reassembles(pump, size):
     assert (pump.dst / "f").read_bytes() == (pump.src / "f").read_bytes()
     assert log.count("201 delivered") == 1
     assert hidden(pump.dst) == []
+
+
+def test_parts_that_do_not_make_the_announced_file_are_refused_with_their_own_code(pump):
+    """Every part verifies but the whole does not: 422 [checksum], never 404; the partial
+    file is discarded and the notice is not kept for retry, since the source is wrong."""
+    source = pump.base / "source"
+    source.mkdir()
+    (source / "f").write_bytes(os.urandom(3 * (64 << 10)))
+    (source / "after").write_bytes(b"delivered after the refusal\n")
+    with RangeServer(source) as server:
+        notices = part_notices(source / "f", source, 64 << 10, base_url=server.url)
+        wrong = [dataclasses.replace(n, checksum=Checksum("sha256", "1" * 64)) for n in notices]
+        # One thread works in order: once "after" is in place, every part has had its outcome.
+        pump.subscriber_config(extra="allowed_schemes http\nthreads 1")
+        publish(pump, wrong + part_notices(source / "after", source, 64 << 10, base_url=server.url))
+        subscriber = pump.foreground()
+        assert wait_for(lambda: (pump.dst / "after").exists() and pump.queue_depth() == 0)
+        _, log = pump.stop(subscriber)
+    [refused] = [line for line in log.splitlines() if "[checksum]" in line]
+    assert "422 " in refused and "do not make the announced file" in refused, log[-3000:]
+    assert "kept for retry" not in log and " 404 " not in log
+    assert not (pump.dst / "f").exists() and hidden(pump.dst) == []
+    retry_db = pump.base / "state" / "subscribe" / "sub" / "retry.i001.db"
+    assert sqlite3.connect(retry_db).execute("SELECT key FROM retry").fetchall() == []

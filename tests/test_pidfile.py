@@ -13,7 +13,7 @@ import pytest
 from dd.admin import logs
 from dd.store import pidfile
 from dd.admin import instances
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 from tests.test_ctl import ctl  # noqa: F401 - the fixture
 from tests.test_sara import relay  # noqa: F401 - the fixture
 

@@ -22,9 +22,9 @@ import pytest
 import urllib3
 
 from dd.core import formats
-from tests.brokers import queue_counts
-from tests.pump import reachable_by_workers, wait_for
-from tests.servers import free_port
+from tests.support.brokers import queue_counts
+from tests.support.pump import reachable_by_workers, wait_for
+from tests.support.servers import free_port
 from tests.test_audit import Site
 
 HTTP = urllib3.PoolManager(retries=False, timeout=10)

@@ -29,7 +29,7 @@ from dd.flow import Item
 from dd.core.notice import Checksum, Notice, Op, now
 from dd.delivery.receive import Receiver
 from dd.transfer import Transports
-from tests.servers import NGINX, _start, _stop, free_port
+from tests.support.servers import NGINX, _start, _stop, free_port
 
 SOURCES = ("ann", "carl")
 PASSWORDS = {"bob": "bob-data-pw", "ann": "ann-data-pw", "carl": "carl-data-pw"}

@@ -12,7 +12,7 @@ from dd.core import report
 from dd.core.credentials import Url
 from dd.core.errors import NoticeError
 from dd.core.notice import Checksum, Notice, Part
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 
 WHEN = datetime.datetime(2026, 11, 29, 6, 30, 1, 123456, tzinfo=datetime.timezone.utc)
 names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
@@ -121,7 +121,8 @@ def test_a_subscriber_reports_each_delivery_and_refusal_to_its_own_exchange(pump
     assert [(r.rel_path, r.code) for r in reports] == [
         ("obs/one.txt", 201), ("obs/one.txt", 304), ("../escape.txt", 403)]
     delivered, _, refused = reports
-    assert (delivered.user, delivered.component, delivered.bytes, delivered.source) == ("guest", "subscribe", 3, "guest")
+    assert (delivered.user, delivered.component, delivered.bytes, delivered.source) == (
+        "guest", "subscribe", 3, "guest")
     assert delivered.checksum.method == "sha512"
     assert refused.rule == "dot-dot" and refused.source == "mallory"
     assert {m.properties["user_id"] for m in messages} == {"guest"}

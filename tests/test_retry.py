@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from dd.store.retry import MAX_DELAY, RetryStore
-from tests.pump import manifest, wait_for
-from tests.servers import free_port
+from tests.support.pump import manifest, wait_for
+from tests.support.servers import free_port
 
 
 class Clock:

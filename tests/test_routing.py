@@ -3,7 +3,7 @@ cluster, gateway_for), and at ingest the source is the owner of the exchange the
 came from, whatever the notice says."""
 from dd.core import route
 from dd.core.notice import Notice, now
-from tests.pump import wait_for
+from tests.support.pump import wait_for
 from tests.test_sara import relay  # noqa: F401 - the fixture
 
 

@@ -16,9 +16,9 @@ from dd.core import formats
 from dd.broker import vhost_of
 from dd.core.credentials import Url
 from dd.core.notice import Op
-from tests.brokers import queue_counts
-from tests.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.servers import free_port, self_signed
+from tests.support.brokers import queue_counts
+from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port, self_signed
 
 FILES = 500
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.brokers import queue_counts
-from tests.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.servers import free_port
+from tests.support.brokers import queue_counts
+from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port
 
 FILES = 5000
 DOWN = 10.0

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from dd.core import report
-from tests.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.servers import free_port
+from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port
 from tests.test_audit import api
 
 FILES = 200
@@ -84,7 +84,7 @@ def network(tmp_path, pump, vhost):  # pump: alice's own web server (nginx) and 
         "alice": [amqp("alice")], "bob": [amqp("bob"), http("bob", "C")], "eve": [amqp("eve"), http("eve", "B")],
     }
     actors = {name: Actor(tmp_path, name, lines) for name, lines in actors.items()}
-    for name, actor in actors.items():
+    for actor in actors.values():
         actor.env = dict(pump.env, DD_CONFIG_DIR=str(actor.config), DD_STATE_DIR=str(actor.dir / "state"),
                          DD_LOG_DIR=str(actor.dir / "logs"))
     declared = {"A": ["source alice", "feeder fa", "feeder fb"], "B": ["subscriber eve", "feeder fb", "feeder fc"],

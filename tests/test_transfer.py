@@ -1,4 +1,4 @@
-"""One conformance suite for every transport, against real servers (tests/servers.py),
+"""One conformance suite for every transport, against real servers (tests/support/servers.py),
 then the shared copy loop."""
 import dataclasses
 import errno
@@ -278,7 +278,7 @@ def test_https_to_a_plain_http_port_says_so(nginx_server):
 
 
 def test_http_server_down_is_retryable():
-    from tests.servers import free_port
+    from tests.support.servers import free_port
     with Transports(timeout=5) as transports:
         transport, path = transports.for_url(f"http://127.0.0.1:{free_port()}/x")
         with pytest.raises(TransferError, match="refused") as raised:

@@ -19,7 +19,7 @@ from dd.core import formats
 from dd.source import watching
 from dd.core.credentials import Url
 from dd.core.notice import Op
-from tests.pump import compare, manifest, wait_for
+from tests.support.pump import compare, manifest, wait_for
 
 
 class Recorder:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dd.core import paths  # noqa: E402
-from tests.fuzzing import exercise, snapshot  # noqa: E402
+from tests.support.fuzzing import exercise, snapshot  # noqa: E402
 
 HEADER_SETS = [{}, {"sum": "s," + "ab" * 64, "parts": "1,5,1,0,0"}, {"sum": "L,x", "link": "../../etc"},
                {"sum": "R,0"}, {"sum": "d," + "0" * 32, "oldname": "../a", "parts": "i,4,3,2,1"},

@@ -3,10 +3,14 @@ status, show, declare, cleanup), and a one-shot component's run: what dd_<compon
 and dd_ctl do once their command line is parsed."""
 import logging
 import signal
+from collections.abc import Sequence
 
 from dd import components
 from dd.admin import instances, logs
+from dd.components import Component, Context
 from dd.core import config
+from dd.core.config import Config
+from dd.core.environment import Environment
 from dd.core.errors import ConfigError, DDError, ExitStatus
 from dd.store import metrics, pidfile
 from dd.store.state import ConfigState
@@ -15,21 +19,22 @@ ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare"
 logger = logging.getLogger("dd")
 
 
-def act(action, component, config_arg, env, options=(), *, instance=1, detached=False):
+def act(action: str, component: str, config_arg: str, env: Environment,
+        options: Sequence[tuple[str, str]] = (), *, instance: int = 1, detached: bool = False) -> int:
     """Run one daemon action on one configuration (dd_ctl applies them to many)."""
     module = components.load(component)
     cfg = config.load(component, config_arg, options, env)
-    ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials,
-                             state=ConfigState(env.state_dir, component, cfg.name), instance=instance,
-                             detached=detached)
+    ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials,
+                  state=ConfigState(env.state_dir, component, cfg.name), instance=instance, detached=detached)
     return ACTION_HANDLERS[action](module, ctx, config_arg)
 
 
-def run_once(module, cfg, env, paths, *, deleted=False):
+def run_once(module: Component, cfg: Config, env: Environment, paths: Sequence[str], *,
+             deleted: bool = False) -> int:
     """Run a one-shot component (dd_post) on `paths`; its exit status says what was not announced."""
     logs.setup(level=cfg.log_level, stream=env.stderr)
-    ctx = components.Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths))
-    the_flow = module.build(ctx, deleted=deleted)
+    ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths), deleted=deleted)
+    the_flow = module.build(ctx)
     counters = the_flow.run()
     unconfirmed = [(i.notice.rel_path, "not confirmed by the broker") for i in the_flow.unannounced]
     failed = list(the_flow.refused) + unconfirmed
@@ -72,7 +77,7 @@ def _foreground(module, ctx, config_arg):
 
 
 def _start(module, ctx, config_arg):
-    if hasattr(module, "subscription"):
+    if module.subscription is not None:
         module.subscription(ctx)  # choose and keep the queue name before instances race for it
     for service in _services(module, ctx):
         service.start()
@@ -93,7 +98,7 @@ def _stop(module, ctx, config_arg):
 
 
 def _services(module, ctx):
-    return module.services(ctx) if hasattr(module, "services") else []
+    return module.services(ctx) if module.services is not None else []
 
 
 def _print_services(module, ctx):
@@ -121,7 +126,7 @@ def _show(module, ctx, config_arg):
 
 
 def _declare(module, ctx, config_arg):
-    if not hasattr(module, "consumer"):
+    if module.consumer is None:
         print(f"dd_{module.NAME} has no queue to declare; it publishes to post_exchange, declared "
               f"when first used", file=ctx.env.stdout)
         return ExitStatus.OK
@@ -140,7 +145,7 @@ def _cleanup(module, ctx, config_arg):
     if instances.running(ctx.state):
         raise ConfigError(f"dd_{module.NAME} {ctx.cfg.name} is running", fix="stop it first")
     removed = "its state"
-    if hasattr(module, "consumer"):
+    if module.consumer is not None:
         consumer = module.consumer(ctx)
         try:
             consumer.delete()

@@ -19,7 +19,7 @@ import platformdirs
 from dd.admin import logs
 from dd.store import pidfile
 from dd.core.environment import APP
-from dd.core.errors import ExitStatus
+from dd.core.errors import LsbStatus
 
 STOP_WAIT = 15.0
 #: The command words that run an instance: `python -m dd.cli.main C`, `dd_C`, `dd_ctl`.
@@ -118,18 +118,18 @@ def status(state, expected):
     """(LSB exit status, running count): 0 all running, 1 some dead, 3 stopped."""
     count = len(running(state))
     if count >= expected:
-        return ExitStatus.OK, count
+        return LsbStatus.RUNNING, count
     if count == 0 and not dead(state):
-        return ExitStatus.NOT_RUNNING, count
+        return LsbStatus.NOT_RUNNING, count
     # LSB has no "partly running": some instance is dead with its pid file left.
-    return ExitStatus.FAILURE, count
+    return LsbStatus.DEAD, count
 
 
 def state_word(status, count) -> str:
     """How `status` names an LSB status of `count` running instances."""
-    if status == ExitStatus.OK:
+    if status == LsbStatus.RUNNING:
         return "running"
-    if status == ExitStatus.NOT_RUNNING:
+    if status == LsbStatus.NOT_RUNNING:
         return "stopped"
     return "partly running" if count else "dead"
 

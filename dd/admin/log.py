@@ -12,11 +12,11 @@ import time
 import humanize
 
 from dd import components, flow
-from dd.core import config, report
-from dd.core.errors import ConfigError, ExitStatus, NoticeError
+from dd.core import commandline, config, report
+from dd.core.environment import Environment
+from dd.core.errors import ExitStatus, NoticeError
 from dd.store.state import ConfigState
 
-USAGE = "usage: dd_log [CONFIG] [--follow] [--json] [--option value ...]"
 #: With nothing arriving for this long, a run without --follow is done.
 IDLE = 1.0
 #: Widths are minimums: nothing is cut, so no name can hide behind a cut.
@@ -27,16 +27,21 @@ COLUMNS = "{when:<19}  {outcome:<28}  {size:>9}  {time:>8}  {who:<28}  {file}"
 NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-:[]")
 
 
-def main(argv, env):
-    argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        print(USAGE, file=env.stdout)
-        return ExitStatus.OK
-    follow, as_json = _flag(argv, "--follow"), _flag(argv, "--json")
-    options, positionals = config.parse_args(argv, "log")
-    if len(positionals) > 1:
-        raise ConfigError(f"expected at most one CONFIG, got {' '.join(positionals)}", fix=USAGE)
-    cfg = config.load("log", positionals[0] if positionals else None, options, env)
+def parser() -> commandline.Parser:
+    top = commandline.Parser(prog="dd_log", usage="%(prog)s [CONFIG] [--follow] [--json] [--option value ...]",
+                             description="Read your own log messages: where the files you posted went "
+                                         "(dd_log(7)).", epilog=commandline.OPTIONS_EPILOG)
+    top.add_argument("config", nargs="?", metavar="CONFIG",
+                     help="a configuration of dd_log: a name in dd's config directory, or a path")
+    top.add_argument("--follow", action="store_true", help="keep reading as log messages arrive, until Ctrl-C")
+    top.add_argument("--json", action="store_true", help="one log message a line, as the pump published it")
+    return top
+
+
+def main(argv: list[str], env: Environment) -> int:
+    args, options = commandline.parse(parser(), argv, env, "log")
+    follow, as_json = args.follow, args.json
+    cfg = config.load("log", args.config, options, env)
     # The queue is a consuming configuration's, kept in the state directory like any other.
     state = ConfigState(env.state_dir, "log", cfg.name or "default")
     consumer = flow.consumer(components.Context(cfg=cfg, env=env, credentials=cfg.credentials, state=state))
@@ -56,13 +61,6 @@ def main(argv, env):
     finally:
         consumer.close()
     return ExitStatus.OK
-
-
-def _flag(argv, flag):
-    if flag in argv:
-        argv.remove(flag)
-        return True
-    return False
 
 
 def _show(delivery, as_json, max_size, env):

@@ -24,8 +24,6 @@ log = logging.getLogger("dd.broker")
 #: What py-amqp raises when a connection or channel is gone and a new one may work.
 CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
                      amqp.exceptions.ChannelError, amqp.exceptions.IrrecoverableChannelError)
-_NOT_FOUND = 404
-_ACCESS_REFUSED = 403
 _TCP_CORK = getattr(socket, "TCP_CORK", None)    # Linux
 #: Bytes a connection asks its socket for at once (see _ReadAhead).
 READ_AHEAD = 64 << 10
@@ -137,7 +135,7 @@ def close_quietly(connection):
     except Exception:  # noqa: BLE001 - the connection is being abandoned anyway
         try:
             connection.collect()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - abandoning it: nothing left to report or try
             pass
 
 

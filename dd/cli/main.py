@@ -3,39 +3,37 @@
 Every command takes an Environment (streams, directories, variables) so tests
 can run the real CLI in-process.
 """
+from __future__ import annotations
+
+import argparse
 import contextlib
-import importlib
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from dd import components
 from dd.admin import daemon
 from dd.admin.daemon import ACTIONS
-from dd.core import config
+from dd.components import Component
+from dd.core import commandline, commands, config
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError, DDError, ExitStatus, exit_status
 
-USAGE = {
-    "post": "usage: dd_post [--config CONFIG] [--option value ...] [--delete] PATH...",
-    **{name: f"usage: dd_{name} ACTION CONFIG [--option value ...]\n  ACTION: {', '.join(ACTIONS)}"
-       for name in ("subscribe", "watch", "sara", "shovel")},
-}
-#: Commands that are not flow components: their own main(argv, env), imported when run.
-COMMAND_MAINS = {"audit": "dd.admin.audit.main:main", "ctl": "dd.admin.ctl.main:dispatch", "log": "dd.admin.log:main"}
 logger = logging.getLogger("dd")
 
 
-def run(component, argv, env=None):
-    """Run dd_<component> with `argv`; return its exit status."""
+def run(command: str, argv: Sequence[str], env: Environment | None = None) -> int:
+    """Run dd_<command> with `argv`; return its exit status."""
     env = env or Environment.from_process()
     try:
-        if component in COMMAND_MAINS:
-            module, _, function = COMMAND_MAINS[component].partition(":")
-            return getattr(importlib.import_module(module), function)(list(argv), env)
-        return _dispatch(component, list(argv), env)
+        return _main(command)(list(argv), env)
+    except commandline.HelpShown:
+        return ExitStatus.OK
     except DDError as error:
-        print(f"dd_{component}: {error}", file=env.stderr)
+        print(f"dd_{command}: {error}", file=env.stderr)
         return exit_status(error)
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
@@ -46,71 +44,88 @@ def run(component, argv, env=None):
         return ExitStatus.OK
     except Exception as error:  # noqa: BLE001 - a bug: one line for the user, details in the log
         logger.debug("internal error", exc_info=True)
-        print(f"dd_{component}: internal error: {error!r} (please report it; run with "
+        print(f"dd_{command}: internal error: {error!r} (please report it; run with "
               f"--log_level debug for details)", file=env.stderr)
         return ExitStatus.FAILURE
 
 
-def _dispatch(component, argv, env):
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE[component], file=env.stdout)
-        print("options: see dd_options(5), or `show` for a configuration's effective values",
-              file=env.stdout)
-        return ExitStatus.OK if argv else ExitStatus.USAGE
-    module = components.load(component)
+def parser(command: str) -> commandline.Parser:
+    """dd_<command>'s command line, as its --help shows it."""
+    if command in commands.COMPONENTS:
+        return _component_parser(components.load(command))
+    return _tool(command).parser()
+
+
+def _main(command: str) -> Callable[[list[str], Environment], int]:
+    if command in commands.COMPONENTS:
+        return functools.partial(_component, components.load(command))
+    return _tool(command).main
+
+
+def _tool(command: str) -> ModuleType:
+    """The module of dd_audit, dd_ctl or dd_log (parser() and main(argv, env)), imported when
+    it runs: dd_post's start-up is measured, and it needs neither urllib3 nor their verbs."""
+    if command == "audit":
+        from dd.admin.audit import main as audit
+        return audit
+    if command == "ctl":
+        from dd.admin.ctl import main as ctl
+        return ctl
+    if command == "log":
+        from dd.admin import log
+        return log
+    raise ConfigError(f"no command dd_{command}", fix=f"use one of {', '.join(commands.COMMANDS)}")
+
+
+def _component_parser(module: Component) -> commandline.Parser:
+    prog = f"dd_{module.NAME}"
+    if not module.DAEMON:  # dd_post
+        top = commandline.Parser(prog=prog, usage="%(prog)s [--config CONFIG] [--option value ...] [--delete] PATH...",
+                                 epilog=commandline.OPTIONS_EPILOG)
+        top.add_argument("--config", help="the configuration: a path, or a name in dd's config directory")
+        top.add_argument("--delete", action="store_true", help="announce that the PATHs were removed")
+        top.add_argument("paths", nargs="*", metavar="PATH", help="a file, or a directory to walk")
+        return top
+    top = commandline.Parser(prog=prog, usage="%(prog)s ACTION CONFIG [--option value ...]",
+                             epilog=f"{commandline.OPTIONS_EPILOG} The action show prints the configuration's "
+                                    "effective values and where each comes from.")
+    top.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION", help=", ".join(ACTIONS))
+    top.add_argument("config", nargs="?", metavar="CONFIG",
+                     help="the configuration: a path, or a name in dd's config directory")
+    # The number of a background instance: `start` runs each with its own (dd.admin.instances).
+    top.add_argument("--instance", type=_instance_number, help=argparse.SUPPRESS)
+    return top
+
+
+def _instance_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"needs a number, not {text!r}")
+    return int(text)
+
+
+def _component(module: Component, argv: list[str], env: Environment) -> int:
+    top = _component_parser(module)
+    args, options = commandline.parse(top, argv, env, module.NAME)
     if not module.DAEMON:
-        return _one_shot(module, argv, env)
-    instance, detached = _pop_instance(argv)
-    options, positionals = config.parse_args(argv, component)
-    if len(positionals) != 2 or positionals[0] not in ACTIONS:
-        raise ConfigError(f"expected ACTION CONFIG, got {' '.join(positionals) or 'nothing'}",
-                          fix=USAGE[component].replace("\n", ";"))
-    action, config_arg = positionals
-    return daemon.act(action, component, config_arg, env, options, instance=instance, detached=detached)
+        if not args.paths:
+            top.error("no PATH to announce")
+        cfg = config.load(module.NAME, args.config, options, env)
+        return daemon.run_once(module, cfg, env, args.paths, deleted=args.delete)
+    if args.config is None:
+        top.error(f"expected ACTION CONFIG, got {args.action or 'nothing'}")
+    return daemon.act(args.action, module.NAME, args.config, env, options,
+                      instance=args.instance or 1, detached=args.instance is not None)
 
 
-def _pop_value(argv, flag):
-    """Remove `flag VALUE` from argv and return VALUE (None when absent)."""
-    if flag not in argv:
-        return None
-    at = argv.index(flag)
-    if at + 1 >= len(argv):
-        raise ConfigError(f"{flag} needs a value")
-    value = argv[at + 1]
-    del argv[at:at + 2]
-    return value
+def __getattr__(name: str) -> Callable[[], int]:
+    """The console script dd_<name> (setup.py names dd.cli.main:<name>)."""
+    if name not in commands.COMMANDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def _pop_instance(argv):
-    value = _pop_value(argv, "--instance")
-    if value is None:
-        return 1, False
-    if not value.isdigit():
-        raise ConfigError("--instance needs a number")
-    return int(value), True
-
-
-def _one_shot(module, argv, env):
-    deleted = "--delete" in argv
-    argv = [a for a in argv if a != "--delete"]
-    config_arg = _pop_value(argv, "--config")
-    options, paths = config.parse_args(argv, module.NAME)
-    if not paths:
-        raise ConfigError("no PATH to announce", fix=USAGE[module.NAME])
-    cfg = config.load(module.NAME, config_arg, options, env)
-    return daemon.run_once(module, cfg, env, paths, deleted=deleted)
-
-
-def _entry_point(command):
-    def main():
-        return run(command, sys.argv[1:])
-    main.__name__ = command
-    return main
-
-
-# The console scripts dd_<command> (setup.py names them).
-post, subscribe, watch, sara, shovel, audit, ctl, log = map(
-    _entry_point, ("post", "subscribe", "watch", "sara", "shovel", "audit", "ctl", "log"))
+    def entry_point() -> int:
+        return run(name, sys.argv[1:])
+    entry_point.__name__ = entry_point.__qualname__ = name
+    return entry_point
 
 
 if __name__ == "__main__":

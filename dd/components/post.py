@@ -3,12 +3,15 @@ import logging
 import os
 
 from dd import flow
-from dd.source import announce
+from dd.core import walk
 from dd.core.errors import DDError
 from dd.flow import Item
+from dd.source import announce
 
 NAME = "post"
 DAEMON = False
+# No queue to consume, nothing run beside it (dd.components.Component).
+subscription = consumer = services = None
 #: Notices per round of confirms: the first round is small so the first notices go out
 #: at once, the later ones large so that waiting for confirms costs little.
 FIRST_BATCH, BATCH = 50, 1000
@@ -47,10 +50,8 @@ class FileGatherer:
         for argument in arguments:
             path = os.path.abspath(argument)
             if os.path.isdir(path) and not os.path.islink(path) and not self.deleted:
-                for top, directories, files in os.walk(path):
-                    directories.sort()
-                    for name in sorted(files) + [d for d in directories if os.path.islink(os.path.join(top, d))]:
-                        yield from self._item(os.path.join(top, name))
+                for entry in walk.entries(path):
+                    yield from self._item(entry)
             else:
                 yield from self._item(path)
 
@@ -66,10 +67,10 @@ class FileGatherer:
             yield Item(notice, outgoing=None)
 
 
-def build(ctx, *, deleted=False):
+def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
-    gatherer = FileGatherer(cfg, ctx.arguments, deleted=deleted)
+    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted)
     the_flow = flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused

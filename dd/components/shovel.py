@@ -23,7 +23,7 @@ from dd.core.errors import NoticeError
 from dd.flow import Item
 from dd.core.formats import Message
 from dd.core.notice import USER_NAME
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 
 log = logging.getLogger("dd.shovel")
 
@@ -34,6 +34,7 @@ EXCHANGE_CHECK_TTL = 60.0
 
 subscription = flow.subscription
 consumer = flow.consumer
+services = None
 
 
 def build(ctx):
@@ -80,11 +81,11 @@ def _read_log(delivery, max_size, trusted):
             raise NoticeError(f"{len(delivery.body)} bytes, over max_notice_size {max_size}", rule="oversized")
         made = report.decode(delivery.body)
     except NoticeError as error:
-        return Item(None, delivery, Outcome(400, f"refused {where}: {error}", error.rule))
+        return Item(None, delivery, Outcome(Code.REFUSED_NOTICE, f"refused {where}: {error}", error.rule))
     if not delivery.user_id or (delivery.user_id != made.user and delivery.user_id not in trusted):
         return Item(None, delivery, Outcome(
-            403, f"refused {where} about {made.rel_path!r}: it names consumer {made.user!r} but was "
-                 f"published by {delivery.user_id or 'a user the broker did not name'}", "forged-log"))
+            Code.DENIED, f"refused {where} about {made.rel_path!r}: it names consumer {made.user!r} but was "
+                         f"published by {delivery.user_id or 'a user the broker did not name'}", "forged-log"))
     return Item(made, delivery)
 
 
@@ -127,21 +128,23 @@ class _Router:
         if self.cluster and made.from_cluster not in ("", self.cluster):
             # The source posted on another pump: its log messages go back the way the data came.
             if not self.upstream:
-                item.outcome = Outcome(404, f"log message about {made.rel_path!r} not routed: its source "
-                                            f"is on cluster {made.from_cluster!r} and report_upstream is unset",
-                                       "no-route")
+                item.outcome = Outcome(
+                    Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: its source is on cluster "
+                                    f"{made.from_cluster!r} and report_upstream is unset", "no-route")
                 return
             item.outgoing = _Destination("", upstream=True)
-            item.outcome = Outcome(201, f"log message from {made.user} sent upstream toward {made.from_cluster}")
+            item.outcome = Outcome(Code.DELIVERED,
+                                   f"log message from {made.user} sent upstream toward {made.from_cluster}")
             return
         exchange = f"xr_{made.source}"
         # Names that could not be a user's are not even asked about.
         if not USER_NAME.fullmatch(made.source) or not self._exists(exchange):
-            item.outcome = Outcome(404, f"log message about {made.rel_path!r} not routed: no exchange "
-                                        f"{exchange} for source {made.source!r} on this pump", "unknown-source")
+            item.outcome = Outcome(
+                Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: no exchange {exchange} "
+                                f"for source {made.source!r} on this pump", "unknown-source")
             return
         item.outgoing = _Destination(exchange, upstream=False)
-        item.outcome = Outcome(201, f"log message from {made.user} routed to {exchange}")
+        item.outcome = Outcome(Code.DELIVERED, f"log message from {made.user} routed to {exchange}")
 
     def _relayed(self, item):
         """Whether this pump relayed the notice to the consumer the log message names, as
@@ -151,13 +154,13 @@ class _Router:
             if self.index.allows(made.rel_path, made.source, made.checksum, made.user):
                 return True
         except sqlite3.Error as error:
-            item.outcome = Outcome(500, f"log message about {made.rel_path!r} not routed: log index "
-                                        f"{self.index.path}: {error}", "log-index")
+            item.outcome = Outcome(Code.FAILED, f"log message about {made.rel_path!r} not routed: log index "
+                                   f"{self.index.path}: {error}", "log-index")
             return False
         item.outcome = Outcome(
-            403, f"refused log message from {made.user} about {made.rel_path!r} (source {made.source}, "
-                 f"{_summed(made.checksum)}): this pump relayed no such notice to {made.user} within "
-                 f"log_index_window", "forged-log")
+            Code.DENIED, f"refused log message from {made.user} about {made.rel_path!r} (source {made.source}, "
+                         f"{_summed(made.checksum)}): this pump relayed no such notice to {made.user} within "
+                         f"log_index_window", "forged-log")
         return False
 
     def _exists(self, exchange):

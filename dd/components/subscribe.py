@@ -5,6 +5,7 @@ NAME = "subscribe"
 DAEMON = True
 subscription = deliver.subscription
 consumer = deliver.consumer
+services = None
 
 
 def build(ctx):

@@ -15,13 +15,16 @@ import threading
 import time
 
 from dd import flow
-from dd.source import announce, watching
-from dd.store import metrics
+from dd.core import walk
 from dd.core.errors import ConfigError, DDError
 from dd.flow import Item
+from dd.source import announce, watching
+from dd.store import metrics
 
 NAME = "watch"
 DAEMON = True
+# No queue to consume, nothing run beside the instances (dd.components.Component).
+subscription = consumer = services = None
 #: Names writers use while writing, unless an accept line names them: dot files (and what
 #: is below dot directories) and *.tmp.
 TEMPORARY = re.compile(r"(?:.*/)?(?:\.[^/]*(?:/.*)?|[^/]*\.tmp)")
@@ -117,7 +120,7 @@ class WatchGatherer:
         """Want what differs from what was announced: new or changed files, and deletions."""
         seen = set()
         for directory in self.directories:
-            for path in _files(directory):
+            for path in walk.entries(directory):
                 seen.add(path)
                 if self._wanted(path) and self._changed(path):
                     self._want(path, CREATED)
@@ -138,7 +141,7 @@ class WatchGatherer:
                 self._want(path, DELETE)
             elif kind == watching.DIR_CREATED:
                 # Files written before the new directory's watch was in place have no events.
-                for found in _files(path):
+                for found in walk.entries(path):
                     self._want(found, CREATED)
             elif kind == watching.DIR_DELETED:
                 prefix = self._rel(path)
@@ -258,13 +261,6 @@ def _key_of(st):
 
 def _key(path):
     return _key_of(_lstat(path))
-
-
-def _files(directory):
-    """Paths of the files and symbolic links below `directory`, not following links."""
-    for top, directories, files in os.walk(directory):
-        yield from (os.path.join(top, name) for name in files)
-        yield from (os.path.join(top, d) for d in directories if os.path.islink(os.path.join(top, d)))
 
 
 def build(ctx):

@@ -27,6 +27,7 @@ import os
 import pwd
 import re
 import socket
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dd.core.credentials import Credentials, Url
@@ -140,7 +141,7 @@ def _show_line(option, value, origin):
 def load(component, config, cli_options, env):
     """The Config for `component` (e.g. "subscribe") from default.conf, then the
     configuration `config` (a name, a path, or None), then `cli_options`: the
-    (name, value) pairs parse_args returns."""
+    (name, value) pairs take_options returns."""
     if component not in COMPONENTS:
         raise ConfigError(f"unknown component {component!r}", fix=f"use one of {COMPONENTS}")
     file = None if config is None else config_file(component, config, env)
@@ -173,25 +174,26 @@ def config_file(component, config, env):
     return path
 
 
-def parse_args(argv, component):
-    """Split a command line into ([(option, value text)...], [positional...]).
+def take_options(argv: Sequence[str], component: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Take the options of the table out of a command line: ([(option, value text)...],
+    [the rest, in order]); the command's own flags and arguments are the rest.
 
-    `--name value` or `--name=value`; a bool option takes the next argument
-    only if it is a bool word (on, off, yes, ...), else it means on.  `--`
-    ends the options.  Values are checked by load().
+    `--name value` or `--name=value`; a bool option takes the next argument only if
+    it is a bool word (on, off, yes, ...), else it means on.  `--` ends the options:
+    it stays in the rest, and so does all that follows it.  Values are checked by load().
     """
-    options, positionals = [], []
+    options, rest = [], []
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg == "--":
-            positionals += args
+            rest += [arg, *args]
             break
-        if not arg.startswith("--"):
-            positionals.append(arg)
-            continue
         name, has_value, value = arg[2:].partition("=")
-        option = _lookup(name, COMMAND_LINE, prefix="--")
+        option = BY_NAME.get(name) if arg.startswith("--") else None
+        if option is None:
+            rest.append(arg)
+            continue
         if component not in option.components:
             users = ", ".join(f"dd_{c}" for c in COMPONENTS if c in option.components)
             raise ConfigError(f"option --{name} is not used by dd_{component}",
@@ -205,16 +207,21 @@ def parse_args(argv, component):
             else:
                 value = args.pop(0)
         options.append((name, value))
-    return options, positionals
+    return options, rest
 
 
-def _lookup(name, where, prefix="", extra=()):
+def unknown_option(name: str, where: str, *, candidates: Iterable[str] = BY_NAME, prefix: str = "",
+                   otherwise: str = "dd_options(5) lists the options") -> ConfigError:
+    """The error for an option nobody knows, with the closest of `candidates` as its fix."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return ConfigError(f"{where}: unknown option '{prefix}{name}'",
+                       fix=f"did you mean '{prefix}{close[0]}'?" if close else otherwise)
+
+
+def _lookup(name, where, extra=()):
     option = BY_NAME.get(name)
     if option is None:
-        close = difflib.get_close_matches(name, [*BY_NAME, *extra], n=1)
-        raise ConfigError(f"{where}: unknown option '{prefix}{name}'",
-                          fix=f"did you mean '{prefix}{close[0]}'?" if close
-                          else "dd_options(5) lists the options")
+        raise unknown_option(name, where, candidates=[*BY_NAME, *extra])
     return option
 
 

@@ -81,7 +81,7 @@ class Url:
     @property
     def netloc(self):
         """host[:port] as a URL writes it (the port when it is not the scheme's default)."""
-        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        netloc = url_host(self.host)
         if self.port is not None and self.port != DEFAULT_PORTS.get(self.scheme):
             netloc += f":{self.port}"
         return netloc
@@ -101,6 +101,11 @@ def within(path: str, scope: str) -> bool:
     """Whether the decoded URL path `path` is below the directory `scope` (a Url.scope), with
     no . or .. segment that a server would resolve to a path outside it."""
     return path.startswith(scope) and _DOT_SEGMENT.search(path) is None
+
+
+def url_host(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 class Credentials:

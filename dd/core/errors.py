@@ -6,18 +6,27 @@ machine-readable ``rule`` so that logs and delivery reports can name it.
 """
 import enum
 
+from dd.core.outcome import Code
+
 
 class ExitStatus(enum.IntEnum):
-    """Process exit statuses; LSB init-script values where they apply."""
+    """Process exit statuses (`status` exits with an LsbStatus instead)."""
 
     OK = 0
     FAILURE = 1          # generic failure, or a notice not announced
     USAGE = 2            # bad command line or configuration
-    NOT_RUNNING = 3      # LSB status: program is not running
     UNAVAILABLE = 4      # broker or server unreachable
-    UNKNOWN = 4          # LSB status: cannot tell (a configuration that does not load)
     DATA = 5             # input data refused (checksum, path, notice)
     INTERRUPTED = 130    # stopped by Ctrl-C
+
+
+class LsbStatus(enum.IntEnum):
+    """Exit statuses of `status` (dd_<component> and dd_ctl): the LSB init-script values."""
+
+    RUNNING = 0          # every instance expected runs
+    DEAD = 1             # fewer run than expected, or an instance died leaving its pid file
+    NOT_RUNNING = 3      # no instance runs
+    UNKNOWN = 4          # cannot tell: a configuration that does not load
 
 
 class CheckStatus(enum.IntEnum):
@@ -72,7 +81,7 @@ class TransferError(DDError):
     status = ExitStatus.UNAVAILABLE
     rule = "transfer"
     retryable = True
-    code = 502          # the outcome it gives a notice (dd_log(7))
+    code = Code.TRANSFER_FAILED     # the outcome it gives a notice
 
 
 class NoticeError(DDError):

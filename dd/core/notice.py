@@ -18,7 +18,7 @@ from dd.core.errors import NoticeError
 
 # Names are refused, not cleaned, when they carry C0/C1 control characters or
 # DEL: they break logs, terminals and shell hooks.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 #: What a user name may be: it goes into broker permission patterns, exchange names and
 #: the data server's paths, so nothing that has a meaning there.
@@ -97,7 +97,7 @@ def check_name(value, field):
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise NoticeError(f"notice field '{field}' is not valid UTF-8", rule="encoding") from None
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTER.search(value):
         raise NoticeError(f"notice field '{field}' contains a control character: {value!r}",
                           rule="control-character")
     return value

@@ -18,11 +18,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, formats
+from dd.core import checksum, commands, formats
 from dd.core.credentials import Url
 from dd.core.notice import USER_NAME
 
-COMPONENTS = ("post", "subscribe", "watch", "sara", "shovel", "audit", "log")
+#: The commands whose options the table declares.
+COMPONENTS = commands.CONFIGURED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +213,7 @@ class Option:
         return self.component_defaults.get(component, self.default)
 
 
-ALL = "post subscribe watch sara shovel"
+ALL = " ".join(commands.COMPONENTS)
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
 POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
@@ -285,6 +286,15 @@ OPTIONS = (
     _option("threads", integer(1), "4", DELIVERY,
             "transfers one instance runs at once when they wait more than they compute "
             "(distant servers); the broker is still served by one thread"),
+    _option("sftp_key", PATH, None, DELIVERY,
+            "private key file (OpenSSH format) to log in to SFTP servers with, besides the SSH "
+            "agent's and ~/.ssh's keys (a relay ingesting a source's exchange uses this one only)"),
+    _option("known_hosts", PATH, None, DELIVERY,
+            "a known_hosts file of SFTP servers' host keys trusted besides ~/.ssh/known_hosts and "
+            "/etc/ssh/ssh_known_hosts; unknown host keys are refused, never added"),
+    _option("https_ca_file", PATH, None, DELIVERY,
+            "CA certificates (PEM) that HTTPS servers' certificates are checked against instead of "
+            "the system's (or SSL_CERT_FILE's); certificates are always checked"),
     _option("timeout", DURATION, "30s", DELIVERY,
             "a transfer making no progress for this long fails and is retried"),
     _option("rate_max", SIZE, "0", DELIVERY,

@@ -9,14 +9,13 @@ O_NOFOLLOW: a symlink planted anywhere below the tree cannot redirect a write.
 import contextlib
 import errno
 import os
-import re
 import stat
 import unicodedata
 import urllib.parse
 
 from dd.core.errors import PathError
+from dd.core.notice import CONTROL_CHARACTER
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Mode bits never taken from the wire: setuid, setgid, sticky, world-writable.
 UNSAFE_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH
@@ -38,7 +37,7 @@ def split(rel_path):
     """The components of a relative path, or PathError naming the rule it breaks."""
     if not isinstance(rel_path, str) or not rel_path:
         raise PathError("path is empty", rule="empty-path")
-    if _CONTROL.search(rel_path):
+    if CONTROL_CHARACTER.search(rel_path):
         raise PathError(f"path contains a control character: {rel_path!r}", rule="control-character")
     if rel_path.startswith("/") or rel_path.startswith("\\"):
         raise PathError(f"path is absolute: {rel_path!r}", rule="absolute-path")

@@ -23,7 +23,7 @@ from dd.core import checksum, paths, route
 from dd.core.errors import NoticeError
 from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.delivery import hooks
 from dd.delivery.receive import Receiver
 from dd.flow import Item
@@ -73,6 +73,9 @@ class PlainTree:
         return base_url, rel_path
 
 
+PLAIN_TREE = PlainTree()
+
+
 @dataclasses.dataclass
 class Relaying:
     """What makes a delivering flow a pump's relay: dd.pump.relay makes one."""
@@ -92,7 +95,8 @@ def build(ctx, relaying: Optional[Relaying] = None):
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), relaying.read(decode) if relaying else decode,
                                                  stop=ctx.stop), retries, **decoding)
-    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout)
+    transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout,
+                                                                 options=transport_options(cfg))
     # Import the transports now: the first notice of a burst must not wait for that.  Not
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
@@ -105,7 +109,7 @@ def build(ctx, relaying: Optional[Relaying] = None):
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
-                        placement=relaying.placement if relaying else PlainTree())
+                        placement=relaying.placement if relaying else PLAIN_TREE)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
@@ -114,15 +118,24 @@ def build(ctx, relaying: Optional[Relaying] = None):
                      stop=ctx.stop, threads=cfg.threads)
 
 
+def transport_options(cfg) -> dict:
+    """The keyword options of each scheme's transport that a configuration sets."""
+    sftp = {"known_hosts": cfg.known_hosts, "key_filename": cfg.sftp_key}
+    options = {"sftp": {k: str(v) for k, v in sftp.items() if v is not None}}
+    if cfg.https_ca_file is not None:
+        options["https"] = {"verify": str(cfg.https_ca_file)}
+    return options
+
+
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, placement: Placement = PlainTree()):
+    def __init__(self, cfg, receiver, *, relay, store=None, placement: Optional[Placement] = None):
         self.cfg = cfg
         self.receiver = receiver
         self.relay = relay
         self.store = store
-        self.placement = placement
+        self.placement = placement or PLAIN_TREE
         self.claims = {}            # id(item) -> nodupe key, for this batch
 
     def accept(self, item):
@@ -151,17 +164,17 @@ class Delivery:
         try:
             tree, rel_path, old = self._where(notice, item.mask)
         except NoticeError as error:
-            item.outcome = Outcome(403, str(error), error.rule)
+            item.outcome = Outcome(Code.DENIED, str(error), error.rule)
             return
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
         where = (os.path.abspath(str(tree)), rel_path)
         if not self._claim(item, where):
-            item.outcome = Outcome(304, "duplicate (seen within nodupe_ttl)")
+            item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
             return
         item.outcome = self.receiver.receive(notice, tree, rel_path, old)
         code = item.outcome.code
-        if code in (201, 304) and notice.op is Op.DELETE and self.store:
+        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
@@ -181,12 +194,12 @@ class Delivery:
         return self.placement.place(notice, mask, rel_path, old)
 
     def announces(self, item):
-        """201: done now.  A relay also announces 304, found in place and verified, so that
-        a crash between the rename and the broker's confirm announces it late, not never;
+        """DELIVERED: done now.  A relay also announces UNCHANGED, found in place and verified,
+        so that a crash between the rename and the broker's confirm announces it late, not never;
         but a part found in place says nothing of the whole file, a delete found done is no news."""
         code, notice = item.outcome.code, item.notice
-        return code == 201 or (self.relay and code == 304 and notice.part is None
-                               and notice.op is not Op.DELETE)
+        return code == Code.DELIVERED or (self.relay and code == Code.UNCHANGED and notice.part is None
+                                          and notice.op is not Op.DELETE)
 
     def close(self):
         self.receiver.close()
@@ -220,7 +233,7 @@ class Recorder:
         self.delivery.close()
 
 
-def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree()):
+def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None):
     """The notice announcing our copy of what was just delivered (when posting is configured).
 
     Our copy is a whole file, so part fields are dropped; a relay keeps the original
@@ -239,7 +252,7 @@ def derive_outgoing(cfg, item, *, relay=False, placement: Placement = PlainTree(
         verified = original
     else:
         verified = outcome.checksum or original
-    base_url, rel_path = placement.announced(notice, str(cfg.post_base_url), rel_path)
+    base_url, rel_path = (placement or PLAIN_TREE).announced(notice, str(cfg.post_base_url), rel_path)
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
         rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))

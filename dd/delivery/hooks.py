@@ -11,7 +11,7 @@ At least once: before a file is received, a record "on_file is due for this path
 and checksum" is written to a store the configuration's instances share, synced
 to disk, and it goes once the command has run.  A notice delivered again after a
 crash between the rename into place and the command's end finds the file in place
-(304) and the record of a process now gone: the command runs then.  The record of
+(UNCHANGED) and the record of a process now gone: the command runs then.  The record of
 a process still running is left to it, so that instances receiving parts of one
 file side by side neither take away each other's records nor run the command
 twice.  Records older than the store's ttl (retry_ttl) go.
@@ -34,7 +34,7 @@ from dd.core.errors import DDError
 from dd.flow import TICK_INTERVAL
 from dd.core.notice import Notice, Op
 from dd.core.options import format_duration
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.store import database, pidfile
 
 log = logging.getLogger("dd.hooks")
@@ -243,7 +243,7 @@ class DueStore:
 class Hooked:
     """A receiver (dd.delivery.receive.Receiver) whose writes and renames run the hook, at least once.
 
-    `retry`: a command that did not complete fails the delivery (500 [on_file]), so that
+    `retry`: a command that did not complete fails the delivery (FAILED [on_file]), so that
     the notice is kept for retry and the command runs when it is retried; otherwise it is
     logged and the delivery stands.  A stop always fails it: it runs again after a restart."""
 
@@ -262,26 +262,27 @@ class Hooked:
             owed = self.due.mark(*key)
         except sqlite3.Error as error:
             # Without the record the command could be lost: nothing is received, the notice is kept.
-            return Outcome(500, f"cannot record that on_file is due in {self.due.path}: {error} "
-                                "(check the disk of dd's state directory)", "filesystem", local_path=key[0])
+            return Outcome(Code.FAILED, f"cannot record that on_file is due in {self.due.path}: {error} "
+                                        "(check the disk of dd's state directory)", "filesystem",
+                           local_path=key[0])
         outcome = self.receiver.receive(notice, tree, rel_path, old_rel_path)
-        # A 304 that carries the checksum verified the whole file in place (a part's own 304 does not).
-        in_place = outcome.code == 304 and outcome.checksum == notice.checksum
-        if outcome.code == 201 or (owed and in_place):
+        # UNCHANGED with the checksum: the whole file verified in place (a part's own says no such thing).
+        in_place = outcome.code == Code.UNCHANGED and outcome.checksum == notice.checksum
+        if outcome.code == Code.DELIVERED or (owed and in_place):
             return self._run(outcome, notice, key)
         self.due.drop(*key)
         return outcome
 
     def _run(self, outcome, notice, key):
-        if outcome.code == 304:
+        if outcome.code == Code.UNCHANGED:
             # Delivered before a crash or a failed command, and complete only now: announced now.
-            outcome = dataclasses.replace(outcome, code=201,
+            outcome = dataclasses.replace(outcome, code=Code.DELIVERED,
                                           message="in place; on_file had not completed, ran now")
         try:
             self.hook.run(outcome.local_path, notice)
         except HookFailed as error:
             if self.retry or isinstance(error, HookStopped):
-                return dataclasses.replace(outcome, code=500, message=str(error), rule=error.rule)
+                return dataclasses.replace(outcome, code=Code.FAILED, message=str(error), rule=error.rule)
             log.error("%s", error)
         self.due.done(*key)
         return outcome

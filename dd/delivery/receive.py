@@ -10,6 +10,7 @@ renames act inside the tree only.  Every filesystem access goes through
 dd.core.paths.Tree.
 """
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from dd.core import checksum
 from dd.core.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.core.notice import Checksum, Op
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.delivery import assembly
 from dd.transfer import WRITING, temporary_name
 from dd.transfer.copy import copy
@@ -65,15 +66,15 @@ class Receiver:
             else:
                 outcome = self._write(notice, tree, rel_path, old_rel_path)
         except PathError as error:
-            outcome = Outcome(403, str(error), error.rule)
+            outcome = Outcome(Code.DENIED, str(error), error.rule)
         except assembly.Superseded as error:
-            outcome = Outcome(409, str(error), error.rule)
+            outcome = Outcome(Code.SUPERSEDED, str(error), error.rule)
         except TransferError as error:
             outcome = Outcome(error.code, str(error), error.rule)
         except DDError as error:
-            outcome = Outcome(400, str(error), error.rule)
+            outcome = Outcome(Code.REFUSED_NOTICE, str(error), error.rule)
         except OSError as error:
-            outcome = Outcome(507 if error.errno == 28 else 500,
+            outcome = Outcome(Code.NO_SPACE if error.errno == errno.ENOSPC else Code.FAILED,
                               f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
         outcome.local_path = outcome.local_path or _display(tree, rel_path)
         outcome.duration = time.monotonic() - started
@@ -88,17 +89,17 @@ class Receiver:
             if self._already_have(notice, fd, leaf):
                 if notice.part is not None:
                     assembly.discard(fd, leaf, notice)
-                return Outcome(304, "already up to date", checksum=notice.checksum)
+                return Outcome(Code.UNCHANGED, "already up to date", checksum=notice.checksum)
             if notice.part is not None:
                 return self._write_part(notice, tree, fd, leaf)
             if old_rel_path and self._rename_local(notice, tree, fd, leaf, old_rel_path):
-                return Outcome(201, f"renamed from {notice.rename_from}", checksum=notice.checksum)
+                return Outcome(Code.DELIVERED, f"renamed from {notice.rename_from}", checksum=notice.checksum)
             transport, path = self.transports.for_url(notice.url)
             verify = checksum.verifiable(method)
             hash_method = method if verify else self.download_checksum
             digest = self._retrying(lambda: self._fetch(transport, path, notice, tree, fd, leaf,
                                                                 hash_method, verify))
-            return Outcome(201, "delivered", nbytes=notice.size,
+            return Outcome(Code.DELIVERED, "delivered", nbytes=notice.size,
                            checksum=notice.checksum if verify else Checksum(hash_method, digest))
 
     def _retrying(self, action):
@@ -113,7 +114,7 @@ class Receiver:
         raise AssertionError("attempts must be at least 1")
 
     def _write_part(self, notice, tree, fd, leaf):
-        """Store one part; the part that completes the file is the one delivery (201)."""
+        """Store one part; the part that completes the file is the one DELIVERED."""
         part = notice.part
         label = f"part {part.block_number} of {part.block_count}"
         source = self.transports.for_url(notice.url)
@@ -121,18 +122,19 @@ class Receiver:
             try:
                 with assembly.part_slot(fd, leaf, notice, stale_after=self.stale_after, tick=self.tick) as slot:
                     if slot is None:
-                        return Outcome(304, f"{label} already stored")
+                        return Outcome(Code.UNCHANGED, f"{label} already stored")
                     self._retrying(lambda: self._fetch_part(source, notice, slot, label))
                     if not slot.verified():
-                        return Outcome(202, f"{label} stored", nbytes=slot.length)
+                        return Outcome(Code.PART_STORED, f"{label} stored", nbytes=slot.length)
                     value = self._check_whole(notice, slot)
                     self._finish(slot.file, notice, tree)
                 # Left without an error: the file is in place.
-                return Outcome(201, f"delivered: {label} completed the file", nbytes=slot.length, checksum=value)
+                return Outcome(Code.DELIVERED, f"delivered: {label} completed the file", nbytes=slot.length,
+                               checksum=value)
             except assembly.Gone:
                 # Completed (or removed) by another instance while we waited for it.
                 if self._already_have(notice, fd, leaf):
-                    return Outcome(304, "already up to date", checksum=notice.checksum)
+                    return Outcome(Code.UNCHANGED, "already up to date", checksum=notice.checksum)
         raise TransferError(f"{notice.url}: the partial file of {leaf} kept disappearing",
                             fix="another program is removing hidden files in the directory")
 
@@ -256,8 +258,8 @@ class Receiver:
                                     rule="not-a-file")
                 os.unlink(leaf, dir_fd=fd)
         except (FileNotFoundError, NotADirectoryError):
-            return Outcome(304, "already absent")
-        return Outcome(201, "deleted")
+            return Outcome(Code.UNCHANGED, "already absent")
+        return Outcome(Code.DELIVERED, "deleted")
 
     def _link(self, notice, tree, rel_path):
         target = notice.link_target
@@ -266,13 +268,13 @@ class Receiver:
             refuse_directory(fd, leaf, rel_path)
             try:
                 if os.readlink(leaf, dir_fd=fd) == target:
-                    return Outcome(304, "link already in place")
+                    return Outcome(Code.UNCHANGED, "link already in place")
             except OSError:
                 pass
             tmp = temporary_name(leaf)
             os.symlink(target, tmp, dir_fd=fd)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
-        return Outcome(201, f"linked to {target}")
+        return Outcome(Code.DELIVERED, f"linked to {target}")
 
 
 def _open_temporary(fd, leaf):
@@ -327,10 +329,11 @@ def _sum_at(fd, leaf, method):
 
 
 class WholeMismatch(ChecksumMismatch):
-    """Verified parts that do not make the announced file: fetching one part again cannot help."""
+    """Verified parts that do not make the announced file: the source announced parts of
+    another file, and fetching one part again cannot help."""
 
     retryable = False
-    code = 404
+    code = Code.WHOLE_MISMATCH
 
 
 def _continue_sum(fd, hasher, offset):

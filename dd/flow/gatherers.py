@@ -7,7 +7,7 @@ import time
 from dd import broker
 from dd.core import formats
 from dd.core.errors import NoticeError
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
 from dd.store.retry import Entry as RetryEntry
 
@@ -61,17 +61,18 @@ class BrokerGatherer:
 
 
 def notices(*, max_notice_size, allowed_schemes):
-    """The decoder of a queue of notices: a refused one becomes an item already done (400)."""
+    """The decoder of a queue of notices: a refused one becomes an item already done (REFUSED_NOTICE)."""
     def decode(delivery):
         try:
             notice = formats.decode(delivery.body, delivery.headers, max_size=max_notice_size,
                                     allowed_schemes=allowed_schemes)
         except NoticeError as error:
-            return Item(None, delivery, Outcome(400, f"refused notice on topic {delivery.topic}: {error}",
-                                                error.rule))
+            return Item(None, delivery, Outcome(
+                Code.REFUSED_NOTICE, f"refused notice on topic {delivery.topic}: {error}", error.rule))
         except Exception as error:  # noqa: BLE001 - a codec's bug must not stop the flow
             log.exception("internal error decoding a notice on topic %s", delivery.topic)
-            return Item(None, delivery, Outcome(500, f"internal error decoding a notice: {error!r}", "internal"))
+            return Item(None, delivery,
+                        Outcome(Code.FAILED, f"internal error decoding a notice: {error!r}", "internal"))
         return Item(notice, delivery)
     return decode
 
@@ -107,7 +108,8 @@ class Retrying:
             notice = formats.decode(entry.message, max_size=self.max_notice_size,
                                     allowed_schemes=self.allowed_schemes)
         except NoticeError as error:  # the configuration changed since it was kept
-            return Item(None, entry, Outcome(400, f"kept notice {entry.key!r} refused: {error}", error.rule))
+            return Item(None, entry,
+                        Outcome(Code.REFUSED_NOTICE, f"kept notice {entry.key!r} refused: {error}", error.rule))
         return Item(notice, entry)
 
     def finish(self, items):
@@ -127,7 +129,7 @@ class Retrying:
         for item in again:
             attempts = item.delivery.attempts + 1
             if item.delivery.id in given_up:
-                item.outcome.code = 503
+                item.outcome.code = Code.GIVEN_UP
                 item.outcome.message += f"; given up after {attempts} attempts (retry_ttl)"
             else:
                 item.outcome.message += f" (attempt {attempts}, kept for retry)"
@@ -150,4 +152,4 @@ def retry_key(notice):
 
 def _retryable(item):
     # Without a notice there is nothing to try again: the message itself could not be read.
-    return item.notice is not None and item.outcome is not None and item.outcome.code >= 500
+    return item.notice is not None and item.outcome is not None and item.outcome.failed

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from dd.core.outcome import Outcome
+from dd.core.outcome import Code, Outcome
 from dd.flow.posting import Poster
 
 log = logging.getLogger("dd.flow")
@@ -161,7 +161,7 @@ class Flow:
             self.work(item)
         except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
             log.exception("internal error on %s", _name(item))
-            item.outcome = Outcome(500, f"internal error: {error!r}", "internal")
+            item.outcome = Outcome(Code.FAILED, f"internal error: {error!r}", "internal")
 
     def _log(self, item):
         counters, outcome = self.counters, item.outcome
@@ -176,7 +176,7 @@ class Flow:
             log.info("%d %s: %s (%d bytes, %.3f s)", outcome.code, outcome.message,
                      outcome.local_path or _name(item), outcome.nbytes or 0, outcome.duration)
         else:
-            counters.failed += outcome.code >= 500
-            counters.rejected += outcome.code < 500
+            counters.failed += outcome.failed
+            counters.rejected += not outcome.failed
             counters.error_times.append(time.time())
             log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule)

@@ -11,7 +11,6 @@ directory the data server reads on every request.  The pump's relays
 or private data could go no further than one pump.
 """
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from passlib.hash import apr_md5_crypt
 
 from dd.core.credentials import Url
+from dd.store import atomic
 
 PREFIX = "private"
 #: A private area in a URL's path: /private/<readers>/, as a pump's data server serves it.
@@ -82,13 +82,6 @@ class Htpasswd:
                 password = self.password_of(user)
                 if password is not None:
                     lines.append(f"{user}:{apr_md5_crypt.hash(password)}\n")
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{name}.{os.getpid()}.tmp"
-            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
-            with os.fdopen(descriptor, "w") as out:
-                out.write("".join(lines))
-                if self.group != -1:
-                    os.fchown(out.fileno(), -1, self.group)
-            os.replace(tmp, self.directory / name)
+            atomic.replace(self.directory / name, "".join(lines), mode=0o640, group=self.group)
             self._written.add(name)
             return name

@@ -16,6 +16,7 @@ import urllib.parse
 from dd.core import paths, route
 from dd.core.credentials import Url
 from dd.core.errors import NoticeError
+from dd.delivery import deliver
 from dd.delivery.deliver import Relaying
 from dd.pump import namespace, private
 from dd.store import logindex
@@ -30,8 +31,10 @@ def relaying(ctx, htpasswd) -> Relaying:
     owner = route.owner_of(cfg.exchange)
     credentials = ctx.credentials if owner is None else ctx.credentials.of_user(owner)
     # A source's URLs are fetched with its own credentials, and never with the SSH agent's
-    # or ~/.ssh's keys, which are the pump's.
-    options = {} if owner is None else {"sftp": {"ambient_keys": False}}
+    # or ~/.ssh's keys, which are the pump's: only with a key this configuration names.
+    options = deliver.transport_options(cfg)
+    if owner is not None:
+        options["sftp"]["ambient_keys"] = False
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
     return Relaying(read=lambda decode: ingest(decode, cfg.cluster),

@@ -15,10 +15,11 @@ import threading
 import time
 
 from dd import flow
-from dd.store import logindex
-from dd.flow import Item
+from dd.core import walk
 from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
+from dd.flow import Item
+from dd.store import logindex
 from dd.transfer import is_temporary_name
 
 log = logging.getLogger("dd.retention")
@@ -83,22 +84,17 @@ class Sweeper:
     @staticmethod
     def _expired(root, before):
         """(path, is a partial file) of each file or link that arrived before `before`."""
-        for top, directories, files in os.walk(root):
-            directories.sort()
-            # A link to a directory is listed among directories but is one entry to expire.
-            names = sorted(files) + [d for d in directories if os.path.islink(os.path.join(top, d))]
-            for name in names:
-                path = os.path.join(top, name)
-                try:
-                    if os.lstat(path).st_ctime < before:
-                        yield path, is_temporary_name(name)
-                except FileNotFoundError:
-                    continue
+        for path in walk.entries(root):
+            try:
+                if os.lstat(path).st_ctime < before:
+                    yield path, is_temporary_name(os.path.basename(path))
+            except FileNotFoundError:
+                continue
 
     @staticmethod
     def _prune(root, before):
         """Remove empty directories below root untouched since `before`."""
-        for top, directories, files in os.walk(root, topdown=False):
+        for top, _, files in os.walk(root, topdown=False):
             if top == root or files:
                 continue
             try:

@@ -11,6 +11,8 @@ import os
 import threading
 import time
 
+from dd.store import atomic
+
 INTERVAL = 5.0
 WINDOW = 60.0           # rates are per minute, over the last minute
 HOUR = 3600.0
@@ -35,10 +37,7 @@ def _per_minute(count, span):
 
 
 def write(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    atomic.replace(path, json.dumps(record))
 
 
 def read(path):

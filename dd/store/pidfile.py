@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Union
 
+from dd.store import atomic
+
 #: /proc/PID/stat states of a process that has exited: a zombie, or one being reaped.
 _EXITED = ("Z", "X")
 
@@ -88,10 +90,7 @@ def write(path: Path, pid: Optional[int] = None) -> Optional[Identity]:
     identity = identify(pid or os.getpid())
     if identity is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(f"{identity.pid}\n{identity}\n")
-    os.replace(tmp, path)
+    atomic.replace(path, f"{identity.pid}\n{identity}\n")
     return identity
 
 

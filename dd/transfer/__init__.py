@@ -18,8 +18,9 @@ import secrets
 import urllib.parse
 from typing import Optional
 
-from dd.core.credentials import DEFAULT_PORTS, Url
+from dd.core.credentials import DEFAULT_PORTS, Url, url_host
 from dd.core.errors import TransferError
+from dd.core.outcome import Code
 
 _TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
 #: The tag of the temporary file a receiver writes a whole file to (dd.delivery.receive).
@@ -30,14 +31,14 @@ class PermanentError(TransferError):
     """A failure that trying again will not fix: missing file, bad URL, unknown host key."""
 
     retryable = False
-    code = 404
+    code = Code.NOT_FOUND
 
 
 class DeniedError(PermanentError):
     """The server refused us: a wrong password, or private data we are not a reader of."""
 
     rule = "denied"
-    code = 403
+    code = Code.DENIED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Endpoint:
 
     def url(self, path=""):
         user = f"{urllib.parse.quote(self.user, safe='')}@" if self.user else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = url_host(self.host)
         port = f":{self.port}" if self.port else ""
         return f"{self.scheme}://{user}{host}{port}{urllib.parse.quote(path)}"
 

@@ -22,14 +22,23 @@ import ssl
 import threading
 import urllib.parse
 import urllib.request
+from http import HTTPStatus
 
-from dd.core.credentials import within
+from dd.core.credentials import url_host, within
 from dd.core.errors import CERTIFICATE_FIX, TransferError
-from dd.transfer import Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport
+from dd.transfer import (
+    Capabilities,
+    DeniedError,
+    PermanentError,
+    ReadStream,
+    Stat,
+    Transport,
+)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
-# Statuses where the same request may succeed later (416: the file may still be growing).
-_TRANSIENT_STATUSES = {408, 416, 425, 429}
+# Statuses where the same request may succeed later (a range not satisfiable: the file may still be growing).
+_TRANSIENT_STATUSES = {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                       HTTPStatus.TOO_EARLY, HTTPStatus.TOO_MANY_REQUESTS}
 #: Idle connections kept per server: one per transfer thread is plenty.
 POOL_SIZE = 16
 # A kept connection the server closed in the meantime fails like this on its next request:
@@ -120,7 +129,7 @@ class HttpTransport(Transport):
         """`credentials`: dd.core.credentials Urls for this server, the deepest path first.
         `verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, timeout=timeout)
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        host = url_host(endpoint.host)
         port = f":{endpoint.port}" if endpoint.port else ""
         self._headers = {"Accept-Encoding": "identity"}
         # (directory, Authorization header) of each credential.
@@ -194,29 +203,29 @@ class HttpTransport(Transport):
         target = self._target_prefix + urllib.parse.quote(path or "/")
         authorization = self._authorization(path) if self._keys else None
         response, connection = self._send(method, target, headers, authorization, where)
-        if response.status == 401 and authorization is None and self._keys:
+        if response.status == HTTPStatus.UNAUTHORIZED and authorization is None and self._keys:
             authorization = self._authorization(path, asked=True)
             if authorization is not None:
                 self._finish(response, connection)
                 self._remember(path)
                 response, connection = self._send(method, target, headers, authorization, where)
         status = response.status
-        if status < 300:
+        if status < HTTPStatus.MULTIPLE_CHOICES:      # 2xx
             return response, connection
         self._finish(response, connection)
-        if status < 400:
+        if status < HTTPStatus.BAD_REQUEST:           # 3xx: a redirect, not followed
             raise PermanentError(f"{where}: HTTP {status} {response.reason}, to "
                                  f"{response.getheader('Location', 'nowhere')!r}",
                                  fix="announce the URL the server sends readers to")
-        if status == 401 and authorization is None:
+        if status == HTTPStatus.UNAUTHORIZED and authorization is None:
             raise DeniedError(f"{where}: HTTP 401 {response.reason}",
                               fix="no password in credentials.conf is for this URL: add a line with "
                                   "its scheme, host, port and a directory above it")
-        if status in (401, 403):
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise DeniedError(f"{where}: HTTP {status} {response.reason}",
                               fix="check this server's password in credentials.conf; private data is "
                                   "served to its readers only")
-        transient = status >= 500 or status in _TRANSIENT_STATUSES
+        transient = status >= HTTPStatus.INTERNAL_SERVER_ERROR or status in _TRANSIENT_STATUSES
         raise (TransferError if transient else PermanentError)(f"{where}: HTTP {status} {response.reason}")
 
     def _authorization(self, path, asked=False):
@@ -292,7 +301,7 @@ def _size(response):
 
 def _body_length(response, offset, length, where):
     """How many bytes the answer to a range request must have; a different range is an error."""
-    if response.status == 206:
+    if response.status == HTTPStatus.PARTIAL_CONTENT:
         content_range = response.getheader("Content-Range", "")
         match = _CONTENT_RANGE.fullmatch(content_range)
         first, last = (int(match[1]), int(match[2])) if match else (None, None)

@@ -1,11 +1,12 @@
 """The dd_audit command: parse, load admin.conf, reach the management API, run a verb."""
-import argparse
 import dataclasses
 import urllib.parse
 from pathlib import Path
 
-from dd.core import config
 from dd.admin.audit import cleanup, declare, management, plan, reconcile, status
+from dd.core import commandline, config
+from dd.core.credentials import url_host
+from dd.core.environment import Environment
 from dd.core.errors import ConfigError
 
 VERBS = {"declare": declare, "status": status, "cleanup": cleanup}
@@ -21,32 +22,19 @@ class Context:
     passwords: dict
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises ConfigError instead of exiting, so errors take the one exit path."""
-
-    def error(self, message):
-        raise ConfigError(message, fix="dd_audit --help")
-
-
-def parser():
-    top = _Parser(
+def parser() -> commandline.Parser:
+    top = commandline.Parser(
         prog="dd_audit", description="Set up a pump's users, permissions and exchanges on RabbitMQ.",
-        epilog="Options of the admin configuration (dd_options(5)) are also accepted as --name value.")
+        epilog=commandline.OPTIONS_EPILOG)
     top.add_argument("--config", help=f"the admin configuration (default: {CONFIG_FILE} in dd's config directory)")
-    verbs = top.add_subparsers(dest="verb", metavar="VERB")
+    verbs = top.add_verbs()
     for module in VERBS.values():
         module.add_parser(verbs)
     return top
 
 
-def main(argv, env):
-    top = parser()
-    args, rest = top.parse_known_args(argv)
-    if args.verb is None:
-        raise ConfigError("no VERB given", fix=f"use one of {', '.join(VERBS)}; dd_audit --help")
-    options, positionals = config.parse_args(rest, "audit")
-    if positionals:
-        raise ConfigError(f"unexpected argument {positionals[0]!r}", fix="dd_audit --help")
+def main(argv: list[str], env: Environment) -> int:
+    args, options = commandline.parse(parser(), argv, env, "audit")
     path = Path(args.config) if args.config else Path(env.config_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"admin configuration {path} does not exist",
@@ -65,6 +53,6 @@ def main(argv, env):
 
 
 def _default_api(admin_url):
-    host = f"[{admin_url.host}]" if ":" in admin_url.host else admin_url.host
+    host = url_host(admin_url.host)
     scheme = "https" if admin_url.scheme == "amqps" else "http"
     return f"{scheme}://{urllib.parse.quote(host, safe='[]:')}:{management.DEFAULT_PORT}/"

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import urllib.parse
+from http import HTTPStatus
 
 import urllib3
 
@@ -54,12 +55,12 @@ class Management:
             reason = getattr(error, "reason", None) or error
             raise BrokerError(f"cannot reach the management API at {self.url}: {reason}",
                               fix="enable it: rabbitmq-plugins enable rabbitmq_management") from None
-        if response.status == 404 and missing_ok:
+        if response.status == HTTPStatus.NOT_FOUND and missing_ok:
             return None
-        if response.status == 401:
+        if response.status == HTTPStatus.UNAUTHORIZED:
             raise BrokerError(f"the management API at {self.url} refused the administrator's login",
                               fix="check the admin URL's user and its password in credentials.conf")
-        if response.status >= 400:
+        if response.status >= HTTPStatus.BAD_REQUEST:
             text = response.data.decode(errors="replace")[:200]
             raise BrokerError(f"management API {method} {where}: {response.status} {text}")
         return json.loads(response.data) if response.data else None

@@ -29,7 +29,7 @@ def run(action, args, env):
                           fix="dd_ctl cleanup component/name")
     worst = ExitStatus.OK
     for configuration in selection.select(env, args.configurations):
-        if action in QUEUE_ACTIONS and not hasattr(components.load(configuration.component), "consumer"):
+        if action in QUEUE_ACTIONS and components.load(configuration.component).consumer is None:
             continue
         if action == "show":
             print(f"# {configuration}: {configuration.file}", file=env.stdout)

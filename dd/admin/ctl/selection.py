@@ -1,17 +1,15 @@
 """The configurations dd_ctl manages: <config dir>/<component>/<name>.conf of every daemon component."""
 import dataclasses
-import importlib
-import pkgutil
 from pathlib import Path
 
 from dd import components
+from dd.core import commands
 from dd.core.errors import ConfigError
 
 
 def daemon_components():
-    """Names of the components that run as instances (DAEMON = True), found in dd.components."""
-    names = [m.name for m in pkgutil.iter_modules(components.__path__)]
-    return sorted(n for n in names if getattr(importlib.import_module(f"dd.components.{n}"), "DAEMON", False))
+    """Names of the components that run as instances (DAEMON = True)."""
+    return sorted(name for name in commands.COMPONENTS if components.load(name).DAEMON)
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -5,13 +5,13 @@ import json
 import humanize
 
 from dd.admin.ctl import selection, survey
-from dd.core.errors import ExitStatus
+from dd.core.errors import LsbStatus
 
 HELP = "report state, instances, rates, transfers, queue depth and errors of each configuration"
 COLUMNS = ("CONFIGURATION", "STATE", "INSTANCES", "RECEIVED/MIN", "POSTED/MIN", "FILES", "BYTES",
            "LAST ACTIVITY", "QUEUE", "RETRIES", "ERRORS/H")
 #: The worst first: some instance dead, then a status that cannot be told, then stopped.
-_WORST_FIRST = (ExitStatus.FAILURE, ExitStatus.UNKNOWN, ExitStatus.NOT_RUNNING)
+_WORST_FIRST = (LsbStatus.DEAD, LsbStatus.UNKNOWN, LsbStatus.NOT_RUNNING)
 
 
 def add_parser(subparsers):
@@ -25,7 +25,7 @@ def combined(statuses):
     for status in _WORST_FIRST:
         if status in statuses:
             return status
-    return ExitStatus.OK if statuses else ExitStatus.NOT_RUNNING
+    return LsbStatus.RUNNING if statuses else LsbStatus.NOT_RUNNING
 
 
 def run(args, env):

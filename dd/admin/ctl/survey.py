@@ -14,7 +14,7 @@ from dd import broker, components
 from dd.core import config
 from dd.store import metrics, retry
 from dd.admin import instances
-from dd.core.errors import BrokerError, DDError, ExitStatus
+from dd.core.errors import BrokerError, DDError, LsbStatus
 from dd.store.state import ConfigState
 
 log = logging.getLogger("dd.ctl")
@@ -28,7 +28,7 @@ class Facts:
     component: str
     name: str
     state: str                          # running, partly running, dead, stopped, error
-    status: int                         # LSB status of this configuration
+    status: LsbStatus                   # of this configuration
     running: int = 0
     expected: int = 0
     pids: dict = dataclasses.field(default_factory=dict)
@@ -67,7 +67,7 @@ def _facts(configuration, env, depths):
     try:
         cfg = config.load(configuration.component, configuration.name, [], env)
     except DDError as error:
-        return Facts(configuration.component, configuration.name, "error", ExitStatus.UNKNOWN,
+        return Facts(configuration.component, configuration.name, "error", LsbStatus.UNKNOWN,
                      error=str(error))
     state = ConfigState(env.state_dir, configuration.component, cfg.name)
     expected = cfg.instances
@@ -79,7 +79,7 @@ def _facts(configuration, env, depths):
     waiting = [retry.waiting(path) for path in state.retry_files()]
     facts.retries = None if None in waiting else sum(waiting)
     module = components.load(configuration.component)
-    if hasattr(module, "consumer") and cfg.broker:
+    if module.consumer is not None and cfg.broker:
         facts.queue = cfg.queue or state.known_queue()
         if depths is not None and facts.queue:
             size = depths.size(cfg.credentials.complete(cfg.broker), facts.queue)

@@ -77,7 +77,7 @@ def _start(command, port, log):
             if process.poll() is not None or time.monotonic() > deadline:
                 _stop(process)
                 raise RuntimeError(f"{command[0]} did not start on port {port}: "
-                                   f"{Path(log).read_text(errors='replace').strip()}")
+                                   f"{Path(log).read_text(errors='replace').strip()}") from None
             time.sleep(0.05)
 
 

@@ -111,7 +111,7 @@ class Pump:
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate()
-            raise AssertionError(f"did not stop within {timeout} s after SIGTERM: {err}")
+            raise AssertionError(f"did not stop within {timeout} s after SIGTERM: {err}") from None
         return process.returncode, err
 
     def publish_raw(self, body, topic="v02.post.x", headers=None):

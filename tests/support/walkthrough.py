@@ -18,7 +18,7 @@ from pathlib import Path
 import docutils.core
 import docutils.nodes
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+README = Path(__file__).resolve().parents[2] / "README.rst"
 MARKER = re.compile(r"step: ([a-z0-9-]+)(?:, (names|not run: (.+)))?", re.DOTALL)
 RUN, NAMES, NOT_RUN = "run", "names", "not run"
 

@@ -2,7 +2,7 @@
 a HOME of its own (against the broker vhost the tests' fixtures make), and
 every process it starts is stopped, by id, when the peer closes.
 
-    with Sr3Peer(tmp_path, broker_url) as peer:     # broker_url: see tests/brokers.py
+    with Sr3Peer(tmp_path, broker_url) as peer:     # broker_url: see tests/support/brokers.py
         peer.post([path], exchange="xs_guest", post_base_url="http://host/",
                   post_base_dir=str(tmp_path), checksum="md5")
         run = peer.subscribe_foreground("s1", [("exchange", "xs_guest"), ...])

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import setuptools
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def setup_arguments():

@@ -1,0 +1,12 @@
+"""The entries of a local tree, as dd announces, watches and expires them."""
+import os
+from collections.abc import Iterator
+
+
+def entries(root) -> Iterator[str]:
+    """The path of every file and symbolic link below `root`, directory by directory in
+    name order, never following a link: a link to a directory is one entry, like a file."""
+    for top, directories, files in os.walk(root):
+        directories.sort()
+        links = [d for d in directories if os.path.islink(os.path.join(top, d))]
+        yield from (os.path.join(top, name) for name in sorted(files) + links)
