@@ -3,19 +3,35 @@
 "name" sums the relative path instead of the data, for sources that announce
 by name only; "none" means no checksum and its value is "".
 """
+from __future__ import annotations
+
 import hashlib
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import xxhash
 
 from dd.core.errors import DDError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, StrPath
 
 METHODS = ("sha512", "sha256", "md5", "xxh128", "name", "none")
 DEFAULT = "sha512"
 BUFFER_SIZE = 1 << 20
 SMALLEST_BUFFER = 1 << 16
 
-_CONTENT = {
+
+class Digest(Protocol):
+    """What hashlib's and xxhash's hash objects have in common."""
+
+    def update(self, data: ReadableBuffer, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+_CONTENT: dict[str, Callable[[], Digest]] = {
     "sha512": hashlib.sha512,
     "sha256": hashlib.sha256,
     # md5 checks integrity, not security: allowed even where FIPS forbids it.
@@ -28,7 +44,7 @@ class MethodError(DDError):
     rule = "checksum-method"
 
 
-def _check(method):
+def _check(method: str) -> None:
     if method not in METHODS:
         raise MethodError(f"unknown checksum method {method!r}",
                           fix=f"use one of: {', '.join(METHODS)}")
@@ -37,19 +53,19 @@ def _check(method):
 class Hasher:
     """An incremental checksum of data; for "none" it ignores data and its value is ""."""
 
-    def __init__(self, method):
+    def __init__(self, method: str) -> None:
         self.method = method
         self._hash = _CONTENT[method]() if method != "none" else None
 
-    def update(self, data):
+    def update(self, data: ReadableBuffer) -> None:
         if self._hash is not None:
             self._hash.update(data)
 
-    def hexdigest(self):
+    def hexdigest(self) -> str:
         return self._hash.hexdigest() if self._hash is not None else ""
 
 
-def new(method):
+def new(method: str) -> Hasher:
     _check(method)
     if method == "name":
         raise MethodError("checksum method 'name' sums the path, not the data",
@@ -57,11 +73,15 @@ def new(method):
     return Hasher(method)
 
 
-def of_name(rel_path):
+def of_name(rel_path: str) -> str:
     return hashlib.sha512(rel_path.encode("utf-8")).hexdigest()
 
 
-def of_file(path, method, offset=0, length=None, opener=None):
+_PathT = TypeVar("_PathT", bound="StrPath")
+
+
+def of_file(path: _PathT, method: str, offset: int = 0, length: int | None = None,
+            opener: Callable[[_PathT, int], int] | None = None) -> str:
     """Checksum of a file, or of `length` bytes from `offset`, read in 1 MiB pieces.
 
     `opener` is open()'s: it lets callers open relative to a directory handle."""
@@ -93,13 +113,13 @@ def of_file(path, method, offset=0, length=None, opener=None):
             os.close(fd)
     except OSError as error:
         raise DDError(f"cannot checksum {path}: {error.strerror or error}") from error
-    if remaining:
+    if remaining and length is not None:
         raise DDError(f"cannot checksum {path}: it ends before byte {offset + length}",
                       fix="the file is shorter than the range asked; it may have changed")
     return hasher.hexdigest()
 
 
-def verifiable(method):
+def verifiable(method: str) -> bool:
     """Whether a value of this method can be checked against received data."""
     _check(method)
     return method not in ("none", "name")

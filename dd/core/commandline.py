@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dd.core import config
 from dd.core.environment import Environment
@@ -30,14 +30,14 @@ class Parser(argparse.ArgumentParser):
     raises HelpShown once printed.  It never guesses a flag from its first letters, which
     could take an option of the table for one of the command's own."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.verbs: dict[str, Parser] = {}
 
-    def add_verbs(self):
+    def add_verbs(self) -> argparse._SubParsersAction[Parser]:
         """Sub-commands, one a verb (args.verb); parse() insists on one."""
-        verbs = self.add_subparsers(dest="verb", metavar="VERB")
+        verbs = self.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
         self.verbs = verbs.choices
         return verbs
 
@@ -66,7 +66,7 @@ def parse(parser: Parser, argv: Sequence[str], env: Environment,
     return args, options
 
 
-def _unexpected(extras, parser, component):
+def _unexpected(extras: list[str], parser: Parser, component: str | None) -> ConfigError:
     usage = parser.usage_line()
     flag = next((extra for extra in extras if extra.startswith("-")), None)
     if flag is None:

@@ -29,10 +29,16 @@ import re
 import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union, cast
 
 from dd.core.credentials import Credentials, Url
 from dd.core.errors import ConfigError
-from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, OPTIONS
+from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, OPTIONS, Option
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+    from dd.core.environment import Environment
 
 DEFAULT_FILE = "default.conf"
 COMMAND_LINE = "command line"
@@ -42,6 +48,8 @@ BUILT_INS = ("CONFIG", "COMPONENT", "HOSTNAME", "USER", "BROKER_USER", "POST_BRO
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _COMMENT = re.compile(r"\s#(\s|$)")
 _ANY_PATH = re.compile(".*", re.DOTALL)
+#: Where a value came from: 'default', 'file:line' or 'command line'; one each for repeating options.
+Origin = Union[str, tuple[str, ...]]
 _UNSET_FIX = {
     "CONFIG": "it is only set when a configuration is named",
     "BROKER_USER": "put a broker line with a user above this line",
@@ -53,7 +61,7 @@ _UNSET_FIX = {
 class Mask:
     """An accept or reject line, with the delivery settings in force where it stands."""
 
-    pattern: re.Pattern
+    pattern: re.Pattern[str]
     accept: bool
     directory: Path
     mirror: bool
@@ -65,7 +73,9 @@ class Mask:
 class Config:
     """The effective configuration of one component: `cfg.<option>` for every option."""
 
-    def __init__(self, component, name, file, values, origins, masks, ordered, credentials):
+    def __init__(self, component: str, name: str | None, file: Path | None, values: dict[str, Any],
+                 origins: dict[str, Origin], masks: Iterable[Mask], ordered: Iterable[tuple[str, Any, str]],
+                 credentials: Credentials) -> None:
         self.component = component
         self.name = name                # None when no configuration file was named
         self.file = file
@@ -77,18 +87,18 @@ class Config:
         self._unmatched = Mask(_ANY_PATH, True, **{n: values[n] for n in DELIVERY},
                                origin=self.origin("accept_unmatched"))
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("_values", {})
         if name in values:
             return values[name]
         raise AttributeError(f"no option {name!r}")
 
-    def origin(self, name):
+    def origin(self, name: str) -> str:
         """Where the value came from: 'default', 'file:line' or 'command line'."""
         origin = self._origins[name]
         return ", ".join(origin) if isinstance(origin, tuple) else origin
 
-    def decide(self, rel_path):
+    def decide(self, rel_path: str) -> Mask | None:
         """The mask deciding `rel_path`: the first accept or reject line matching it;
         for unmatched paths, one that accepts with the last delivery settings when
         accept_unmatched is on, else None."""
@@ -98,12 +108,12 @@ class Config:
                 return mask
         return self._unmatched if self.accept_unmatched else None
 
-    def match(self, rel_path):
+    def match(self, rel_path: str) -> Mask | None:
         """The accepting mask for `rel_path`, or None when it is rejected."""
         mask = self.decide(rel_path)
         return mask if mask and mask.accept else None
 
-    def require(self, *names):
+    def require(self, *names: str) -> None:
         """ConfigError naming the first of `names` that is unset."""
         for name in names:
             if self._values[name] in (None, ()):
@@ -111,7 +121,7 @@ class Config:
                                   fix=f"set it in the configuration or with --{name}: "
                                       f"{BY_NAME[name].kind.expected}")
 
-    def render(self):
+    def render(self) -> str:
         """Every effective option for this component with its origin, for `show`.
 
         The text is in the config language itself; sensitive values and URL
@@ -120,7 +130,7 @@ class Config:
                  + (f": {self.file}" if self.file else "")]
         for option in (o for o in OPTIONS if self.component in o.components and not o.ordered):
             value, origin = self._values[option.name], self._origins[option.name]
-            pairs = zip(value, origin) if option.repeat else [(value, origin)]
+            pairs = zip(value, origin) if option.repeat else [(value, cast(str, origin))]
             lines += [_show_line(option, v, o) for v, o in pairs] or [_show_line(option, None, "")]
         lines.append("# accept and reject lines are tried in order, the first match wins; "
                      "settings apply to the lines below them")
@@ -129,7 +139,7 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def _show_line(option, value, origin):
+def _show_line(option: Option, value: Any, origin: str) -> str:
     if value is None:
         return f"# {option.name} is unset"
     text = "(redacted)" if option.sensitive else option.kind.format(value)
@@ -138,7 +148,8 @@ def _show_line(option, value, origin):
     return f"{f'{option.name} {text}':<48} # {origin}"
 
 
-def load(component, config, cli_options, env):
+def load(component: str, config: StrPath | None, cli_options: Iterable[tuple[str, str]],
+         env: Environment) -> Config:
     """The Config for `component` (e.g. "subscribe") from default.conf, then the
     configuration `config` (a name, a path, or None), then `cli_options`: the
     (name, value) pairs take_options returns."""
@@ -146,7 +157,7 @@ def load(component, config, cli_options, env):
         raise ConfigError(f"unknown component {component!r}", fix=f"use one of {COMPONENTS}")
     file = None if config is None else config_file(component, config, env)
     credentials = Credentials.load(env.config_dir)
-    reader = _Reader(component, file and file.name.removesuffix(".conf"), env, credentials)
+    reader = _Reader(component, None if file is None else file.name.removesuffix(".conf"), env, credentials)
     default = Path(env.config_dir) / DEFAULT_FILE
     if default.is_file():
         reader.read(default)
@@ -157,7 +168,7 @@ def load(component, config, cli_options, env):
     return reader.config(file)
 
 
-def config_file(component, config, env):
+def config_file(component: str, config: StrPath, env: Environment) -> Path:
     """The file a configuration argument names: a path when it has a '/', else
     <config_dir>/<component>/<name>.conf ('.conf' optional)."""
     config = str(config)
@@ -182,7 +193,8 @@ def take_options(argv: Sequence[str], component: str) -> tuple[list[tuple[str, s
     it is a bool word (on, off, yes, ...), else it means on.  `--` ends the options:
     it stays in the rest, and so does all that follows it.  Values are checked by load().
     """
-    options, rest = [], []
+    options: list[tuple[str, str]] = []
+    rest: list[str] = []
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -218,21 +230,21 @@ def unknown_option(name: str, where: str, *, candidates: Iterable[str] = BY_NAME
                        fix=f"did you mean '{prefix}{close[0]}'?" if close else otherwise)
 
 
-def _lookup(name, where, extra=()):
+def _lookup(name: str, where: str, extra: Iterable[str] = ()) -> Option:
     option = BY_NAME.get(name)
     if option is None:
         raise unknown_option(name, where, candidates=[*BY_NAME, *extra])
     return option
 
 
-def _strip_comment(value):
+def _strip_comment(value: str) -> str:
     # The value's first word is never a comment, so `subtopic #` keeps its wildcard.
     first = value.split(None, 1)[0] if value else ""
     comment = _COMMENT.search(value, len(first))
     return (value[:comment.start()] if comment else value).strip()
 
 
-def _parse(option, text, where):
+def _parse(option: Option, text: str, where: str) -> Any:
     if not text and option.kind is BOOL:
         return True
     if not text:
@@ -251,18 +263,18 @@ def _parse(option, text, where):
 class _Reader:
     """Reads lines in order, keeping the state the order-sensitive options need."""
 
-    def __init__(self, component, name, env, credentials):
+    def __init__(self, component: str, name: str | None, env: Environment, credentials: Credentials) -> None:
         self.component = component
         self.name = name
         self.environ = env.environ
         self.credentials = credentials
-        self.values = {}        # only what was set, in reading order
-        self.origins = {}
-        self.masks = []
-        self.including = []     # files being read, to catch include loops
+        self.values: dict[str, Any] = {}        # only what was set, in reading order
+        self.origins: dict[str, Any] = {}
+        self.masks: list[Mask] = []
+        self.including: list[Path] = []         # files being read, to catch include loops
         self.ordered = [(n, self._default(BY_NAME[n]), DEFAULT) for n in DELIVERY]
 
-    def read(self, path, where=None):
+    def read(self, path: StrPath, where: str | None = None) -> None:
         path = Path(path)
         key = path.resolve()
         prefix = f"{where}: " if where else ""
@@ -279,7 +291,7 @@ class _Reader:
             self._line(line.strip(), f"{path}:{number}", path.parent)
         self.including.pop()
 
-    def _line(self, line, where, directory):
+    def _line(self, line: str, where: str, directory: Path) -> None:
         if not line or line.startswith("#"):
             return
         name, _, value = line.replace("\t", " ").partition(" ")
@@ -291,7 +303,7 @@ class _Reader:
         else:
             self.read(directory / self._expand(value, where), where)
 
-    def apply(self, name, text, where):
+    def apply(self, name: str, text: str, where: str) -> None:
         option = _lookup(name, where, extra=["include"] if where != COMMAND_LINE else ())
         value = _parse(option, self._expand(text, where), where)
         if isinstance(value, Url) and value.scheme in ("amqp", "amqps"):
@@ -310,8 +322,8 @@ class _Reader:
             self.values[name] = value
             self.origins[name] = where
 
-    def _expand(self, text, where):
-        def substitute(match):
+    def _expand(self, text: str, where: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             value = self._variable(name)
             if value is not None:
@@ -322,7 +334,7 @@ class _Reader:
                               fix=f"set it in the environment, or use one of {', '.join(BUILT_INS)}")
         return _VARIABLE.sub(substitute, text)
 
-    def _variable(self, name):
+    def _variable(self, name: str) -> str | None:
         broker = {"BROKER_USER": "broker", "POST_BROKER_USER": "post_broker"}.get(name)
         if broker:
             return getattr(self.values.get(broker), "user", None)
@@ -338,7 +350,7 @@ class _Reader:
             return pwd.getpwuid(os.getuid()).pw_name
         return None
 
-    def _default(self, option):
+    def _default(self, option: Option) -> Any:
         text = option.default_for(self.component)
         try:
             value = None if text is None else option.kind.parse(self._expand(text, DEFAULT))
@@ -348,8 +360,9 @@ class _Reader:
             return () if value is None else (value,)
         return value
 
-    def config(self, file):
-        values, origins = {}, {}
+    def config(self, file: Path | None) -> Config:
+        values: dict[str, Any] = {}
+        origins: dict[str, Origin] = {}
         for option in OPTIONS:
             name = option.name
             if name in self.values:

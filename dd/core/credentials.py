@@ -13,9 +13,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
+from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dd.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443, "sftp": 22}
 SCHEMES = (*DEFAULT_PORTS, "file")
@@ -41,7 +46,7 @@ class Url:
     _password: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> Url:
         """The Url `text` names; ValueError says what is wrong without echoing `text`."""
         try:
             parts = urllib.parse.urlsplit(text.strip())
@@ -65,7 +70,7 @@ class Url:
         )
 
     @property
-    def password(self):
+    def password(self) -> str | None:
         """For connecting only: never put it in a message."""
         return self._password
 
@@ -75,25 +80,25 @@ class Url:
         path = urllib.parse.unquote(self.path)
         return path if path.endswith("/") else f"{path}/"
 
-    def with_password(self, password, user=None):
+    def with_password(self, password: str | None, user: str | None = None) -> Url:
         return dataclasses.replace(self, _password=password, user=user or self.user)
 
     @property
-    def netloc(self):
+    def netloc(self) -> str:
         """host[:port] as a URL writes it (the port when it is not the scheme's default)."""
         netloc = url_host(self.host)
         if self.port is not None and self.port != DEFAULT_PORTS.get(self.scheme):
             netloc += f":{self.port}"
         return netloc
 
-    def __str__(self):
+    def __str__(self) -> str:
         netloc = self.netloc
         if self.user:
             netloc = f"{urllib.parse.quote(self.user, safe='')}@{netloc}"
         query = f"?{self.query}" if self.query else ""
         return f"{self.scheme}://{netloc}{self.path}{query}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Url({str(self)!r})"
 
 
@@ -112,11 +117,11 @@ class Credentials:
     """The URLs with passwords from credentials.conf, matched by scheme, user, host and port,
     and for http(s) by path."""
 
-    def __init__(self, urls=()):
+    def __init__(self, urls: Iterable[Url] = ()) -> None:
         self._urls = tuple(urls)
 
     @classmethod
-    def load(cls, config_dir):
+    def load(cls, config_dir: StrPath) -> Credentials:
         """Credentials from <config_dir>/credentials.conf; none when it does not exist."""
         path = Path(config_dir) / FILE_NAME
         try:
@@ -135,7 +140,7 @@ class Credentials:
                    for number, line in enumerate(lines, 1)
                    if line.strip() and not line.lstrip().startswith("#"))
 
-    def lookup(self, url):
+    def lookup(self, url: Url) -> Url | None:
         """The credentials entry for `url`; any user matches when `url` names none, and an
         http(s) entry only for a path below its own."""
         path = urllib.parse.unquote(url.path)
@@ -153,15 +158,15 @@ class Credentials:
             entries.sort(key=lambda entry: len(entry.scope), reverse=True)   # stable: file order
         return tuple(entries)
 
-    def of_user(self, user):
+    def of_user(self, user: str) -> Credentials:
         """Only the lines for a user name: what a relay may use to fetch that source's data."""
         return Credentials(entry for entry in self._urls if entry.user == user)
 
-    def passwords_of(self, user, schemes):
+    def passwords_of(self, user: str, schemes: Collection[str]) -> set[str | None]:
         """The passwords credentials.conf holds for a user name on servers of these schemes."""
         return {entry.password for entry in self._urls if entry.user == user and entry.scheme in schemes}
 
-    def password_for(self, url):
+    def password_for(self, url: Url | str) -> str | None:
         """The password for `url` (a Url or its text): its own, else credentials.conf's."""
         if isinstance(url, str):
             url = Url.parse(url)
@@ -170,13 +175,13 @@ class Credentials:
         entry = self.lookup(url)
         return entry.password if entry else None
 
-    def complete(self, url):
+    def complete(self, url: Url) -> Url:
         """`url` with its password (and user, if it named none) from credentials.conf."""
         entry = None if url.password is not None else self.lookup(url)
         return url.with_password(entry.password, entry.user) if entry else url
 
 
-def _parse_line(line, where):
+def _parse_line(line: str, where: str) -> Url:
     # The line holds a password: messages describe it, never quote it.
     example = "one URL a line, like amqps://user:password@host/"
     words = line.split()

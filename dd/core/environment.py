@@ -27,7 +27,7 @@ class Environment:
     clock: Callable[[], float] = time.time
 
     @classmethod
-    def from_process(cls):
+    def from_process(cls) -> "Environment":
         """The real environment: platformdirs' user directories, overridable by DD_*_DIR."""
         env = os.environ
         return cls(

@@ -4,6 +4,8 @@ Every failure dd reports is a DDError: a one-line message that names the thing
 and, where there is one, the fix.  Rejections of notices also carry a short
 machine-readable ``rule`` so that logs and delivery reports can name it.
 """
+from __future__ import annotations
+
 import enum
 
 from dd.core.outcome import Code
@@ -44,14 +46,14 @@ class DDError(Exception):
     status = ExitStatus.FAILURE
     rule = "error"
 
-    def __init__(self, message, *, fix=None, rule=None):
+    def __init__(self, message: str, *, fix: str | None = None, rule: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fix = fix
         if rule is not None:
             self.rule = rule
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.message} ({self.fix})" if self.fix else self.message
 
 
@@ -99,7 +101,7 @@ class ChecksumMismatch(TransferError):
     rule = "checksum"
 
 
-def exit_status(error):
+def exit_status(error: BaseException) -> ExitStatus:
     """Map any exception to the status the command exits with."""
     if isinstance(error, DDError):
         return error.status

@@ -11,7 +11,8 @@ import datetime
 import enum
 import re
 import urllib.parse
-from typing import Optional
+from collections.abc import Collection
+from typing import Any, Optional
 
 from dd.core import checksum
 from dd.core.errors import NoticeError
@@ -61,7 +62,7 @@ class Notice:
     rel_path: str
     source: str = ""
     from_cluster: str = ""
-    to_clusters: list = dataclasses.field(default_factory=list)
+    to_clusters: list[str] = dataclasses.field(default_factory=list)
     op: Op = Op.WRITE
     size: Optional[int] = None          # whole file size, also in part notices
     checksum: Optional[Checksum] = None  # whole file checksum
@@ -71,24 +72,24 @@ class Notice:
     mode: Optional[int] = None
     link_target: Optional[str] = None
     rename_from: Optional[str] = None
-    readers: list = dataclasses.field(default_factory=list)  # private: only these users may fetch it
-    extra: dict = dataclasses.field(default_factory=dict)  # unknown fields, passed through
+    readers: list[str] = dataclasses.field(default_factory=list)  # private: only these users may fetch it
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # unknown fields, passed through
 
     @property
-    def url(self):
+    def url(self) -> str:
         """Where the data is: base_url joined with the percent-encoded rel_path."""
         return self.base_url.rstrip("/") + "/" + urllib.parse.quote(self.rel_path.lstrip("/"))
 
 
-def now():
+def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def from_timestamp(seconds):
+def from_timestamp(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
-def check_name(value, field):
+def check_name(value: object, field: str) -> str:
     """A name from the wire: a non-empty str of valid Unicode without control characters."""
     if not isinstance(value, str):
         raise NoticeError(f"notice field '{field}' must be a string, not {type(value).__name__}",
@@ -103,7 +104,7 @@ def check_name(value, field):
     return value
 
 
-def validate(notice, *, allowed_schemes=None):
+def validate(notice: Notice, *, allowed_schemes: Optional[Collection[str]] = None) -> Notice:
     """Judge a decoded notice; return it or raise NoticeError naming the rule broken."""
     check_name(notice.rel_path, "rel_path")
     if not notice.rel_path.strip("/"):
@@ -133,7 +134,7 @@ def validate(notice, *, allowed_schemes=None):
     if notice.checksum is not None:
         _check_checksum(notice.checksum, "checksum")
     if notice.part is not None:
-        _check_part(notice)
+        _check_part(notice.part, notice.size)
     if notice.op is Op.LINK:
         if notice.link_target is None:
             raise NoticeError("a 'link' notice needs 'link_target'", rule="missing-field")
@@ -147,14 +148,14 @@ def validate(notice, *, allowed_schemes=None):
     return notice
 
 
-def _check_count(value, field, *, minimum=0):
+def _check_count(value: object, field: str, *, minimum: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise NoticeError(f"notice field '{field}' must be an integer, not {value!r}", rule="type")
     if not minimum <= value <= MAX_FILE_SIZE:
         raise NoticeError(f"notice field '{field}' is out of range: {value}", rule="size")
 
 
-def _check_checksum(value, field):
+def _check_checksum(value: Checksum, field: str) -> None:
     check_name(value.method, f"{field}.method")
     if value.method not in checksum.METHODS:
         raise NoticeError(f"notice field '{field}.method' is not a checksum method dd knows: "
@@ -164,13 +165,12 @@ def _check_checksum(value, field):
         raise NoticeError(f"notice field '{field}.value' is too long", rule="checksum")
 
 
-def _check_part(notice):
+def _check_part(part: Part, size: Optional[int]) -> None:
     # Imported here: parts arithmetic is its own module and only part notices need it.
     from dd.core import parts
 
-    part = notice.part
     for field in ("block_size", "block_count", "remainder", "block_number"):
         _check_count(getattr(part, field), f"part.{field}")
     _check_checksum(part.checksum, "part.checksum")
-    parts.check(part, notice.size)
+    parts.check(part, size)
 

@@ -36,7 +36,7 @@ class Kind:
     format: Callable[[Any], str] = str
 
 
-def _number(text, units, pattern):
+def _number(text: str, units: Mapping[str, int], pattern: str) -> fractions.Fraction:
     match = re.fullmatch(pattern, text.strip(), re.IGNORECASE)
     if not match:
         raise ValueError("")
@@ -50,12 +50,12 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DECIMAL = r"(\d+(?:\.\d*)?|\.\d+)\s*"
 
 
-def parse_size(text):
+def parse_size(text: str) -> int:
     """Bytes, from '4096', '512k', '64M', '1.5G' (binary multiples: K=1024)."""
     return int(_number(text, _SIZE_UNITS, _DECIMAL + r"([kmgt](?:i?b)?|b)?"))
 
 
-def format_size(size):
+def format_size(size: int) -> str:
     for unit in "TGMK":
         factor = _SIZE_UNITS[unit.lower()]
         if size and size % factor == 0:
@@ -63,12 +63,12 @@ def format_size(size):
     return str(size)
 
 
-def parse_duration(text):
+def parse_duration(text: str) -> float:
     """Seconds as a float, from '30', '30s', '5m', '1h', '2d', '1w', '0.5s'."""
     return float(_number(text, _DURATION_UNITS, _DECIMAL + r"([smhdw]?)"))
 
 
-def format_duration(seconds):
+def format_duration(seconds: float) -> str:
     if seconds == int(seconds):
         whole = int(seconds)
         for unit in "wdhm":
@@ -83,40 +83,40 @@ BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True,
           "off": False, "no": False, "false": False, "0": False}
 
 
-def parse_bool(text):
+def parse_bool(text: str) -> bool:
     try:
         return BOOL_WORDS[text.strip().lower()]
     except KeyError:
         raise ValueError("") from None
 
 
-def _non_empty(text):
+def _non_empty(text: str) -> str:
     if not text.strip():
         raise ValueError("")
     return text.strip()
 
 
-def _word(text):
+def _word(text: str) -> str:
     if len(text.split()) != 1:
         raise ValueError("")
     return text.strip()
 
 
-def _list(text):
+def _list(text: str) -> tuple[str, ...]:
     words = tuple(w for w in re.split(r"[\s,]+", text) if w)
     if not words:
         raise ValueError("")
     return words
 
 
-def _pattern(text):
+def _pattern(text: str) -> re.Pattern[str]:
     try:
         return re.compile(_non_empty(text))
     except re.error as error:
         raise ValueError(str(error)) from None
 
 
-def _command(text):
+def _command(text: str) -> str:
     try:
         shlex.split(_non_empty(text))
     except ValueError as error:
@@ -124,8 +124,8 @@ def _command(text):
     return text.strip()
 
 
-def integer(minimum=0):
-    def parse(text):
+def integer(minimum: int = 0) -> Kind:
+    def parse(text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
@@ -136,8 +136,8 @@ def integer(minimum=0):
     return Kind("int", f"a whole number of at least {minimum}", parse)
 
 
-def choice(*values):
-    def parse(text):
+def choice(*values: str) -> Kind:
+    def parse(text: str) -> str:
         value = text.strip().lower()
         if value not in values:
             raise ValueError("")
@@ -145,8 +145,8 @@ def choice(*values):
     return Kind("choice", f"one of {', '.join(values)}", parse)
 
 
-def url(*schemes, example):
-    def parse(text):
+def url(*schemes: str, example: str) -> Kind:
+    def parse(text: str) -> Url:
         value = Url.parse(text)
         if value.scheme not in schemes:
             raise ValueError(f"scheme must be {' or '.join(schemes)}")
@@ -157,7 +157,7 @@ def url(*schemes, example):
 ROLES = ("source", "subscriber", "feeder", "admin")
 
 
-def _declaration(text):
+def _declaration(text: str) -> tuple[str, str]:
     """(role, user name) from 'ROLE NAME'.  Names are plain words because they are put
     into the broker's permission patterns."""
     words = text.split()
@@ -198,18 +198,18 @@ class Option:
     kind: Kind
     default: str | None             # as written in a config file; None = unset
     help: str                       # one line: --help, show and the man page
-    components: frozenset           # of COMPONENTS that use it
+    components: frozenset[str]      # of COMPONENTS that use it
     sensitive: bool = False         # value never shown (URLs hide passwords anyway)
     ordered: bool = False           # meaning depends on its position among accept/reject
     repeat: bool = False            # each line adds a value instead of replacing
     component_defaults: Mapping[str, str] = dataclasses.field(
         default_factory=dict, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "component_defaults",
                            MappingProxyType(dict(self.component_defaults)))
 
-    def default_for(self, component):
+    def default_for(self, component: str) -> str | None:
         return self.component_defaults.get(component, self.default)
 
 
@@ -221,7 +221,7 @@ DAEMONS = "subscribe watch sara shovel"
 READERS = CONSUMERS + " log"                   # dd_log reads log messages as consumers read notices
 
 
-def _option(name, kind, default, components, help, **flags):
+def _option(name: str, kind: Kind, default: str | None, components: str, help: str, **flags: Any) -> Option:
     return Option(name, kind, default, help, frozenset(components.split()), **flags)
 
 

@@ -1,6 +1,12 @@
 """What happened to one notice: the outcome every step reports, and the table of its codes."""
+from __future__ import annotations
+
 import dataclasses
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dd.core.notice import Checksum
 
 
 class Code(enum.IntEnum):
@@ -31,7 +37,7 @@ class Outcome:
     rule: str = ""
     local_path: str = ""
     nbytes: int = 0
-    checksum: object = None  # verified or computed on download; a 304's: of the whole file, in place
+    checksum: Checksum | None = None  # verified or computed on download; a 304's: of the whole file, in place
     duration: float = 0.0
 
     @property

@@ -7,7 +7,14 @@ zero.  So ``size = (block_count - 1) * block_size + remainder`` when the
 remainder is non-zero, and ``block_count * block_size`` when it is zero.
 This module is the only place that knows it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from dd.core.errors import NoticeError
+
+if TYPE_CHECKING:
+    from dd.core.notice import Part
 
 MiB = 1 << 20
 #: With `blocksize 0`, files up to this size travel whole.
@@ -20,7 +27,7 @@ AUTO_MIN_BLOCK = 64 * MiB
 MAX_BLOCK_COUNT = 1 << 20
 
 
-def layout(size, block_size):
+def layout(size: int, block_size: int) -> tuple[int, int]:
     """(block_count, remainder) for a file of `size` bytes cut in `block_size` blocks."""
     if block_size <= 0:
         raise ValueError("block_size must be positive")
@@ -28,25 +35,25 @@ def layout(size, block_size):
     return (count + 1, remainder) if remainder else (max(count, 1), 0)
 
 
-def size_of(block_size, block_count, remainder):
+def size_of(block_size: int, block_count: int, remainder: int) -> int:
     """The whole file's size, from its layout."""
     if remainder:
         return (block_count - 1) * block_size + remainder
     return block_count * block_size
 
 
-def span(block_size, block_count, remainder, block_number):
+def span(block_size: int, block_count: int, remainder: int, block_number: int) -> tuple[int, int]:
     """(offset, length) of one block."""
     last = block_number == block_count - 1
     return block_number * block_size, (remainder if last and remainder else block_size)
 
 
-def spans(block_size, block_count, remainder):
+def spans(block_size: int, block_count: int, remainder: int) -> list[tuple[int, int]]:
     """(offset, length) of every block, in order."""
     return [span(block_size, block_count, remainder, n) for n in range(block_count)]
 
 
-def choose_block_size(size, blocksize_option):
+def choose_block_size(size: int, blocksize_option: int) -> int | None:
     """The block size to post `size` bytes with, or None to send the file whole.
 
     `blocksize 1` never splits, `blocksize 0` decides by size (see AUTO_*),
@@ -62,7 +69,7 @@ def choose_block_size(size, blocksize_option):
     return blocksize_option if size > blocksize_option else None
 
 
-def check(part, size):
+def check(part: Part, size: int | None) -> None:
     """Refuse part metadata that cannot describe `size` bytes."""
     if part.block_size <= 0:
         raise NoticeError("part block_size must be positive", rule="parts")

@@ -6,15 +6,22 @@ look-alikes), absolute paths, empty or '.' components, control characters.
 Directories are walked from a directory handle, one component at a time, with
 O_NOFOLLOW: a symlink planted anywhere below the tree cannot redirect a write.
 """
+from __future__ import annotations
+
 import contextlib
 import errno
 import os
 import stat
 import unicodedata
 import urllib.parse
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, NoReturn
 
 from dd.core.errors import PathError
 from dd.core.notice import CONTROL_CHARACTER
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Mode bits never taken from the wire: setuid, setgid, sticky, world-writable.
@@ -23,7 +30,7 @@ MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 
 
-def _dot_spelling(component):
+def _dot_spelling(component: str) -> str:
     """What the component means once every encoding a server might undo is undone."""
     if "%" not in component and component.isascii():
         return component.replace("\\", "/")  # nothing to decode; NFKC keeps ASCII as it is
@@ -33,7 +40,7 @@ def _dot_spelling(component):
     return unicodedata.normalize("NFKC", text).replace("\\", "/")
 
 
-def split(rel_path):
+def split(rel_path: str) -> list[str]:
     """The components of a relative path, or PathError naming the rule it breaks."""
     if not isinstance(rel_path, str) or not rel_path:
         raise PathError("path is empty", rule="empty-path")
@@ -57,7 +64,7 @@ def split(rel_path):
     return components
 
 
-def safe_mode(mode):
+def safe_mode(mode: int | None) -> int | None:
     """Permission bits to apply from a notice: never setuid/setgid/sticky/world-writable."""
     return None if mode is None else mode & 0o777 & ~UNSAFE_MODE_BITS
 
@@ -76,38 +83,39 @@ class Tree:
     its directories are made 0750 and its files 0640, owned by that group, the data
     server's, whatever mode a notice asks for."""
 
-    def __init__(self, root, *, namespace=(), private_group=None):
+    def __init__(self, root: StrPath, *, namespace: Iterable[str] = (), private_group: int | None = None) -> None:
         self.root = os.fspath(root)
         self.namespace = tuple(namespace)
         self.private_group = private_group
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Tree({self.root!r}, namespace={self.namespace!r})"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return os.path.join(self.root, *self.namespace)
 
     @property
-    def dir_mode(self):
+    def dir_mode(self) -> int:
         return 0o755 if self.private_group is None else 0o750
 
-    def file_mode(self, mode):
+    def file_mode(self, mode: int | None) -> int:
         """The permission bits a file delivered into this tree gets, `mode` being the notice's."""
         mode = safe_mode(mode)
         mode = 0o644 if mode is None else mode
         return mode if self.private_group is None else mode & 0o640
 
-    def restrict(self, fd):
+    def restrict(self, fd: int) -> None:
         """Give a private tree's file or directory (an open fd) the data server's group."""
-        if self.private_group not in (None, -1) and os.fstat(fd).st_gid != self.private_group:
-            os.fchown(fd, -1, self.private_group)
+        group = self.private_group
+        if group is not None and group != -1 and os.fstat(fd).st_gid != group:
+            os.fchown(fd, -1, group)
 
-    def path(self, rel_path):
+    def path(self, rel_path: str) -> str:
         """The filesystem path of `rel_path` inside the tree (for display and hooks)."""
         return os.path.join(self.root, *self.namespace, *split(rel_path))
 
     @contextlib.contextmanager
-    def parent(self, rel_path, create=True):
+    def parent(self, rel_path: str, create: bool = True) -> Iterator[tuple[int, str]]:
         """Yield (directory fd, leaf name) for rel_path, walking without following links."""
         components = split(rel_path)
         try:
@@ -124,7 +132,7 @@ class Tree:
         finally:
             os.close(fd)
 
-    def _open_directory(self, fd, name, rel_path, create):
+    def _open_directory(self, fd: int, name: str, rel_path: str, create: bool) -> int:
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
@@ -143,7 +151,7 @@ class Tree:
             self.restrict(child)
         return child
 
-    def check_link(self, rel_path, target):
+    def check_link(self, rel_path: str, target: str) -> None:
         """Refuse a link at `rel_path` whose `target` leaves the tree's namespace.
 
         The target is resolved as the kernel would, physically: through the directories
@@ -151,7 +159,7 @@ class Tree:
         through another link ('d/up' -> '..') is seen for what it is.  A part of the target
         not in the tree yet is taken as written, and may not be followed by '..': what it
         becomes later must not decide where this link leads."""
-        def refuse(why):
+        def refuse(why: str) -> NoReturn:
             raise PathError(f"link target {target!r} of {rel_path!r} {why}", rule="link-target")
 
         if target.startswith("/"):
@@ -181,19 +189,19 @@ class Tree:
                 settled = kind == "directory"
             position.append(name)
 
-    def _entry(self, position, name):
-        """(kind, link target) of a name below the namespace: kind is directory, link, other or missing."""
+    def _entry(self, position: list[str], name: str) -> tuple[str, str]:
+        """(kind, link target or '') of a name below the namespace: kind is directory, link, other or missing."""
         try:
             with self.parent("/".join([*position, name]), create=False) as (fd, leaf):
                 st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     return "link", os.readlink(leaf, dir_fd=fd)
-                return ("directory" if stat.S_ISDIR(st.st_mode) else "other"), None
+                return ("directory" if stat.S_ISDIR(st.st_mode) else "other"), ""
         except (FileNotFoundError, NotADirectoryError):
-            return "missing", None
+            return "missing", ""
 
 
-def localize(rel_path, *, strip=0, mirror=True, flatten=None):
+def localize(rel_path: str, *, strip: int = 0, mirror: bool = True, flatten: str | None = None) -> str:
     """Where a wire path lands inside a tree: `strip` leading directories removed,
     then the whole tree (mirror), the file name alone, or one name whose
     directories are joined by `flatten` ('/' keeps the tree)."""

@@ -10,13 +10,13 @@ import dataclasses
 import datetime
 import json
 import math
-from typing import Optional
+from typing import Any, Optional
 
 from dd.core import topic
 from dd.core.errors import NoticeError
 from dd.core.formats.fields import load_json, parse_time, take
 from dd.core.formats.v02 import TIME_FORMAT
-from dd.core.notice import Checksum, check_name
+from dd.core.notice import Checksum, Notice, check_name
 
 TOPIC_PREFIX = "v02.log"
 CONTENT_TYPE = "application/json"
@@ -40,11 +40,12 @@ class Report:
     bytes: int
 
     @property
-    def topic(self):
+    def topic(self) -> str:
         return topic.for_path(TOPIC_PREFIX, self.rel_path)
 
 
-def of(notice, *, code, message, rule, host, user, component, duration, nbytes, pubtime):
+def of(notice: Notice, *, code: int, message: str, rule: str, host: str, user: str, component: str,
+       duration: float, nbytes: int, pubtime: datetime.datetime) -> Report:
     """The log message for what a consumer did with `notice`."""
     return Report(pubtime=pubtime, rel_path=notice.rel_path, base_url=notice.base_url, source=notice.source,
                   from_cluster=notice.from_cluster, checksum=notice.checksum,
@@ -53,9 +54,9 @@ def of(notice, *, code, message, rule, host, user, component, duration, nbytes, 
                   duration=round(duration, 6), bytes=nbytes)
 
 
-def encode(report):
+def encode(report: Report) -> tuple[bytes, dict[str, Any]]:
     """(body, headers) of a log message."""
-    fields = {
+    fields: dict[str, Any] = {
         "pubtime": report.pubtime.strftime(TIME_FORMAT), "rel_path": report.rel_path,
         "base_url": report.base_url, "source": report.source, "from_cluster": report.from_cluster,
         "code": report.code, "message": report.message, "rule": report.rule, "host": report.host,
@@ -69,14 +70,15 @@ def encode(report):
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
-def decode(body):
+def decode(body: bytes) -> Report:
     """A Report from a message body, judged strictly: a wrong one is a NoticeError naming
     the field, so a router never passes on what it cannot read."""
     fields = load_json(body)
-    checksum = take(fields, "checksum", dict, None)
-    if checksum is not None:
-        checksum = dict(checksum)
-        checksum = Checksum(take(checksum, "method", str), take(checksum, "value", str))
+    given = take(fields, "checksum", dict, None)
+    checksum: Optional[Checksum] = None
+    if given is not None:
+        given = dict(given)
+        checksum = Checksum(take(given, "method", str), take(given, "value", str))
     duration = fields.pop("duration", None)
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
             or duration < 0:

@@ -15,20 +15,20 @@ _SAFE = re.compile(rb"[A-Za-z0-9_~-]")
 
 
 @functools.lru_cache(maxsize=4096)
-def escape_word(word):
+def escape_word(word: str) -> str:
     # Cached: a watcher or a pump names the same few directories in every topic.
     return "".join(
         chr(b) if _SAFE.fullmatch(bytes([b])) else f"%{b:02X}" for b in word.encode("utf-8"))
 
 
-def for_path(prefix, rel_path):
+def for_path(prefix: str, rel_path: str) -> str:
     """The topic a notice about `rel_path` is published on."""
     directories = [w for w in rel_path.split("/")[:-1] if w]
     words = prefix.split(".") + [escape_word(d) for d in directories]
     return _fit(words, len(prefix.split(".")))
 
 
-def binding(prefix, subtopic):
+def binding(prefix: str, subtopic: str) -> str:
     """The binding key for a subscription: `subtopic` is '/'- or '.'-separated
     directory names, where a word that is exactly '#' or '*' stays a wildcard."""
     separator = "/" if "/" in subtopic else "."
@@ -36,7 +36,7 @@ def binding(prefix, subtopic):
     return ".".join(prefix.split(".") + words)
 
 
-def _fit(words, keep):
+def _fit(words: list[str], keep: int) -> str:
     while len(".".join(words).encode()) > MAX_TOPIC_BYTES and len(words) > keep:
         words.pop()
     return ".".join(words)

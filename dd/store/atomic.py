@@ -1,8 +1,14 @@
 """Files replaced whole: a reader sees the old content or the new, never half of it."""
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 
-def replace(path, text: str, *, mode: int = 0o644, group: int = -1) -> None:
+def replace(path: StrPath, text: str, *, mode: int = 0o644, group: int = -1) -> None:
     """Make `path` hold `text`: written beside it under a hidden name, then renamed over it.
     `group` (a gid) is given to the new file when it is not -1; no link is followed."""
     directory, name = os.path.split(os.fspath(path))

@@ -5,11 +5,17 @@ them read while one writes, and waiting up to a minute for another's write is no
 under load.  A store keeps one connection, used under its own lock by the flow's
 threads, in autocommit mode: each statement is its own transaction.
 """
+from __future__ import annotations
+
 import os
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 
-def open_shared(path, schema: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+def open_shared(path: StrPath, schema: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     """A connection to the store at `path`, made with `schema` (CREATE ... IF NOT EXISTS)
     if need be.  `synchronous` FULL makes each commit durable before it returns; NORMAL,
     as each store's comment says why, may lose the last ones in a power cut, never

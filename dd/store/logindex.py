@@ -29,10 +29,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from dd.store import database
 from dd.core.errors import ConfigError
-from dd.core.notice import Checksum
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+    from dd.core.config import Config
+    from dd.core.credentials import Credentials
+    from dd.core.environment import Environment
+    from dd.core.notice import Checksum, Notice
+    from dd.core.outcome import Outcome
 
 log = logging.getLogger("dd.logindex")
 
@@ -61,28 +70,28 @@ class Entry:
     rel_path: str
     source: str
     checksum: Checksum | None
-    readers: frozenset | None       # who may report on it; None: anyone
+    readers: frozenset[str] | None  # who may report on it; None: anyone
 
 
-def announced(notice, relay_readers=()) -> Entry:
+def announced(notice: Notice, relay_readers: Iterable[str] = ()) -> Entry:
     """The entry of a notice the pump publishes: private data's readers and relays may
     report on it, anyone may if it has no readers."""
     readers = frozenset(notice.readers) | frozenset(relay_readers) if notice.readers else None
     return Entry(notice.rel_path, notice.source, notice.checksum, readers)
 
 
-def ingested(notice, relay_user) -> Entry:
+def ingested(notice: Notice, relay_user: str) -> Entry:
     """The entry of a notice a relay read from its source: the relay reports on it."""
     return Entry(notice.rel_path, notice.source, notice.checksum, frozenset({relay_user}))
 
 
-def _key(rel_path, source, checksum):
+def _key(rel_path: str, source: str, checksum: Checksum | None) -> bytes:
     # Names never hold NUL (dd.core.notice.check_name): joined with it, they are unambiguous.
     value = f"{checksum.method}:{checksum.value}" if checksum is not None else ""
     return hashlib.blake2b(f"{rel_path}\0{source}\0{value}".encode(), digest_size=16).digest()
 
 
-def path_of(cfg, state_dir: Path) -> Path:
+def path_of(cfg: Config, state_dir: Path) -> Path:
     """The index a configuration uses: log_index, else the account's default."""
     return Path(cfg.log_index) if cfg.log_index else Path(state_dir) / DEFAULT_NAME
 
@@ -90,7 +99,7 @@ def path_of(cfg, state_dir: Path) -> Path:
 class Index:
     """The entries, shared through one SQLite file by every process using it."""
 
-    def __init__(self, path, *, window: float, limit: int):
+    def __init__(self, path: StrPath, *, window: float, limit: int) -> None:
         self.path = os.fspath(path)
         self.window = window
         self.limit = limit
@@ -138,30 +147,69 @@ class Index:
             # Ids of replaced entries leave gaps: at most `limit` entries are kept, maybe fewer.
             self._db.execute("DELETE FROM entries WHERE id <= (SELECT max(id) FROM entries) - ?", (self.limit,))
 
-    def __len__(self):
+    def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            count: int = self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return count
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             self._db.close()    # closing twice is harmless: the post and log steps share one
 
 
-def of(cfg, state_dir: Path) -> Index:
+def of(cfg: Config, state_dir: Path) -> Index:
     """The index a configuration names (log_index, log_index_window, log_index_entries)."""
     return Index(path_of(cfg, state_dir), window=cfg.log_index_window, limit=cfg.log_index_entries)
 
 
-class Recording:
+class PostStep(Protocol):
+    """A flow's post or log step (dd.flow.posting.Poster): publishes items, returns those
+    the broker did not confirm."""
+
+    def post(self, items: list[Any]) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class FlowItem(Protocol):
+    """What the steps of a relay's flow pass along (dd.flow.item.Item), as far as recording goes."""
+
+    @property
+    def notice(self) -> Notice | None: ...
+
+    @property
+    def outgoing(self) -> Notice | None: ...
+
+    @property
+    def outcome(self) -> Outcome | None: ...
+
+
+class RelayContext(Protocol):
+    """What a relay is built from (dd.components.Context), as far as recording goes."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def env(self) -> Environment: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+
+_ItemT = TypeVar("_ItemT")
+
+
+class Recording(Generic[_ItemT]):
     """A post step that records the entries of what it is about to publish, then publishes
     it: what a consumer reports on is in the index before the consumer can have it."""
 
-    def __init__(self, step, index: Index, entries_of: Callable[[object], Iterable[Entry]]):
+    def __init__(self, step: PostStep, index: Index, entries_of: Callable[[_ItemT], Iterable[Entry]]) -> None:
         self.step = step
         self.index = index
         self.entries_of = entries_of
 
-    def post(self, items: list) -> list:
+    def post(self, items: list[_ItemT]) -> list[_ItemT]:
         try:
             self.index.record(entry for item in items for entry in self.entries_of(item))
         except sqlite3.Error as error:
@@ -170,14 +218,15 @@ class Recording:
                       "log messages", self.index.path, len(items), error)
         return self.step.post(items)
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.step.close()
         finally:
             self.index.close()
 
 
-def recording(ctx, poster, reporter=None) -> tuple[Recording | None, Recording | None]:
+def recording(ctx: RelayContext, poster: PostStep | None,
+              reporter: PostStep | None = None) -> tuple[Recording[FlowItem] | None, Recording[FlowItem] | None]:
     """A relay's post step and log step (either may be None), each recording in the log
     index before it publishes: the post step what it announces, the log step what the
     relay ingested, for the relay's own broker user to report on."""
@@ -186,10 +235,10 @@ def recording(ctx, poster, reporter=None) -> tuple[Recording | None, Recording |
     relay_readers = tuple(cfg.relay_readers or ())
     user = ctx.credentials.complete(cfg.broker).user or ""
 
-    def announcing(item):
+    def announcing(item: FlowItem) -> list[Entry]:
         return [announced(item.outgoing, relay_readers)] if item.outgoing is not None else []
 
-    def reporting(item):
+    def reporting(item: FlowItem) -> list[Entry]:
         # Only what gets a log message: a notice read and acted on.
         return [ingested(item.notice, user)] if item.notice is not None and item.outcome is not None else []
 

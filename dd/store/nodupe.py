@@ -11,11 +11,21 @@ than never: a claimant is a process identity (dd.store.pidfile), so a pid reused
 process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
 seconds and are purged.
 """
+from __future__ import annotations
+
 import os
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from dd.core.notice import Checksum
 from dd.store import database, pidfile
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
+    from dd.core.notice import Part
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
@@ -27,10 +37,10 @@ CREATE TABLE IF NOT EXISTS seen (
 )"""
 
 
-def key(scope, rel_path, content, part=None):
+def key(scope: str, rel_path: str, content: Checksum | str, part: Part | None = None) -> str:
     """The identity of a notice: where it goes (`scope`), its path, its content (a
     checksum, or a link's target) and which part, so parts of a file are not duplicates."""
-    if hasattr(content, "method"):
+    if isinstance(content, Checksum):
         content = f"{content.method}:{content.value}"
     fields = [_prefix(scope, rel_path), content]
     if part is not None:
@@ -38,14 +48,14 @@ def key(scope, rel_path, content, part=None):
     return "\0".join(fields)
 
 
-def _prefix(scope, rel_path):
+def _prefix(scope: str, rel_path: str) -> str:
     return f"{scope}\0{rel_path}"
 
 
 class Store:
     """Claims on notice keys, shared through one SQLite file by every process using it."""
 
-    def __init__(self, path, ttl):
+    def __init__(self, path: StrPath, ttl: float) -> None:
         self.path = os.fspath(path)
         self.ttl = ttl
         self.owner = pidfile.me()
@@ -55,7 +65,7 @@ class Store:
         self._claims = 0
         self.purge()
 
-    def claim(self, the_key, now=None):
+    def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`: it is new, expired, or was
         claimed by a process that is gone.  False: a duplicate."""
         now = time.time() if now is None else now
@@ -74,31 +84,31 @@ class Store:
             self.purge(now)
         return True
 
-    def confirm(self, keys, now=None):
+    def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
         """The work for `keys` is done (and announced): duplicates are refused for ttl from now."""
         now = time.time() if now is None else now
         self._resolve("UPDATE seen SET at = ?, owner = '' WHERE key = ? AND owner = ?",
                       [(now, k, self.owner) for k in keys])
 
-    def release(self, keys):
+    def release(self, keys: Iterable[str]) -> None:
         """The work for `keys` failed or was not announced: a later copy will be handled."""
         self._resolve("DELETE FROM seen WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys])
 
-    def forget(self, scope, rel_path):
+    def forget(self, scope: str, rel_path: str) -> None:
         """Forget every key of a path, claimed or confirmed: it was deleted, and may come back
         as it was."""
         prefix = _prefix(scope, rel_path) + "\0"
         self._resolve("DELETE FROM seen WHERE key >= ? AND key < ?",
                       [(prefix, prefix[:-1] + "\1")])
 
-    def _resolve(self, statement, rows):
+    def _resolve(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(statement, rows)
 
-    def purge(self, now=None):
+    def purge(self, now: float | None = None) -> None:
         """Forget confirmed keys older than ttl, and claims of processes that are gone."""
         now = time.time() if now is None else now
         with self._lock, self._db:
@@ -108,10 +118,11 @@ class Store:
                      if owner != self.owner and not pidfile.running(owner)]
             self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
 
-    def __len__(self):
+    def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM seen").fetchone()[0]
+            count: int = self._db.execute("SELECT count(*) FROM seen").fetchone()[0]
+        return count
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -10,9 +10,17 @@ as long after each further failure (at most MAX_DELAY), and is given up once
 it has been failing for `ttl`.  The store holds at most `capacity` entries;
 `full` tells the caller to stop taking new work until it drains.
 """
+from __future__ import annotations
+
 import dataclasses
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 MAX_DELAY = 600.0
 DEFAULT_CAPACITY = 100_000
@@ -43,7 +51,8 @@ class Entry:
 class RetryStore:
     """Failed notices waiting for another try, oldest first."""
 
-    def __init__(self, path, *, ttl, delay=10.0, capacity=DEFAULT_CAPACITY, clock=time.time):
+    def __init__(self, path: StrPath, *, ttl: float, delay: float = 10.0, capacity: int = DEFAULT_CAPACITY,
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.ttl = ttl
         self.delay = delay
@@ -55,20 +64,21 @@ class RetryStore:
         self._db.execute(_SCHEMA)
         self._keys = {row[0] for row in self._db.execute("SELECT key FROM retry")}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._keys)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._keys
 
     @property
-    def full(self):
+    def full(self) -> bool:
         return len(self._keys) >= self.capacity
 
-    def _backoff(self, attempts):
-        return min(self.delay * 2 ** (attempts - 1), MAX_DELAY)
+    def _backoff(self, attempts: int) -> float:
+        wait: float = self.delay * 2 ** (attempts - 1)
+        return min(wait, MAX_DELAY)
 
-    def put(self, failures):
+    def put(self, failures: Iterable[tuple[str, bytes, str]]) -> None:
         """Keep (key, message, reason) triples, durably, in one transaction.
 
         A key already waiting gets the new message and starts over."""
@@ -83,14 +93,14 @@ class RetryStore:
                     "reason=excluded.reason", (key, message, now, now + self._backoff(1), reason))
         self._keys.update(key for key, _, _ in failures)
 
-    def due(self, limit):
+    def due(self, limit: int) -> list[Entry]:
         """Up to `limit` entries whose time has come, in the order they first failed."""
         rows = self._db.execute(
             "SELECT id, key, message, first_failed, attempts, reason FROM retry WHERE next_at <= ? "
             "ORDER BY id LIMIT ?", (self.clock(), limit)).fetchall()
         return [Entry(*row) for row in rows]
 
-    def failed_again(self, entries_and_reasons):
+    def failed_again(self, entries_and_reasons: Iterable[tuple[Entry, str]]) -> list[Entry]:
         """Reschedule (entry, reason) pairs; return the entries given up because they have
         been failing for longer than ttl (removed from the store)."""
         now = self.clock()
@@ -107,7 +117,7 @@ class RetryStore:
         self._keys.difference_update(entry.key for entry in expired)
         return expired
 
-    def remove(self, keys):
+    def remove(self, keys: Iterable[str]) -> None:
         """Forget the entries of these keys: retried successfully, refused for good, or
         delivered anew from the broker meanwhile."""
         keys = [k for k in keys if k in self._keys]  # the common case costs no disk write
@@ -117,11 +127,11 @@ class RetryStore:
             self._db.executemany("DELETE FROM retry WHERE key = ?", [(k,) for k in keys])
         self._keys.difference_update(keys)
 
-    def close(self):
+    def close(self) -> None:
         self._db.close()
 
 
-def waiting(path):
+def waiting(path: Path) -> int | None:
     """How many entries the store at `path` holds, read-only (for dd_ctl status);
     None when it cannot be read."""
     try:
@@ -129,7 +139,8 @@ def waiting(path):
     except sqlite3.Error:
         return None
     try:
-        return db.execute("SELECT COUNT(*) FROM retry").fetchone()[0]
+        count: int = db.execute("SELECT COUNT(*) FROM retry").fetchone()[0]
+        return count
     except sqlite3.Error:
         return None
     finally:

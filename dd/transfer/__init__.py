@@ -16,11 +16,15 @@ import posixpath
 import re
 import secrets
 import urllib.parse
-from typing import Optional
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from dd.core.credentials import DEFAULT_PORTS, Url, url_host
+from dd.core.credentials import DEFAULT_PORTS, Credentials, Url, url_host
 from dd.core.errors import TransferError
 from dd.core.outcome import Code
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
 #: The tag of the temporary file a receiver writes a whole file to (dd.delivery.receive).
@@ -66,7 +70,7 @@ class Endpoint:
     port: Optional[int]
     user: Optional[str]
 
-    def url(self, path=""):
+    def url(self, path: str = "") -> str:
         user = f"{urllib.parse.quote(self.user, safe='')}@" if self.user else ""
         host = url_host(self.host)
         port = f":{self.port}" if self.port else ""
@@ -88,38 +92,51 @@ class Transport(abc.ABC):
     capabilities: Capabilities
     per_request_credentials = False
 
-    def __init__(self, endpoint, *, password=None, timeout=30.0):
+    def __init__(self, endpoint: Endpoint, *, password: Optional[str] = None, timeout: float = 30.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._password = password
 
     @abc.abstractmethod
-    def open_read(self, path, offset=0, length=None):
+    def open_read(self, path: str, offset: int = 0, length: Optional[int] = None) -> "ReadStream":
         """A readable binary stream of the file, or of exactly `length` bytes from `offset`."""
 
     @abc.abstractmethod
-    def close(self):
+    def close(self) -> None:
         """Disconnect; never raises."""
 
 
+#: Exceptions of a library that mean a transfer failed and may succeed if tried again.
+Transient = tuple[type[BaseException], ...]
+
+
 @contextlib.contextmanager
-def failures(where, transient=()):
+def failures(where: str, transient: Transient = ()) -> Iterator[None]:
     """Turn OS and library errors into TransferErrors that name `where`."""
+    retryable: Transient = (OSError, *transient)
     try:
         yield
     except TransferError:
         raise
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
         raise PermanentError(f"{where}: {error.strerror or error}") from error
-    except (OSError, *transient) as error:
+    except retryable as error:
         raise TransferError(f"{where}: {getattr(error, 'strerror', None) or error}") from error
+
+
+class RawReader(Protocol):
+    """What ReadStream reads from: an unbuffered binary file, a response body, ..."""
+
+    def readinto(self, buffer: memoryview, /) -> Optional[int]: ...
+
+    def close(self) -> None: ...
 
 
 class ReadStream(io.RawIOBase):
     """A source stream that delivers exactly `length` bytes when length is known:
     ending early is a TransferError and bytes past `length` are never read."""
 
-    def __init__(self, raw, length, where, transient=()):
+    def __init__(self, raw: RawReader, length: Optional[int], where: str, transient: Transient = ()) -> None:
         super().__init__()
         self._raw = raw
         self._length = length
@@ -127,29 +144,30 @@ class ReadStream(io.RawIOBase):
         self._where = where
         self._transient = transient
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer):
-        want = len(buffer) if self._length is None else min(len(buffer), self._length - self._done)
+    def readinto(self, buffer: "WriteableBuffer") -> Optional[int]:
+        view = memoryview(buffer)
+        want = len(view) if self._length is None else min(len(view), self._length - self._done)
         if want == 0:
             return 0
         with failures(self._where, self._transient):
-            n = self._raw.readinto(memoryview(buffer)[:want])
+            n = self._raw.readinto(view[:want])
         if not n and self._length is not None:
             raise TransferError(f"{self._where}: ended after {self._done} of {self._length} bytes",
                                 fix="the file is shorter than announced; it may be changing")
         self._done += n or 0
         return n
 
-    def close(self):
+    def close(self) -> None:
         if not self.closed:
             with failures(self._where, self._transient):
                 self._raw.close()
         super().close()
 
 
-def temporary_name(path, tag=None):
+def temporary_name(path: str, tag: Optional[str] = None) -> str:
     """A hidden name beside `path` to write to before renaming: readers never see partial files.
     `tag` (at most 40 characters) makes it a known name instead of a random one.
     The name is cut so the result stays within the 255-byte limit of a file name."""
@@ -158,7 +176,7 @@ def temporary_name(path, tag=None):
     return posixpath.join(directory, f".{short}.{secrets.token_hex(4) + '.tmp' if tag is None else tag}")
 
 
-def is_temporary_name(name):
+def is_temporary_name(name: str) -> bool:
     """Whether a file name is one temporary_name makes (a partial file, never announced)."""
     return _TEMPORARY.fullmatch(name) is not None
 
@@ -172,13 +190,14 @@ class Transports:
     ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.
     """
 
-    def __init__(self, credentials=None, timeout=30.0, options=None):
+    def __init__(self, credentials: Optional[Credentials] = None, timeout: float = 30.0,
+                 options: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
         self._credentials = credentials
         self._timeout = timeout
         self._options = options or {}
-        self._pool = {}
+        self._pool: dict[tuple[Endpoint, Optional[str]], Transport] = {}
 
-    def for_url(self, url):
+    def for_url(self, url: str) -> tuple[Transport, str]:
         """(transport, decoded path) for a percent-encoded URL."""
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
@@ -202,12 +221,13 @@ class Transports:
             transport = self._pool[endpoint, password] = self._open(endpoint, password)
         return transport, path
 
-    def _open(self, endpoint, password):
+    def _open(self, endpoint: Endpoint, password: Optional[str]) -> Transport:
         """A transport for the server `endpoint` names, with the credentials for it: the
         URL's own password, for that whole server, else the entries of credentials.conf."""
         scheme = endpoint.scheme
         server = Url(scheme=scheme, user=endpoint.user, host=endpoint.host,
                      port=endpoint.port or DEFAULT_PORTS.get(scheme), _password=password)
+        credentials: tuple[Url, ...]
         if password is not None:
             credentials = (server,)
         else:
@@ -215,23 +235,25 @@ class Transports:
             # that is how a subscriber reads private data it is a reader of.
             credentials = self._credentials.for_server(server) if self._credentials else ()
         cls = transport_class(scheme)
-        options = dict(timeout=self._timeout, **self._options.get(scheme, {}))
+        options: dict[str, Any] = dict(timeout=self._timeout, **self._options.get(scheme, {}))
         if cls.per_request_credentials:
-            return cls(endpoint, credentials=credentials, **options)
-        if credentials:
-            endpoint = dataclasses.replace(endpoint, user=credentials[0].user)
-            password = credentials[0].password
-        return cls(endpoint, password=password, **options)
+            options["credentials"] = credentials
+        else:
+            if credentials:
+                endpoint = dataclasses.replace(endpoint, user=credentials[0].user)
+                password = credentials[0].password
+            options["password"] = password
+        return cls(endpoint, **options)
 
-    def close(self):
+    def close(self) -> None:
         for transport in self._pool.values():
             transport.close()
         self._pool.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> "Transports":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -241,6 +263,7 @@ SCHEMES = {"file": "file:FileTransport", "http": "http:HttpTransport", "https": 
            "sftp": "sftp:SftpTransport"}
 
 
-def transport_class(scheme):
+def transport_class(scheme: str) -> type[Transport]:
     module, name = SCHEMES[scheme].split(":")
-    return getattr(importlib.import_module(f"dd.transfer.{module}"), name)
+    cls: type[Transport] = getattr(importlib.import_module(f"dd.transfer.{module}"), name)
+    return cls

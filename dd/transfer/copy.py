@@ -5,9 +5,14 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
-from typing import Optional
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Optional, Protocol, Union
 
+from dd.core.checksum import Digest
 from dd.core.errors import TransferError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 CHUNK_SIZE = 1 << 20
 TICK_INTERVAL = 0.5
@@ -19,20 +24,36 @@ OVERLAP_MIN = 256 << 10
 #: Big chunks in flight per copy: read ahead while earlier ones are hashed and written.
 RING = 4
 
+#: What one read gives: a piece of the caller's buffer, or bytes of a source without readinto.
+Chunk = Union[bytes, memoryview]
+
+
+class Source(Protocol):
+    """What copy reads: a binary file or stream (its readinto, when it has one, is used instead)."""
+
+    def read(self, size: int, /) -> Optional[bytes]: ...
+
+
+class Sink(Protocol):
+    """What copy writes to: a binary file, buffered or not."""
+
+    def write(self, data: "ReadableBuffer", /) -> Optional[int]: ...
+
 
 class _Lanes:
     """One thread per hasher and one for the writes: each lane does its chunks in order,
     all lanes at once, while the copy reads ahead into a ring of buffers."""
 
-    def __init__(self, hashers, dst):
-        self.work = [h.update for h in hashers] + [lambda data: _write_all(dst, data)]
+    def __init__(self, hashers: list[Digest], dst: Sink) -> None:
+        self.work: list[Callable[[Chunk], None]] = [h.update for h in hashers]
+        self.work.append(lambda data: _write_all(dst, data))
         self.lanes = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dd-copy")
                       for _ in self.work]
 
-    def submit(self, data):
+    def submit(self, data: Chunk) -> list["concurrent.futures.Future[None]"]:
         return [lane.submit(work, data) for lane, work in zip(self.lanes, self.work)]
 
-    def close(self):
+    def close(self) -> None:
         for lane in self.lanes:
             lane.shutdown()
 
@@ -49,11 +70,11 @@ class _Limiter:
     seconds at most, just enough that the time spent copying each chunk
     (and oversleeping) is not lost from the rate."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._booked_until = 0.0
 
-    def wait_for(self, nbytes, rate):
+    def wait_for(self, nbytes: int, rate: float) -> float:
         """Seconds to wait so that these bytes keep the process at `rate` bytes/s."""
         with self._lock:
             now = time.monotonic()
@@ -64,8 +85,9 @@ class _Limiter:
 _limiter = _Limiter()
 
 
-def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=None,
-         chunk_size=CHUNK_SIZE, name="source"):
+def copy(src: Source, dst: Sink, *, length: Optional[int] = None, hasher: Optional[Digest] = None,
+         also_hash: Iterable[Digest] = (), rate_max: float = 0, tick: Optional[Callable[[], object]] = None,
+         chunk_size: int = CHUNK_SIZE, name: str = "source") -> CopyResult:
     """Copy `src` (readable) to `dst` (a writable binary file, buffered or not).
     `hasher` gives the result's checksum; `also_hash` are more hashers fed the
     same bytes side by side (the caller reads their digests).
@@ -82,16 +104,17 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
     # into the other buffers of a ring: hashlib, writes and socket reads all release the GIL,
     # so a copy runs at the speed of the slowest of the three, not of their sum.
     buffers = [memoryview(bytearray(size))]
-    in_flight = collections.deque()     # per big chunk: its futures, oldest first
+    # Per big chunk: its futures, oldest first.
+    in_flight: collections.deque[list[concurrent.futures.Future[None]]] = collections.deque()
     lanes = None
 
-    def ticking():
+    def ticking() -> None:
         nonlocal last_tick
         if tick is not None and time.monotonic() - last_tick >= TICK_INTERVAL:
             tick()
             last_tick = time.monotonic()
 
-    def settle(keep):
+    def settle(keep: int) -> None:
         while len(in_flight) > keep:
             for each in in_flight.popleft():
                 each.result()
@@ -99,6 +122,7 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
     try:
         while length is None or nbytes < length:
             want = chunk_size if length is None else min(chunk_size, length - nbytes)
+            data: Optional[Chunk]
             if readinto is not None:
                 view = buffers[0]
                 data = view[:readinto(view[:want]) or 0]
@@ -142,7 +166,7 @@ def copy(src, dst, *, length=None, hasher=None, also_hash=(), rate_max=0, tick=N
     return CopyResult(nbytes, hasher.hexdigest() if hasher is not None else None)
 
 
-def _write_all(dst, data):
+def _write_all(dst: Sink, data: Chunk) -> None:
     # Unbuffered files may write part of what they are given; None means all (paramiko).
     while data:
         written = dst.write(data)
@@ -151,7 +175,7 @@ def _write_all(dst, data):
         data = data[written:]
 
 
-def _sleep(seconds, ticking):
+def _sleep(seconds: float, ticking: Callable[[], None]) -> None:
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, TICK_INTERVAL))

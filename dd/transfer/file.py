@@ -1,29 +1,30 @@
 """file: URLs: local files."""
 import contextlib
 import os
+from typing import Any, Optional
 
 from dd.transfer import (Capabilities, ReadStream, Stat, Transport, failures,
                          temporary_name)
-from dd.transfer.copy import copy
+from dd.transfer.copy import CopyResult, Source, copy
 
 
 class FileTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
                                 delete=True, rename=True)
 
-    def open_read(self, path, offset=0, length=None):
+    def open_read(self, path: str, offset: int = 0, length: Optional[int] = None) -> ReadStream:
         where = self.endpoint.url(path)
         with failures(where):
             raw = open(path, "rb", buffering=0)
             raw.seek(offset)
         return ReadStream(raw, length, where)
 
-    def stat(self, path):
+    def stat(self, path: str) -> Stat:
         with failures(self.endpoint.url(path)):
             st = os.stat(path)
         return Stat(st.st_size, st.st_mtime)
 
-    def write(self, path, stream, **copy_options):
+    def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
         temporary = temporary_name(path)
         with failures(self.endpoint.url(path)):
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -37,17 +38,17 @@ class FileTransport(Transport):
                 raise
         return result
 
-    def list(self, path):
+    def list(self, path: str) -> list[str]:
         with failures(self.endpoint.url(path)):
             return sorted(os.listdir(path))
 
-    def delete(self, path):
+    def delete(self, path: str) -> None:
         with failures(self.endpoint.url(path)):
             os.unlink(path)
 
-    def rename(self, old, new):
+    def rename(self, old: str, new: str) -> None:
         with failures(self.endpoint.url(old)):
             os.replace(old, new)
 
-    def close(self):
+    def close(self) -> None:
         pass

@@ -12,6 +12,8 @@ the one repeat of a request the server answered 401 without it.  Each is sent
 only below the path its credentials.conf line names, and never after a redirect
 (redirects are not followed).
 """
+from __future__ import annotations
+
 import base64
 import email.utils
 import http.client
@@ -22,18 +24,24 @@ import ssl
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-from dd.core.credentials import url_host, within
+from dd.core.credentials import Url, url_host, within
 from dd.core.errors import CERTIFICATE_FIX, TransferError
 from dd.transfer import (
     Capabilities,
     DeniedError,
+    Endpoint,
     PermanentError,
     ReadStream,
     Stat,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (a range not satisfiable: the file may still be growing).
@@ -57,12 +65,12 @@ ASKED_LIMIT = 64
 class _Connections:
     """The idle keep-alive connections to one server, shared by the transfer threads."""
 
-    def __init__(self, connect):
+    def __init__(self, connect: Callable[[], http.client.HTTPConnection]) -> None:
         self._connect = connect
-        self._idle = []
+        self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
-    def take(self):
+    def take(self) -> tuple[http.client.HTTPConnection, bool]:
         """(connection, whether it served an earlier request)."""
         with self._lock:
             while self._idle:
@@ -72,21 +80,21 @@ class _Connections:
                 connection.close()
         return self._connect(), False
 
-    def give_back(self, connection):
+    def give_back(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             if len(self._idle) < POOL_SIZE:
                 self._idle.append(connection)
                 return
         connection.close()
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             for connection in self._idle:
                 connection.close()
             self._idle.clear()
 
 
-def _closed_by_server(connection):
+def _closed_by_server(connection: http.client.HTTPConnection) -> bool:
     """An idle connection with something to read has been closed (or broken) by the server."""
     if connection.sock is None:
         return False  # http.client connects again by itself
@@ -98,19 +106,20 @@ def _closed_by_server(connection):
 class _Body(io.RawIOBase):
     """A response body; closing it hands a fully read connection back for the next request."""
 
-    def __init__(self, response, connection, connections):
+    def __init__(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
+                 connections: _Connections) -> None:
         super().__init__()
         self._response = response
         self._connection = connection
         self._connections = connections
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: WriteableBuffer) -> int:
         return self._response.readinto(buffer)
 
-    def close(self):
+    def close(self) -> None:
         if not self.closed:
             if self._response.isclosed():
                 self._connections.give_back(self._connection)
@@ -125,7 +134,8 @@ class HttpTransport(Transport):
                                 delete=False, rename=False)
     per_request_credentials = True
 
-    def __init__(self, endpoint, *, credentials=(), timeout=30.0, verify=True):
+    def __init__(self, endpoint: Endpoint, *, credentials: Iterable[Url] = (), timeout: float = 30.0,
+                 verify: bool | str = True) -> None:
         """`credentials`: dd.core.credentials Urls for this server, the deepest path first.
         `verify`: check the server's certificate (True), against a CA bundle (path), or not."""
         super().__init__(endpoint, timeout=timeout)
@@ -135,7 +145,7 @@ class HttpTransport(Transport):
         # (directory, Authorization header) of each credential.
         self._keys = tuple((credential.scope, _basic(credential.user, credential.password))
                            for credential in credentials)
-        self._asked = ()   # directories that asked for a password, oldest first
+        self._asked: tuple[str, ...] = ()   # directories that asked for a password, oldest first
         self._asked_lock = threading.Lock()
         self._tls = _tls_context(verify) if endpoint.scheme == "https" else None
         self._proxy = _proxy_for(endpoint)
@@ -143,10 +153,13 @@ class HttpTransport(Transport):
         self._target_prefix = f"http://{host}{port}" if self._proxy and not self._tls else ""
         self._connections = _Connections(self._connect)
 
-    def _connect(self):
+    def _connect(self) -> http.client.HTTPConnection:
         endpoint, timeout = self.endpoint, self.timeout
         if self._proxy:
             proxy = urllib.parse.urlsplit(self._proxy)
+            if proxy.hostname is None:  # never quoted: a proxy URL may hold a password
+                raise TransferError(f"{endpoint.url()}: the proxy the environment names has no host",
+                                    fix="write http_proxy and https_proxy as http://host:port")
             if self._tls:
                 connection = http.client.HTTPSConnection(proxy.hostname, proxy.port or 80, timeout=timeout,
                                                          context=self._tls)
@@ -157,13 +170,13 @@ class HttpTransport(Transport):
             return http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout, context=self._tls)
         return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
 
-    def open_read(self, path, offset=0, length=None):
+    def open_read(self, path: str, offset: int = 0, length: int | None = None) -> ReadStream:
         where = self.endpoint.url(path)
         if length == 0:
             # An empty range cannot be asked for; HEAD still checks that the file is there.
             self._finish(*self._request("HEAD", path, {}))
             return ReadStream(io.BytesIO(), 0, where)
-        headers = {}
+        headers: dict[str, str] = {}
         ranged = offset > 0 or length is not None
         if ranged:
             last = "" if length is None else offset + length - 1
@@ -178,17 +191,17 @@ class HttpTransport(Transport):
         return ReadStream(_Body(response, connection, self._connections), expected, where,
                           transient=(http.client.HTTPException,))
 
-    def stat(self, path):
+    def stat(self, path: str) -> Stat:
         response, connection = self._request("HEAD", path, {})
         self._finish(response, connection)
         modified = response.getheader("Last-Modified")
         mtime = email.utils.parsedate_to_datetime(modified).timestamp() if modified else None
         return Stat(_size(response), mtime)
 
-    def close(self):
+    def close(self) -> None:
         self._connections.close()
 
-    def _finish(self, response, connection):
+    def _finish(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> None:
         """Read what is left of a response we do not need, so its connection can serve again."""
         try:
             response.read()
@@ -197,7 +210,8 @@ class HttpTransport(Transport):
             return
         self._connections.give_back(connection)
 
-    def _request(self, method, path, headers):
+    def _request(self, method: str, path: str,
+                 headers: dict[str, str]) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         """(response, connection) of a successful request; failures are TransferErrors."""
         where = self.endpoint.url(path)
         target = self._target_prefix + urllib.parse.quote(path or "/")
@@ -228,21 +242,22 @@ class HttpTransport(Transport):
         transient = status >= HTTPStatus.INTERNAL_SERVER_ERROR or status in _TRANSIENT_STATUSES
         raise (TransferError if transient else PermanentError)(f"{where}: HTTP {status} {response.reason}")
 
-    def _authorization(self, path, asked=False):
+    def _authorization(self, path: str, asked: bool = False) -> str | None:
         """The Authorization header for `path` when it needs one (the server `asked`, a private
         area, a directory that asked before) and a credential's scope holds it; else None."""
         if not (asked or path.startswith(self._asked) or ("/private/" in path and _PRIVATE.search(path))):
             return None
         return next((header for scope, header in self._keys if within(path, scope)), None)
 
-    def _remember(self, path):
+    def _remember(self, path: str) -> None:
         """Remember that the directory of `path` asks for a password (see ASKED_LIMIT)."""
         directory = path[:path.rfind("/") + 1]
         with self._asked_lock:
             kept = [asked for asked in self._asked if asked != directory][-(ASKED_LIMIT - 1):]
             self._asked = (*kept, directory)
 
-    def _send(self, method, target, headers, authorization, where):
+    def _send(self, method: str, target: str, headers: dict[str, str], authorization: str | None,
+              where: str) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         """(response, connection) of one request, whatever its status; failures are TransferErrors."""
         headers = {**self._headers, **headers}
         if authorization is not None:
@@ -271,12 +286,12 @@ class HttpTransport(Transport):
         return response, connection
 
 
-def _basic(user, password):
+def _basic(user: str | None, password: str | None) -> str:
     """An Authorization header of the Basic scheme (RFC 7617)."""
     return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
 
 
-def _tls_context(verify):
+def _tls_context(verify: bool | str) -> ssl.SSLContext:
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -285,7 +300,7 @@ def _tls_context(verify):
     return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
 
 
-def _proxy_for(endpoint):
+def _proxy_for(endpoint: Endpoint) -> str | None:
     """The proxy the environment (http_proxy, https_proxy, no_proxy) names for this server."""
     proxies = urllib.request.getproxies()
     proxy = proxies.get(endpoint.scheme)
@@ -294,18 +309,18 @@ def _proxy_for(endpoint):
     return None
 
 
-def _size(response):
+def _size(response: http.client.HTTPResponse) -> int | None:
     length = response.getheader("Content-Length")
     return int(length) if length is not None else None
 
 
-def _body_length(response, offset, length, where):
+def _body_length(response: http.client.HTTPResponse, offset: int, length: int | None, where: str) -> int | None:
     """How many bytes the answer to a range request must have; a different range is an error."""
     if response.status == HTTPStatus.PARTIAL_CONTENT:
         content_range = response.getheader("Content-Range", "")
         match = _CONTENT_RANGE.fullmatch(content_range)
         first, last = (int(match[1]), int(match[2])) if match else (None, None)
-        if first == offset and (length is None or last == offset + length - 1):
+        if first == offset and last is not None and (length is None or last == offset + length - 1):
             return last - first + 1
         asked = f"{offset}-{'' if length is None else offset + length - 1}"
         raise TransferError(f"{where}: asked for bytes {asked}, server sent {content_range!r}",
@@ -316,7 +331,7 @@ def _body_length(response, offset, length, where):
                          fix="the server does not support ranges; fetch whole files")
 
 
-def _reason(error):
+def _reason(error: BaseException) -> str:
     """What went wrong, in the words of the system where it has them."""
     return getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error) \
         or type(error).__name__

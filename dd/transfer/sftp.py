@@ -1,14 +1,21 @@
 """sftp: URLs, over paramiko.  Unknown host keys are refused, never added."""
+from __future__ import annotations
+
 import contextlib
 import io
 import os
 import posixpath
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
-from dd.transfer import (Capabilities, DeniedError, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, DeniedError, Endpoint, PermanentError, ReadStream, Stat, Transport,
                          failures, temporary_name)
-from dd.transfer.copy import copy
+from dd.transfer.copy import CopyResult, Source, copy
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _TRANSIENT = (paramiko.SSHException, EOFError)
@@ -18,8 +25,9 @@ class SftpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
                                 delete=True, rename=True)
 
-    def __init__(self, endpoint, *, password=None, timeout=30.0, known_hosts=None,
-                 key_filename=None, ambient_keys=True):
+    def __init__(self, endpoint: Endpoint, *, password: str | None = None, timeout: float = 30.0,
+                 known_hosts: str | None = None, key_filename: str | None = None,
+                 ambient_keys: bool = True) -> None:
         """`known_hosts`: a file of host keys trusted besides the system's and the user's;
         `key_filename`: a private key to log in with besides the ssh agent's and ~/.ssh's;
         `ambient_keys` False: not the agent's nor ~/.ssh's, only what is given here."""
@@ -27,10 +35,10 @@ class SftpTransport(Transport):
         self._known_hosts = known_hosts
         self._key_filename = key_filename
         self._ambient_keys = ambient_keys
-        self._ssh = None
-        self._sftp = None
+        self._ssh: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
 
-    def open_read(self, path, offset=0, length=None):
+    def open_read(self, path: str, offset: int = 0, length: int | None = None) -> ReadStream:
         with self._session(path) as sftp:
             f = sftp.open(path, "rb")
             f.seek(offset)
@@ -38,12 +46,12 @@ class SftpTransport(Transport):
             f.prefetch(None if length is None else offset + length)
         return ReadStream(_Pieces(f), length, self.endpoint.url(path), transient=_TRANSIENT)
 
-    def stat(self, path):
+    def stat(self, path: str) -> Stat:
         with self._session(path) as sftp:
             st = sftp.stat(path)
         return Stat(st.st_size, st.st_mtime)
 
-    def write(self, path, stream, **copy_options):
+    def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
         temporary = temporary_name(path)
         with self._session(path) as sftp:
             _makedirs(sftp, posixpath.dirname(path))
@@ -58,37 +66,39 @@ class SftpTransport(Transport):
                 raise
         return result
 
-    def list(self, path):
+    def list(self, path: str) -> list[str]:
         with self._session(path) as sftp:
             return sorted(sftp.listdir(path))
 
-    def delete(self, path):
+    def delete(self, path: str) -> None:
         with self._session(path) as sftp:
             sftp.remove(path)
 
-    def rename(self, old, new):
+    def rename(self, old: str, new: str) -> None:
         with self._session(old) as sftp:
             sftp.posix_rename(old, new)
 
-    def close(self):
+    def close(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
         self._ssh = self._sftp = None
 
     @contextlib.contextmanager
-    def _session(self, path):
+    def _session(self, path: str) -> Iterator[paramiko.SFTPClient]:
         """The SFTP client, connected if need be; errors name the URL of `path`."""
         try:
             with failures(self.endpoint.url(path), _TRANSIENT):
-                if self._sftp is None or not self._ssh.get_transport().is_active():
-                    self._connect()
-                yield self._sftp
+                sftp = self._sftp
+                transport = self._ssh.get_transport() if self._ssh is not None else None
+                if sftp is None or transport is None or not transport.is_active():
+                    sftp = self._connect()
+                yield sftp
         except Exception as error:
             if getattr(error, "retryable", False):
                 self.close()   # the connection may be broken; the next call makes a new one
             raise
 
-    def _connect(self):
+    def _connect(self) -> paramiko.SFTPClient:
         self.close()
         endpoint = self.endpoint
         ssh = paramiko.SSHClient()
@@ -103,7 +113,7 @@ class SftpTransport(Transport):
                         look_for_keys=self._ambient_keys, allow_agent=self._ambient_keys,
                         timeout=self.timeout, banner_timeout=self.timeout,
                         auth_timeout=self.timeout)
-            self._sftp = ssh.open_sftp()
+            sftp = ssh.open_sftp()
         except paramiko.AuthenticationException as error:
             ssh.close()
             raise DeniedError(
@@ -117,15 +127,16 @@ class SftpTransport(Transport):
         except BaseException:
             ssh.close()
             raise
-        self._sftp.get_channel().settimeout(self.timeout)
-        self._ssh = ssh
+        sftp.sock.settimeout(self.timeout)
+        self._ssh, self._sftp = ssh, sftp
+        return sftp
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
-    def __init__(self, endpoint):
+    def __init__(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         endpoint = self._endpoint
         raise PermanentError(f"{endpoint.url()}: host key of {hostname} is not in known_hosts",
                              fix=f"check it, then: ssh-keyscan -p {endpoint.port or 22} "
@@ -136,14 +147,14 @@ class _Pieces(io.RawIOBase):
     """Fills the caller's buffer from request-sized reads: paramiko's read(n) for
     large n joins its pieces in quadratic time."""
 
-    def __init__(self, f):
+    def __init__(self, f: paramiko.SFTPFile) -> None:
         super().__init__()
         self._f = f
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer)
         filled = 0
         while filled < len(view):
@@ -154,13 +165,13 @@ class _Pieces(io.RawIOBase):
             filled += len(piece)
         return filled
 
-    def close(self):
+    def close(self) -> None:
         if not self.closed:
             self._f.close()
         super().close()
 
 
-def _makedirs(sftp, directory):
+def _makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
     if directory in ("", "/"):
         return
     try:

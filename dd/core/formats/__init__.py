@@ -6,16 +6,36 @@ Each format module offers the same face: NAME, TOPIC_PREFIX, CONTENT_TYPE,
 Codecs only translate; the notice is
 judged once, by dd.core.notice.validate, after decoding.
 """
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
 
 from dd.core import notice as notice_mod
 from dd.core import topic as topic_mod
 from dd.core.errors import NoticeError
 from dd.core.formats.fields import load_json
 from dd.core.formats import sr_v02, sr_v03, v02
+from dd.core.notice import Notice
+
+
+class Codec(Protocol):
+    """The face every format module offers (see above)."""
+
+    NAME: str
+    TOPIC_PREFIX: str
+    CONTENT_TYPE: str
+
+    def recognizes(self, body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> bool: ...
+
+    def encode(self, notice: Notice) -> tuple[bytes, dict[str, Any]]: ...
+
+    def decode(self, body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> Notice: ...
+
 
 #: Checked in this order when recognising an incoming message.
-FORMATS = {f.NAME: f for f in (v02, sr_v03, sr_v02)}
+FORMATS: dict[str, Codec] = {f.NAME: f for f in (v02, sr_v03, sr_v02)}
 DEFAULT = v02.NAME
 DEFAULT_MAX_SIZE = 1 << 20
 
@@ -26,11 +46,11 @@ class Message:
 
     topic: str
     body: bytes
-    headers: dict
+    headers: dict[str, Any]
     content_type: str
 
 
-def encode(notice, fmt=DEFAULT, topic_prefix=None):
+def encode(notice: Notice, fmt: str = DEFAULT, topic_prefix: str | None = None) -> Message:
     codec = FORMATS[fmt]
     if notice.readers and fmt != v02.NAME:
         # Sarracenia has no private files: its pumps would serve this one to anybody.
@@ -41,7 +61,8 @@ def encode(notice, fmt=DEFAULT, topic_prefix=None):
     return Message(topic, body, headers, codec.CONTENT_TYPE)
 
 
-def decode(body, headers=None, *, max_size=DEFAULT_MAX_SIZE, allowed_schemes=None):
+def decode(body: bytes, headers: Mapping[str, Any] | None = None, *, max_size: int = DEFAULT_MAX_SIZE,
+           allowed_schemes: Collection[str] | None = None) -> Notice:
     """Recognise the format of an incoming message, decode and validate it."""
     headers = headers or {}
     if len(body) > max_size:

@@ -1,14 +1,20 @@
 """Typed access to fields of a decoded message, with errors that name the field."""
+from __future__ import annotations
+
 import datetime
 import json
+from collections.abc import Iterable
+from typing import Any, TypeVar, overload
 
 from dd.core.errors import NoticeError
 
 _MISSING = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 
 
-def load_json(body):
+def load_json(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body; anything else is a named error."""
     try:
         value = json.loads(body)
@@ -23,7 +29,7 @@ def load_json(body):
     return value
 
 
-def top_level(body):
+def top_level(body: bytes) -> dict[str, Any] | None:
     """The JSON object a body holds, or None when it does not hold one: for recognising
     formats by their keys, never by bytes that a value could also contain."""
     if body.lstrip()[:1] != b"{":
@@ -34,7 +40,13 @@ def top_level(body):
         return None
 
 
-def take(fields, name, kind, default=_MISSING):
+@overload
+def take(fields: dict[str, Any], name: str, kind: type[_T]) -> _T: ...
+@overload
+def take(fields: dict[str, Any], name: str, kind: type[_T], default: _D) -> _T | _D: ...
+
+
+def take(fields: dict[str, Any], name: str, kind: type[Any], default: Any = _MISSING) -> Any:
     """Pop `name` from `fields`, checking its JSON type; missing is an error unless defaulted."""
     value = fields.pop(name, _MISSING)
     if value is _MISSING:
@@ -47,7 +59,7 @@ def take(fields, name, kind, default=_MISSING):
     return value
 
 
-def parse_time(text, name, formats):
+def parse_time(text: str, name: str, formats: Iterable[str]) -> datetime.datetime:
     for fmt in formats:
         try:
             return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc)
@@ -56,7 +68,7 @@ def parse_time(text, name, formats):
     raise NoticeError(f"notice field '{name}' is not a time: {text!r:.40}", rule="time")
 
 
-def parse_mode(text, name="mode"):
+def parse_mode(text: str, name: str = "mode") -> int:
     try:
         return int(text, 8)
     except (TypeError, ValueError):

@@ -35,15 +35,19 @@ keeping the value, see sr_v03); ``p`` (separate part files) is refused.
 Other headers with plain values (text, numbers, booleans) are kept in
 ``notice.extra`` and sent back out; ``topic`` is routing, not notice data.
 """
+from __future__ import annotations
+
 import hashlib
 import posixpath
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from dd.core import parts
 from dd.core.errors import NoticeError
 from dd.core.formats import sr_v03
 from dd.core.formats.fields import take
-from dd.core.notice import Notice, Op, Part
+from dd.core.notice import Checksum, Notice, Op, Part
 
 NAME = "sr_v02"
 TOPIC_PREFIX = "v02.post"
@@ -59,14 +63,14 @@ _PARTS = re.compile(r"([^,]*),([0-9]{1,19}),([0-9]{1,19}),([0-9]{1,19}),([0-9]{1
 _HEADER_TYPES = (str, int, float, bool)
 
 
-def recognizes(body, headers, fields=None):
+def recognizes(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> bool:
     return body.lstrip()[:1] != b"{" and ("sum" in headers or bool(_PUBTIME.match(body)))
 
 
-def encode(notice):
+def encode(notice: Notice) -> tuple[bytes, dict[str, Any]]:
     pubtime = sr_v03.format_time(notice.pubtime, "")
     words = (pubtime, _quote(notice.base_url), _quote(notice.rel_path))
-    headers = {"sum": _sum(notice)}
+    headers: dict[str, Any] = {"sum": _sum(notice)}
     if notice.part is not None:
         p = notice.part
         headers["parts"] = f"i,{p.block_size},{p.block_count},{p.remainder},{p.block_number}"
@@ -82,7 +86,7 @@ def encode(notice):
     return " ".join(words).encode(), headers
 
 
-def decode(body, headers, fields=None):
+def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> Notice:
     try:
         words = body.decode("utf-8").rstrip("\r\n").split(" ")
     except UnicodeDecodeError:
@@ -115,18 +119,20 @@ def decode(body, headers, fields=None):
     return notice
 
 
-def _quote(text):
+def _quote(text: str) -> str:
     return text.replace(" ", "%20").replace("#", "%23")
 
 
-def _unquote(text):
+def _unquote(text: str) -> str:
     return text.replace("%20", " ").replace("%23", "#")
 
 
-def _sum(notice):
+def _sum(notice: Notice) -> str:
     if notice.op is Op.DELETE:
         return "R," + _hash("sha512", posixpath.basename(notice.rel_path))
     if notice.op is Op.LINK:
+        if notice.link_target is None:
+            raise NoticeError("a 'link' notice needs 'link_target'", rule="missing-field")
         return "L," + _hash("sha512", notice.link_target)
     checksum = notice.part.checksum if notice.part else notice.checksum
     if checksum is None:
@@ -139,26 +145,26 @@ def _sum(notice):
     return f"{_LETTERS[method]},{value}"
 
 
-def _hash(method, text):
+def _hash(method: str, text: str) -> str:
     """Sarracenia's sums of names (not contents): R, L and n."""
     return hashlib.new(method, text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _op(letter, renamed):
+def _op(letter: str, renamed: bool) -> Op:
     if letter in _DIRECTORY_SUMS:
         raise NoticeError(f"notice is a {_DIRECTORY_SUMS[letter]} operation, which dd does not "
                           f"support", fix="reject such notices upstream", rule="op")
     return {"R": Op.DELETE, "L": Op.LINK}.get(letter, Op.RENAME if renamed else Op.WRITE)
 
 
-def _checksum(letter, value, rel_path):
+def _checksum(letter: str, value: str, rel_path: str) -> Checksum:
     if letter not in _METHODS:
         raise NoticeError(f"notice header 'sum' has an unknown method letter: {letter!r:.10}",
                           rule="checksum")
     return sr_v03.read_checksum(_METHODS[letter], value, sr_v03.hex_digest, rel_path)
 
 
-def _read_parts(text, value):
+def _read_parts(text: str, value: str) -> tuple[int, Part | None]:
     """(whole file size, Part or None) from a parts header."""
     match = _PARTS.fullmatch(text)
     if not match:

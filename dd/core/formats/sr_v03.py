@@ -45,12 +45,16 @@ string.  Fields dd does not know are kept in ``notice.extra`` and sent back
 out, except ``retrievePath``, which is refused: the data would then be
 somewhere other than baseUrl + relPath, the only place dd fetches from.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import datetime
 import decimal
 import json
 import re
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 from dd.core import checksum, parts
 from dd.core.errors import NoticeError
@@ -72,16 +76,16 @@ _TIME = re.compile(r"([0-9]{8})T?([0-9]{6})((?:\.[0-9]*)?(?:e-[0-9]{1,2})?)")
 _FILE_OPS = ("link", "rename", "remove")
 
 
-def recognizes(body, headers, fields=None):
+def recognizes(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> bool:
     fields = top_level(body) if fields is None else fields
     return fields is not None and any(key in fields for key in ("relPath", "baseUrl", "pubTime"))
 
 
-def encode(notice):
-    fields = {"pubTime": format_time(notice.pubtime, "T"), "baseUrl": notice.base_url,
-              "relPath": notice.rel_path}
+def encode(notice: Notice) -> tuple[bytes, dict[str, Any]]:
+    fields: dict[str, Any] = {"pubTime": format_time(notice.pubtime, "T"), "baseUrl": notice.base_url,
+                              "relPath": notice.rel_path}
     fields.update(common_fields(notice, "T"))
-    file_op = {}
+    file_op: dict[str, str | None] = {}
     if notice.op is Op.DELETE:
         file_op["remove"] = ""
     elif notice.op is Op.LINK:
@@ -103,7 +107,7 @@ def encode(notice):
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
-def decode(body, headers, fields=None):
+def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> Notice:
     fields = load_json(body) if fields is None else fields
     if "retrievePath" in fields:
         raise NoticeError("notice has a 'retrievePath': its data is not at baseUrl + relPath, "
@@ -132,21 +136,23 @@ def decode(body, headers, fields=None):
 
 # --- Helpers shared with sr_v02, which sr3 defines as a translation of v03. ---
 
-def format_time(moment, separator):
+def format_time(moment: datetime.datetime, separator: str) -> str:
     """sr3's time: YYYYMMDD<separator>HHMMSS.fffffffff (nanoseconds, padded)."""
     m = moment
     return (f"{m.year:04d}{m.month:02d}{m.day:02d}{separator}"
             f"{m.hour:02d}{m.minute:02d}{m.second:02d}.{m.microsecond:06d}000")
 
 
-def parse_time(text, name):
+def parse_time(text: str, name: str) -> datetime.datetime:
     """Any time sr3 writes: with or without 'T', 0 to 9+ decimals, and the
     exponent its float formatting produces for tiny fractions ('.5e-05')."""
     match = _TIME.fullmatch(text)
     try:
+        if match is None:
+            raise ValueError(text)
         moment = datetime.datetime.strptime(match[1] + match[2], "%Y%m%d%H%M%S")
         fraction = decimal.Decimal("0" + match[3])
-    except (TypeError, ValueError, decimal.InvalidOperation):
+    except (ValueError, decimal.InvalidOperation):
         raise NoticeError(f"notice field '{name}' is not a Sarracenia time: {text!r:.40}",
                           rule="time") from None
     # int() truncates; min() too, where Decimal's 28 digits rounded .9999... up to a whole second.
@@ -154,9 +160,9 @@ def parse_time(text, name):
     return moment.replace(microsecond=micro, tzinfo=datetime.timezone.utc)
 
 
-def common_fields(notice, separator):
+def common_fields(notice: Notice, separator: str) -> dict[str, str]:
     """The fields v02 sends as headers and v03 in its body, under the same names."""
-    fields = {}
+    fields: dict[str, str] = {}
     for name in ("mtime", "atime"):
         if getattr(notice, name) is not None:
             fields[name] = format_time(getattr(notice, name), separator)
@@ -170,7 +176,7 @@ def common_fields(notice, separator):
     return fields
 
 
-def read_common_fields(notice, fields):
+def read_common_fields(notice: Notice, fields: dict[str, Any]) -> None:
     """Take what common_fields writes from `fields` into `notice`."""
     for name in ("mtime", "atime"):
         text = take(fields, name, str, None)
@@ -188,7 +194,11 @@ def read_common_fields(notice, fields):
     notice.to_clusters = clusters
 
 
-def sr_checksum(checksum, fmt):
+#: A checksum as Sarracenia carries it: (method, digest bytes, text value, or None for md5name).
+SrChecksum = tuple[str, Union[bytes, str, None]]
+
+
+def sr_checksum(checksum: Checksum, fmt: str) -> SrChecksum:
     """(sr method, digest bytes or text value) for a dd checksum, or NoticeError
     when Sarracenia cannot carry it.  md5name's value is None: sr3 omits it."""
     method, value = checksum.method, checksum.value
@@ -202,7 +212,7 @@ def sr_checksum(checksum, fmt):
                       fix=f"use checksum sha512 or md5 with post_format {fmt}", rule="format")
 
 
-def read_checksum(method, value, digest, rel_path):
+def read_checksum(method: str, value: str, digest: Callable[[str, str], bytes], rel_path: str) -> Checksum:
     """The dd checksum for a Sarracenia (method, value); `digest` turns a
     digest's wire text into bytes (base64 in v03, hex in v02)."""
     if method in DIGESTS:
@@ -212,19 +222,19 @@ def read_checksum(method, value, digest, rel_path):
     return Checksum("none", value)
 
 
-def name_checksum(rel_path):
+def name_checksum(rel_path: str) -> Checksum:
     try:
         return Checksum("name", checksum.of_name(rel_path))
     except UnicodeEncodeError:
         raise NoticeError("notice field 'relPath' is not valid UTF-8", rule="encoding") from None
 
 
-def part_tag(raw_value):
+def part_tag(raw_value: str) -> Checksum:
     """The checksum dd gives a Sarracenia part: a tag it never verifies (see module doc)."""
     return Checksum("none", raw_value)
 
 
-def hex_digest(method, value):
+def hex_digest(method: str, value: str) -> bytes:
     """The bytes of a digest written in hex (v02's sums)."""
     try:
         return _sized(method, bytes.fromhex(value))
@@ -233,7 +243,7 @@ def hex_digest(method, value):
                           rule="checksum") from None
 
 
-def _base64_digest(method, value):
+def _base64_digest(method: str, value: str) -> bytes:
     # sr3 relaying a v02 sum into v03 keeps the line breaks of Python's base64 codec.
     try:
         return _sized(method, base64.b64decode(value.replace("\n", ""), validate=True))
@@ -242,14 +252,14 @@ def _base64_digest(method, value):
                           rule="checksum") from None
 
 
-def _sized(method, digest):
+def _sized(method: str, digest: bytes) -> bytes:
     if len(digest) != DIGESTS[method]:
         raise NoticeError(f"{method} checksum is {len(digest)} bytes, not {DIGESTS[method]}",
                           rule="checksum")
     return digest
 
 
-def _read_identity(fields):
+def _read_identity(fields: dict[str, Any]) -> tuple[str, str] | None:
     """(method, value) of the identity (early v03 called it integrity), or None."""
     identity = take(fields, "identity", dict, None)
     if identity is None:
@@ -260,7 +270,7 @@ def _read_identity(fields):
     return take(identity, "method", str), take(identity, "value", str)
 
 
-def _identity(sr):
+def _identity(sr: SrChecksum) -> dict[str, str | None] | None:
     method, value = sr
     if method == "md5name":
         return None
@@ -269,7 +279,7 @@ def _identity(sr):
     return {"method": method, "value": value}
 
 
-def _read_file_op(file_op):
+def _read_file_op(file_op: dict[str, Any]) -> tuple[Op, str | None, str | None]:
     ops = dict(file_op)
     if "directory" in ops or "hlink" in ops:
         kind = "directory" if "directory" in ops else "hard link"
@@ -286,13 +296,14 @@ def _read_file_op(file_op):
     return op, link, rename
 
 
-def _blocks(part, identity):
+def _blocks(part: Part, identity: dict[str, str | None] | None) -> tuple[int, dict[str, Any]]:
     """(size of this block, sr3 blocks field) for a dd part."""
     if part.block_count > MAX_BLOCKS:
         raise NoticeError(f"{part.block_count} parts are too many for an sr3 block manifest "
                           f"(at most {MAX_BLOCKS})", fix="raise blocksize", rule="format")
     geometry = (part.block_size, part.block_count, part.remainder)
-    manifest = {str(n): {"size": parts.span(*geometry, n)[1]} for n in range(part.block_count)}
+    manifest: dict[str, dict[str, Any]] = {str(n): {"size": parts.span(*geometry, n)[1]}
+                                           for n in range(part.block_count)}
     if identity:
         manifest[str(part.block_number)]["identity"] = identity["value"]
     size = manifest[str(part.block_number)]["size"]
@@ -300,7 +311,7 @@ def _blocks(part, identity):
                   "manifest": manifest}
 
 
-def _read_blocks(blocks, size, identity):
+def _read_blocks(blocks: dict[str, Any], size: int | None, identity: tuple[str, str] | None) -> tuple[int, Part]:
     """(whole file size, Part) from sr3's blocks field and the block's size and identity."""
     blocks = dict(blocks)
     method = take(blocks, "method", str)

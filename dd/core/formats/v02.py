@@ -1,6 +1,10 @@
 """dd's own v02 format: one JSON object per notice (documented in dd_post(7))."""
+from __future__ import annotations
+
 import datetime
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from dd.core.errors import NoticeError
 from dd.core.formats.fields import load_json, parse_mode, parse_time, take, top_level
@@ -12,15 +16,15 @@ CONTENT_TYPE = "application/json"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def recognizes(body, headers, fields=None):
+def recognizes(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> bool:
     """`fields`: the body's JSON object, when the caller has parsed it already."""
     # dd's JSON always has the key rel_path; Sarracenia v03 says relPath.
     fields = top_level(body) if fields is None else fields
     return fields is not None and "rel_path" in fields
 
 
-def encode(notice):
-    fields = {
+def encode(notice: Notice) -> tuple[bytes, dict[str, Any]]:
+    fields: dict[str, Any] = {
         "pubtime": _time(notice.pubtime),
         "base_url": notice.base_url,
         "rel_path": notice.rel_path,
@@ -54,7 +58,7 @@ def encode(notice):
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
-def decode(body, headers, fields=None):
+def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> Notice:
     fields = load_json(body) if fields is None else fields
     op_name = take(fields, "op", str)
     try:
@@ -87,7 +91,7 @@ def decode(body, headers, fields=None):
     return notice
 
 
-def _time(moment):
+def _time(moment: datetime.datetime) -> str:
     # isoformat is TIME_FORMAT's text for years of four digits, and faster than strftime
     # (three times per notice); it appends the offset of an aware time, which is cut.
     if moment.year >= 1000:
@@ -95,12 +99,12 @@ def _time(moment):
     return moment.strftime(TIME_FORMAT)
 
 
-def _read_time(fields, name):
+def _read_time(fields: dict[str, Any], name: str) -> datetime.datetime | None:
     text = take(fields, name, str, None)
     return _parse_time(text, name) if text is not None else None
 
 
-def _parse_time(text, name):
+def _parse_time(text: str, name: str) -> datetime.datetime:
     # fromisoformat is C and ten times faster than strptime; it reads exactly our form
     # once the 'Z' is off, and anything else falls through to the strict parser's error.
     if len(text) == 27 and text[-1] == "Z" and text[10] == "T":
@@ -111,16 +115,16 @@ def _parse_time(text, name):
     return parse_time(text, name, (TIME_FORMAT,))
 
 
-def _checksum(checksum):
+def _checksum(checksum: Checksum) -> dict[str, str]:
     return {"method": checksum.method, "value": checksum.value}
 
 
-def _read_checksum(fields, name):
+def _read_checksum(fields: dict[str, Any], name: str) -> Checksum:
     fields = dict(fields)
     return Checksum(take(fields, "method", str), take(fields, "value", str))
 
 
-def _read_part(fields):
+def _read_part(fields: dict[str, Any]) -> Part:
     fields = dict(fields)
     checksum = take(fields, "checksum", dict)
     return Part(block_size=take(fields, "block_size", int), block_count=take(fields, "block_count", int),
