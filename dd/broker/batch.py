@@ -46,7 +46,7 @@ class Batch:
             return False
         return True
 
-    def confirm(self, timeout: float) -> list:
+    def confirm(self, timeout: float) -> list[Any]:
         """Publish what is not yet published and wait for every confirm; after a lost
         connection, forget what it took, reconnect and publish that again, until `timeout`
         seconds have passed, or at once on a BrokerRefusal (trying again cannot help).
@@ -73,14 +73,14 @@ class Batch:
                     return self._unconfirmed()
         return []
 
-    def _publish(self):
+    def _publish(self) -> None:
         for envelope in self._envelopes[self._published:]:
             self.publisher.publish(*envelope)
             self._published += 1
 
-    def _unconfirmed(self):
+    def _unconfirmed(self) -> list[Any]:
         return _unique(envelope.reference for envelope in self._envelopes)
 
 
-def _unique(references):
+def _unique(references: Iterable[Any]) -> list[Any]:
     return list({id(reference): reference for reference in references}.values())
