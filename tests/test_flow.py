@@ -2,9 +2,9 @@
 on the work threads once they wait, in order for each path either way."""
 import threading
 import time
-import types
 
 from dd import flow
+from dd.core.notice import Notice, now
 from dd.core.outcome import Outcome
 
 
@@ -30,7 +30,7 @@ class ListGatherer:
 
 
 def items(paths):
-    return [flow.Item(types.SimpleNamespace(rel_path=p, rename_from=None)) for p in paths]
+    return [flow.Item(Notice(pubtime=now(), base_url="http://h/", rel_path=p)) for p in paths]
 
 
 class Recorder:

@@ -4,20 +4,29 @@ Publishing and consuming use separate connections, so a slow consumer never
 stalls confirms and a publisher's flow control never stalls deliveries.  This
 module knows messages (topic, body, headers), not notices or files.
 """
+from __future__ import annotations
+
 import collections
 import dataclasses
 import errno
 import logging
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional
 
 import amqp
 import amqp.exceptions
 import amqp.transport
 
+from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
+
+if TYPE_CHECKING:  # the broker knows messages, never how notices are encoded into them
+    from dd.core.formats import Message
 
 log = logging.getLogger("dd.broker")
 
@@ -34,7 +43,7 @@ class Delivery:
     """One message as received; `generation` ties its tag to the connection it came on."""
 
     body: bytes
-    headers: dict
+    headers: dict[str, Any]
     topic: str
     exchange: str
     user_id: str
@@ -43,7 +52,7 @@ class Delivery:
     redelivered: bool
 
 
-def vhost_of(url):
+def vhost_of(url: Url) -> str:
     path = urllib.parse.unquote(url.path or "")
     return path[1:] if path.startswith("/") and len(path) > 1 else "/"
 
@@ -53,10 +62,10 @@ class _ReadAhead(amqp.transport.TCPTransport):
     payload, end byte), nine for each delivery or log message.  This one takes what the
     socket holds, up to READ_AHEAD bytes, and serves the frames from it."""
 
-    def _read(self, n, initial=False, _errnos=(errno.EAGAIN, errno.EINTR)):
+    def _read(self, n: int, initial: bool = False, _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
         # What py-amqp puts back after a timeout may be bytes; a bytearray drops its
         # front in constant time.
-        buffer = self._read_buffer
+        buffer: Any = self._read_buffer  # type: ignore[has-type]  # py-amqp's, untyped
         if not isinstance(buffer, bytearray):
             buffer = bytearray(buffer)
         try:
@@ -80,20 +89,22 @@ class _ReadAhead(amqp.transport.TCPTransport):
 
 
 class _Connection(amqp.Connection):
-    def Transport(self, host, connect_timeout, ssl=False, read_timeout=None,  # noqa: N802 - py-amqp's
-                  write_timeout=None, **options):
+    def Transport(self, host: str, connect_timeout: Optional[float], ssl: Any = False,  # noqa: N802 - py-amqp's
+                  read_timeout: Optional[float] = None, write_timeout: Optional[float] = None,
+                  **options: Any) -> Any:
         if ssl:
             return super().Transport(host, connect_timeout, ssl, read_timeout, write_timeout, **options)
         return _ReadAhead(host, connect_timeout=connect_timeout, read_timeout=read_timeout,
                           write_timeout=write_timeout, **options)
 
 
-def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
+def connect(url: Url, *, heartbeat: float = 60, timeout: float = 10.0, name: str = "dd",
+            capabilities: Optional[dict[str, bool]] = None) -> Any:
     """An open amqp.Connection to `url` (a dd.core.credentials.Url carrying its password);
     `capabilities` changes what py-amqp asks the broker for (negotiate_capabilities)."""
     tls = url.scheme == "amqps"
     port = url.port or (5671 if tls else 5672)
-    options = dict(
+    options: dict[str, Any] = dict(
         host=f"{url.host}:{port}", userid=url.user or "guest", password=url.password or "guest",
         virtual_host=vhost_of(url), heartbeat=int(heartbeat), connect_timeout=timeout,
         client_properties={"connection_name": name},
@@ -121,13 +132,13 @@ def connect(url, *, heartbeat=60, timeout=10.0, name="dd", capabilities=None):
     return connection
 
 
-def _reason(error):
+def _reason(error: BaseException) -> str:
     if isinstance(error, socket.timeout):
         return "timed out"
     return str(error) or type(error).__name__
 
 
-def close_quietly(connection):
+def close_quietly(connection: Any) -> None:
     if connection is None:
         return
     try:
@@ -143,18 +154,18 @@ class _Endpoint:
     """A connection with one channel that re-opens itself with backoff."""
 
     #: What this kind of endpoint changes in py-amqp's negotiate_capabilities.
-    CAPABILITIES = {}
+    CAPABILITIES: dict[str, bool] = {}
 
-    def __init__(self, url, *, heartbeat, name, timeout=10.0):
+    def __init__(self, url: Url, *, heartbeat: float, name: str, timeout: float = 10.0) -> None:
         self.url = url
         self.heartbeat = heartbeat
         self.name = name
         self.timeout = timeout
-        self.connection = None
-        self.channel = None
+        self.connection: Any = None     # an amqp.Connection, or None between connections
+        self.channel: Any = None
         self.generation = 0
 
-    def open(self):
+    def open(self) -> Any:
         if self.connection is None:
             self.connection = connect(self.url, heartbeat=self.heartbeat, timeout=self.timeout,
                                       name=self.name, capabilities=self.CAPABILITIES)
@@ -163,14 +174,15 @@ class _Endpoint:
             self._on_open()
         return self.channel
 
-    def _on_open(self):
+    def _on_open(self) -> None:
         """Set the channel up after every (re)connection."""
 
-    def close(self):
+    def close(self) -> None:
         close_quietly(self.connection)
         self.connection = self.channel = None
 
-    def reopen(self, backoff_max=30.0, give_up_after=None, stop=None):
+    def reopen(self, backoff_max: float = 30.0, give_up_after: Optional[float] = None,
+               stop: Optional[threading.Event] = None) -> Any:
         """Drop the connection and connect again, waiting longer after each failure.
         With `give_up_after` (seconds), a refusal (BrokerRefusal) is raised at once.
         Returns the channel, or None, unconnected, once `stop` (a threading.Event) is set:
@@ -192,7 +204,7 @@ class _Endpoint:
                 delay = min(delay * 2, backoff_max)
         return None
 
-    def tick(self):
+    def tick(self) -> None:
         """Read what arrived and keep heartbeats flowing; safe during long transfers."""
         if self.connection is None:
             return
@@ -203,7 +215,7 @@ class _Endpoint:
             pass
         self.connection.heartbeat_tick()
 
-    def has_exchange(self, exchange):
+    def has_exchange(self, exchange: str) -> bool:
         """Whether the exchange exists, asked on a throw-away channel: a passive declaration
         of a missing exchange closes its channel, and the working channel must keep its
         confirm mode and consumers."""
@@ -216,7 +228,7 @@ class _Endpoint:
         probe.close()
         return True
 
-    def declare_exchange(self, exchange):
+    def declare_exchange(self, exchange: str) -> None:
         """Make sure a durable topic exchange exists, creating it when we may."""
         if self.has_exchange(exchange):
             return
@@ -239,15 +251,15 @@ class Publisher(_Endpoint):
     #: Confirms are read in wait(), in bulk.
     CAPABILITIES = {"connection.blocked": False}
 
-    def __init__(self, url, *, heartbeat=60, name="dd-publisher"):
+    def __init__(self, url: Url, *, heartbeat: float = 60, name: str = "dd-publisher") -> None:
         super().__init__(url, heartbeat=heartbeat, name=name)
         self._next_tag = 0
-        self._pending = {}      # delivery tag -> caller's reference
-        self._nacked = []
-        self._declared = set()
+        self._pending: dict[int, Any] = {}      # delivery tag -> caller's reference
+        self._nacked: list[Any] = []
+        self._declared: set[str] = set()
         self._corked = False
 
-    def _on_open(self):
+    def _on_open(self) -> None:
         self._next_tag = 0
         self._declared.clear()
         self._corked = False
@@ -255,7 +267,7 @@ class Publisher(_Endpoint):
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.confirm_select()
 
-    def publish(self, exchange, message, reference=None):
+    def publish(self, exchange: str, message: Message, reference: Any = None) -> None:
         """Send `message` (dd.core.formats.Message); its confirm arrives later, see wait()."""
         channel = self.open()
         if exchange not in self._declared:
@@ -273,7 +285,7 @@ class Publisher(_Endpoint):
         channel.basic_publish(_Message(message.body, **properties), exchange=exchange,
                               routing_key=message.topic)
 
-    def _cork(self, on):
+    def _cork(self, on: bool) -> None:
         """While corked, the kernel sends a batch's messages in full TCP segments rather than
         one small one each: fewer packets for the broker to read, and cheaper writes (a
         1 KiB notice's publish and confirm cost about a quarter less wall time on loopback).
@@ -286,20 +298,20 @@ class Publisher(_Endpoint):
         except (AttributeError, OSError):
             pass    # not a socket we can cork (or a lost one): messages go one by one
 
-    def _on_ack(self, tag, multiple):
+    def _on_ack(self, tag: int, multiple: bool) -> None:
         self._confirmed(tag, multiple)
 
-    def _on_nack(self, tag, multiple):
+    def _on_nack(self, tag: int, multiple: bool) -> None:
         self._nacked.extend(self._confirmed(tag, multiple))
 
-    def _confirmed(self, tag, multiple):
+    def _confirmed(self, tag: int, multiple: bool) -> list[Any]:
         """Take `tag` (and, when `multiple`, every tag before it) off the pending ones; return
         their references.  Tags are pending in increasing order, so a multiple confirm takes
         from the front: each confirm costs what it settles, not what is still pending."""
         pending = self._pending
         if not multiple:
             return [pending.pop(tag)] if tag in pending else []
-        settled = []
+        settled: list[int] = []
         for first in pending:
             if first > tag:
                 break
@@ -307,14 +319,14 @@ class Publisher(_Endpoint):
         return [pending.pop(t) for t in settled]
 
     @property
-    def unconfirmed(self):
+    def unconfirmed(self) -> list[Any]:
         return list(self._pending.values())
 
-    def flush(self):
+    def flush(self) -> None:
         """Send what publishes hold back (see _cork) now, without waiting for confirms."""
         self._cork(False)
 
-    def wait(self, timeout=30.0):
+    def wait(self, timeout: float = 30.0) -> list[Any]:
         """Block until every publish is confirmed; return the references the broker refused."""
         self._cork(False)
         deadline = time.monotonic() + timeout
@@ -330,7 +342,7 @@ class Publisher(_Endpoint):
         refused, self._nacked = self._nacked, []
         return refused
 
-    def forget_pending(self):
+    def forget_pending(self) -> list[Any]:
         """After a lost connection: hand back what was never confirmed."""
         lost = self.unconfirmed + self._nacked
         self._pending.clear()
@@ -343,12 +355,13 @@ class _Message(amqp.Message):
     kind: a flow publishes thousands of messages with the same few properties, and py-amqp
     serializes them anew for every one (a sixth of the cost of a publish)."""
 
-    _serialized = {}
+    _serialized: dict[tuple[Any, ...], bytes] = {}
 
-    def _serialize_properties(self):
+    def _serialize_properties(self) -> bytes:
         properties = self.properties
         if properties.get("application_headers") or not _CACHEABLE.issuperset(properties):
-            return super()._serialize_properties()
+            fresh: bytes = super()._serialize_properties()
+            return fresh
         # An empty headers table is serialized, an absent one is not.
         key = (*(properties.get(name) for name in _SIMPLE), "application_headers" in properties)
         serialized = self._serialized.get(key)
@@ -362,7 +375,7 @@ _SIMPLE = ("delivery_mode", "content_type", "user_id")
 _CACHEABLE = frozenset(_SIMPLE + ("application_headers",))
 
 
-def queue_size(connection, queue):
+def queue_size(connection: Any, queue: str) -> Optional[tuple[int, int]]:
     """(messages waiting, consumers) of `queue`, asked passively; None when it does not exist."""
     channel = connection.channel()
     try:
@@ -379,7 +392,7 @@ class Subscription:
 
     queue: str
     exchange: str
-    bindings: tuple          # binding keys
+    bindings: tuple[str, ...]  # binding keys
     expire: float = 0.0      # seconds without consumer before the broker deletes the queue
     message_ttl: float = 0.0
     private_exchange: str = ""  # also bound, with the same keys, when the broker has it
@@ -388,18 +401,19 @@ class Subscription:
 class Consumer(_Endpoint):
     """Consumes from one durable queue with manual acks and a prefetch window."""
 
-    def __init__(self, url, subscription, *, prefetch=25, heartbeat=60, name="dd-consumer"):
+    def __init__(self, url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
+                 name: str = "dd-consumer") -> None:
         super().__init__(url, heartbeat=heartbeat, name=name)
         self.subscription = subscription
         self.prefetch = prefetch
-        self._inbox = collections.deque()
-        self._unacked = set()    # tags delivered on this connection and not yet acked
+        self._inbox: collections.deque[Delivery] = collections.deque()
+        self._unacked: set[int] = set()    # tags delivered on this connection and not yet acked
 
-    def declare(self):
+    def declare(self) -> None:
         """Declare the queue and its bindings (idempotent)."""
         sub = self.subscription
         channel = self.open()
-        arguments = {}
+        arguments: dict[str, int] = {}
         if sub.expire:
             arguments["x-expires"] = int(sub.expire * 1000)
         if sub.message_ttl:
@@ -422,7 +436,7 @@ class Consumer(_Endpoint):
         if sub.private_exchange and self.has_exchange(sub.private_exchange):
             self._bind_private(sub)
 
-    def _bind_private(self, sub):
+    def _bind_private(self, sub: Subscription) -> None:
         """Bind the private exchange on a channel of its own: a refusal closes its channel."""
         channel = self.connection.channel()
         try:
@@ -434,16 +448,16 @@ class Consumer(_Endpoint):
                         "not arrive (the pump's administrator runs dd_audit declare)", self.url.user,
                         sub.private_exchange, self.url)
 
-    def _on_open(self):
+    def _on_open(self) -> None:
         self._inbox.clear()
         self._unacked = set()
         self.channel.basic_qos(0, self.prefetch, False)
 
-    def start(self):
+    def start(self) -> None:
         self.declare()
         self.channel.basic_consume(self.subscription.queue, callback=self._receive, no_ack=False)
 
-    def _receive(self, message):
+    def _receive(self, message: Any) -> None:
         info = message.delivery_info
         properties = message.properties
         self._inbox.append(Delivery(
@@ -453,7 +467,7 @@ class Consumer(_Endpoint):
             user_id=properties.get("user_id", ""), tag=info["delivery_tag"],
             generation=self.generation, redelivered=bool(info.get("redelivered"))))
 
-    def fetch(self, timeout):
+    def fetch(self, timeout: float) -> list[Delivery]:
         """Return the deliveries that arrive within `timeout` seconds (maybe none):
         once one is there, whatever else has already arrived, up to half the prefetch
         window; the broker fills the other half meanwhile, so the next batch is here
@@ -473,7 +487,7 @@ class Consumer(_Endpoint):
         self._unacked.update(d.tag for d in batch)
         return batch
 
-    def ack(self, deliveries):
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge deliveries; tags from an earlier connection are stale and never sent.
         When they are all that is outstanding, one frame acknowledges them all."""
         tags = sorted(d.tag for d in deliveries if d.generation == self.generation)
@@ -486,5 +500,5 @@ class Consumer(_Endpoint):
                 self.channel.basic_ack(tag)
         self._unacked.difference_update(tags)
 
-    def delete(self):
+    def delete(self) -> None:
         self.open().queue_delete(self.subscription.queue)

@@ -30,7 +30,7 @@ class Batch:
     to several exchanges is one reference in several envelopes; references are told apart by
     identity."""
 
-    def __init__(self, publisher: Publisher, envelopes: Iterable[Envelope]):
+    def __init__(self, publisher: Publisher, envelopes: Iterable[Envelope]) -> None:
         self.publisher = publisher
         self._envelopes = list(envelopes)
         self._published = 0     # how many envelopes, from the front, are published

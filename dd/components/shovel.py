@@ -53,7 +53,7 @@ def build(ctx):
     trusted = frozenset(cfg.report_feeders or ())
     gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
                                    stop=ctx.stop)
-    posters = [flow.Poster(local, lambda item: item.outgoing.exchange, _published_to(upstream=False),
+    posters = [flow.Poster(local, lambda item: item.destination.exchange, _published_to(upstream=False),
                            timeout=cfg.post_timeout)]
     if cfg.report_upstream:
         upstream_url = ctx.credentials.complete(cfg.report_upstream)
@@ -65,7 +65,7 @@ def build(ctx):
 
 
 def _accepts(cfg, item):
-    return cfg.match(item.notice.rel_path) is not None
+    return cfg.match(item.payload.rel_path) is not None
 
 
 def _forward(item):
@@ -98,9 +98,9 @@ class _Destination:
 def _published_to(*, upstream):
     """The message a poster publishes for an item routed its way: the log message as it came."""
     def message_of(item):
-        if item.outgoing is None or item.outgoing.upstream != upstream:
+        if item.destination is None or item.destination.upstream != upstream:
             return None
-        delivery = item.delivery
+        delivery = item.receipt
         return Message(delivery.topic, delivery.body, delivery.headers, report.CONTENT_TYPE)
     return message_of
 
@@ -122,7 +122,7 @@ class _Router:
         self._known = {}    # exchange -> (exists, when asked)
 
     def route(self, item):
-        made = item.notice
+        made = item.report
         if not self._relayed(item):
             return
         if self.cluster and made.from_cluster not in ("", self.cluster):
@@ -132,7 +132,7 @@ class _Router:
                     Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: its source is on cluster "
                                     f"{made.from_cluster!r} and report_upstream is unset", "no-route")
                 return
-            item.outgoing = _Destination("", upstream=True)
+            item.destination = _Destination("", upstream=True)
             item.outcome = Outcome(Code.DELIVERED,
                                    f"log message from {made.user} sent upstream toward {made.from_cluster}")
             return
@@ -143,13 +143,13 @@ class _Router:
                 Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: no exchange {exchange} "
                                 f"for source {made.source!r} on this pump", "unknown-source")
             return
-        item.outgoing = _Destination(exchange, upstream=False)
+        item.destination = _Destination(exchange, upstream=False)
         item.outcome = Outcome(Code.DELIVERED, f"log message from {made.user} routed to {exchange}")
 
     def _relayed(self, item):
         """Whether this pump relayed the notice to the consumer the log message names, as
         its log index says; otherwise the item's outcome says why not."""
-        made = item.notice
+        made = item.report
         try:
             if self.index.allows(made.rel_path, made.source, made.checksum, made.user):
                 return True

@@ -13,6 +13,7 @@ import signal
 import stat
 import threading
 import time
+from typing import NamedTuple, Optional
 
 from dd import flow
 from dd.core import walk
@@ -35,6 +36,15 @@ SAVE_EVERY = 5.0        # seconds between writes of the state file
 # create: complete unless someone has it open for writing), its deletion, or its renaming.
 WRITE, CREATED, DELETE, RENAME = "write", "created", "delete", "rename"
 log = logging.getLogger("dd.watch")
+
+
+class Announcing(NamedTuple):
+    """What finishing an item records in the state file: a path announced with its key
+    (None: as deleted), and the old name of a rename, which goes."""
+
+    rel_path: str
+    key: Optional[list[int]]
+    gone: Optional[str]
 
 
 class WatchGatherer:
@@ -82,7 +92,7 @@ class WatchGatherer:
     def finish(self, items):
         for item in items:
             self._in_flight.pop(id(item), None)
-            rel_path, key, gone = item.delivery
+            rel_path, key, gone = item.receipt     # an Announcing
             if gone is not None:
                 self.announced.pop(gone, None)
             if key is None:
@@ -213,7 +223,7 @@ class WatchGatherer:
             # Written to while it was summed: the writer's close comes next; an old name goes now.
             return self._announce(source, self._rel(source), None, deleted=True) if source else []
         gone = self._rel(source) if source else None
-        return [Item(notice, delivery=(rel_path, key, gone)) for notice in notices]
+        return [Item(notice, receipt=Announcing(rel_path, key, gone)) for notice in notices]
 
     # -- helpers ---------------------------------------------------------------
 

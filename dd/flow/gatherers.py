@@ -1,15 +1,25 @@
 """Where a flow's notices come from: a queue on a broker (each message read by a decoder),
 and the retry store in front of it."""
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection
+from typing import Optional
 
 from dd import broker
 from dd.core import formats
 from dd.core.errors import NoticeError
+from dd.core.notice import Notice
 from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
+from dd.flow.protocols import Gatherer
 from dd.store.retry import Entry as RetryEntry
+from dd.store.retry import RetryStore
+
+#: How a broker gatherer reads each message.
+Decoder = Callable[[broker.Delivery], Item]
 
 log = logging.getLogger("dd.flow")
 
@@ -18,13 +28,13 @@ class BrokerGatherer:
     """Gathers messages from a durable queue, each read by `decode(delivery) -> Item`
     (see notices); finishing an item acks it.  `stop` (the flow's) ends a reconnection."""
 
-    def __init__(self, consumer, decode, *, stop):
+    def __init__(self, consumer: broker.Consumer, decode: Decoder, *, stop: threading.Event) -> None:
         self.consumer = consumer
         self.decode = decode
         self.stop = stop
         self._started = False
 
-    def fetch(self, timeout):
+    def fetch(self, timeout: float) -> list[Item]:
         if not self._started:
             self.consumer.start()
             self._started = True
@@ -36,18 +46,18 @@ class BrokerGatherer:
             return []
         return [self.decode(d) for d in deliveries]
 
-    def _reconnect(self):
+    def _reconnect(self) -> None:
         if self.consumer.reopen(stop=self.stop) is not None:
             self.consumer.start()
 
-    def finish(self, items):
+    def finish(self, items: list[Item]) -> None:
         try:
-            self.consumer.ack([item.delivery for item in items])
+            self.consumer.ack([item.receipt for item in items])
         except broker.CONNECTION_ERRORS:
             # Not acked means redelivered: the receiver recognises what it already has.
             log.warning("could not ack %d notice(s); they will be delivered again", len(items))
 
-    def tick(self):
+    def tick(self) -> None:
         # py-amqp is not thread-safe: only the flow's own thread services the connection.
         if threading.current_thread() is not threading.main_thread():
             return
@@ -56,13 +66,13 @@ class BrokerGatherer:
         except broker.CONNECTION_ERRORS:
             pass  # noticed and repaired at the next fetch
 
-    def close(self):
+    def close(self) -> None:
         self.consumer.close()
 
 
-def notices(*, max_notice_size, allowed_schemes):
+def notices(*, max_notice_size: int, allowed_schemes: Optional[Collection[str]]) -> Decoder:
     """The decoder of a queue of notices: a refused one becomes an item already done (REFUSED_NOTICE)."""
-    def decode(delivery):
+    def decode(delivery: broker.Delivery) -> Item:
         try:
             notice = formats.decode(delivery.body, delivery.headers, max_size=max_notice_size,
                                     allowed_schemes=allowed_schemes)
@@ -86,13 +96,14 @@ class Retrying:
     #: Entries taken from the store per batch.
     BATCH = 100
 
-    def __init__(self, inner, store, *, max_notice_size, allowed_schemes):
+    def __init__(self, inner: Gatherer, store: RetryStore, *, max_notice_size: int,
+                 allowed_schemes: Optional[Collection[str]]) -> None:
         self.inner = inner
         self.store = store
         self.max_notice_size = max_notice_size
         self.allowed_schemes = allowed_schemes
 
-    def fetch(self, timeout):
+    def fetch(self, timeout: float) -> Optional[list[Item]]:
         items = [self._revive(entry) for entry in self.store.due(self.BATCH)]
         if self.store.full:
             if not items:
@@ -103,7 +114,7 @@ class Retrying:
             return items or None
         return items + batch
 
-    def _revive(self, entry):
+    def _revive(self, entry: RetryEntry) -> Item:
         try:
             notice = formats.decode(entry.message, max_size=self.max_notice_size,
                                     allowed_schemes=self.allowed_schemes)
@@ -112,44 +123,48 @@ class Retrying:
                         Outcome(Code.REFUSED_NOTICE, f"kept notice {entry.key!r} refused: {error}", error.rule))
         return Item(notice, entry)
 
-    def finish(self, items):
-        kept = [i for i in items if isinstance(i.delivery, RetryEntry)]
-        fresh = [i for i in items if not isinstance(i.delivery, RetryEntry)]
-        failed = [i for i in fresh if _retryable(i)]
+    def finish(self, items: list[Item]) -> None:
+        fresh = [i for i in items if not isinstance(i.receipt, RetryEntry)]
+        failed = [(i.receipt, failure) for i in fresh if (failure := _retryable(i))]
         if failed:
             # On disk before the broker forgets them: this is what makes the ack safe.
-            self.store.put([(retry_key(i.notice), formats.v02.encode(i.notice)[0], i.outcome.message)
-                            for i in failed])
-            for item in failed:
-                item.outcome.message += "; kept for retry"
-        self.store.remove(retry_key(i.notice) for i in fresh if i.notice and not _retryable(i))
-        again = [i for i in kept if _retryable(i)]
-        self.store.remove(i.delivery.key for i in kept if not _retryable(i))
-        given_up = {e.id for e in self.store.failed_again([(i.delivery, i.outcome.message) for i in again])}
-        for item in again:
-            attempts = item.delivery.attempts + 1
-            if item.delivery.id in given_up:
-                item.outcome.code = Code.GIVEN_UP
-                item.outcome.message += f"; given up after {attempts} attempts (retry_ttl)"
+            self.store.put([(retry_key(notice), formats.v02.encode(notice)[0], outcome.message)
+                            for _, (notice, outcome) in failed])
+            for _, (_, outcome) in failed:
+                outcome.message += "; kept for retry"
+        self.store.remove(retry_key(i.notice) for i in fresh if i.notice is not None and not _retryable(i))
+        kept = [(i.receipt, _retryable(i)) for i in items if isinstance(i.receipt, RetryEntry)]
+        again = [(entry, outcome) for entry, failure in kept if failure for _, outcome in (failure,)]
+        self.store.remove(entry.key for entry, failure in kept if not failure)
+        given_up = {e.id for e in self.store.failed_again([(entry, o.message) for entry, o in again])}
+        for entry, outcome in again:
+            attempts = entry.attempts + 1
+            if entry.id in given_up:
+                outcome.code = Code.GIVEN_UP
+                outcome.message += f"; given up after {attempts} attempts (retry_ttl)"
             else:
-                item.outcome.message += f" (attempt {attempts}, kept for retry)"
+                outcome.message += f" (attempt {attempts}, kept for retry)"
         self.inner.finish(fresh)
 
-    def tick(self):
+    def tick(self) -> None:
         self.inner.tick()
 
-    def close(self):
+    def close(self) -> None:
         self.inner.close()
         self.store.close()
 
 
-def retry_key(notice):
+def retry_key(notice: Notice) -> str:
     """What a retry entry stands for: a path, or one part of it."""
     if notice.part is None:
         return notice.rel_path
     return f"{notice.rel_path}\0part {notice.part.block_number}"
 
 
-def _retryable(item):
-    # Without a notice there is nothing to try again: the message itself could not be read.
-    return item.notice is not None and item.outcome is not None and item.outcome.failed
+def _retryable(item: Item) -> Optional[tuple[Notice, Outcome]]:
+    """The notice and its outcome when the work failed in a way trying again may fix (5xx);
+    None otherwise.  Without a notice there is nothing to try again: the message itself
+    could not be read."""
+    if item.notice is not None and item.outcome is not None and item.outcome.failed:
+        return item.notice, item.outcome
+    return None

@@ -1,18 +1,44 @@
-"""What crosses the steps of a flow: one notice on its way through it."""
+"""What crosses the steps of a flow: one message on its way through it."""
+from __future__ import annotations
+
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from dd.core.notice import Notice
 from dd.core.outcome import Outcome
+from dd.core.report import Report
+
+if TYPE_CHECKING:
+    from dd.core.config import Mask
 
 
 @dataclasses.dataclass
 class Item:
-    """One notice on its way through the flow."""
+    """One message on its way through a flow: gathered, judged, worked on, posted, logged.
 
-    notice: Optional[Notice]
-    delivery: object = None          # what the gatherer needs to finish it (an AMQP delivery)
+    The payload is what was read (a notice; for a pump's log router, a log message); the
+    receipt is the gatherer's own, what finishing the item takes (an AMQP delivery to
+    acknowledge, a retry entry, what dd_watch announced), opaque to every other step."""
+
+    payload: Union[Notice, Report, None]    # None: the message could not be read (outcome says why)
+    receipt: Any = None
     outcome: Optional[Outcome] = None
-    outgoing: Optional[Notice] = None  # what the post step announces
-    skipped: bool = False            # not accepted by subtopic/accept/reject: no work, no report
-    mask: object = None              # the accept line that took it (dd.core.config.Mask)
+    outgoing: Optional[Notice] = None       # the notice the post step announces
+    destination: Any = None                 # where a post step routing each item its own way sends it
+    skipped: bool = False                   # not accepted by subtopic/accept/reject: no work, no report
+    mask: Optional[Mask] = None             # the accept line that took it
+
+    @property
+    def notice(self) -> Optional[Notice]:
+        """The notice gathered, if a notice it is."""
+        return self.payload if isinstance(self.payload, Notice) else None
+
+    @property
+    def report(self) -> Optional[Report]:
+        """The log message gathered, if a log message it is (a log router's item)."""
+        return self.payload if isinstance(self.payload, Report) else None
+
+    @property
+    def name(self) -> str:
+        """What the item is about, for log lines."""
+        return self.payload.rel_path if self.payload is not None else "an undecodable notice"

@@ -5,15 +5,18 @@ named on the command line, a queue on a broker), what work is done for each
 (nothing, or receiving the data), and whether and how the result is announced
 again.  The flow joins the broker and the transfers; neither knows the other.
 """
+from __future__ import annotations
+
 import collections
 import concurrent.futures
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from dd.core.outcome import Code, Outcome
-from dd.flow.posting import Poster
+from dd.flow.item import Item
+from dd.flow.protocols import Accept, Gatherer, PostStep, Work
 
 log = logging.getLogger("dd.flow")
 
@@ -29,41 +32,37 @@ class Counters:
 
     ERRORS_KEPT = 10_000        # times of the latest errors, for "errors in the last hour"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received = self.posted = self.delivered = self.failed = self.rejected = 0
         self.bytes = 0
         self.last_activity = 0.0
-        self.error_times = collections.deque(maxlen=self.ERRORS_KEPT)
+        self.error_times: collections.deque[float] = collections.deque(maxlen=self.ERRORS_KEPT)
 
-    def snapshot(self):
+    def snapshot(self) -> dict[str, Any]:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
                     failed=self.failed, rejected=self.rejected, bytes=self.bytes,
                     last_activity=self.last_activity, error_times=list(self.error_times))
 
 
-def _lanes(items):
+def _lanes(items: list[Item]) -> list[list[Item]]:
     """Items that may run side by side: notices about one path stay in order in one lane,
     and a rename (two paths) keeps the whole batch in one lane."""
-    if any(item.notice.rename_from is not None for item in items):
+    if any(item.notice is not None and item.notice.rename_from is not None for item in items):
         return [items] if items else []
-    lanes = {}
+    lanes: dict[str, list[Item]] = {}
     for item in items:
-        lanes.setdefault(item.notice.rel_path, []).append(item)
+        lanes.setdefault(item.name, []).append(item)
     return list(lanes.values())
-
-
-def _name(item):
-    return item.notice.rel_path if item.notice else "an undecodable notice"
 
 
 class Flow:
     """The loop.  `accept(item) -> bool` filters, `work(item)` sets item.outcome and
     item.outgoing, `poster` (optional) announces outgoing notices."""
 
-    def __init__(self, *, gatherer, accept: Callable, work: Optional[Callable] = None,
-                 poster: Optional[Poster] = None, reporter: Optional[Poster] = None,
-                 stop: Optional[threading.Event] = None, batch_timeout=1.0, threads=1):
+    def __init__(self, *, gatherer: Gatherer, accept: Accept, work: Optional[Work] = None,
+                 poster: Optional[PostStep] = None, reporter: Optional[PostStep] = None,
+                 stop: Optional[threading.Event] = None, batch_timeout: float = 1.0, threads: int = 1) -> None:
         self.gatherer = gatherer
         # Work items of a batch run side by side: transfers and file creation wait on
         # the network and the disk, not on the interpreter.
@@ -75,9 +74,10 @@ class Flow:
         self.stop = stop or threading.Event()
         self.batch_timeout = batch_timeout
         self.counters = Counters()
-        self.unannounced = []
+        self.unannounced: list[Item] = []       # the post step's, never confirmed
+        self.refused: list[tuple[str, str]] = []  # (what, why): what the gatherer could not even gather
 
-    def run(self):
+    def run(self) -> Counters:
         """Process batches until the gatherer is exhausted or stop is set."""
         try:
             while not self.stop.is_set():
@@ -95,11 +95,11 @@ class Flow:
                     publisher.close()
         return self.counters
 
-    def process(self, batch):
+    def process(self, batch: list[Item]) -> None:
         counters = self.counters
         counters.received += len(batch)
         counters.last_activity = time.time()
-        todo = []
+        todo: list[Item] = []
         for item in batch:
             if item.outcome is None and not self.accept(item):
                 item.skipped = True
@@ -107,7 +107,7 @@ class Flow:
                 todo.append(item)
         rest = self._work_while_computing(todo) if self.pool else todo
         lanes = _lanes(rest) if self.pool else [rest]
-        if len(lanes) > 1:
+        if len(lanes) > 1 and self.pool is not None:
             pending = {self.pool.submit(self._work_lane, lane) for lane in lanes}
             while pending:
                 _, pending = concurrent.futures.wait(pending, timeout=TICK_INTERVAL)
@@ -132,7 +132,7 @@ class Flow:
         for item in batch:
             self._log(item)
 
-    def _work_while_computing(self, items):
+    def _work_while_computing(self, items: list[Item]) -> list[Item]:
         """Work items here, in order, while they mostly compute; return the rest of them
         once waiting (on a server, a disk, a hook) takes longer than computing: those are
         worth running side by side.  Threads only add interpreter-lock hand-offs to work
@@ -152,21 +152,23 @@ class Flow:
                 ticked = now
         return []
 
-    def _work_lane(self, items):
+    def _work_lane(self, items: list[Item]) -> None:
         for item in items:
             self._work_one(item)
 
-    def _work_one(self, item):
+    def _work_one(self, item: Item) -> None:
+        if self.work is None:
+            return
         try:
             self.work(item)
         except Exception as error:  # noqa: BLE001 - one bad item must not stop the flow
-            log.exception("internal error on %s", _name(item))
+            log.exception("internal error on %s", item.name)
             item.outcome = Outcome(Code.FAILED, f"internal error: {error!r}", "internal")
 
-    def _log(self, item):
+    def _log(self, item: Item) -> None:
         counters, outcome = self.counters, item.outcome
         if item.skipped:
-            log.debug("not accepted: %s", _name(item))
+            log.debug("not accepted: %s", item.name)
             return
         if outcome is None:
             return
@@ -174,7 +176,7 @@ class Flow:
             counters.delivered += 1
             counters.bytes += outcome.nbytes or 0
             log.info("%d %s: %s (%d bytes, %.3f s)", outcome.code, outcome.message,
-                     outcome.local_path or _name(item), outcome.nbytes or 0, outcome.duration)
+                     outcome.local_path or item.name, outcome.nbytes or 0, outcome.duration)
         else:
             counters.failed += outcome.failed
             counters.rejected += not outcome.failed

@@ -1,9 +1,20 @@
 """The post step: one message per item, to its exchange(s), published with confirms
 (dd.broker.Batch holds the policy: reconnecting, publishing again, giving up)."""
+from __future__ import annotations
+
 import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Optional, Union
 
 from dd import broker
 from dd.core.errors import BrokerError, NoticeError
+from dd.core.formats import Message
+from dd.flow.item import Item
+
+#: Where an item's message goes: an exchange, or several (a private notice's readers').
+ExchangeOf = Callable[[Item], Union[str, Sequence[str]]]
+#: The message an item's post step publishes, or None for nothing.
+MessageOf = Callable[[Item], Optional[Message]]
 
 log = logging.getLogger("dd.flow")
 
@@ -12,20 +23,21 @@ class Poster:
     """Publishes one message per item, as `message_of(item)` makes it (None: nothing
     to publish), and waits for the broker's confirms."""
 
-    def __init__(self, publisher, exchange, message_of, *, timeout=30.0, confirm_later=False):
+    def __init__(self, publisher: broker.Publisher, exchange: Union[str, ExchangeOf], message_of: MessageOf, *,
+                 timeout: float = 30.0, confirm_later: bool = False) -> None:
         """`exchange`: a name, or `exchange(item) -> name or names` when each item goes its
         own way (a private notice goes to each of its readers' exchanges).
         `confirm_later`: a batch's confirms are waited for at the next post (or at close),
         so the flow works on the next batch meanwhile; for messages nothing waits on,
         such as log messages, published after their notices were acknowledged."""
         self.publisher = publisher
-        self.exchange_of = exchange if callable(exchange) else (lambda item: exchange)
+        self.exchange_of: ExchangeOf = exchange if callable(exchange) else (lambda item: exchange)
         self.message_of = message_of
         self.timeout = timeout
         self.confirm_later = confirm_later
-        self._waiting = None     # the batch published, its confirms not yet waited for
+        self._waiting: Optional[broker.Batch] = None     # the batch published, its confirms not yet waited for
 
-    def post(self, items):
+    def post(self, items: list[Item]) -> list[Item]:
         """Publish every item's message; return the items the broker did not confirm
         (with confirm_later: those of the batch before)."""
         try:
@@ -41,7 +53,7 @@ class Poster:
         self._waiting = batch
         return refused
 
-    def _envelopes(self, items):
+    def _envelopes(self, items: list[Item]) -> Iterator[broker.Envelope]:
         """An envelope per item and exchange its message goes to."""
         for item in items:
             message = self.message_of(item)
@@ -51,11 +63,11 @@ class Poster:
             for exchange in (exchanges,) if isinstance(exchanges, str) else exchanges:
                 yield broker.Envelope(exchange, message, item)
 
-    def _settle(self):
+    def _settle(self) -> list[Item]:
         waiting, self._waiting = self._waiting, None
         return waiting.confirm(self.timeout) if waiting is not None else []
 
-    def close(self):
+    def close(self) -> None:
         try:
             unconfirmed = self._settle()
         finally:
@@ -68,12 +80,12 @@ class Poster:
 class Posters:
     """Several post steps over one batch: each publishes the items it makes a message for."""
 
-    def __init__(self, *posters):
+    def __init__(self, *posters: Poster) -> None:
         self.posters = posters
 
-    def post(self, items):
+    def post(self, items: list[Item]) -> list[Item]:
         return [item for poster in self.posters for item in poster.post(items)]
 
-    def close(self):
+    def close(self) -> None:
         for poster in self.posters:
             poster.close()

@@ -1,38 +1,47 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
+from __future__ import annotations
+
 import socket
+from typing import Optional
 
 from dd import broker
 from dd.core import formats, report, topic
+from dd.core.credentials import Url
 from dd.core.notice import now as notice_now
-from dd.flow.posting import Poster
+from dd.flow.item import Item
+from dd.flow.posting import ExchangeOf, Poster
+from dd.flow.protocols import Context
 
 
-def subscription(ctx):
+def subscription(ctx: Context) -> broker.Subscription:
     """The queue a consuming configuration reads: its name is chosen once and kept."""
     cfg = ctx.cfg
     cfg.require("broker")
     url = ctx.credentials.complete(cfg.broker)
+    assert ctx.state is not None, "a consuming configuration has a state directory"
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
     bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
     return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
 
 
-def consumer(ctx, queue=None):
+def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broker.Consumer:
     """The consumer of a configuration's queue (`queue`: its subscription, if not the plain one)."""
     cfg = ctx.cfg
     cfg.require("broker")
+    assert ctx.state is not None, "a consuming configuration has a state directory"
     return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat, name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
+                           heartbeat=cfg.heartbeat,
+                           name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
-def publisher(ctx, url, role=""):
+def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
     return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
-def poster(ctx, exchange=None):
+def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Poster]:
     """The post step a configuration asks for (post_broker, post_exchange, ...), or None.
     `exchange(item) -> name(s)` routes each item its own way instead of to post_exchange."""
     cfg = ctx.cfg
@@ -41,7 +50,7 @@ def poster(ctx, exchange=None):
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
 
-    def message_of(item):
+    def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
         return formats.encode(item.outgoing, post_format, post_topic_prefix)
@@ -49,7 +58,7 @@ def poster(ctx, exchange=None):
                   timeout=cfg.post_timeout)
 
 
-def reporter(ctx):
+def reporter(ctx: Context) -> Optional[Poster]:
     """The log step: a log message (dd_log(7)) for each notice acted on, published on the
     broker the notices came from, to report_exchange; None when log_reports is off."""
     cfg = ctx.cfg
@@ -58,7 +67,7 @@ def reporter(ctx):
     consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
                     component=cfg.component)
 
-    def message_of(item):
+    def message_of(item: Item) -> Optional[formats.Message]:
         if item.notice is None or item.outcome is None:
             return None  # not accepted, or unreadable: there is no source to tell
         outcome = item.outcome

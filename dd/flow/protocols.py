@@ -1,0 +1,63 @@
+"""The typed joins of a flow: what a gatherer, a work step and a post step offer the loop.
+
+A component is the loop with one of each: dd_post's gatherer walks files, dd_subscribe's
+reads a broker queue; dd_sara's work step receives files, dd_shovel's routes log
+messages; every post step publishes with confirms (dd.flow.posting)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional, Protocol
+
+from dd.flow.item import Item
+
+if TYPE_CHECKING:
+    from dd.core.config import Config
+    from dd.core.credentials import Credentials
+    from dd.store.state import ConfigState
+
+#: The filter step: whether an item is taken (subtopic, accept/reject, routes).
+Accept = Callable[[Item], bool]
+#: The work step: sets the item's outcome, and its outgoing notice when it announces one.
+Work = Callable[[Item], None]
+
+
+class Gatherer(Protocol):
+    """Where a flow's items come from, and how they are finished."""
+
+    def fetch(self, timeout: float) -> Optional[list[Item]]:
+        """The next batch (maybe empty) within `timeout` seconds; None once there is no more."""
+
+    def finish(self, items: list[Item]) -> None:
+        """The items are done with (acknowledged, recorded): they never come back."""
+
+    def tick(self) -> None:
+        """Serve the source while a batch is worked on (heartbeats)."""
+
+    def close(self) -> None:
+        """Let go of the source."""
+
+
+class PostStep(Protocol):
+    """A post (or log) step: publishes what items carry, with the broker's confirms."""
+
+    def post(self, items: list[Item]) -> list[Item]:
+        """Publish; return the items whose messages the broker did not confirm."""
+
+    def close(self) -> None:
+        """Settle what is still waiting for confirms, and disconnect."""
+
+
+class Context(Protocol):
+    """What the steps of a configuration are wired from (dd.components.Context)."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def state(self) -> Optional[ConfigState]: ...
+
+    @property
+    def instance(self) -> int: ...
