@@ -13,6 +13,7 @@ from dd.flow.item import Item
 if TYPE_CHECKING:
     from dd.core.config import Config
     from dd.core.credentials import Credentials
+    from dd.core.environment import Environment
     from dd.store.state import ConfigState
 
 #: The filter step: whether an item is taken (subtopic, accept/reject, routes).
@@ -52,6 +53,9 @@ class Context(Protocol):
 
     @property
     def cfg(self) -> Config: ...
+
+    @property
+    def env(self) -> Environment: ...
 
     @property
     def credentials(self) -> Credentials: ...

@@ -19,7 +19,7 @@ from dd.core.errors import NoticeError
 from dd.delivery import deliver
 from dd.delivery.deliver import Relaying
 from dd.pump import namespace, private
-from dd.store import logindex
+from dd.pump import indexing
 from dd.transfer import Transports
 
 log = logging.getLogger("dd.deliver")
@@ -41,7 +41,7 @@ def relaying(ctx, htpasswd) -> Relaying:
                     transports=Transports(credentials, timeout=cfg.timeout, options=options),
                     placement=SourceNamespaces(htpasswd, credentials, own),
                     exchange_of=private_exchanges(cfg),
-                    record=lambda poster, reporter: logindex.recording(ctx, poster, reporter))
+                    record=lambda poster, reporter: indexing.recording(ctx, poster, reporter))
 
 
 def ingest(decode, cluster):

@@ -19,7 +19,7 @@ from dd.core import walk
 from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
 from dd.flow import Item
-from dd.store import logindex
+from dd.pump import indexing
 from dd.transfer import is_temporary_name
 
 log = logging.getLogger("dd.retention")
@@ -122,7 +122,7 @@ def announcer(ctx):
     post_exchange, returning the paths the broker confirmed."""
     cfg = ctx.cfg
     # Recorded in the log index like the relay's other announcements: their subscribers report on them.
-    poster, _ = logindex.recording(ctx, flow.poster(ctx))
+    poster, _ = indexing.recording(ctx, flow.poster(ctx))
     base_dir = os.path.abspath(cfg.post_base_dir or cfg.directory)
     source = getattr(cfg.post_broker, "user", None) or ""
 

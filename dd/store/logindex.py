@@ -27,9 +27,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from dd.store import database
 from dd.core.errors import ConfigError
@@ -38,10 +38,7 @@ if TYPE_CHECKING:
     from _typeshed import StrPath
 
     from dd.core.config import Config
-    from dd.core.credentials import Credentials
-    from dd.core.environment import Environment
     from dd.core.notice import Checksum, Notice
-    from dd.core.outcome import Outcome
 
 log = logging.getLogger("dd.logindex")
 
@@ -160,87 +157,3 @@ class Index:
 def of(cfg: Config, state_dir: Path) -> Index:
     """The index a configuration names (log_index, log_index_window, log_index_entries)."""
     return Index(path_of(cfg, state_dir), window=cfg.log_index_window, limit=cfg.log_index_entries)
-
-
-class PostStep(Protocol):
-    """A flow's post or log step (dd.flow.posting.Poster): publishes items, returns those
-    the broker did not confirm."""
-
-    def post(self, items: list[Any]) -> list[Any]: ...
-
-    def close(self) -> None: ...
-
-
-class FlowItem(Protocol):
-    """What the steps of a relay's flow pass along (dd.flow.item.Item), as far as recording goes."""
-
-    @property
-    def notice(self) -> Notice | None: ...
-
-    @property
-    def outgoing(self) -> Notice | None: ...
-
-    @property
-    def outcome(self) -> Outcome | None: ...
-
-
-class RelayContext(Protocol):
-    """What a relay is built from (dd.components.Context), as far as recording goes."""
-
-    @property
-    def cfg(self) -> Config: ...
-
-    @property
-    def env(self) -> Environment: ...
-
-    @property
-    def credentials(self) -> Credentials: ...
-
-
-_ItemT = TypeVar("_ItemT")
-
-
-class Recording(Generic[_ItemT]):
-    """A post step that records the entries of what it is about to publish, then publishes
-    it: what a consumer reports on is in the index before the consumer can have it."""
-
-    def __init__(self, step: PostStep, index: Index, entries_of: Callable[[_ItemT], Iterable[Entry]]) -> None:
-        self.step = step
-        self.index = index
-        self.entries_of = entries_of
-
-    def post(self, items: list[_ItemT]) -> list[_ItemT]:
-        try:
-            self.index.record(entry for item in items for entry in self.entries_of(item))
-        except sqlite3.Error as error:
-            # The data must still flow: only these notices' log messages will be refused.
-            log.error("log index %s: cannot record %d notice(s): %s; the log router will refuse their "
-                      "log messages", self.index.path, len(items), error)
-        return self.step.post(items)
-
-    def close(self) -> None:
-        try:
-            self.step.close()
-        finally:
-            self.index.close()
-
-
-def recording(ctx: RelayContext, poster: PostStep | None,
-              reporter: PostStep | None = None) -> tuple[Recording[FlowItem] | None, Recording[FlowItem] | None]:
-    """A relay's post step and log step (either may be None), each recording in the log
-    index before it publishes: the post step what it announces, the log step what the
-    relay ingested, for the relay's own broker user to report on."""
-    cfg = ctx.cfg
-    index = of(cfg, ctx.env.state_dir)
-    relay_readers = tuple(cfg.relay_readers or ())
-    user = ctx.credentials.complete(cfg.broker).user or ""
-
-    def announcing(item: FlowItem) -> list[Entry]:
-        return [announced(item.outgoing, relay_readers)] if item.outgoing is not None else []
-
-    def reporting(item: FlowItem) -> list[Entry]:
-        # Only what gets a log message: a notice read and acted on.
-        return [ingested(item.notice, user)] if item.notice is not None and item.outcome is not None else []
-
-    return (Recording(poster, index, announcing) if poster is not None else None,
-            Recording(reporter, index, reporting) if reporter is not None else None)

@@ -1,0 +1,64 @@
+"""What a pump's relay records in the log index (dd.store.logindex) before it publishes:
+the notices it announces, and those it ingested, so that no consumer's log message can
+arrive before its record."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Optional
+
+from dd.flow import Item
+from dd.flow.protocols import Context, PostStep
+from dd.store import logindex
+from dd.store.logindex import Entry, Index
+
+log = logging.getLogger("dd.logindex")
+
+
+class Recording:
+    """A post step that records the entries of what it is about to publish, then publishes
+    it: what a consumer reports on is in the index before the consumer can have it."""
+
+    def __init__(self, step: PostStep, index: Index, entries_of: Callable[[Item], Iterable[Entry]]) -> None:
+        self.step = step
+        self.index = index
+        self.entries_of = entries_of
+
+    def post(self, items: list[Item]) -> list[Item]:
+        try:
+            self.index.record(entry for item in items for entry in self.entries_of(item))
+        except sqlite3.Error as error:
+            # The data must still flow: only these notices' log messages will be refused.
+            log.error("log index %s: cannot record %d notice(s): %s; the log router will refuse their "
+                      "log messages", self.index.path, len(items), error)
+        return self.step.post(items)
+
+    def close(self) -> None:
+        try:
+            self.step.close()
+        finally:
+            self.index.close()
+
+
+def recording(ctx: Context, poster: Optional[PostStep],
+              reporter: Optional[PostStep] = None) -> tuple[Optional[Recording], Optional[Recording]]:
+    """A relay's post step and log step (either may be None), each recording in the log
+    index before it publishes: the post step what it announces, the log step what the
+    relay ingested, for the relay's own broker user to report on."""
+    cfg = ctx.cfg
+    index = logindex.of(cfg, ctx.env.state_dir)
+    relay_readers = tuple(cfg.relay_readers or ())
+    user = ctx.credentials.complete(cfg.broker).user or ""
+
+    def announcing(item: Item) -> list[Entry]:
+        return [logindex.announced(item.outgoing, relay_readers)] if item.outgoing is not None else []
+
+    def reporting(item: Item) -> list[Entry]:
+        # Only what gets a log message: a notice read and acted on.
+        if item.notice is None or item.outcome is None:
+            return []
+        return [logindex.ingested(item.notice, user)]
+
+    return (Recording(poster, index, announcing) if poster is not None else None,
+            Recording(reporter, index, reporting) if reporter is not None else None)
