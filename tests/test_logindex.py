@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from dd.pump import indexing
 from dd.store import logindex
 from dd.core.errors import ConfigError
 from dd.core.notice import Checksum, Notice, now
@@ -125,7 +126,7 @@ def test_a_relay_that_cannot_record_still_publishes_and_names_the_index(tmp_path
     with sqlite3.connect(path) as damage:
         damage.execute("DROP TABLE entries")
     step = Publisher()
-    recording = logindex.Recording(step, index, lambda item: [logindex.announced(item)])
+    recording = indexing.Recording(step, index, lambda item: [logindex.announced(item)])
     assert recording.post([notice()]) == []
     assert [n.rel_path for n in step.published] == ["obs/a.txt"]
     assert f"log index {path}: cannot record 1 notice(s)" in caplog.text
