@@ -46,6 +46,12 @@ def start(pump, component, name):
     return process
 
 
+def logs_so_far(processes):
+    """What each running component has logged, for a failure's report."""
+    return "\n".join(f"--- {' '.join(key)}:\n{process.log.read_text()[-3000:]}"
+                     for key, process in processes.items())
+
+
 def stop(pump, process):
     pump.stop(process)
     return process.log.read_text()
@@ -282,7 +288,7 @@ def test_a_log_message_travels_back_upstream_to_the_pump_where_its_source_posted
                  f"--post_base_dir={pump.src}", pump.src / "up.txt", check=True)
     # Both pumps keep it below ann's part of their trees.
     up = f"{users['ann']}/up.txt"
-    assert wait_for(lambda: (pump.dst / up).exists())
+    assert wait_for(lambda: (pump.dst / up).exists(), timeout=60), logs_so_far(processes)
     # B's feeder is trusted to forward its users' log messages, not to make them up.
     never = f"{users['ann']}/never.txt"
     publish(amqp.Connection("127.0.0.1:5672", userid=users["pb"], password=passwords[users["pb"]],
@@ -294,7 +300,8 @@ def test_a_log_message_travels_back_upstream_to_the_pump_where_its_source_posted
         seen.extend(report.decode(line.encode()) for line in pump.command(*ann_log, check=True).stdout.splitlines())
         return {r.user for r in seen}
 
-    assert wait_for(lambda: ann_reads() >= {users["pa"], users["pb"], users["bob"]}, timeout=30, interval=0.5)
+    assert wait_for(lambda: ann_reads() >= {users["pa"], users["pb"], users["bob"]}, timeout=30, interval=0.5), \
+        logs_so_far(processes)
     assert wait_for(lambda: "[forged-log]" in processes["shovel", "A"].log.read_text())
     logs = {key: stop(pump, process) for key, process in processes.items()}
     ann_reads()
