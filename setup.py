@@ -28,7 +28,7 @@ setup(
         "platformdirs>=2.6.0",
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
-        "passlib>=1.7.4",
+        "bcrypt>=3.2.2",
     ],
     # mypy 2 no longer checks code for Python 3.9 (pyproject.toml's python_version).
     extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",

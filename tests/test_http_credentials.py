@@ -14,9 +14,8 @@ import threading
 from typing import Optional
 
 import pytest
-from passlib.hash import apr_md5_crypt
 
-from dd.pump import nginx
+from dd.pump import nginx, private
 from dd.core.credentials import Credentials, Url
 from dd.transfer import DeniedError, PermanentError, Transports
 from dd.transfer.http import ASKED_LIMIT
@@ -112,7 +111,10 @@ def data_server(tmp_path_factory):
     base, root, port = _workspace(tmp_path_factory, NGINX)
     passwords = base / "htpasswd"
     passwords.mkdir()
-    (passwords / "bob").write_text(f"bob:{apr_md5_crypt.hash(PASSWORD)}\n")
+    # Written as dd_sara writes them: nginx must accept dd's hashes.
+    server = Url.parse(f"http://127.0.0.1:{port}/")
+    assert private.Htpasswd(passwords, credentials(f"http://bob:{PASSWORD}@127.0.0.1:{port}/"), server).allow(
+        ["bob"]) == "bob"
     config = nginx.config(base=base, root=root, port=port, private=passwords, user=("root", "root"))
     anchor = f"root {root};"
     assert anchor in config
