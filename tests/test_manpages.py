@@ -24,8 +24,9 @@ COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1
                  "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
 #: Command-line words that are not options of dd.core.options, with the component
 #: that takes them; its parser must really handle each.
-NOT_OPTIONS = {"delete": {"post"}, "config": {"post", "audit"}, "help": {"post", "subscribe", "watch", "sara"},
-               "dry": {"audit"}, "prune": {"audit"}, "json": {"audit", "log"}, "follow": {"log"}}
+NOT_OPTIONS = {"delete": {"post"}, "rename": {"post"}, "config": {"post", "audit"},
+               "help": {"post", "subscribe", "watch", "sara"}, "dry": {"audit"}, "prune": {"audit"},
+               "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 
 

@@ -131,6 +131,35 @@ def test_delete_link_and_rename_act_inside_the_tree(pump):
     pump.stop(subscriber)
 
 
+def test_dd_post_announces_renames_of_files_and_directories(pump):
+    (pump.src / "d" / "deep").mkdir(parents=True)
+    for name, text in (("one.txt", "one"), ("d/two.txt", "two"), ("d/deep/three.txt", "three")):
+        (pump.src / name).write_text(text)
+    pump.subscriber_config()
+    pump.post(pump.src)
+    subscriber = pump.foreground()
+    assert wait_for(lambda: (pump.dst / "d" / "deep" / "three.txt").exists())
+    (pump.src / "moved").mkdir()
+    os.rename(pump.src / "one.txt", pump.src / "moved" / "first.txt")
+    os.rename(pump.src / "d", pump.src / "e")
+    pump.post(pump.src / "moved" / "first.txt", "--rename", pump.src / "one.txt")
+    pump.post(pump.src / "e", "--rename", pump.src / "d")
+    assert wait_for(lambda: manifest(pump.dst) == manifest(pump.src)), manifest(pump.dst)
+    _, log = pump.stop(subscriber)
+    # Moved where they were, not downloaded again.
+    for old in ("one.txt", "d/two.txt", "d/deep/three.txt"):
+        assert f"renamed from {old}" in log, log
+    assert log.count("201 delivered") == 3 and "Traceback" not in log
+    # Only a PATH below post_base_dir, one only, and not a deletion too.
+    outside = pump.post(pump.src / "e", "--rename", "/etc/passwd", check=False)
+    assert outside.returncode == 1 and "dd_post: not announced: /etc/passwd: /etc/passwd is outside post_base_dir" \
+        in outside.stderr, outside.stderr
+    two = pump.post(pump.src / "e", pump.src / "moved", "--rename", pump.src / "d", check=False)
+    assert two.returncode == 2 and f"--rename {pump.src / 'd'} takes one PATH, its new name, not 2" in two.stderr
+    both = pump.post(pump.src / "e", "--rename", pump.src / "d", "--delete", check=False)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_status_start_stop_follow_lsb_and_instances_share_one_queue(pump):
     for i in range(40):
         (pump.src / f"f{i}").write_text(str(i))

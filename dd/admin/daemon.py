@@ -4,6 +4,7 @@ and dd_ctl do once their command line is parsed."""
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Optional
 
 from dd import components
 from dd.admin import instances, logs
@@ -30,10 +31,11 @@ def act(action: str, component: str, config_arg: str, env: Environment,
 
 
 def run_once(module: Component, cfg: Config, env: Environment, paths: Sequence[str], *,
-             deleted: bool = False) -> int:
+             deleted: bool = False, renamed_from: Optional[str] = None) -> int:
     """Run a one-shot component (dd_post) on `paths`; its exit status says what was not announced."""
     logs.setup(level=cfg.log_level, stream=env.stderr)
-    ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths), deleted=deleted)
+    ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths), deleted=deleted,
+                  renamed_from=renamed_from)
     the_flow = module.build(ctx)
     counters = the_flow.run()
     unconfirmed = [(i.notice.rel_path, "not confirmed by the broker") for i in the_flow.unannounced]

@@ -80,10 +80,14 @@ def _tool(command: str) -> ModuleType:
 def _component_parser(module: Component) -> commandline.Parser:
     prog = f"dd_{module.NAME}"
     if not module.DAEMON:  # dd_post
-        top = commandline.Parser(prog=prog, usage="%(prog)s [--config CONFIG] [--option value ...] [--delete] PATH...",
-                                 epilog=commandline.OPTIONS_EPILOG)
+        top = commandline.Parser(
+            prog=prog, usage="%(prog)s [--config CONFIG] [--option value ...] [--delete | --rename OLD] PATH...",
+            epilog=commandline.OPTIONS_EPILOG)
         top.add_argument("--config", help="the configuration: a path, or a name in dd's config directory")
-        top.add_argument("--delete", action="store_true", help="announce that the PATHs were removed")
+        how = top.add_mutually_exclusive_group()
+        how.add_argument("--delete", action="store_true", help="announce that the PATHs were removed")
+        how.add_argument("--rename", metavar="OLD",
+                         help="announce that OLD was renamed to PATH, a file or a directory (the only PATH)")
         top.add_argument("paths", nargs="*", metavar="PATH", help="a file, or a directory to walk")
         return top
     top = commandline.Parser(prog=prog, usage="%(prog)s ACTION CONFIG [--option value ...]",
@@ -109,8 +113,10 @@ def _component(module: Component, argv: list[str], env: Environment) -> int:
     if not module.DAEMON:
         if not args.paths:
             top.error("no PATH to announce")
+        if args.rename is not None and len(args.paths) != 1:
+            top.error(f"--rename {args.rename} takes one PATH, its new name, not {len(args.paths)}")
         cfg = config.load(module.NAME, args.config, options, env)
-        return daemon.run_once(module, cfg, env, args.paths, deleted=args.delete)
+        return daemon.run_once(module, cfg, env, args.paths, deleted=args.delete, renamed_from=args.rename)
     if args.config is None:
         top.error(f"expected ACTION CONFIG, got {args.action or 'nothing'}")
     return daemon.act(args.action, module.NAME, args.config, env, options,

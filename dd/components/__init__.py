@@ -36,6 +36,7 @@ class Context:
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     arguments: tuple[str, ...] = ()     # dd_post's PATHs
     deleted: bool = False       # dd_post --delete: the PATHs were deleted
+    renamed_from: str | None = None     # dd_post --rename OLD: the one PATH was OLD
 
 
 class Service(Protocol):

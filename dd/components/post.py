@@ -21,11 +21,11 @@ log = logging.getLogger("dd.post")
 class FileGatherer:
     """Walks the paths named on the command line and turns each file into a notice."""
 
-    def __init__(self, cfg, arguments, *, deleted=False):
+    def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None):
         self.announcer = announce.Announcer(cfg)
         self.deleted = deleted
         self.refused = []           # (path, reason): what could not be announced
-        self._pending = self._walk(arguments)
+        self._pending = self._walk(arguments) if renamed_from is None else self._renamed(renamed_from, *arguments)
         self._batch_size = FIRST_BATCH
 
     def fetch(self, timeout):
@@ -55,22 +55,38 @@ class FileGatherer:
             else:
                 yield from self._item(path)
 
-    def _item(self, path):
+    def _renamed(self, old, new):
+        """The notices of a rename: a directory's, one per file below it, each from its old name."""
+        old, new = os.path.abspath(old), os.path.abspath(new)
         try:
-            notices = self.announcer.notices(path, deleted=self.deleted)
+            self.announcer.rel_path(old)
+        except DDError as error:
+            self._refuse(old, str(error))
+            return
+        if os.path.isdir(new) and not os.path.islink(new):
+            for entry in walk.entries(new):
+                yield from self._item(entry, renamed_from=os.path.join(old, os.path.relpath(entry, new)))
+        else:
+            yield from self._item(new, renamed_from=old)
+
+    def _item(self, path, renamed_from=None):
+        try:
+            notices = self.announcer.notices(path, deleted=self.deleted, renamed_from=renamed_from)
         except (DDError, OSError) as error:
-            reason = str(error) if isinstance(error, DDError) else error.strerror
-            log.error("not announced: %s: %s", path, reason)
-            self.refused.append((path, reason))
+            self._refuse(path, str(error) if isinstance(error, DDError) else error.strerror)
             return
         for notice in notices:
             yield Item(notice, outgoing=None)
+
+    def _refuse(self, path, reason):
+        log.error("not announced: %s: %s", path, reason)
+        self.refused.append((path, reason))
 
 
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
-    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted)
+    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from)
     the_flow = flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused
