@@ -1,5 +1,7 @@
 """Packaging: the sdist and the wheel install and run in a fresh venv; the Debian package builds
-from HEAD, passes lintian and runs from a fresh Debian root; their metadata agree with setup.py."""
+from HEAD, passes lintian and runs from a fresh Debian root; the RPM builds from HEAD with
+rpmbuild, passes rpmlint and holds every command, page, unit and example; their metadata agree
+with setup.py."""
 import os
 import re
 import shutil
@@ -8,11 +10,13 @@ import sys
 import tarfile
 
 import pytest
+from packaging.version import Version
 
 import dd
 from tests.support.metadata import ROOT, console_scripts, setup_arguments
 
 DEBIAN = ROOT / "debian"
+SPEC = ROOT / "rpm" / "metpx-dd.spec"
 
 
 def _minimums():
@@ -66,7 +70,7 @@ def test_sdist_and_wheel_install_and_run_in_fresh_venvs(tmp_path):
     wanted = ["man", "config", "systemd", "tests", "README.rst", "COPYING"]
     tracked = _run(["git", "ls-files", *wanted], cwd=ROOT).split()
     assert set(tracked) <= names
-    assert not any(name.startswith("debian/") for name in names)
+    assert not any(name.startswith(("debian/", "rpm/")) for name in names)
 
     for artifact in (sdist, wheel):
         venv = tmp_path / artifact.name
@@ -96,3 +100,84 @@ def test_debian_package_builds_lints_clean_and_runs_in_a_fresh_root(tmp_path):
         assert f"/lib/systemd/system/{unit.name}\n" in contents
     for conf in (ROOT / "config").rglob("*.conf"):
         assert f"/usr/share/doc/metpx-dd/examples/{conf.relative_to(ROOT / 'config')}\n" in contents
+
+
+def test_rpm_requires_the_setup_py_minimums():
+    spec = SPEC.read_text(encoding="utf-8")
+    pinned = dict(re.findall(r"^Requires:\s+(python3-[\w.-]+) >= ([\w.]+)$", spec, re.M))
+    assert pinned == _minimums()
+
+
+NEEDS_RPMSPEC = pytest.mark.skipif(not shutil.which("rpmspec"),
+                                   reason="needs rpmspec: Debian's package rpm (tools/install --test installs it)")
+
+
+def _rpm_version(pep440):
+    """The RPM Version that rpm itself reads from the spec for a dd version, or rpm's error."""
+    result = subprocess.run(["rpmspec", "-q", "--srpm", "--qf", "%{VERSION}", "--define", f"dd_version {pep440}",
+                             "--define", "python3_sitelib /usr/lib/python3.9/site-packages", SPEC],
+                            capture_output=True, text=True, check=False)
+    return result.stdout if result.returncode == 0 else result.stderr
+
+
+@NEEDS_RPMSPEC
+def test_rpm_version_of_a_snapshot_sorts_as_its_pep_440_version():
+    # In PEP 440 order; tools/snapshot builds with a .devN+gHASH version.
+    versions = ["0.1.0", "0.1.1.dev20261203051500+g1a2b3c4", "0.1.1", "0.2.0.dev20261203051500",
+                "0.2.0.dev20261203051500+g1a2b3c4", "0.2.0.dev20261204000000+g0a0b0c0", "0.2.0", "0.2.0+g1",
+                "0.2.1", "0.10.0.dev1", "0.10.0"]
+    assert sorted(versions, key=Version) == versions
+    rpm_versions = [_rpm_version(v) for v in versions]
+    assert rpm_versions[0] == "0.1.0"
+    assert rpm_versions[4] == "0.2.0~dev20261203051500+g1a2b3c4"
+    # rpm's own comparison, every pair: -1, 0 or 1 as PEP 440 orders them.
+    pairs = [(a, b) for a in rpm_versions for b in rpm_versions]
+    lua = "".join(f'print(rpm.vercmp("{a}", "{b}") .. " ") ' for a, b in pairs)
+    signs = _run(["rpm", "--eval", f"%{{lua: {lua}}}"]).split()
+    expected = [str((i > j) - (i < j)) for i in range(len(versions)) for j in range(len(versions))]
+    assert signs == expected
+
+
+@NEEDS_RPMSPEC
+@pytest.mark.parametrize("version", ["0.2.0rc1", "0.2.0a1", "0.2.0.post1", "0.2.0.dev", "1..2", "0.2.0+"])
+def test_rpm_version_refuses_what_it_cannot_order(version):
+    # "~a1" would sort before "~dev1", where PEP 440 puts the .dev release first.
+    assert f"no RPM version for PEP 440 version {version}:" in _rpm_version(version)
+
+
+@pytest.mark.skipif(not (shutil.which("rpmbuild") and shutil.which("rpmlint")),
+                    reason="needs rpmbuild and rpmlint: Debian's packages rpm and rpmlint "
+                           "(tools/install --test installs them)")
+def test_rpm_builds_lints_clean_and_holds_every_command_page_unit_and_example(tmp_path):
+    # tools/rpm builds what is committed; CI runs it on a clean clone.
+    out = _run(["bash", ROOT / "tools" / "rpm", tmp_path], timeout=1200)
+    assert out.rstrip().endswith("rpmlint: no errors, no unexplained warnings")
+    version = _rpm_version(dd.__version__)
+    rpm, = tmp_path.glob(f"metpx-dd-{version}-1.noarch.rpm")
+    assert f"built {rpm}\n" in out
+    assert (tmp_path / f"metpx-dd-{version}-1.src.rpm").is_file()
+
+    files = set(_run(["rpm", "-qpl", rpm]).splitlines())
+    for command in console_scripts():
+        assert f"/usr/bin/{command}" in files
+        assert any(re.fullmatch(rf"/usr/share/man/man[18]/{command}\.[18]\.gz", f) for f in files), command
+    for page in (ROOT / "man").glob("*.[1-8]"):
+        assert f"/usr/share/man/man{page.suffix[1]}/{page.name}.gz" in files
+    for unit in [*(ROOT / "systemd").glob("*.service"), *(ROOT / "systemd").glob("*.timer")]:
+        assert f"/usr/lib/systemd/system/{unit.name}" in files
+    for conf in (ROOT / "config").rglob("*.conf"):
+        assert f"/usr/share/doc/metpx-dd/examples/{conf.relative_to(ROOT / 'config')}" in files
+    assert {"/usr/share/doc/metpx-dd/README.rst", "/usr/share/licenses/metpx-dd/COPYING"} <= files
+    # Where EL 9's python3.9 finds it, and no bytecode of the build host's Python.
+    assert "/usr/lib/python3.9/site-packages/dd/__init__.py" in files
+    assert not [f for f in files if f.endswith(".pyc")]
+
+    requires = _run(["rpm", "-qpR", rpm]).splitlines()
+    for package, minimum in _minimums().items():
+        assert f"{package} >= {minimum}" in requires
+    # rpm's generators: python(abi) from the site-packages path, /usr/bin/python3 from the
+    # commands' shebangs.
+    assert {"python(abi) = 3.9", "/usr/bin/python3", "shadow-utils"} <= set(requires)
+    owners = _run(["rpm", "-qp", "--qf", "[%{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]", rpm])
+    assert "dd:dd /var/lib/metpx-dd\n" in owners
+    assert "useradd -r -g dd -d /var/lib/metpx-dd" in _run(["rpm", "-qp", "--scripts", rpm])
