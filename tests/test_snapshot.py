@@ -44,8 +44,9 @@ def _dpkg_sorted(*versions):
 
 
 def _rpm_sorted(*versions):
-    # rpm's own comparison, through its Lua interpreter: -1 when a sorts before b.
-    compare = " ".join(f'print(rpm.vercmp("{a}", "{b}"))' for a, b in zip(versions, versions[1:]))
+    # rpm's own comparison, through its Lua interpreter (whose print adds no newline): -1
+    # when a sorts before b.
+    compare = " ".join(f'print(rpm.vercmp("{a}", "{b}") .. " ")' for a, b in zip(versions, versions[1:]))
     out = subprocess.run(["rpm", "--eval", f"%{{lua: {compare}}}"], check=True, capture_output=True, text=True)
     return out.stdout.split() == ["-1"] * (len(versions) - 1)
 
