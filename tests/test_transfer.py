@@ -20,7 +20,7 @@ from dd.transfer import Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 
 MiB = 1 << 20
-KINDS = ["file", "http", "sftp"]
+KINDS = ["file", "http", "sftp", "ftp", "ftps"]
 WRITABLE = [kind for kind in KINDS if transport_class(kind).capabilities.write]
 OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename"]
 
@@ -47,20 +47,27 @@ class Remote:
 
 
 def _served(request, tmp_path_factory, kind):
+    """(served directory, its URL, transport options, credentials) of a kind of server."""
     if kind == "file":
         root = tmp_path_factory.mktemp("files")
-        return root, "file://" + quote(str(root)), {}
+        return root, "file://" + quote(str(root)), {}, None
     if kind == "http":
         server = request.getfixturevalue("nginx_server")
-        return server.root, server.url.rstrip("/"), {}
+        return server.root, server.url.rstrip("/"), {}, None
+    if kind in ("ftp", "ftps"):
+        # The password comes from credentials.conf, as in production.
+        server = request.getfixturevalue("ftp_server")
+        url = (server.url if kind == "ftp" else server.ftps_url).rstrip("/")
+        credentials = Credentials([Url.parse(url).with_password(server.password)])
+        return server.root, url, {"ftps": {"ca_file": str(server.ca_file)}}, credentials
     server = request.getfixturevalue("sshd_server")
     return server.root, server.url, {"sftp": {"known_hosts": str(server.known_hosts),
-                                              "key_filename": str(server.key_file)}}
+                                              "key_filename": str(server.key_file)}}, None
 
 
 def _serve(request, tmp_path_factory):
-    root, base_url, options = _served(request, tmp_path_factory, request.param)
-    with Transports(timeout=10, options=options) as transports:
+    root, base_url, options, credentials = _served(request, tmp_path_factory, request.param)
+    with Transports(credentials, timeout=10, options=options) as transports:
         yield Remote(request.param, transports, root, base_url)
 
 
@@ -288,7 +295,7 @@ def test_http_server_down_is_retryable():
 
 @pytest.mark.parametrize("url, message", [
     ("gopher://example.org/a%20b", "gopher://example.org/a%20b: unsupported URL scheme 'gopher' "
-                                   "(use one of: file, http, https, sftp)"),
+                                   "(use one of: file, http, https, sftp, ftp, ftps)"),
     ("http://example.org:http/x", "http://example.org/x: Port could not be cast"),
     ("sftp://u:pw@example.org/a#b", "sftp://u@example.org/a: URL has a query or fragment"),
 ])
