@@ -1,5 +1,6 @@
 """One conformance suite for every transport, against real servers (tests/support/servers.py),
 then the shared copy loop."""
+import concurrent.futures
 import dataclasses
 import errno
 import hashlib
@@ -16,7 +17,7 @@ import pytest
 
 from dd.core import checksum
 from dd.core.credentials import Credentials, Url
-from dd.transfer import Transports, TransferError, transport_class
+from dd.transfer import DeniedError, PermanentError, Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 
 MiB = 1 << 20
@@ -291,6 +292,82 @@ def test_http_server_down_is_retryable():
         with pytest.raises(TransferError, match="refused") as raised:
             transport.stat(path)
     assert raised.value.retryable is True
+
+
+def ftp_transports(server, url, password=None, **options):
+    """Transports with credentials.conf's line for `url`, its password the server's unless given."""
+    line = Url.parse(url).with_password(password or server.password)
+    return Transports(Credentials([line]), timeout=10, options={"ftps": options})
+
+
+def test_ftp_refused_login_is_denied_and_names_the_server_not_the_password(ftp_server):
+    with ftp_transports(ftp_server, ftp_server.url, password="hunter2") as transports:
+        transport, path = transports.for_url(ftp_server.url + "x")
+        with pytest.raises(DeniedError, match="login refused") as raised:
+            transport.stat(path)
+    message = str(raised.value)
+    assert message.startswith(f"ftp://dd@127.0.0.1:{ftp_server.port}: login refused: 530 ")
+    assert "hunter2" not in message and ftp_server.password not in message
+    assert raised.value.retryable is False
+
+
+def test_ftps_verifies_certificates(ftp_server):
+    (ftp_server.root / "tls.txt").write_bytes(b"secure")
+    with ftp_transports(ftp_server, ftp_server.ftps_url) as transports:
+        transport, path = transports.for_url(ftp_server.ftps_url + "tls.txt")
+        with pytest.raises(PermanentError, match="TLS failed: certificate verify failed") as raised:
+            read(transport, path)
+    assert "ftps_ca_file" in str(raised.value)
+    with ftp_transports(ftp_server, ftp_server.ftps_url, ca_file=str(ftp_server.ca_file)) as trusting:
+        transport, path = trusting.for_url(ftp_server.ftps_url + "tls.txt")
+        assert read(transport, path) == b"secure"
+
+
+@pytest.mark.parametrize("plain, message", [
+    (True, r"the server requires TLS: 5\d\d .*\(use an ftps:// URL\)$"),
+    (False, r"the server does not speak TLS: 5\d\d .*\(it offers no FTPS \(AUTH TLS\); use ftp://")],
+    ids=["ftp-to-ftps-only", "ftps-to-plain"])
+def test_ftp_and_ftps_mixed_up_say_so_in_one_line(ftp_server, plain, message):
+    # The FTPS-only server with an ftp:// URL; the plain one with an ftps:// URL.
+    url = ftp_server.ftps_url.replace("ftps://", "ftp://") if plain else \
+        ftp_server.url.replace("ftp://", "ftps://")
+    with ftp_transports(ftp_server, url, ca_file=str(ftp_server.ca_file)) as transports:
+        transport, path = transports.for_url(url + "x")
+        with pytest.raises(PermanentError, match=message) as raised:
+            transport.stat(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_ftp_connection_dropped_while_idle_is_made_again(ftp_server):
+    (ftp_server.root / "idle.txt").write_bytes(b"still here")
+    with ftp_transports(ftp_server, ftp_server.idle_url) as transports:
+        transport, path = transports.for_url(ftp_server.idle_url + "idle.txt")
+        assert read(transport, path) == b"still here"
+        time.sleep(2.5)   # the server drops connections idle for 1 s
+        assert read(transport, path, 6, 4) == b"here"
+        assert transport.stat(path).size == 10
+
+
+def test_ftp_connection_serves_on_after_a_range_cut_short(ftp_server, blob):
+    # A range ends the RETR before the end of the file: the control channel must be in step
+    # again, on the same connection, for what comes next.
+    (ftp_server.root / "big.bin").write_bytes(blob)
+    for url in (ftp_server.url, ftp_server.ftps_url):
+        with ftp_transports(ftp_server, url, ca_file=str(ftp_server.ca_file)) as transports:
+            transport, path = transports.for_url(url + "big.bin")
+            for offset in (0, MiB, 3 * MiB):
+                assert read(transport, path, offset, 1000) == blob[offset:offset + 1000]
+                assert transport.stat(path).size == len(blob)
+            assert transport.list(posixpath.dirname(path)).count("big.bin") == 1
+
+
+def test_ftp_transfer_threads_each_take_a_connection(ftp_server, blob):
+    (ftp_server.root / "shared.bin").write_bytes(blob)
+    with ftp_transports(ftp_server, ftp_server.ftps_url, ca_file=str(ftp_server.ca_file)) as transports:
+        transport, path = transports.for_url(ftp_server.ftps_url + "shared.bin")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            pieces = list(pool.map(lambda i: read(transport, path, i * MiB, MiB), range(5)))
+    assert b"".join(pieces) == blob
 
 
 @pytest.mark.parametrize("url, message", [

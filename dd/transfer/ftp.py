@@ -273,7 +273,7 @@ def _secure(ftp: _FtpTls, where: str) -> None:
                              fix="it offers no FTPS (AUTH TLS); use ftp:// only where "
                                  "passwords and data may travel in clear") from error
     except ssl.SSLCertVerificationError as error:
-        raise PermanentError(f"{where}: TLS failed: {error.verify_message or error}",
+        raise PermanentError(f"{where}: TLS failed: certificate verify failed: {error.verify_message}",
                              fix=f"{CERTIFICATE_FIX}, or ftps_ca_file") from error
     except ssl.SSLError as error:
         raise PermanentError(f"{where}: TLS failed: {error.reason or error}",
