@@ -370,6 +370,15 @@ def test_ftp_transfer_threads_each_take_a_connection(ftp_server, blob):
     assert b"".join(pieces) == blob
 
 
+def test_a_password_over_plain_ftp_to_another_machine_is_warned_about_once(caplog):
+    from dd.transfer import Endpoint, ftp
+    for host in ("127.0.0.1", "::1", "localhost", "192.0.2.7", "192.0.2.7", "files.example.org"):
+        ftp._warn_clear(Endpoint("ftp", host, None, "ann"))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"ftp://ann@{host}: the password goes in clear over ftp; use ftps where the server "
+                      "offers it" for host in ("192.0.2.7", "files.example.org")]
+
+
 @pytest.mark.parametrize("url, message", [
     ("gopher://example.org/a%20b", "gopher://example.org/a%20b: unsupported URL scheme 'gopher' "
                                    "(use one of: file, http, https, sftp, ftp, ftps)"),

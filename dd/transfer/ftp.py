@@ -84,8 +84,9 @@ class FtpTransport(Transport):
 
     def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
         with self._connection(path) as ftp:
-            make_directories(posixpath.dirname(path), lambda d: _is_directory(ftp, d), ftp.mkd)
-            with replacing(path, lambda old, new: self._rename(ftp, old, new), ftp.delete,
+            make_directories(posixpath.dirname(path), lambda d: _is_directory(ftp, d),
+                             lambda d: _mkdir(ftp, d))
+            with replacing(path, ftp.rename, ftp.delete,
                            ignore=ftplib.all_errors) as temporary:
                 conn = ftp.transfercmd(f"STOR {temporary}")
                 try:
@@ -117,20 +118,10 @@ class FtpTransport(Transport):
 
     def rename(self, old: str, new: str) -> None:
         with self._connection(old) as ftp:
-            self._rename(ftp, old, new)
+            ftp.rename(old, new)
 
     def close(self) -> None:
         self._idle.close()
-
-    @staticmethod
-    def _rename(ftp: ftplib.FTP, old: str, new: str) -> None:
-        try:
-            ftp.rename(old, new)
-        except ftplib.error_perm:
-            # Some servers (IIS, FileZilla) refuse to rename over an existing file.
-            with contextlib.suppress(ftplib.error_perm):
-                ftp.delete(new)
-            ftp.rename(old, new)
 
     @staticmethod
     def _facts(ftp: ftplib.FTP, path: str) -> dict[str, str] | None:
@@ -289,11 +280,21 @@ def _quit(ftp: ftplib.FTP) -> None:
 
 
 def _is_directory(ftp: ftplib.FTP, path: str) -> bool:
+    """Whether `path` is a directory one may enter (the working directory changes: every
+    path dd sends is absolute)."""
     try:
         ftp.cwd(path)
     except ftplib.error_perm:
         return False
     return True
+
+
+def _mkdir(ftp: ftplib.FTP, path: str) -> None:
+    try:
+        ftp.mkd(path)
+    except ftplib.error_perm:
+        if not _is_directory(ftp, path):   # else another writer made it in the meantime
+            raise
 
 
 def _unknown_command(error: ftplib.error_perm) -> bool:
