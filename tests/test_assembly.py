@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dd.core import parts, paths
+from dd.core.credentials import Credentials, Url
 from dd.delivery import assembly
 from dd.source.announce import part_sums
 from dd.core.notice import Checksum, Notice, Part, from_timestamp, now
@@ -158,12 +159,17 @@ def test_posting_splits_and_sums_parts(tmp_path):
     assert assembly.part_length(Part(BLOCK, 4, 5, 3, None)) == 5
 
 
-@pytest.mark.parametrize("kind", ["file", "http", "sftp"])
+@pytest.mark.parametrize("kind", ["file", "http", "sftp", "ftps"])
 def test_every_transport_reads_parts_with_ranges(request, tmp_path, kind):
-    """HTTP Range, SFTP seek, file seek: each part is read alone, at its offset."""
+    """HTTP Range, SFTP seek, FTP REST, file seek: each part is read alone, at its offset."""
+    credentials = None
     if kind == "file":
         root, base_url, options = tmp_path / "src", f"file://{tmp_path / 'src'}/", {}
         root.mkdir()
+    elif kind == "ftps":
+        server = request.getfixturevalue("ftp_server")
+        root, base_url, options = server.root, server.ftps_url, {"ftps": {"ca_file": str(server.ca_file)}}
+        credentials = Credentials([Url.parse(base_url).with_password(server.password)])
     else:
         server = request.getfixturevalue("nginx_server" if kind == "http" else "sshd_server")
         root, base_url = server.root, server.url.rstrip("/") + "/"
@@ -174,7 +180,7 @@ def test_every_transport_reads_parts_with_ranges(request, tmp_path, kind):
     notices = part_notices(f, root, BLOCK, base_url=base_url)
     random.Random(3).shuffle(notices)
     tree = paths.Tree(tmp_path / "dst")
-    with Transports(timeout=10, options=options) as transports:
+    with Transports(credentials, timeout=10, options=options) as transports:
         receiver = Receiver(transports)
         codes = [receiver.receive(n, tree, name).code for n in notices]
     assert codes == [202, 202, 202, 201]

@@ -53,7 +53,7 @@ def test_defaults_without_any_file(env):
     assert cfg.mirror is True and cfg.strip == 0 and cfg.flatten == "/"
     assert cfg.directory == Path(".")
     assert cfg.broker is None and cfg.queue is None
-    assert cfg.allowed_schemes == ("http", "https", "sftp")
+    assert cfg.allowed_schemes == ("http", "https", "sftp", "ftp", "ftps")
     assert cfg.origin("prefetch") == "default"
     with pytest.raises(AttributeError):
         cfg.prefech  # noqa: B018 - the attribute access is what is tested

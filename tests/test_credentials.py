@@ -36,7 +36,7 @@ def test_str_round_trips_without_password():
 
 
 @pytest.mark.parametrize("text, reason", [
-    ("ftp://bob:pw@h/", "scheme"), ("amqp:///vhost", "no host"),
+    ("gopher://bob:pw@h/", "scheme"), ("amqp:///vhost", "no host"),
     ("amqp://bob:pw@h:port/", "port"), ("just words", "scheme"),
 ])
 def test_bad_urls_say_why_without_echoing(text, reason):
@@ -145,12 +145,15 @@ def test_an_http_line_is_for_its_scheme_host_port_and_the_paths_below_its_own(tm
     assert [url.password for url in creds.for_server(Url.parse("https://h:8443/"))] == ["deep", "top"]
 
 
-def test_a_broker_or_sftp_line_is_for_the_whole_server(tmp_path):
+def test_a_broker_sftp_or_ftp_line_is_for_the_whole_server(tmp_path):
     write(tmp_path, "amqps://bob:vhostpw@h/one\nsftp://ann:sshpw@h/home/ann/\n")
     creds = Credentials.load(tmp_path)
     assert creds.password_for("amqps://bob@h/two") == "vhostpw"
     assert creds.complete(Url.parse("amqps://h/")).password == "vhostpw"
     assert creds.password_for("sftp://ann@h/srv/x") == "sshpw"
+    write(tmp_path, "ftps://ann:ftppw@h/home/ann/\n")
+    creds = Credentials.load(tmp_path)
+    assert creds.password_for("ftps://ann@h:21/srv/x") == "ftppw"
 
 
 def test_complete_supplies_password_and_missing_user(tmp_path):
@@ -164,7 +167,7 @@ def test_complete_supplies_password_and_missing_user(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    (f"ftp://bob:{PASSWORD}@h/", "not a URL"),
+    (f"gopher://bob:{PASSWORD}@h/", "not a URL"),
     (f"amqp://bob:{PASSWORD}@h/ extra", "one URL a line"),
     ("amqp://bob@h/", "no password"),
 ])

@@ -1,5 +1,6 @@
 """One conformance suite for every transport, against real servers (tests/support/servers.py),
 then the shared copy loop."""
+import concurrent.futures
 import dataclasses
 import errno
 import hashlib
@@ -16,11 +17,11 @@ import pytest
 
 from dd.core import checksum
 from dd.core.credentials import Credentials, Url
-from dd.transfer import Transports, TransferError, transport_class
+from dd.transfer import DeniedError, PermanentError, Transports, TransferError, transport_class
 from dd.transfer.copy import CopyResult, copy
 
 MiB = 1 << 20
-KINDS = ["file", "http", "sftp"]
+KINDS = ["file", "http", "sftp", "ftp", "ftps"]
 WRITABLE = [kind for kind in KINDS if transport_class(kind).capabilities.write]
 OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename"]
 
@@ -47,20 +48,27 @@ class Remote:
 
 
 def _served(request, tmp_path_factory, kind):
+    """(served directory, its URL, transport options, credentials) of a kind of server."""
     if kind == "file":
         root = tmp_path_factory.mktemp("files")
-        return root, "file://" + quote(str(root)), {}
+        return root, "file://" + quote(str(root)), {}, None
     if kind == "http":
         server = request.getfixturevalue("nginx_server")
-        return server.root, server.url.rstrip("/"), {}
+        return server.root, server.url.rstrip("/"), {}, None
+    if kind in ("ftp", "ftps"):
+        # The password comes from credentials.conf, as in production.
+        server = request.getfixturevalue("ftp_server")
+        url = (server.url if kind == "ftp" else server.ftps_url).rstrip("/")
+        credentials = Credentials([Url.parse(url).with_password(server.password)])
+        return server.root, url, {"ftps": {"ca_file": str(server.ca_file)}}, credentials
     server = request.getfixturevalue("sshd_server")
     return server.root, server.url, {"sftp": {"known_hosts": str(server.known_hosts),
-                                              "key_filename": str(server.key_file)}}
+                                              "key_filename": str(server.key_file)}}, None
 
 
 def _serve(request, tmp_path_factory):
-    root, base_url, options = _served(request, tmp_path_factory, request.param)
-    with Transports(timeout=10, options=options) as transports:
+    root, base_url, options, credentials = _served(request, tmp_path_factory, request.param)
+    with Transports(credentials, timeout=10, options=options) as transports:
         yield Remote(request.param, transports, root, base_url)
 
 
@@ -286,9 +294,94 @@ def test_http_server_down_is_retryable():
     assert raised.value.retryable is True
 
 
+def ftp_transports(server, url, password=None, **options):
+    """Transports with credentials.conf's line for `url`, its password the server's unless given."""
+    line = Url.parse(url).with_password(password or server.password)
+    return Transports(Credentials([line]), timeout=10, options={"ftps": options})
+
+
+def test_ftp_refused_login_is_denied_and_names_the_server_not_the_password(ftp_server):
+    with ftp_transports(ftp_server, ftp_server.url, password="hunter2") as transports:
+        transport, path = transports.for_url(ftp_server.url + "x")
+        with pytest.raises(DeniedError, match="login refused") as raised:
+            transport.stat(path)
+    message = str(raised.value)
+    assert message.startswith(f"ftp://dd@127.0.0.1:{ftp_server.port}: login refused: 530 ")
+    assert "hunter2" not in message and ftp_server.password not in message
+    assert raised.value.retryable is False
+
+
+def test_ftps_verifies_certificates(ftp_server):
+    (ftp_server.root / "tls.txt").write_bytes(b"secure")
+    with ftp_transports(ftp_server, ftp_server.ftps_url) as transports:
+        transport, path = transports.for_url(ftp_server.ftps_url + "tls.txt")
+        with pytest.raises(PermanentError, match="TLS failed: certificate verify failed") as raised:
+            read(transport, path)
+    assert "ftps_ca_file" in str(raised.value)
+    with ftp_transports(ftp_server, ftp_server.ftps_url, ca_file=str(ftp_server.ca_file)) as trusting:
+        transport, path = trusting.for_url(ftp_server.ftps_url + "tls.txt")
+        assert read(transport, path) == b"secure"
+
+
+@pytest.mark.parametrize("plain, message", [
+    (True, r"the server requires TLS: 5\d\d .*\(use an ftps:// URL\)$"),
+    (False, r"the server does not speak TLS: 5\d\d .*\(it offers no FTPS \(AUTH TLS\); use ftp://")],
+    ids=["ftp-to-ftps-only", "ftps-to-plain"])
+def test_ftp_and_ftps_mixed_up_say_so_in_one_line(ftp_server, plain, message):
+    # The FTPS-only server with an ftp:// URL; the plain one with an ftps:// URL.
+    url = ftp_server.ftps_url.replace("ftps://", "ftp://") if plain else \
+        ftp_server.url.replace("ftp://", "ftps://")
+    with ftp_transports(ftp_server, url, ca_file=str(ftp_server.ca_file)) as transports:
+        transport, path = transports.for_url(url + "x")
+        with pytest.raises(PermanentError, match=message) as raised:
+            transport.stat(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_ftp_connection_dropped_while_idle_is_made_again(ftp_server):
+    (ftp_server.root / "idle.txt").write_bytes(b"still here")
+    with ftp_transports(ftp_server, ftp_server.idle_url) as transports:
+        transport, path = transports.for_url(ftp_server.idle_url + "idle.txt")
+        assert read(transport, path) == b"still here"
+        time.sleep(2.5)   # the server drops connections idle for 1 s
+        assert read(transport, path, 6, 4) == b"here"
+        assert transport.stat(path).size == 10
+
+
+def test_ftp_connection_serves_on_after_a_range_cut_short(ftp_server, blob):
+    # A range ends the RETR before the end of the file: the control channel must be in step
+    # again, on the same connection, for what comes next.
+    (ftp_server.root / "big.bin").write_bytes(blob)
+    for url in (ftp_server.url, ftp_server.ftps_url):
+        with ftp_transports(ftp_server, url, ca_file=str(ftp_server.ca_file)) as transports:
+            transport, path = transports.for_url(url + "big.bin")
+            for offset in (0, MiB, 3 * MiB):
+                assert read(transport, path, offset, 1000) == blob[offset:offset + 1000]
+                assert transport.stat(path).size == len(blob)
+            assert transport.list(posixpath.dirname(path)).count("big.bin") == 1
+
+
+def test_ftp_transfer_threads_each_take_a_connection(ftp_server, blob):
+    (ftp_server.root / "shared.bin").write_bytes(blob)
+    with ftp_transports(ftp_server, ftp_server.ftps_url, ca_file=str(ftp_server.ca_file)) as transports:
+        transport, path = transports.for_url(ftp_server.ftps_url + "shared.bin")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            pieces = list(pool.map(lambda i: read(transport, path, i * MiB, MiB), range(5)))
+    assert b"".join(pieces) == blob
+
+
+def test_a_password_over_plain_ftp_to_another_machine_is_warned_about_once(caplog):
+    from dd.transfer import Endpoint, ftp
+    for host in ("127.0.0.1", "::1", "localhost", "192.0.2.7", "192.0.2.7", "files.example.org"):
+        ftp._warn_clear(Endpoint("ftp", host, None, "ann"))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"ftp://ann@{host}: the password goes in clear over ftp; use ftps where the server "
+                      "offers it" for host in ("192.0.2.7", "files.example.org")]
+
+
 @pytest.mark.parametrize("url, message", [
     ("gopher://example.org/a%20b", "gopher://example.org/a%20b: unsupported URL scheme 'gopher' "
-                                   "(use one of: file, http, https, sftp)"),
+                                   "(use one of: file, http, https, sftp, ftp, ftps)"),
     ("http://example.org:http/x", "http://example.org/x: Port could not be cast"),
     ("sftp://u:pw@example.org/a#b", "sftp://u@example.org/a: URL has a query or fragment"),
 ])

@@ -105,12 +105,17 @@ means \fBon\fP.
 Passwords belong in \fIconfig_dir\fP/credentials.conf, one URL with its
 password a line (\fBamqps://bob:secret@broker.example.com/\fP,
 \fBhttps://bob:secret@pump.example.com/\fP,
-\fBsftp://ann:pw@files.example.com/\fP); \fB#\fP starts a comment line.
+\fBsftp://ann:pw@files.example.com/\fP,
+\fBftps://ann:pw@files.example.com/\fP); \fB#\fP starts a comment line.
 A configuration names the URL without the password, and dd takes it from the
 entry with the same scheme, user, host and port (when the configuration's URL
 names no user, the first entry for that host supplies both).
-A broker line is for every virtual host of its broker, and an \fBsftp\fP line
-logs in to its whole server, whatever their path.
+A broker line is for every virtual host of its broker, and an \fBsftp\fP,
+\fBftp\fP or \fBftps\fP line logs in to its whole server, whatever their path.
+An \fBftp\fP or \fBftps\fP URL naming no user, with no line for its server,
+logs in as \fBanonymous\fP.
+A password sent over plain \fBftp\fP to another machine travels in clear: dd
+warns once per server; prefer \fBftps\fP.
 An \fBhttp\fP or \fBhttps\fP line is for the paths below its own only
 (\fBhttps://bob:pw@host:8443/some/path/\fP: those below \fI/some/path/\fP;
 \fB/\fP: the whole server); where several lines hold a path, the deepest
@@ -129,9 +134,11 @@ dd refuses a credentials.conf that its group or others may access; fix it with
 Passwords written in a configuration file work too, but are discouraged.
 No message, log line or \fBshow\fP output ever contains a password.
 .SS TLS
-\fBamqps\fP brokers and \fBhttps\fP servers must present a certificate that a CA
-this machine trusts has signed, for the host name the URL names; dd never
-connects otherwise.
+\fBamqps\fP brokers, \fBhttps\fP servers and \fBftps\fP servers must present a
+certificate that a CA this machine trusts has signed, for the host name the URL
+names; dd never connects otherwise.
+\fBftps\fP is explicit FTPS: AUTH TLS on the FTP port (21 by default), data
+channels encrypted too (PROT P), passive mode.
 To trust a private CA, name its PEM file in the environment:
 \fBSSL_CERT_FILE=\fP\fI/path/to/ca.pem\fP (OpenSSL's own variable;
 \fBSSL_CERT_DIR\fP names a directory of hashed certificates instead).

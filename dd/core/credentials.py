@@ -22,12 +22,13 @@ from dd.core.errors import ConfigError
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
-DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443, "sftp": 22}
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443, "sftp": 22,
+                 "ftp": 21, "ftps": 21}
 SCHEMES = (*DEFAULT_PORTS, "file")
 FILE_NAME = "credentials.conf"
 #: Schemes whose password goes with each request, so a line's path limits the requests that
-#: carry it.  A broker's path is its virtual host, and an SFTP password opens a session on the
-#: whole server: for those, the path of a line is no limit.
+#: carry it.  A broker's path is its virtual host, and an SFTP or FTP password opens a session
+#: on the whole server: for those, the path of a line is no limit.
 PATH_SCOPED = frozenset({"http", "https"})
 # A . or .. segment: the server resolves the path to somewhere else than it reads.
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")

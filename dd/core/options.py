@@ -279,7 +279,7 @@ OPTIONS = (
             "the relative path's directories are joined with this string into one file name; "
             "the default / keeps them as directories", ordered=True),
     # Delivery.
-    _option("allowed_schemes", LIST, "http https sftp", DELIVERY,
+    _option("allowed_schemes", LIST, "http https sftp ftp ftps", DELIVERY,
             "URL schemes files may be downloaded with; add file only for a trusted local pump"),
     _option("allowed_hosts", LIST, None, DELIVERY,
             "hosts files may be downloaded from (as in the notices' base URLs); unset: any"),
@@ -294,6 +294,9 @@ OPTIONS = (
             "/etc/ssh/ssh_known_hosts; unknown host keys are refused, never added"),
     _option("https_ca_file", PATH, None, DELIVERY,
             "CA certificates (PEM) that HTTPS servers' certificates are checked against instead of "
+            "the system's (or SSL_CERT_FILE's); certificates are always checked"),
+    _option("ftps_ca_file", PATH, None, DELIVERY,
+            "CA certificates (PEM) that FTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's); certificates are always checked"),
     _option("timeout", DURATION, "30s", DELIVERY,
             "a transfer making no progress for this long fails and is retried"),

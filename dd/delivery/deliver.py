@@ -124,6 +124,8 @@ def transport_options(cfg) -> dict:
     options = {"sftp": {k: str(v) for k, v in sftp.items() if v is not None}}
     if cfg.https_ca_file is not None:
         options["https"] = {"verify": str(cfg.https_ca_file)}
+    if cfg.ftps_ca_file is not None:
+        options["ftps"] = {"ca_file": str(cfg.ftps_ca_file)}
     return options
 
 

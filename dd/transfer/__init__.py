@@ -16,7 +16,7 @@ import posixpath
 import re
 import secrets
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from dd.core.credentials import DEFAULT_PORTS, Credentials, Url, url_host
@@ -176,6 +176,31 @@ def temporary_name(path: str, tag: Optional[str] = None) -> str:
     return posixpath.join(directory, f".{short}.{secrets.token_hex(4) + '.tmp' if tag is None else tag}")
 
 
+@contextlib.contextmanager
+def replacing(path: str, rename: Callable[[str, str], object], remove: Callable[[str], object],
+              ignore: Transient = ()) -> Iterator[str]:
+    """The temporary name to write `path` to: renamed to `path` when the block succeeds,
+    removed when it fails (errors of that removal, and `ignore`'s, are not what went wrong)."""
+    temporary = temporary_name(path)
+    try:
+        yield temporary
+        rename(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError, *ignore):
+            remove(temporary)
+        raise
+
+
+def make_directories(directory: str, is_directory: Callable[[str], bool], mkdir: Callable[[str], object]) -> None:
+    """Make `directory` and its missing parents over a protocol, the topmost first."""
+    missing = []
+    while directory not in ("", "/") and not is_directory(directory):
+        missing.append(directory)
+        directory = posixpath.dirname(directory)
+    for each in reversed(missing):
+        mkdir(each)
+
+
 def is_temporary_name(name: str) -> bool:
     """Whether a file name is one temporary_name makes (a partial file, never announced)."""
     return _TEMPORARY.fullmatch(name) is not None
@@ -187,7 +212,8 @@ class Transports:
     `credentials` (dd.core.credentials.Credentials) gives the passwords for a URL that carries
     none (and the user, where the URL names none);
     `options` maps a scheme to keyword options of its transport, e.g.
-    ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path}}``.
+    ``{"sftp": {"known_hosts": path, "key_filename": path}, "https": {"verify": ca_path},
+    "ftps": {"ca_file": ca_path}}``.
     """
 
     def __init__(self, credentials: Optional[Credentials] = None, timeout: float = 30.0,
@@ -260,7 +286,7 @@ class Transports:
 #: The scheme table: which module and class serve each scheme.  Loaded on first
 #: use, so a command that never downloads does not pay for requests and paramiko.
 SCHEMES = {"file": "file:FileTransport", "http": "http:HttpTransport", "https": "http:HttpTransport",
-           "sftp": "sftp:SftpTransport"}
+           "sftp": "sftp:SftpTransport", "ftp": "ftp:FtpTransport", "ftps": "ftp:FtpTransport"}
 
 
 def transport_class(scheme: str) -> type[Transport]:

@@ -1,10 +1,8 @@
 """file: URLs: local files."""
-import contextlib
 import os
 from typing import Any, Optional
 
-from dd.transfer import (Capabilities, ReadStream, Stat, Transport, failures,
-                         temporary_name)
+from dd.transfer import Capabilities, ReadStream, Stat, Transport, failures, replacing
 from dd.transfer.copy import CopyResult, Source, copy
 
 
@@ -25,17 +23,10 @@ class FileTransport(Transport):
         return Stat(st.st_size, st.st_mtime)
 
     def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
-        temporary = temporary_name(path)
         with failures(self.endpoint.url(path)):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            try:
-                with open(temporary, "xb") as dst:
-                    result = copy(stream, dst, **copy_options)
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            with replacing(path, os.replace, os.unlink) as temporary, open(temporary, "xb") as dst:
+                result = copy(stream, dst, **copy_options)
         return result
 
     def list(self, path: str) -> list[str]:

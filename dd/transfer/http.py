@@ -19,12 +19,11 @@ import email.utils
 import http.client
 import io
 import re
-import select
 import ssl
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -39,6 +38,7 @@ from dd.transfer import (
     Stat,
     Transport,
 )
+from dd.transfer.pool import Idle, closed_by_server
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -47,8 +47,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (a range not satisfiable: the file may still be growing).
 _TRANSIENT_STATUSES = {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
                        HTTPStatus.TOO_EARLY, HTTPStatus.TOO_MANY_REQUESTS}
-#: Idle connections kept per server: one per transfer thread is plenty.
-POOL_SIZE = 16
 # A kept connection the server closed in the meantime fails like this on its next request:
 # the request never reached the server, so it is sent again, once, on a new connection.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -62,52 +60,16 @@ _PRIVATE = re.compile(r"/private/[^/]+/")
 ASKED_LIMIT = 64
 
 
-class _Connections:
-    """The idle keep-alive connections to one server, shared by the transfer threads."""
-
-    def __init__(self, connect: Callable[[], http.client.HTTPConnection]) -> None:
-        self._connect = connect
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[http.client.HTTPConnection, bool]:
-        """(connection, whether it served an earlier request)."""
-        with self._lock:
-            while self._idle:
-                connection = self._idle.pop()
-                if not _closed_by_server(connection):
-                    return connection, True
-                connection.close()
-        return self._connect(), False
-
-    def give_back(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < POOL_SIZE:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-    def close(self) -> None:
-        with self._lock:
-            for connection in self._idle:
-                connection.close()
-            self._idle.clear()
-
-
-def _closed_by_server(connection: http.client.HTTPConnection) -> bool:
-    """An idle connection with something to read has been closed (or broken) by the server."""
-    if connection.sock is None:
-        return False  # http.client connects again by itself
-    poller = select.poll()
-    poller.register(connection.sock, select.POLLIN)
-    return bool(poller.poll(0))
+def _usable(connection: http.client.HTTPConnection) -> bool:
+    # Without a socket, http.client connects again by itself.
+    return connection.sock is None or not closed_by_server(connection.sock)
 
 
 class _Body(io.RawIOBase):
     """A response body; closing it hands a fully read connection back for the next request."""
 
     def __init__(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
-                 connections: _Connections) -> None:
+                 connections: Idle[http.client.HTTPConnection]) -> None:
         super().__init__()
         self._response = response
         self._connection = connection
@@ -151,7 +113,8 @@ class HttpTransport(Transport):
         self._proxy = _proxy_for(endpoint)
         # Through an http proxy, requests name the whole URL; through https ones, a tunnel.
         self._target_prefix = f"http://{host}{port}" if self._proxy and not self._tls else ""
-        self._connections = _Connections(self._connect)
+        self._connections: Idle[http.client.HTTPConnection] = Idle(self._connect, _usable,
+                                                                   http.client.HTTPConnection.close)
 
     def _connect(self) -> http.client.HTTPConnection:
         endpoint, timeout = self.endpoint, self.timeout

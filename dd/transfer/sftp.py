@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import paramiko
 
 from dd.transfer import (Capabilities, DeniedError, Endpoint, PermanentError, ReadStream, Stat, Transport,
-                         failures, temporary_name)
+                         failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 
 if TYPE_CHECKING:
@@ -52,18 +52,12 @@ class SftpTransport(Transport):
         return Stat(st.st_size, st.st_mtime)
 
     def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
-        temporary = temporary_name(path)
         with self._session(path) as sftp:
-            _makedirs(sftp, posixpath.dirname(path))
-            try:
+            make_directories(posixpath.dirname(path), lambda d: _is_directory(sftp, d), sftp.mkdir)
+            with replacing(path, sftp.posix_rename, sftp.remove, ignore=_TRANSIENT) as temporary:
                 with sftp.open(temporary, "wb") as dst:
                     dst.set_pipelined(True)
                     result = copy(stream, dst, **copy_options)
-                sftp.posix_rename(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError, *_TRANSIENT):
-                    sftp.remove(temporary)
-                raise
         return result
 
     def list(self, path: str) -> list[str]:
@@ -171,11 +165,9 @@ class _Pieces(io.RawIOBase):
         super().close()
 
 
-def _makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
-    if directory in ("", "/"):
-        return
+def _is_directory(sftp: paramiko.SFTPClient, path: str) -> bool:
     try:
-        sftp.stat(directory)
+        sftp.stat(path)
     except FileNotFoundError:
-        _makedirs(sftp, posixpath.dirname(directory))
-        sftp.mkdir(directory)
+        return False
+    return True

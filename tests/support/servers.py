@@ -1,5 +1,5 @@
-"""Real servers for the transfer tests: nginx and sshd on free loopback ports,
-each with its own configuration, keys and document root in a temporary directory."""
+"""Real servers for the transfer tests: nginx, sshd and an FTP server (pyftpdlib) on free
+loopback ports, each with its own configuration, keys and document root in a temporary directory."""
 import dataclasses
 import datetime
 import getpass
@@ -9,6 +9,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -35,7 +36,10 @@ class Server:
     key_file: Optional[Path] = None      # sshd: the client's private key
     known_hosts: Optional[Path] = None   # sshd: a known_hosts file with the server's key
     https_url: Optional[str] = None      # nginx: the same root over TLS
-    ca_file: Optional[Path] = None       # nginx: the self-signed certificate that TLS uses
+    ca_file: Optional[Path] = None       # nginx, ftp: the self-signed certificate that TLS uses
+    password: Optional[str] = None       # ftp: the password of the URL's user
+    ftps_url: Optional[str] = None       # ftp: the same root over explicit FTPS (required there)
+    idle_url: Optional[str] = None       # ftp: the same root, dropping connections idle for 1 s
 
 
 _handed_out = set()
@@ -68,11 +72,18 @@ def _start(command, port, log):
     """Run `command` until the test session ends, once it accepts connections on `port`."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(process, port, log)
+    return process
+
+
+def _wait_for(process, port, log):
+    """Return once `process` accepts connections on `port`; stop it if it does not in time."""
+    command = process.args
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
+            return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 _stop(process)
@@ -159,4 +170,33 @@ Subsystem sftp internal-sftp
     url = f"sftp://{getpass.getuser()}@127.0.0.1:{port}{quote(str(root))}"
     yield Server(root=root, url=url, port=port, key_file=base / "client_key",
                  known_hosts=known_hosts)
+    _stop(process)
+
+
+FTP_USER = "dd"
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory):
+    try:
+        import OpenSSL  # noqa: F401  pyftpdlib's TLS handler needs it
+        import pyftpdlib  # noqa: F401
+    except ImportError:
+        pytest.skip("pyftpdlib or pyOpenSSL is not installed (pip install -e '.[test]', or apt-get "
+                    "install python3-pyftpdlib python3-openssl)")
+    base = tmp_path_factory.mktemp("ftp")
+    root = base / "root"
+    root.mkdir()
+    port, tls_port, idle_port = free_port(), free_port(), free_port()
+    self_signed(base / "cert.pem", base / "key.pem")
+    password = "ftp-" + os.urandom(6).hex()
+    script = Path(__file__).with_name("ftpserver.py")
+    process = _start([sys.executable, str(script), str(root), FTP_USER, password, str(port), str(tls_port),
+                      str(idle_port), str(base / "cert.pem"), str(base / "key.pem")],
+                     port, base / "ftp.out")
+    for each in (tls_port, idle_port):
+        _wait_for(process, each, base / "ftp.out")
+    yield Server(root=root, url=f"ftp://{FTP_USER}@127.0.0.1:{port}/", port=port, password=password,
+                 ftps_url=f"ftps://{FTP_USER}@127.0.0.1:{tls_port}/", ca_file=base / "cert.pem",
+                 idle_url=f"ftp://{FTP_USER}@127.0.0.1:{idle_port}/")
     _stop(process)
