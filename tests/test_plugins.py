@@ -2,12 +2,17 @@
 on chosen notices and files, and the flow goes on; a plugin that does not load is a one-line
 configuration error.  dd_subscribe, against the real broker and nginx."""
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from dd.core.notice import Checksum, Notice, Op, now
+from dd.delivery import plugins as plugins_module
+from dd.delivery.hooks import HookRejected
 from dd.store import retry
 from tests.support.pump import manifest, wait_for
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "plugins"
 #: The plugins, a module in the configuration directory's plugins/ (searched after sys.path).
 CHECKS = '''
 import dataclasses
@@ -150,3 +155,41 @@ def test_a_plugin_that_does_not_load_is_a_one_line_configuration_error(pump, lin
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == "dd_subscribe: " + error.format(plugins=pump.base / "config" / "plugins")
+
+
+# -- the examples of config/plugins, as dd loads them -------------------------------------
+
+
+def example(option, spec):
+    return plugins_module.load(option, spec, EXAMPLES)
+
+
+def a_notice(**fields):
+    fields = {"pubtime": now(), "base_url": "https://pump.example.com/", "rel_path": "obs/a.grib2",
+              "size": 100, "checksum": Checksum("sha256", "ab"), **fields}
+    return Notice(**fields)
+
+
+def test_reject_small_refuses_small_files_and_lets_the_rest_pass():
+    check = plugins_module.NoticeCheck(example("on_notice", "python:reject_small:check"))
+    assert check(a_notice(size=10)) == "on_notice reject_small:check refused obs/a.grib2: 10 bytes, smaller than 64"
+    assert check(a_notice(size=64)) is None
+    assert check(a_notice(op=Op.DELETE, size=None, checksum=None)) is None
+
+
+@pytest.mark.parametrize("content, refusal", [
+    (b"GRIB" + b"\0" * 20 + b"7777", None),
+    (b"<html>not found</html>", "does not start with GRIB but b'<htm'"),
+    (b"GRIB" + b"\0" * 20, "does not end with 7777: truncated?"),
+    (b"GR", "does not start with GRIB but b'GR'"),
+])
+def test_check_grib_refuses_what_is_not_grib(tmp_path, content, refusal):
+    check = plugins_module.FileCheck(example("on_file", "python:check_grib:check"))
+    path = tmp_path / "a.grib2"
+    path.write_bytes(content)
+    if refusal is None:
+        check.run(str(path), a_notice())
+    else:
+        with pytest.raises(HookRejected) as refused:
+            check.run(str(path), a_notice())
+        assert str(refused.value) == f"on_file check_grib:check refused {path}: {refusal}"
