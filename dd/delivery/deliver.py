@@ -2,9 +2,9 @@
 
 A queue on a broker in; each accepted notice judged by on_notice (dd.delivery.plugins),
 placed in its tree (dd.core.paths), received (dd.delivery.receive), handed to on_file
-(dd.delivery.hooks), and announced again when posting is configured.  Duplicates (dd.store.nodupe) are
-refused before any download, and their keys are recorded only once the delivery
-and its announcement are confirmed.
+(dd.delivery.hooks), and announced again when posting is configured.  Duplicates
+(dd.store.nodupe) are refused before any download, and their keys are recorded only
+once the delivery and its announcement are confirmed.
 
 The two users differ in one choice, `relaying`: dd_subscribe announces its copy
 as a new notice of its own, while dd_sara relays the original notice (its
@@ -16,11 +16,10 @@ import dataclasses
 import logging
 import os
 import urllib.parse
+from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from dd import flow
-from pathlib import Path
-
 from dd.core import checksum, paths, route
 from dd.core.errors import NoticeError
 from dd.core.notice import Notice, Op, validate
