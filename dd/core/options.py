@@ -124,6 +124,29 @@ def _command(text: str) -> str:
     return text.strip()
 
 
+#: How a value names a Python function rather than a command: python:package.module:function.
+PYTHON = "python:"
+_IDENTIFIER = r"[A-Za-z_]\w*"
+_PYTHON_SPEC = re.compile(rf"{PYTHON}({_IDENTIFIER}(?:\.{_IDENTIFIER})*):({_IDENTIFIER})")
+
+
+def python_spec(text: str) -> tuple[str, str] | None:
+    """(module, function) of a python:package.module:function value; None for anything else."""
+    match = _PYTHON_SPEC.fullmatch(text.strip())
+    return (match[1], match[2]) if match else None
+
+
+def _plugin(text: str) -> str:
+    if python_spec(text) is None:
+        raise ValueError("")
+    return text.strip()
+
+
+def _hook(text: str) -> str:
+    # Only the python: form is judged as one; a command may be anything shlex can split.
+    return _plugin(text) if text.strip().startswith(PYTHON) else _command(text)
+
+
 def integer(minimum: int = 0) -> Kind:
     def parse(text: str) -> int:
         try:
@@ -185,6 +208,9 @@ LIST = Kind("list", "words separated by spaces or commas", _list, " ".join)
 PATTERN = Kind("pattern", "a regular expression like .*\\.txt", _pattern,
                lambda value: value.pattern)
 COMMAND = Kind("command", "a command line with balanced quotes", _command)
+PLUGIN = Kind("function", "python:package.module:function, a function dd_plugins(7) describes", _plugin)
+HOOK = Kind("command", "a command line with balanced quotes, or python:package.module:function",
+            _hook)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
 BROKER = url("amqp", "amqps", example="amqps://user@host/")
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
@@ -304,18 +330,22 @@ OPTIONS = (
             "download bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
     _option("fsync", BOOL, "off", DELIVERY,
             "flush each delivered file to disk before reporting it delivered"),
-    _option("on_file", COMMAND, None, DELIVERY,
-            "command run after each delivery, with the delivered file's path as last argument; "
-            "at least once: after a crash, or with on_file_failure retry, it runs again"),
+    _option("on_notice", PLUGIN, None, DELIVERY,
+            "Python function (dd_plugins(7)) given each notice before anything is done for it: it "
+            "accepts it, refuses it with a reason (403 [on_notice]) or returns a changed notice"),
+    _option("on_file", HOOK, None, DELIVERY,
+            "command run after each delivery, with the delivered file's path as last argument, or "
+            "a Python function (dd_plugins(7)) that accepts the file or refuses it (it is removed, "
+            "403 [on_file]); at least once: after a crash, or with on_file_failure retry, it runs again"),
     _option("on_file_timeout", DURATION, "5m", DELIVERY,
             "an on_file command still running after this long is killed with every process it "
             "started (SIGTERM, then SIGKILL 5 s later) and counts as failed (on_file_failure); 5m "
             "leaves room for real work on a big file, yet a command that hangs holds up the files "
             "behind it for minutes, not for ever; 0: no limit"),
     _option("on_file_failure", choice("log", "retry"), "log", DELIVERY,
-            "an on_file command that fails, cannot run or runs out of time is logged and the file "
-            "counts as delivered (log), or the delivery fails (500 [on_file]): its notice is kept "
-            "in the retry store and the command runs again when it is retried (retry)"),
+            "an on_file command that fails, cannot run or runs out of time, or a function that raises, "
+            "is logged and the file counts as delivered (log), or the delivery fails (500 [on_file]): "
+            "its notice is kept in the retry store and on_file runs again when it is retried (retry)"),
     _option("nodupe_ttl", DURATION, "5m", DELIVERY,
             "a notice for a path and checksum already handled this recently, by any instance "
             "or configuration delivering into the same directory, is skipped; 0 disables (the "

@@ -1,10 +1,10 @@
 """Delivery: the work of the components that download (dd_subscribe, dd_sara).
 
-A queue on a broker in; each accepted notice placed in its tree (dd.core.paths),
-received (dd.delivery.receive), handed to on_file (dd.delivery.hooks), and
-announced again when posting is configured.  Duplicates (dd.store.nodupe) are
-refused before any download, and their keys are recorded only once the delivery
-and its announcement are confirmed.
+A queue on a broker in; each accepted notice judged by on_notice (dd.delivery.plugins),
+placed in its tree (dd.core.paths), received (dd.delivery.receive), handed to on_file
+(dd.delivery.hooks), and announced again when posting is configured.  Duplicates
+(dd.store.nodupe) are refused before any download, and their keys are recorded only
+once the delivery and its announcement are confirmed.
 
 The two users differ in one choice, `relaying`: dd_subscribe announces its copy
 as a new notice of its own, while dd_sara relays the original notice (its
@@ -16,15 +16,17 @@ import dataclasses
 import logging
 import os
 import urllib.parse
+from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from dd import flow
 from dd.core import checksum, paths, route
 from dd.core.errors import NoticeError
-from dd.core.notice import Notice, Op
+from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
+from dd.core.options import python_spec
 from dd.core.outcome import Code, Outcome
-from dd.delivery import hooks
+from dd.delivery import hooks, plugins
 from dd.delivery.receive import Receiver
 from dd.flow import Item
 from dd.store import nodupe
@@ -90,6 +92,11 @@ class Relaying:
 def build(ctx, relaying: Optional[Relaying] = None):
     """The flow of a downloading component: consume, place, receive, announce."""
     cfg = ctx.cfg
+    # Plugins first: one that does not load is a configuration error before anything starts.
+    search = Path(ctx.env.config_dir) / "plugins"
+    on_notice = plugins.NoticeCheck(plugins.load("on_notice", cfg.on_notice, search)) if cfg.on_notice else None
+    on_file = plugins.FileCheck(plugins.load("on_file", cfg.on_file, search)) \
+        if cfg.on_file and python_spec(cfg.on_file) else None
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
     decode = flow.notices(**decoding)
@@ -104,12 +111,12 @@ def build(ctx, relaying: Optional[Relaying] = None):
     receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
                         fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
     if cfg.on_file:
-        hook = hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
+        hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
         due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
-                        placement=relaying.placement if relaying else PLAIN_TREE)
+                        placement=relaying.placement if relaying else PLAIN_TREE, on_notice=on_notice)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
@@ -132,8 +139,10 @@ def transport_options(cfg) -> dict:
 class Delivery:
     """accept and work for the flow, with the duplicate claims made on the way."""
 
-    def __init__(self, cfg, receiver, *, relay, store=None, placement: Optional[Placement] = None):
+    def __init__(self, cfg, receiver, *, relay, store=None, placement: Optional[Placement] = None,
+                 on_notice: Optional[plugins.NoticeCheck] = None):
         self.cfg = cfg
+        self.on_notice = on_notice
         self.receiver = receiver
         self.relay = relay
         self.store = store
@@ -162,11 +171,15 @@ class Delivery:
         return True
 
     def work(self, item: Item):
-        notice = item.notice
+        # The item keeps the notice as received: its log message and retry entry are about that one.
+        notice, item.outcome = self._judged(item.notice) if self.on_notice else (item.notice, None)
+        if item.outcome:
+            return
         try:
             tree, rel_path, old = self._where(notice, item.mask)
         except NoticeError as error:
-            item.outcome = Outcome(Code.DENIED, str(error), error.rule)
+            changed = "" if notice is item.notice else f" (as on_notice {self.on_notice.plugin.name} changed it)"
+            item.outcome = Outcome(Code.DENIED, f"{error}{changed}", error.rule)
             return
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
@@ -174,13 +187,36 @@ class Delivery:
         if not self._claim(item, where):
             item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
             return
-        item.outcome = self.receiver.receive(notice, tree, rel_path, old)
+        # A changed rel_path says where the file lands; the data stays where the source put it,
+        # on the (maybe changed) base_url's server.
+        fetched = notice if notice is item.notice else dataclasses.replace(notice, rel_path=item.notice.rel_path)
+        item.outcome = self.receiver.receive(fetched, tree, rel_path, old)
         code = item.outcome.code
         if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
-            derive_outgoing(self.cfg, item, relay=self.relay, placement=self.placement)
+            derive_outgoing(self.cfg, item, relay=self.relay, placement=self.placement, notice=notice)
+
+    def _judged(self, notice):
+        """(the notice to act on, None), or (None, the outcome of a notice on_notice refused or
+        failed on).  A changed notice passes the checks of one from the wire, and then _where's."""
+        try:
+            verdict = self.on_notice(notice)
+        except plugins.PluginFailed as error:
+            return None, Outcome(Code.FAILED, f"{error} for {notice.rel_path}", "on_notice")
+        if verdict is None:
+            return notice, None
+        if isinstance(verdict, str):
+            return None, Outcome(Code.DENIED, verdict, "on_notice")
+        try:
+            if not isinstance(verdict.op, Op):
+                raise NoticeError(f"op must be an Op, not {verdict.op!r}", rule="type")
+            return validate(verdict, allowed_schemes=set(self.cfg.allowed_schemes)), None
+        except NoticeError as error:
+            return None, Outcome(Code.REFUSED_NOTICE, f"on_notice {self.on_notice.plugin.name} changed "
+                                                      f"{notice.rel_path} into a notice refused: {error}",
+                                 error.rule)
 
     def _where(self, notice, mask):
         """(tree, rel_path, rename's old rel_path) of a notice, or NoticeError naming the rule."""
@@ -235,14 +271,16 @@ class Recorder:
         self.delivery.close()
 
 
-def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None):
-    """The notice announcing our copy of what was just delivered (when posting is configured).
+def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None,
+                    notice: Optional[Notice] = None):
+    """The notice announcing our copy of what was just delivered (when posting is configured):
+    of `notice`, the item's unless on_notice changed it.
 
     Our copy is a whole file, so part fields are dropped; a relay keeps the original
     publication time and any checksum it verified, a subscriber announces anew."""
     if not cfg.post_broker:
         return
-    notice, outcome = item.notice, item.outcome
+    notice, outcome = notice or item.notice, item.outcome
     local = os.path.abspath(outcome.local_path)
     base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
     rel_path = os.path.relpath(local, base_dir)

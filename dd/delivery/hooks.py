@@ -1,5 +1,8 @@
 """on_file: the command run for each file delivered, bounded in time, run at least once.
 
+A Python function (python:..., dd.delivery.plugins) is run the same way, at least once,
+without the process group and its timeout; it may also refuse the file, which is removed.
+
 The command runs in a process group of its own.  Past on_file_timeout the whole
 group (the command and whatever it started) gets SIGTERM, then SIGKILL
 KILL_GRACE seconds later; a stop of the component does the same, since signals
@@ -29,6 +32,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from dd.core.errors import DDError
 from dd.flow import TICK_INTERVAL
@@ -64,6 +68,19 @@ class HookFailed(DDError):
 
 class HookStopped(HookFailed):
     """The component stopped while the command ran: it was ended, not finished."""
+
+
+class HookRejected(DDError):
+    """The hook refused the file (a Python function's verdict): it must not stay in place."""
+
+    rule = "on_file"
+
+
+class OnFile(Protocol):
+    """What Hooked runs for each file in place: a command (Hook) or a function (plugins.FileCheck)."""
+
+    def run(self, local_path: str, notice: Notice) -> None:
+        """HookFailed when it did not complete, HookRejected when it refuses the file."""
 
 
 class Hook:
@@ -247,7 +264,7 @@ class Hooked:
     the notice is kept for retry and the command runs when it is retried; otherwise it is
     logged and the delivery stands.  A stop always fails it: it runs again after a restart."""
 
-    def __init__(self, receiver, hook: Hook, due: DueStore, *, retry: bool = False):
+    def __init__(self, receiver, hook: OnFile, due: DueStore, *, retry: bool = False):
         self.receiver = receiver
         self.hook = hook
         self.due = due
@@ -280,12 +297,30 @@ class Hooked:
                                           message="in place; on_file had not completed, ran now")
         try:
             self.hook.run(outcome.local_path, notice)
+        except HookRejected as error:
+            outcome = self._removed(outcome, error)
+            if outcome.code == Code.DENIED:     # else still owed: it runs again on retry
+                self.due.done(*key)
+            return outcome
         except HookFailed as error:
             if self.retry or isinstance(error, HookStopped):
                 return dataclasses.replace(outcome, code=Code.FAILED, message=str(error), rule=error.rule)
             log.error("%s", error)
         self.due.done(*key)
         return outcome
+
+    @staticmethod
+    def _removed(outcome, error):
+        """A refused file goes, so that nothing downstream takes it for a delivery; refused, not
+        failed: the same file would be refused again."""
+        try:
+            os.unlink(outcome.local_path)
+        except FileNotFoundError:
+            pass
+        except OSError as problem:
+            return dataclasses.replace(outcome, code=Code.FAILED, rule=error.rule,
+                                       message=f"{error}; cannot remove it: {problem.strerror}")
+        return dataclasses.replace(outcome, code=Code.DENIED, message=f"{error}; removed", rule=error.rule)
 
     def close(self) -> None:
         self.due.close()
