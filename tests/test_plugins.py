@@ -148,10 +148,14 @@ def test_with_on_file_failure_retry_a_plugin_that_raised_runs_again(pump):
      "command line: bad on_notice value 'ddcheck.notice' (expected python:package.module:function, "
      "a function dd_plugins(7) describes)"),
 ])
-def test_a_plugin_that_does_not_load_is_a_one_line_configuration_error(pump, line, args, error):
+@pytest.mark.parametrize("action", ["foreground", "start", "declare"])
+def test_a_plugin_that_does_not_load_is_a_one_line_configuration_error(pump, line, args, error, action):
     plugins(pump)
-    pump.subscriber_config(extra=line)
-    result = pump.command("subscribe", "foreground", "sub", *args)
+    pump.subscriber_config()
+    with open(pump.base / "config" / "subscribe" / "sub.conf", "a") as conf:
+        conf.write(line + "\n")
+    # `start` says so itself, before it starts an instance that would only log it.
+    result = pump.command("subscribe", action, "sub", *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == "dd_subscribe: " + error.format(plugins=pump.base / "config" / "plugins")

@@ -40,6 +40,8 @@ def subscription(ctx):
     """The queue of a delivering component: bound to `exchange`, and to the broker user's
     private exchange, where pumps put the private notices it is a reader of; a relay that
     ingests a source's own exchange reads that alone."""
+    # A plugin that does not load is a configuration error before `start` starts anything.
+    loaded_plugins(ctx)
     sub = flow.subscription(ctx)
     user = ctx.credentials.complete(ctx.cfg.broker).user
     if user and route.owner_of(sub.exchange) is None:
@@ -89,14 +91,21 @@ class Relaying:
     record: Callable        # (poster, reporter) -> (poster, reporter): the log index
 
 
-def build(ctx, relaying: Optional[Relaying] = None):
-    """The flow of a downloading component: consume, place, receive, announce."""
+def loaded_plugins(ctx) -> tuple[Optional[plugins.NoticeCheck], Optional[plugins.FileCheck]]:
+    """The configuration's on_notice and python: on_file plugins, loaded (a ConfigError if not)."""
     cfg = ctx.cfg
-    # Plugins first: one that does not load is a configuration error before anything starts.
     search = Path(ctx.env.config_dir) / "plugins"
     on_notice = plugins.NoticeCheck(plugins.load("on_notice", cfg.on_notice, search)) if cfg.on_notice else None
     on_file = plugins.FileCheck(plugins.load("on_file", cfg.on_file, search)) \
         if cfg.on_file and python_spec(cfg.on_file) else None
+    return on_notice, on_file
+
+
+def build(ctx, relaying: Optional[Relaying] = None):
+    """The flow of a downloading component: consume, place, receive, announce."""
+    cfg = ctx.cfg
+    # Plugins first: one that does not load is a configuration error before anything starts.
+    on_notice, on_file = loaded_plugins(ctx)
     decoding = dict(max_notice_size=cfg.max_notice_size, allowed_schemes=set(cfg.allowed_schemes))
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
     decode = flow.notices(**decoding)
