@@ -6,7 +6,10 @@ Rules (dd_options(5) tells users the same):
   whitespace on both sides, after the value's first word, so values keep
   their own '#': `subtopic #`, `accept .*#.*`, `subtopic a.#  # all of a`.
 - A bool option alone on a line (or alone on the command line) means on.
-- `include FILE` reads FILE, relative to the including file's directory.
+- `include FILE` reads FILE, relative to the including file's directory;
+  `include https://...` a remote snippet (dd.core.remote_include), which may set
+  only the options of include_allow, sees no environment variable and
+  includes nothing.
 - ${VAR} is expanded in values from the environment and the built-ins
   CONFIG, COMPONENT, HOSTNAME, USER, BROKER_USER and POST_BROKER_USER (the
   user of the broker set above the line); an unknown VAR is an error.
@@ -31,9 +34,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
+from dd.core import remote_include
 from dd.core.credentials import Credentials, Url
 from dd.core.errors import ConfigError
-from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, OPTIONS, Option
+from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, NEVER_REMOTE, OPTIONS, Option
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
@@ -48,6 +52,7 @@ BUILT_INS = ("CONFIG", "COMPONENT", "HOSTNAME", "USER", "BROKER_USER", "POST_BRO
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _COMMENT = re.compile(r"\s#(\s|$)")
 _ANY_PATH = re.compile(".*", re.DOTALL)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: Where a value came from: 'default', 'file:line' or 'command line'; one each for repeating options.
 Origin = Union[str, tuple[str, ...]]
 _UNSET_FIX = {
@@ -266,12 +271,15 @@ class _Reader:
     def __init__(self, component: str, name: str | None, env: Environment, credentials: Credentials) -> None:
         self.component = component
         self.name = name
+        self.env = env
         self.environ = env.environ
         self.credentials = credentials
         self.values: dict[str, Any] = {}        # only what was set, in reading order
         self.origins: dict[str, Any] = {}
         self.masks: list[Mask] = []
         self.including: list[Path] = []         # files being read, to catch include loops
+        self.remote: str | None = None          # the remote include being read
+        self.remote_lines: list[tuple[str, str]] = []   # (option, where) a remote include set
         self.ordered = [(n, self._default(BY_NAME[n]), DEFAULT) for n in DELIVERY]
 
     def read(self, path: StrPath, where: str | None = None) -> None:
@@ -298,13 +306,36 @@ class _Reader:
         value = _strip_comment(value.strip())
         if name != "include":
             self.apply(name, value, where)
+        elif self.remote is not None:
+            raise ConfigError(f"{where}: a remote include may not include anything",
+                              fix=f"ask the publisher of {self.remote} to put it in the snippet itself")
         elif not value:
             raise ConfigError(f"{where}: include needs a file name")
+        elif _URL.match(value):
+            self._read_remote(self._expand(value, where), where)
         else:
             self.read(directory / self._expand(value, where), where)
 
+    def _read_remote(self, text: str, where: str) -> None:
+        url = remote_include.parse(text, where)
+        setting = {n: self.values.get(n, self._default(BY_NAME[n])) for n in ("include_refresh", "https_ca_file")}
+        snippet = remote_include.text(self.credentials.complete(url), state_dir=self.env.state_dir,
+                                      refresh=setting["include_refresh"], ca_file=setting["https_ca_file"],
+                                      where=where, clock=self.env.clock)
+        self.remote = str(url)
+        try:
+            for number, line in enumerate(snippet.splitlines(), 1):
+                self._line(line.strip(), f"{url}:{number}", Path())
+        finally:
+            self.remote = None
+
     def apply(self, name: str, text: str, where: str) -> None:
         option = _lookup(name, where, extra=["include"] if where != COMMAND_LINE else ())
+        if self.remote is not None:
+            if name in NEVER_REMOTE:
+                raise ConfigError(f"{where}: a remote include may not set {name}",
+                                  fix="set it in your own configuration")
+            self.remote_lines.append((name, where))   # judged against the final include_allow
         value = _parse(option, self._expand(text, where), where)
         if isinstance(value, Url) and value.scheme in ("amqp", "amqps"):
             # Now, so that ${BROKER_USER} sees a user credentials.conf supplies.  Only brokers:
@@ -330,6 +361,9 @@ class _Reader:
                 return value
             if name in BUILT_INS:
                 raise ConfigError(f"{where}: ${{{name}}} has no value here", fix=_UNSET_FIX[name])
+            if self.remote is not None:
+                raise ConfigError(f"{where}: a remote include sees no environment variable: ${{{name}}}",
+                                  fix=f"it may use {', '.join(BUILT_INS)}")
             raise ConfigError(f"{where}: unknown variable ${{{name}}}",
                               fix=f"set it in the environment, or use one of {', '.join(BUILT_INS)}")
         return _VARIABLE.sub(substitute, text)
@@ -342,7 +376,7 @@ class _Reader:
             return self.name
         if name == "COMPONENT":
             return self.component
-        if name in self.environ:
+        if name in self.environ and self.remote is None:
             return self.environ[name]
         if name == "HOSTNAME":
             return socket.gethostname()
@@ -372,6 +406,11 @@ class _Reader:
                 origin = (DEFAULT,) * len(value) if option.repeat else DEFAULT
             values[name] = tuple(value) if option.repeat else value
             origins[name] = tuple(origin) if option.repeat else origin
+        for name, where in self.remote_lines:
+            if name not in values["include_allow"]:
+                raise ConfigError(f"{where}: a remote include may not set {name} (include_allow: "
+                                  f"{' '.join(values['include_allow'])})",
+                                  fix=f"add {name} to include_allow only if you trust its publisher with it")
         if values["accept_unmatched"] is None:
             accepts = any(mask.accept for mask in self.masks)
             values["accept_unmatched"] = not accepts

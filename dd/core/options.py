@@ -109,6 +109,21 @@ def _list(text: str) -> tuple[str, ...]:
     return words
 
 
+#: What a remote include may never set, whatever include_allow says: the options ruling
+#: remote includes themselves.
+NEVER_REMOTE = ("include_allow", "include_refresh")
+
+
+def _option_names(text: str) -> tuple[str, ...]:
+    names = _list(text)
+    for name in names:
+        if name not in BY_NAME:
+            raise ValueError(f"unknown option {name!r}")
+        if name in NEVER_REMOTE:
+            raise ValueError(f"{name} is never left to a remote include")
+    return names
+
+
 def _pattern(text: str) -> re.Pattern[str]:
     try:
         return re.compile(_non_empty(text))
@@ -205,6 +220,7 @@ SIZE = Kind("size", "a size like 64M, 512k, 1G or plain bytes", parse_size, form
 DURATION = Kind("duration", "a duration like 30s, 5m, 1h, 2d or plain seconds",
                 parse_duration, format_duration)
 LIST = Kind("list", "words separated by spaces or commas", _list, " ".join)
+OPTION_NAMES = Kind("list", "option names separated by spaces or commas", _option_names, " ".join)
 PATTERN = Kind("pattern", "a regular expression like .*\\.txt", _pattern,
                lambda value: value.pattern)
 COMMAND = Kind("command", "a command line with balanced quotes", _command)
@@ -304,6 +320,18 @@ OPTIONS = (
     _option("flatten", STR, "/", DELIVERY,
             "the relative path's directories are joined with this string into one file name; "
             "the default / keeps them as directories", ordered=True),
+    # Remote includes (include https://host/path.conf).
+    _option("include_refresh", DURATION, "1h", " ".join(COMPONENTS),
+            "a remote include's cached copy older than this is checked with its server (ETag, "
+            "Last-Modified) when the configuration is read; the server unreachable, the cached copy "
+            "is used and a warning says so; in effect from where it is set (default.conf, or above the "
+            "include line)"),
+    _option("include_allow", OPTION_NAMES, "exchange topic_prefix subtopic accept reject accept_unmatched",
+            " ".join(COMPONENTS),
+            "options a remote include may set; any other line of the snippet stops the configuration "
+            "loading; the default lets it choose what to receive but not where it goes nor what runs: add "
+            "directory, on_file, on_notice, broker, https_ca_file and the like only for a source you trust "
+            "with your account; include_allow and include_refresh themselves are never left to a snippet"),
     # Delivery.
     _option("allowed_schemes", LIST, "http https sftp ftp ftps", DELIVERY,
             "URL schemes files may be downloaded with; add file only for a trusted local pump"),
@@ -320,7 +348,8 @@ OPTIONS = (
             "/etc/ssh/ssh_known_hosts; unknown host keys are refused, never added"),
     _option("https_ca_file", PATH, None, DELIVERY,
             "CA certificates (PEM) that HTTPS servers' certificates are checked against instead of "
-            "the system's (or SSL_CERT_FILE's); certificates are always checked"),
+            "the system's (or SSL_CERT_FILE's), remote includes' too when set above the include line; "
+            "certificates are always checked"),
     _option("ftps_ca_file", PATH, None, DELIVERY,
             "CA certificates (PEM) that FTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's); certificates are always checked"),

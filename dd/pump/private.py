@@ -18,7 +18,7 @@ from pathlib import Path
 import bcrypt
 
 from dd.core.credentials import Url
-from dd.store import atomic
+from dd.core import atomic
 
 PREFIX = "private"
 #: A private area in a URL's path: /private/<readers>/, as a pump's data server serves it.

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dd.store import atomic
+from dd.core import atomic
 
 if TYPE_CHECKING:
     from _typeshed import StrPath

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Union
 
-from dd.store import atomic
+from dd.core import atomic
 
 #: /proc/PID/stat states of a process that has exited: a zombie, or one being reaped.
 _EXITED = ("Z", "X")

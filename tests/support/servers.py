@@ -129,17 +129,24 @@ def _workspace(tmp_path_factory, binary):
     return base, base / "root", free_port()
 
 
-@pytest.fixture(scope="session")
-def nginx_server(tmp_path_factory):
-    base, root, port = _workspace(tmp_path_factory, NGINX)
-    tls_port = free_port()
-    self_signed(base / "cert.pem", base / "key.pem")
+def start_nginx(base, root, port, tls_port):
+    """nginx serving `root` over HTTP on `port` and HTTPS on `tls_port`, with a self-signed
+    certificate made in `base` the first time (kept, so a restart serves the same one)."""
+    if not (base / "cert.pem").exists():
+        self_signed(base / "cert.pem", base / "key.pem")
     (base / "nginx.conf").write_text(nginx.config(
         base=base, root=root, port=port, autoindex=True, user=("root", "root"),
         tls=(tls_port, base / "cert.pem", base / "key.pem")))
     process = _start(nginx.command(NGINX, base), port, base / "nginx.out")
-    yield Server(root=root, url=f"http://127.0.0.1:{port}/", port=port,
-                 https_url=f"https://127.0.0.1:{tls_port}/", ca_file=base / "cert.pem")
+    return process, Server(root=root, url=f"http://127.0.0.1:{port}/", port=port,
+                           https_url=f"https://127.0.0.1:{tls_port}/", ca_file=base / "cert.pem")
+
+
+@pytest.fixture(scope="session")
+def nginx_server(tmp_path_factory):
+    base, root, port = _workspace(tmp_path_factory, NGINX)
+    process, server = start_nginx(base, root, port, free_port())
+    yield server
     _stop(process)
 
 
