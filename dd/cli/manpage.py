@@ -51,6 +51,34 @@ files are shared by all commands) but refused on its command line.
 \fBinclude\fP \fIfile\fP
 reads \fIfile\fP at this point, relative to the directory of the including
 file. Includes may nest; a file including itself, directly or not, is an error.
+.TP
+\fBinclude\fP \fBhttps://\fP\fIhost\fP\fB/\fP\fIpath\fP
+reads a snippet a remote source publishes, fetched over HTTPS with its
+certificate checked (against the system's CAs, or \fBhttps_ca_file\fP when it
+is set above the line); \fBhttp://\fP is refused, redirects are not followed,
+and a password, the URL's own or the credentials.conf line for its server and
+path, goes with the request.
+The copy is kept in \fIstate_dir\fP\fB/include/\fP; when it is older than
+\fBinclude_refresh\fP (default 1h), reading the configuration asks the server
+whether it changed (ETag, Last\-Modified) and takes the new one.
+If the server cannot be reached or answers with an error, the last good copy is
+used and a warning names the URL and the copy's age; with no copy at all the
+configuration does not load.
+The snippet is read where the line stands, but it may set only the options
+listed in \fBinclude_allow\fP (by default, those choosing what to receive:
+\fBexchange\fP, \fBtopic_prefix\fP, \fBsubtopic\fP, \fBaccept\fP,
+\fBreject\fP, \fBaccept_unmatched\fP); any other option in it stops the
+configuration loading, in one line naming the URL and line.
+So a source publishing a snippet cannot choose where its subscribers' files
+go, nor run anything on their machines (\fBdirectory\fP, \fBon_file\fP,
+\fBon_notice\fP, brokers, keys and CA files stay yours unless you add them to
+\fBinclude_allow\fP); \fBinclude_allow\fP and \fBinclude_refresh\fP are
+never the snippet's.
+A snippet includes nothing (neither local files nor other URLs), and its
+\fB${\fP\fIVAR\fP\fB}\fP are the built\-ins only, never the environment.
+A running instance keeps what it read when it started: \fBrestart\fP it to
+take a newer snippet (\fBshow\fP, \fBstart\fP and \fBdd_ctl\fP's actions
+read the configuration, and so refresh the copy, each time).
 .SS Variables
 \fB${\fP\fIVAR\fP\fB}\fP in a value is replaced by the environment variable
 \fIVAR\fP or by one of the built\-ins:
