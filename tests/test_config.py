@@ -175,6 +175,17 @@ def test_missing_include_names_the_line(env):
     assert "include needs a file name" in error("subscribe", "test", [], env)
 
 
+def test_include_allow_names_options_but_never_its_own(env):
+    conf(env, "include_allow subtopic,on_file\n")
+    assert load("subscribe", "test", [], env).include_allow == ("subtopic", "on_file")
+    conf(env, "include_allow subtopik\n")
+    assert "bad include_allow value 'subtopik': unknown option 'subtopik'" in error("subscribe", "test", [], env)
+    conf(env, "include_allow subtopic include_allow\n")
+    assert "include_allow is never left to a remote include" in error("subscribe", "test", [], env)
+    conf(env, "include ftp://host/a.conf\n")
+    assert "a remote include is fetched over https only" in error("subscribe", "test", [], env)
+
+
 def test_variables(env):
     conf(env, "broker amqps://bob@h/\n"
               "queue q_${BROKER_USER}.${CONFIG}.${HOSTNAME}.${USER}.${COMPONENT}\n"
