@@ -105,7 +105,8 @@ class PollGatherer:
         try:
             listed, unlisted = self._walk()
         except TransferError as error:
-            log.error("cannot list %s: %s", self.base_url, error)
+            if not self.stop.is_set():
+                log.error("cannot list %s: %s", self.base_url, error)
             return []
         first = not self.polled.listed_before()
         if first and self.cfg.poll_first == "skip":
