@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
 PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.name))
 #: Hand-written command pages, and the component whose options each may name.
-COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1": "watch", "dd_sara.1": "sara",
-                 "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
+COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1": "watch", "dd_poll.1": "poll",
+                 "dd_sara.1": "sara", "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
 #: Command-line words that are not options of dd.core.options, with the component
 #: that takes them; its parser must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "rename": {"post"}, "config": {"post", "audit"},
-               "help": {"post", "subscribe", "watch", "sara"}, "dry": {"audit"}, "prune": {"audit"},
+               "help": {"post", "subscribe", "watch", "poll", "sara"}, "dry": {"audit"}, "prune": {"audit"},
                "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 

@@ -23,7 +23,7 @@ from dd.transfer.copy import CopyResult, copy
 MiB = 1 << 20
 KINDS = ["file", "http", "sftp", "ftp", "ftps"]
 WRITABLE = [kind for kind in KINDS if transport_class(kind).capabilities.write]
-OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename"]
+OPTIONAL_OPERATIONS = ["write", "stat", "list", "delete", "rename", "entries"]
 
 
 @dataclasses.dataclass
@@ -156,6 +156,28 @@ def test_stat_gives_size_and_mtime(remote):
     assert stat.mtime == 1_600_000_000
 
 
+def test_entries_give_kinds_sizes_and_mtimes_of_the_directory_only(remote):
+    """What dd_poll walks: files and directories with size and mtime (an HTML listing's to the
+    minute), one level only; a name the protocol must quote comes back as it is."""
+    remote.put("tree/odd name #1.txt", bytes(1234))
+    remote.put("tree/sub/deeper.txt", b"x")
+    for path in ("tree/odd name #1.txt", "tree/sub"):
+        os.utime(remote.root / path, (1_599_999_960, 1_599_999_960))
+    transport, folder = remote.open("tree")
+    entries = transport.entries(folder)
+    assert [(e.name, e.directory) for e in entries] == [("odd name #1.txt", False), ("sub", True)]
+    assert entries[0].size == 1234 and entries[0].mtime == 1_599_999_960
+    assert entries[1].size is None
+    assert [e.name for e in transport.entries(folder + "/sub")] == ["deeper.txt"]
+
+
+def test_entries_of_a_missing_directory_is_not_retryable(remote):
+    transport, path = remote.open("no such directory")
+    with pytest.raises(TransferError) as raised:
+        transport.entries(path)
+    assert raised.value.retryable is False
+
+
 @pytest.mark.parametrize("operation", [
     lambda transport, path: read(transport, path),
     lambda transport, path: read(transport, path, 0, 0),
@@ -184,6 +206,8 @@ def test_capabilities_are_honest(remote):
         assert (remote.root / "dir/two.txt").read_bytes() == b"two"
     if flags["list"]:
         assert transport.list(folder) == ["one.txt", "two.txt"][:1 + flags["write"]]
+    if flags["entries"]:
+        assert [entry.name for entry in transport.entries(folder)] == ["one.txt", "two.txt"][:1 + flags["write"]]
     if flags["rename"]:
         transport.rename(path, f"{folder}/renamed.txt")
         assert (remote.root / "dir/renamed.txt").read_bytes() == b"one"

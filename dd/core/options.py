@@ -232,6 +232,7 @@ BROKER = url("amqp", "amqps", example="amqps://user@host/")
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
+POLLED = url("http", "https", "sftp", "ftp", "ftps", "file", example="https://host/path/ or sftp://user@host/path/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +259,8 @@ class Option:
 ALL = " ".join(commands.COMPONENTS)
 CONSUMERS = "subscribe sara shovel"
 DELIVERY = "subscribe sara"
-POSTERS = "post subscribe watch sara shovel"   # dd_subscribe re-announces what it delivers
-DAEMONS = "subscribe watch sara shovel"
+POSTERS = "post subscribe watch poll sara shovel"   # dd_subscribe re-announces what it delivers
+DAEMONS = "subscribe watch poll sara shovel"
 READERS = CONSUMERS + " log"                   # dd_log reads log messages as consumers read notices
 
 
@@ -340,20 +341,20 @@ OPTIONS = (
     _option("threads", integer(1), "4", DELIVERY,
             "transfers one instance runs at once when they wait more than they compute "
             "(distant servers); the broker is still served by one thread"),
-    _option("sftp_key", PATH, None, DELIVERY,
+    _option("sftp_key", PATH, None, DELIVERY + " poll",
             "private key file (OpenSSH format) to log in to SFTP servers with, besides the SSH "
             "agent's and ~/.ssh's keys (a relay ingesting a source's exchange uses this one only)"),
-    _option("known_hosts", PATH, None, DELIVERY,
+    _option("known_hosts", PATH, None, DELIVERY + " poll",
             "a known_hosts file of SFTP servers' host keys trusted besides ~/.ssh/known_hosts and "
             "/etc/ssh/ssh_known_hosts; unknown host keys are refused, never added"),
-    _option("https_ca_file", PATH, None, DELIVERY,
+    _option("https_ca_file", PATH, None, DELIVERY + " poll",
             "CA certificates (PEM) that HTTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's), remote includes' too when set above the include line; "
             "certificates are always checked"),
-    _option("ftps_ca_file", PATH, None, DELIVERY,
+    _option("ftps_ca_file", PATH, None, DELIVERY + " poll",
             "CA certificates (PEM) that FTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's); certificates are always checked"),
-    _option("timeout", DURATION, "30s", DELIVERY,
+    _option("timeout", DURATION, "30s", DELIVERY + " poll",
             "a transfer making no progress for this long fails and is retried"),
     _option("rate_max", SIZE, "0", DELIVERY,
             "download bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
@@ -392,17 +393,18 @@ OPTIONS = (
     _option("gateway_for", LIST, None, "sara",
             "clusters reachable through this relay besides its own cluster: it takes a notice "
             "only if one of the notice's to_clusters is among them (or names none)"),
-    _option("cluster", WORD, None, "post watch sara shovel",
+    _option("cluster", WORD, None, "post watch poll sara shovel",
             "name of this cluster: notices posted here come from it, and notices whose "
             "to_clusters leave it out are not forwarded"),
     # Posting.
     _option("post_broker", BROKER, None, POSTERS,
             "broker notices are published to; its password comes from credentials.conf"),
     _option("post_exchange", WORD, "xpublic", POSTERS,
-            "exchange notices are published to; dd_post and dd_watch default to xs_<post_broker "
-            "user>, the exchange a broker grants each source",
+            "exchange notices are published to; dd_post, dd_watch and dd_poll default to "
+            "xs_<post_broker user>, the exchange a broker grants each source",
             component_defaults={"post": "xs_${POST_BROKER_USER}",
-                                "watch": "xs_${POST_BROKER_USER}"}),
+                                "watch": "xs_${POST_BROKER_USER}",
+                                "poll": "xs_${POST_BROKER_USER}"}),
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
             "(v02.post, or v03 for sr_v03)"),
@@ -417,12 +419,12 @@ OPTIONS = (
             "(dd_subscribe: unset, the accept line's directory)"),
     _option("post_timeout", DURATION, "30s", POSTERS,
             "how long to wait for the broker to confirm a published notice"),
-    _option("to_clusters", LIST, None, "post watch sara shovel",
+    _option("to_clusters", LIST, None, "post watch poll sara shovel",
             "clusters published notices are destined for; unset: the notice names none"),
     _option("readers", LIST, None, "post watch",
             "make what is posted private: pumps serve it only to these users (and their own "
             "relays), and it travels only in dd's v02 format"),
-    _option("source", WORD, "${POST_BROKER_USER}", "post watch",
+    _option("source", WORD, "${POST_BROKER_USER}", "post watch poll",
             "name of the source publishing; unset: the post_broker user"),
     _option("checksum", choice(*checksum.METHODS), checksum.DEFAULT, "post subscribe watch sara",
             "checksum of posted files, and of downloads whose notice has none; name sums the "
@@ -433,6 +435,15 @@ OPTIONS = (
     _option("path", PATH, None, "post watch",
             "file or directory to post (dd_post, which also takes them as arguments) or watch "
             "(dd_watch); repeat for several", repeat=True),
+    # Polling a remote tree (dd_poll).
+    _option("poll_url", POLLED, None, "poll",
+            "directory whose tree is listed and announced: an http(s) autoindex page (nginx's or "
+            "Apache's), sftp, ftp(s) or file; notices point at it, so subscribers download from it"),
+    _option("poll_interval", DURATION, "5m", "poll",
+            "time from the start of one listing of poll_url to the start of the next"),
+    _option("poll_first", choice("announce", "skip"), "announce", "poll",
+            "what the first listing of a tree does: announce every file in it, or take them as "
+            "announced and announce only what changes afterwards"),
     _option("route_logs", BOOL, "off", "shovel",
             "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
             "keep those published by the consumer they name about a notice this pump relayed to it "

@@ -53,12 +53,24 @@ class Capabilities:
     list: bool
     delete: bool
     rename: bool
+    entries: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Stat:
     size: Optional[int]
     mtime: Optional[float]   # seconds since the epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One entry of a directory listing (``entries``): a file or a directory below it.
+    Size and mtime are None where the listing does not say them exactly."""
+
+    name: str
+    directory: bool
+    size: Optional[int] = None
+    mtime: Optional[float] = None   # seconds since the epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +94,9 @@ class Transport(abc.ABC):
     ``capabilities`` says so: ``write(path, stream, **copy_options) -> CopyResult``
     (to a temporary name, then renamed; missing directories are made),
     ``list(path) -> [names]``, ``delete(path)``, ``rename(old, new)``,
-    ``stat(path) -> Stat``.
+    ``stat(path) -> Stat``, ``entries(path) -> [Entry]`` (the files and directories of a
+    directory, with their sizes and mtimes, sorted by name; symbolic links and other kinds
+    of file are left out, so a walk never leaves the tree).
 
     How it is given passwords: with ``per_request_credentials`` False, one login for the
     whole server (``password``, for the endpoint's user); True, every credential for its

@@ -1,14 +1,17 @@
 """file: URLs: local files."""
+from __future__ import annotations
+
 import os
+import stat
 from typing import Any, Optional
 
-from dd.transfer import Capabilities, ReadStream, Stat, Transport, failures, replacing
+from dd.transfer import Capabilities, Entry, ReadStream, Stat, Transport, failures, replacing
 from dd.transfer.copy import CopyResult, Source, copy
 
 
 class FileTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
-                                delete=True, rename=True)
+                                delete=True, rename=True, entries=True)
 
     def open_read(self, path: str, offset: int = 0, length: Optional[int] = None) -> ReadStream:
         where = self.endpoint.url(path)
@@ -28,6 +31,19 @@ class FileTransport(Transport):
             with replacing(path, os.replace, os.unlink) as temporary, open(temporary, "xb") as dst:
                 result = copy(stream, dst, **copy_options)
         return result
+
+    def entries(self, path: str) -> list[Entry]:
+        found = []
+        with failures(self.endpoint.url(path)), os.scandir(path) as listing:
+            for each in listing:
+                try:
+                    st = each.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue   # gone since it was listed
+                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                    found.append(Entry(each.name, stat.S_ISDIR(st.st_mode),
+                                       None if stat.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime))
+        return sorted(found, key=lambda entry: entry.name)
 
     def list(self, path: str) -> list[str]:
         with failures(self.endpoint.url(path)):

@@ -19,11 +19,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dd.core.errors import CERTIFICATE_FIX, TransferError
-from dd.transfer import (Capabilities, DeniedError, Endpoint, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
                          failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 from dd.transfer.pool import Idle, closed_by_server
@@ -54,7 +54,7 @@ class _FtpTls(ftplib.FTP_TLS):
 
 class FtpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
-                                delete=True, rename=True)
+                                delete=True, rename=True, entries=True)
 
     def __init__(self, endpoint: Endpoint, *, password: str | None = None, timeout: float = 30.0,
                  ca_file: str | None = None) -> None:
@@ -101,15 +101,34 @@ class FtpTransport(Transport):
                 ftp.voidresp()
         return result
 
+    def entries(self, path: str) -> list[Entry]:
+        """MLSD's facts (RFC 3659): type, size and modify; LIST's text is not read."""
+        with self._connection(path) as ftp:
+            try:
+                listing = _text(ftp, ftp.mlsd, path, facts=["type", "size", "modify"])
+            except ftplib.error_perm as error:
+                if not _unknown_command(error):
+                    raise
+                raise PermanentError(f"{self.endpoint.url(path)}: the server has no MLSD",
+                                     fix="poll it over sftp or http, or upgrade the FTP server") from None
+        found = []
+        for name, facts in listing:
+            kind = facts.get("type", "").lower()
+            if kind in ("file", "dir") and name not in ("", ".", "..") and "/" not in name:
+                size = facts.get("size", "")
+                found.append(Entry(name, kind == "dir", int(size) if kind == "file" and size.isdigit() else None,
+                                   _mtime(facts.get("modify"))))
+        return sorted(found, key=lambda entry: entry.name)
+
     def list(self, path: str) -> list[str]:
         with self._connection(path) as ftp:
             try:
-                names = [name for name, facts in ftp.mlsd(path)
+                names = [name for name, facts in _text(ftp, ftp.mlsd, path)
                          if facts.get("type") not in ("cdir", "pdir")]
             except ftplib.error_perm as error:
                 if not _unknown_command(error):
                     raise
-                names = [posixpath.basename(name.rstrip("/")) for name in ftp.nlst(path)]
+                names = [posixpath.basename(name.rstrip("/")) for name in _text(ftp, ftp.nlst, path)]
         return sorted(name for name in names if name not in ("", ".", ".."))
 
     def delete(self, path: str) -> None:
@@ -303,6 +322,15 @@ def _unknown_command(error: ftplib.error_perm) -> bool:
 
 def _reply(error: BaseException) -> str:
     return str(error).strip()
+
+
+def _text(ftp: ftplib.FTP, command: Callable[..., Iterable[Any]], *args: Any, **kwargs: Any) -> list[Any]:
+    """What a listing command gives, all read; ftplib switches to TYPE A for it, and
+    the connection goes back to binary for the transfers after it."""
+    try:
+        return list(command(*args, **kwargs))
+    finally:
+        ftp.voidcmd("TYPE I")   # failing, the connection is broken and dropped
 
 
 def _mtime(modify: str | None) -> float | None:

@@ -33,16 +33,21 @@ from dd.transfer import (
     Capabilities,
     DeniedError,
     Endpoint,
+    Entry,
     PermanentError,
     ReadStream,
     Stat,
     Transport,
+    failures,
 )
+from dd.transfer import autoindex
 from dd.transfer.pool import Idle, closed_by_server
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+#: The largest directory listing read (about 100 bytes an entry).
+LISTING_LIMIT = 64 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
 # Statuses where the same request may succeed later (a range not satisfiable: the file may still be growing).
 _TRANSIENT_STATUSES = {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
@@ -93,7 +98,7 @@ class _Body(io.RawIOBase):
 
 class HttpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=False, stat=True, list=False,
-                                delete=False, rename=False)
+                                delete=False, rename=False, entries=True)
     per_request_credentials = True
 
     def __init__(self, endpoint: Endpoint, *, credentials: Iterable[Url] = (), timeout: float = 30.0,
@@ -160,6 +165,23 @@ class HttpTransport(Transport):
         modified = response.getheader("Last-Modified")
         mtime = email.utils.parsedate_to_datetime(modified).timestamp() if modified else None
         return Stat(_size(response), mtime)
+
+    def entries(self, path: str) -> list[Entry]:
+        """The entries of the directory's autoindex page (dd.transfer.autoindex)."""
+        directory = path if path.endswith("/") else path + "/"
+        where = self.endpoint.url(directory)
+        response, connection = self._request("GET", directory, {})
+        try:
+            with failures(where, (http.client.HTTPException,)):
+                page = response.read(LISTING_LIMIT + 1)
+        finally:
+            response.close()
+            connection.close()
+        if len(page) > LISTING_LIMIT:
+            raise PermanentError(f"{where}: listing larger than {LISTING_LIMIT >> 20} MiB",
+                                 fix="poll smaller directories")
+        charset = response.headers.get_content_charset() or "utf-8"
+        return autoindex.parse(page.decode(charset, "replace"), directory)
 
     def close(self) -> None:
         self._connections.close()

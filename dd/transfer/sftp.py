@@ -5,12 +5,13 @@ import contextlib
 import io
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
-from dd.transfer import (Capabilities, DeniedError, Endpoint, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
                          failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 
@@ -23,7 +24,7 @@ _TRANSIENT = (paramiko.SSHException, EOFError)
 
 class SftpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=True, stat=True, list=True,
-                                delete=True, rename=True)
+                                delete=True, rename=True, entries=True)
 
     def __init__(self, endpoint: Endpoint, *, password: str | None = None, timeout: float = 30.0,
                  known_hosts: str | None = None, key_filename: str | None = None,
@@ -59,6 +60,14 @@ class SftpTransport(Transport):
                     dst.set_pipelined(True)
                     result = copy(stream, dst, **copy_options)
         return result
+
+    def entries(self, path: str) -> list[Entry]:
+        with self._session(path) as sftp:
+            listing = sftp.listdir_attr(path)   # lstat's attributes: links are not followed
+        found = [Entry(st.filename, stat.S_ISDIR(st.st_mode or 0),
+                       None if stat.S_ISDIR(st.st_mode or 0) else st.st_size, st.st_mtime)
+                 for st in listing if stat.S_ISDIR(st.st_mode or 0) or stat.S_ISREG(st.st_mode or 0)]
+        return sorted(found, key=lambda entry: entry.name)
 
     def list(self, path: str) -> list[str]:
         with self._session(path) as sftp:
