@@ -10,7 +10,7 @@ import pytest
 
 from dd.core.notice import Op
 from tests.support.pump import compare, manifest, wait_for
-from tests.test_watch import Daemon, Recorder
+from tests.support.daemons import Daemon, Recorder
 
 KINDS = ["http", "sftp", "ftp"]
 
