@@ -63,6 +63,16 @@ class Pumps:
         self.configure("shovel", p, broker=self.at(feeder, p), exchange="xreport", topic_prefix="v02.log",
                        route_logs="on", post_broker=self.at(feeder, p), **more, **self.shared(p))
 
+    def wire(self, relays, routers):
+        """Relays {name: (pump, reader, exchange, the pump it reads or None: its own)}, routers
+        {pump: (feeder, users it trusts to forward)}, and Bob subscribing on C; all started."""
+        for name, (p, reader, exchange, upstream) in relays.items():
+            self.relay(name, p, reader, exchange, broker=self.at(reader, upstream) if upstream else None)
+        for p, (feeder, trusted) in routers.items():
+            self.router(p, feeder, trusted)
+        self.configure("subscribe", "bob", broker=self.at("bob", "C"), allowed_schemes="file",
+                       directory=self.pump.dst)
+
     def shared(self, p):
         return {"cluster": p, "log_index": self.pump.base / f"index{p}.sqlite"}
 
@@ -116,14 +126,9 @@ def test_in_a_v_each_source_reads_the_log_messages_of_its_own_files_only(pump, p
     net = pumps({"A": ["source ann", "feeder pa", "feeder pc"], "B": ["source carl", "feeder pb", "feeder pc"],
                  "C": ["subscriber bob", "feeder pc"]})
     u = net.users
-    net.relay("A", "A", "pa", f"xs_{u['ann']}")
-    net.relay("B", "B", "pb", f"xs_{u['carl']}")
-    net.relay("CfromA", "C", "pc", "xpublic", broker=net.at("pc", "A"))
-    net.relay("CfromB", "C", "pc", "xpublic", broker=net.at("pc", "B"))
-    net.router("A", "pa", trusted=["pc"])
-    net.router("B", "pb", trusted=["pc"])
-    net.router("C", "pc")
-    net.configure("subscribe", "bob", broker=net.at("bob", "C"), allowed_schemes="file", directory=pump.dst)
+    net.wire({"A": ("A", "pa", f"xs_{u['ann']}", None), "B": ("B", "pb", f"xs_{u['carl']}", None),
+              "CfromA": ("C", "pc", "xpublic", "A"), "CfromB": ("C", "pc", "xpublic", "B")},
+             {"A": ("pa", ["pc"]), "B": ("pb", ["pc"]), "C": ("pc", [])})
     ann_reads, carl_reads = net.log_of("ann", "A"), net.log_of("carl", "B")
     net.start_all()
     net.post("ann", "A", "from_ann.txt", "ann's")
@@ -150,13 +155,9 @@ def test_in_a_chain_log_messages_climb_back_through_every_pump(pump, pumps):
     net = pumps({"A": ["source ann", "feeder pa", "feeder pb"], "B": ["feeder pb", "feeder pc"],
                  "C": ["subscriber bob", "feeder pc"]})
     u = net.users
-    net.relay("A", "A", "pa", f"xs_{u['ann']}")
-    net.relay("B", "B", "pb", "xpublic", broker=net.at("pb", "A"))
-    net.relay("C", "C", "pc", "xpublic", broker=net.at("pc", "B"))
-    net.router("A", "pa", trusted=["pb"])
-    net.router("B", "pb", trusted=["pc"])
-    net.router("C", "pc")
-    net.configure("subscribe", "bob", broker=net.at("bob", "C"), allowed_schemes="file", directory=pump.dst)
+    net.wire({"A": ("A", "pa", f"xs_{u['ann']}", None), "B": ("B", "pb", "xpublic", "A"),
+              "C": ("C", "pc", "xpublic", "B")},
+             {"A": ("pa", ["pb"]), "B": ("pb", ["pc"]), "C": ("pc", [])})
     ann_reads = net.log_of("ann", "A")
     net.start_all()
     net.post("ann", "A", "far.txt", "from A")
