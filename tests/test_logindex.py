@@ -130,3 +130,50 @@ def test_a_relay_that_cannot_record_still_publishes_and_names_the_index(tmp_path
     assert recording.post([notice()]) == []
     assert [n.rel_path for n in step.published] == ["obs/a.txt"]
     assert f"log index {path}: cannot record 1 notice(s)" in caplog.text
+
+
+UP_A = logindex.Upstream("amqp://feederc@pump-a/", "xs_feederc")
+UP_B = logindex.Upstream("amqp://feederc@pump-b/", "xs_feederc")
+
+
+def test_an_entry_names_the_pump_its_notice_came_from_and_the_newest_one_counts(index):
+    index.record([logindex.announced(notice(), upstream=UP_A), logindex.announced(notice("obs/local.txt"))],
+                 now=1000.0)
+    assert index.match("obs/a.txt", "ann", SUM, "bob", now=1001.0) == logindex.Match(UP_A)
+    assert index.match("obs/local.txt", "ann", SUM, "bob", now=1001.0) == logindex.Match(None)
+    assert index.match("obs/never.txt", "ann", SUM, "bob", now=1001.0) is None
+    # The same notice announced again from another pump's feed: its log messages go there.
+    index.record([logindex.announced(notice(), upstream=UP_B)], now=1002.0)
+    assert index.match("obs/a.txt", "ann", SUM, "bob", now=1003.0) == logindex.Match(UP_B)
+    # An upstream is one row, whatever the number of entries naming it.
+    index.record([logindex.announced(notice(f"f{i}"), upstream=UP_A) for i in range(50)], now=1004.0)
+    with sqlite3.connect(index.path) as db:
+        assert db.execute("SELECT count(*) FROM upstreams").fetchone()[0] == 2
+
+
+def test_an_index_made_before_entries_named_upstreams_is_migrated_and_keeps_its_entries(tmp_path):
+    path = tmp_path / "index.sqlite"
+    with sqlite3.connect(path) as old:
+        old.executescript("CREATE TABLE entries (id INTEGER PRIMARY KEY, key BLOB NOT NULL, readers TEXT NOT NULL, "
+                          "at REAL NOT NULL, UNIQUE (key, readers));")
+        old.execute("INSERT INTO entries (key, readers, at) VALUES (?, '*', 1000.0)",
+                    (logindex._key("obs/a.txt", "ann", SUM),))
+    old.close()
+    index = logindex.Index(path, window=3600, limit=1000)
+    assert index.match("obs/a.txt", "ann", SUM, "bob", now=1001.0) == logindex.Match(None)
+    index.record([logindex.announced(notice("obs/b.txt"), upstream=UP_A)], now=1001.0)
+    assert index.match("obs/b.txt", "ann", SUM, "bob", now=1002.0) == logindex.Match(UP_A)
+    index.close()
+    logindex.Index(path, window=3600, limit=1000).close()      # opened again: nothing to migrate
+
+
+def test_a_relay_names_an_upstream_only_when_it_reads_another_pump():
+    from dd.core.credentials import Url
+    feeder_a, here = Url.parse("amqp://feederc@pump-a/va"), Url.parse("amqp://feederc@pump-c/vc")
+    assert indexing.upstream_of("xpublic", feeder_a, here, "xs_feederc") == \
+        logindex.Upstream("amqp://feederc@pump-a/va", "xs_feederc")
+    # A source's own exchange, or the pump's own broker, whoever logs in: this very pump.
+    assert indexing.upstream_of("xs_ann", feeder_a, here, "xs_feederc") is None
+    assert indexing.upstream_of("xpublic", Url.parse("amqp://other@PUMP-C/vc/"), here, "xs_other") is None
+    # Another virtual host on the same broker is another pump.
+    assert indexing.upstream_of("xpublic", Url.parse("amqp://feederc@pump-c/va"), here, "x") is not None

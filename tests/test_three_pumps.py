@@ -125,8 +125,8 @@ def test_data_goes_down_the_route_and_log_messages_come_back_to_their_source_onl
             f"broker {source}\nexchange {exchange}\npost_broker {at('f' + p.lower(), p)}\npost_exchange xpublic\n"
             f"post_base_url http://127.0.0.1:{ports[p]}/\ndata_server_port {ports[p]}\ncluster {p}\n{gateways}"
             + (f"relay_readers {relay_reader}\n" if relay_reader else "") + f"directory {actors[p].dir / 'tree'}\n"))
-        upstream = {"B": f"report_upstream {at('fb', 'A')}\nreport_feeders {u['fc']}\n",
-                    "C": f"report_upstream {at('fc', 'B')}\n", "A": f"report_feeders {u['fb']}\n"}[p]
+        # No router names its upstream: each learns it from its relay's records in the log index.
+        upstream = {"B": f"report_feeders {u['fc']}\n", "C": "", "A": f"report_feeders {u['fb']}\n"}[p]
         actors[p].conf("shovel", "logs", (
             f"broker {at('f' + p.lower(), p)}\nexchange xreport\ntopic_prefix v02.log\nroute_logs on\n"
             f"post_broker {at('f' + p.lower(), p)}\ncluster {p}\n{upstream}"))

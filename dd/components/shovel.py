@@ -8,16 +8,22 @@ user's consumers publish to xs_<user> (dd_audit binds each of those to
 consumer (RabbitMQ vouches for the publisher through user_id) and about a
 notice this pump relayed to that consumer (dd.store.logindex, which the pump's
 relays fill), and copies each to the exchange of the notice's source,
-xr_<source>, where only that source may read it.  Log messages are never
-routed to an exchange the pump lacks: the router does not create exchanges.
+xr_<source>, where only that source may read it, or, when the notice came from
+another pump, back to that pump: to the broker and exchange the relay that read
+it recorded in the log index, in any topology (a pump fed by several, a chain).
+Log messages are never routed to an exchange the pump lacks: the router does not
+create exchanges.
 """
 import dataclasses
 import logging
 import sqlite3
 import time
+from typing import Optional
 
 from dd import flow
 from dd.core import options, report
+from dd.core.credentials import Url
+from dd.pump.indexing import same_broker
 from dd.store import logindex
 from dd.core.errors import NoticeError
 from dd.flow import Item
@@ -49,19 +55,20 @@ def build(ctx):
     index = logindex.of(cfg, ctx.env.state_dir)
     log.info("routing log messages about the notices recorded in the log index %s within %s", index.path,
              options.format_duration(cfg.log_index_window))
-    router = _Router(local, cfg.cluster, index, upstream=bool(cfg.report_upstream))
+    fallback = None
+    if cfg.report_upstream:
+        upstream_url = ctx.credentials.complete(cfg.report_upstream)
+        fallback = logindex.Upstream(str(upstream_url), cfg.report_upstream_exchange or f"xs_{upstream_url.user}")
+    router = _Router(local, cfg.cluster, index, fallback=fallback,
+                     here=lambda upstream: same_broker(Url.parse(upstream.broker), cfg.post_broker))
     trusted = frozenset(cfg.report_feeders or ())
     gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
                                    stop=ctx.stop)
-    posters = [flow.Poster(local, lambda item: item.destination.exchange, _published_to(upstream=False),
-                           timeout=cfg.post_timeout)]
-    if cfg.report_upstream:
-        upstream_url = ctx.credentials.complete(cfg.report_upstream)
-        exchange = cfg.report_upstream_exchange or f"xs_{upstream_url.user}"
-        posters.append(flow.Poster(flow.publisher(ctx, cfg.report_upstream, " upstream"), exchange,
-                                   _published_to(upstream=True), timeout=cfg.post_timeout))
+    posters = flow.Posters(flow.Poster(local, lambda item: item.destination.exchange, _published_to(None),
+                                       timeout=cfg.post_timeout),
+                           _Upstreams(ctx))
     return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=router.route,
-                     poster=flow.Posters(*posters), stop=ctx.stop)
+                     poster=posters, stop=ctx.stop)
 
 
 def _accepts(cfg, item):
@@ -91,18 +98,45 @@ def _read_log(delivery, max_size, trusted):
 
 @dataclasses.dataclass(frozen=True)
 class _Destination:
-    exchange: str           # on this pump, or empty for the upstream pump's
-    upstream: bool
+    exchange: str                               # on this pump, or on the upstream pump's broker
+    upstream: Optional[logindex.Upstream] = None
 
 
-def _published_to(*, upstream):
-    """The message a poster publishes for an item routed its way: the log message as it came."""
+def _published_to(upstream):
+    """The message a poster publishes for an item routed its way (to `upstream`, or this
+    pump when None): the log message as it came."""
     def message_of(item):
         if item.destination is None or item.destination.upstream != upstream:
             return None
         delivery = item.receipt
         return Message(delivery.topic, delivery.body, delivery.headers, report.CONTENT_TYPE)
     return message_of
+
+
+class _Upstreams:
+    """The post step toward other pumps: one poster per upstream pump, made when the first
+    log message goes its way (the routes are learned from the log index as they come)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.posters = {}       # Upstream -> flow.Poster
+
+    def post(self, items):
+        unconfirmed = []
+        for upstream in {item.destination.upstream for item in items
+                         if item.destination is not None and item.destination.upstream is not None}:
+            poster = self.posters.get(upstream)
+            if poster is None:
+                log.info("log messages toward %s go to its exchange %s", upstream.broker, upstream.exchange)
+                poster = self.posters[upstream] = flow.Poster(
+                    flow.publisher(self.ctx, Url.parse(upstream.broker), " upstream"), upstream.exchange,
+                    _published_to(upstream), timeout=self.ctx.cfg.post_timeout)
+            unconfirmed += poster.post(items)
+        return unconfirmed
+
+    def close(self):
+        for poster in self.posters.values():
+            poster.close()
 
 
 def _summed(checksum):
@@ -114,27 +148,34 @@ def _summed(checksum):
 
 
 class _Router:
-    def __init__(self, publisher, cluster, index, *, upstream):
+    def __init__(self, publisher, cluster, index, *, fallback, here):
         self.publisher = publisher
         self.cluster = cluster
         self.index = index
-        self.upstream = upstream
-        self._known = {}    # exchange -> (exists, when asked)
+        self.fallback = fallback    # report_upstream, for notices whose entries name no upstream
+        self.here = here            # whether an upstream is this very pump
+        self._known = {}            # exchange -> (exists, when asked)
 
     def route(self, item):
         made = item.report
-        if not self._relayed(item):
+        match = self._relayed(item)
+        if match is None:
             return
-        if self.cluster and made.from_cluster not in ("", self.cluster):
-            # The source posted on another pump: its log messages go back the way the data came.
-            if not self.upstream:
+        # The notice came from another pump: log messages go back the way it came.
+        upstream = match.upstream if match.upstream is not None and not self.here(match.upstream) else None
+        if upstream is None and self.cluster and made.from_cluster not in ("", self.cluster):
+            # Its source posted on another cluster, but no relay recorded where the notice came from.
+            if self.fallback is None:
                 item.outcome = Outcome(
                     Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: its source is on cluster "
-                                    f"{made.from_cluster!r} and report_upstream is unset", "no-route")
+                                    f"{made.from_cluster!r}, the log index names no pump it came from and "
+                                    f"report_upstream is unset", "no-route")
                 return
-            item.destination = _Destination("", upstream=True)
-            item.outcome = Outcome(Code.DELIVERED,
-                                   f"log message from {made.user} sent upstream toward {made.from_cluster}")
+            upstream = self.fallback
+        if upstream is not None:
+            item.destination = _Destination(upstream.exchange, upstream)
+            item.outcome = Outcome(Code.DELIVERED, f"log message from {made.user} sent upstream toward "
+                                                   f"{made.from_cluster or 'its source'}, to {upstream.broker}")
             return
         exchange = f"xr_{made.source}"
         # Names that could not be a user's are not even asked about.
@@ -143,25 +184,26 @@ class _Router:
                 Code.NOT_FOUND, f"log message about {made.rel_path!r} not routed: no exchange {exchange} "
                                 f"for source {made.source!r} on this pump", "unknown-source")
             return
-        item.destination = _Destination(exchange, upstream=False)
+        item.destination = _Destination(exchange)
         item.outcome = Outcome(Code.DELIVERED, f"log message from {made.user} routed to {exchange}")
 
     def _relayed(self, item):
-        """Whether this pump relayed the notice to the consumer the log message names, as
-        its log index says; otherwise the item's outcome says why not."""
+        """The log index's match if this pump relayed the notice to the consumer the log
+        message names; otherwise None, and the item's outcome says why not."""
         made = item.report
         try:
-            if self.index.allows(made.rel_path, made.source, made.checksum, made.user):
-                return True
+            match = self.index.match(made.rel_path, made.source, made.checksum, made.user)
         except sqlite3.Error as error:
             item.outcome = Outcome(Code.FAILED, f"log message about {made.rel_path!r} not routed: log index "
                                    f"{self.index.path}: {error}", "log-index")
-            return False
+            return None
+        if match is not None:
+            return match
         item.outcome = Outcome(
             Code.DENIED, f"refused log message from {made.user} about {made.rel_path!r} (source {made.source}, "
                          f"{_summed(made.checksum)}): this pump relayed no such notice to {made.user} within "
                          f"log_index_window", "forged-log")
-        return False
+        return None
 
     def _exists(self, exchange):
         known = self._known.get(exchange)

@@ -449,8 +449,10 @@ OPTIONS = (
             "keep those published by the consumer they name about a notice this pump relayed to it "
             "(log_index), and copy each to xr_<its source>"),
     _option("report_upstream", BROKER, None, "shovel",
-            "log router: the pump upstream, where log messages go whose source posted on another "
-            "cluster (from_cluster is not this cluster); its password comes from credentials.conf"),
+            "log router: rarely needed, log messages go back to the pump their notice came from as "
+            "the log index says; this pump takes those whose source posted on another cluster when "
+            "the index names no pump (entries older relays recorded); its password comes from "
+            "credentials.conf"),
     _option("report_upstream_exchange", WORD, None, "shovel",
             "log router: exchange on report_upstream that log messages go to; unset: "
             "xs_<report_upstream user>"),

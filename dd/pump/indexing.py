@@ -1,6 +1,7 @@
 """What a pump's relay records in the log index (dd.store.logindex) before it publishes:
 the notices it announces, and those it ingested, so that no consumer's log message can
-arrive before its record."""
+arrive before its record; and, for a notice it read from another pump, that pump, where
+the log router sends its consumers' log messages."""
 from __future__ import annotations
 
 import logging
@@ -8,10 +9,12 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Optional
 
+from dd.core.credentials import Url
+from dd.core.route import owner_of
 from dd.flow import Item
 from dd.flow.protocols import Context, PostStep
 from dd.store import logindex
-from dd.store.logindex import Entry, Index
+from dd.store.logindex import Entry, Index, Upstream
 
 log = logging.getLogger("dd.logindex")
 
@@ -49,10 +52,16 @@ def recording(ctx: Context, poster: Optional[PostStep],
     cfg = ctx.cfg
     index = logindex.of(cfg, ctx.env.state_dir)
     relay_readers = tuple(cfg.relay_readers or ())
-    user = ctx.credentials.complete(cfg.broker).user or ""
+    broker = ctx.credentials.complete(cfg.broker)
+    user = broker.user or ""
+    upstream = upstream_of(cfg.exchange, broker, cfg.post_broker, cfg.report_exchange)
 
     def announcing(item: Item) -> list[Entry]:
-        return [logindex.announced(item.outgoing, relay_readers)] if item.outgoing is not None else []
+        if item.outgoing is None:
+            return []
+        # What the source posted here goes back to it here, even in a cycle of pumps.
+        came_from = upstream if not cfg.cluster or item.outgoing.from_cluster != cfg.cluster else None
+        return [logindex.announced(item.outgoing, relay_readers, came_from)]
 
     def reporting(item: Item) -> list[Entry]:
         # Only what gets a log message: a notice read and acted on.
@@ -62,3 +71,19 @@ def recording(ctx: Context, poster: Optional[PostStep],
 
     return (Recording(poster, index, announcing) if poster is not None else None,
             Recording(reporter, index, reporting) if reporter is not None else None)
+
+
+def upstream_of(exchange: str, broker: Url, post_broker: Url | None, report_exchange: str) -> Upstream | None:
+    """The pump a relay reads its notices from, as it reports there (`broker` without its
+    password, `report_exchange`), or None when the relay ingests from this very pump: it
+    reads a source's own exchange xs_<user>, or the broker it announces on."""
+    if owner_of(exchange) is not None or post_broker is None or same_broker(broker, post_broker):
+        return None
+    return Upstream(str(broker), report_exchange)
+
+
+def same_broker(one: Url, other: Url) -> bool:
+    """Whether two URLs name the same broker and virtual host, whoever logs in."""
+    def endpoint(url: Url) -> tuple[str, str, int | None, str]:
+        return url.scheme, url.host.lower(), url.port, url.path.strip("/") or "/"
+    return endpoint(one) == endpoint(other)
