@@ -26,6 +26,8 @@ from dd.core.outcome import Code
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+    from dd.transfer.copy import CopyResult
+
 _TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
 #: The tag of the temporary file a receiver writes a whole file to (dd.delivery.receive).
 WRITING = "dd.tmp"
@@ -82,7 +84,9 @@ class Transport(abc.ABC):
     ``capabilities`` says so: ``write(path, stream, **copy_options) -> CopyResult``
     (to a temporary name, then renamed; missing directories are made),
     ``list(path) -> [names]``, ``delete(path)``, ``rename(old, new)``,
-    ``stat(path) -> Stat``.
+    ``stat(path) -> Stat``.  ``write``'s ``check(temporary, result)``, when given, is called
+    once the data is on the server under its temporary name: what it raises (a size or a
+    checksum found wrong) removes the file instead of renaming it into place.
 
     How it is given passwords: with ``per_request_credentials`` False, one login for the
     whole server (``password``, for the endpoint's user); True, every credential for its
@@ -104,6 +108,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; never raises."""
+
+
+#: What write calls before the rename: (temporary path, what the copy did); raises to stop it.
+Check = Callable[[str, "CopyResult"], None]
 
 
 #: Exceptions of a library that mean a transfer failed and may succeed if tried again.
