@@ -21,11 +21,12 @@ MAN = ROOT / "man"
 PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[\w.-]+\.[1-9]", p.name))
 #: Hand-written command pages, and the component whose options each may name.
 COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1": "watch", "dd_poll.1": "poll",
-                 "dd_sara.1": "sara", "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log"}
+                 "dd_sara.1": "sara", "dd_shovel.1": "shovel", "dd_audit.8": "audit", "dd_log.1": "log",
+                 "dd_sender.1": "sender"}
 #: Command-line words that are not options of dd.core.options, with the component
 #: that takes them; its parser must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "rename": {"post"}, "config": {"post", "audit"},
-               "help": {"post", "subscribe", "watch", "poll", "sara"}, "dry": {"audit"}, "prune": {"audit"},
+               "help": {"post", "subscribe", "watch", "poll", "sara", "sender"}, "dry": {"audit"}, "prune": {"audit"},
                "json": {"audit", "log"}, "follow": {"log"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 

@@ -7,7 +7,7 @@ dd's dependencies may be installed: it imports nothing.
 """
 
 #: The flow components, each a module of dd.components.
-COMPONENTS = ("post", "subscribe", "watch", "poll", "sara", "shovel")
+COMPONENTS = ("post", "subscribe", "watch", "poll", "sara", "shovel", "sender")
 #: The tools of dd.admin that read a configuration of their own, as the components do.
 CONFIGURED_TOOLS = ("audit", "log")
 #: Every command: dd_ctl runs the daemon components' configurations and has none of its own.

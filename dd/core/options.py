@@ -257,10 +257,11 @@ class Option:
 
 
 ALL = " ".join(commands.COMPONENTS)
-CONSUMERS = "subscribe sara shovel"
-DELIVERY = "subscribe sara"
-POSTERS = "post subscribe watch poll sara shovel"   # dd_subscribe re-announces what it delivers
-DAEMONS = "subscribe watch poll sara shovel"
+CONSUMERS = "subscribe sara shovel sender"
+DELIVERY = "subscribe sara"                    # into a local tree
+SENDING = DELIVERY + " sender"                 # ... or to a destination (dd.delivery.send)
+POSTERS = "post subscribe watch poll sara shovel sender"   # dd_subscribe re-announces what it delivers
+DAEMONS = "subscribe watch poll sara shovel sender"
 READERS = CONSUMERS + " log"                   # dd_log reads log messages as consumers read notices
 
 
@@ -310,15 +311,16 @@ OPTIONS = (
     _option("accept_unmatched", BOOL, None, ALL,
             "take paths no accept or reject matches, delivered with the last directory, mirror, "
             "strip and flatten; unset: on when there is no accept line, else off"),
-    _option("directory", PATH, ".", DELIVERY,
+    _option("directory", PATH, ".", SENDING,
             "directory files are delivered into, for the accept lines below it; a relative "
-            "one is taken from the working directory", ordered=True),
-    _option("mirror", BOOL, "on", DELIVERY,
+            "one is taken from the working directory (dd_sender: from the destination's, and "
+            "it must be relative)", ordered=True),
+    _option("mirror", BOOL, "on", SENDING,
             "recreate the relative path's directories below directory; off puts every file "
             "straight into directory", ordered=True),
-    _option("strip", INT, "0", DELIVERY,
+    _option("strip", INT, "0", SENDING,
             "leading directories removed from the relative path before delivery", ordered=True),
-    _option("flatten", STR, "/", DELIVERY,
+    _option("flatten", STR, "/", SENDING,
             "the relative path's directories are joined with this string into one file name; "
             "the default / keeps them as directories", ordered=True),
     # Remote includes (include https://host/path.conf).
@@ -334,33 +336,39 @@ OPTIONS = (
             "directory, on_file, on_notice, broker, https_ca_file and the like only for a source you trust "
             "with your account; include_allow and include_refresh themselves are never left to a snippet"),
     # Delivery.
-    _option("allowed_schemes", LIST, "http https sftp ftp ftps", DELIVERY,
+    _option("allowed_schemes", LIST, "http https sftp ftp ftps", SENDING,
             "URL schemes files may be downloaded with; add file only for a trusted local pump"),
-    _option("allowed_hosts", LIST, None, DELIVERY,
+    _option("allowed_hosts", LIST, None, SENDING,
             "hosts files may be downloaded from (as in the notices' base URLs); unset: any"),
-    _option("threads", integer(1), "4", DELIVERY,
+    _option("threads", integer(1), "4", SENDING,
             "transfers one instance runs at once when they wait more than they compute "
             "(distant servers); the broker is still served by one thread"),
-    _option("sftp_key", PATH, None, DELIVERY + " poll",
+    _option("sftp_key", PATH, None, SENDING + " poll",
             "private key file (OpenSSH format) to log in to SFTP servers with, besides the SSH "
             "agent's and ~/.ssh's keys (a relay ingesting a source's exchange uses this one only)"),
-    _option("known_hosts", PATH, None, DELIVERY + " poll",
+    _option("known_hosts", PATH, None, SENDING + " poll",
             "a known_hosts file of SFTP servers' host keys trusted besides ~/.ssh/known_hosts and "
             "/etc/ssh/ssh_known_hosts; unknown host keys are refused, never added"),
-    _option("https_ca_file", PATH, None, DELIVERY + " poll",
+    _option("https_ca_file", PATH, None, SENDING + " poll",
             "CA certificates (PEM) that HTTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's), remote includes' too when set above the include line; "
             "certificates are always checked"),
-    _option("ftps_ca_file", PATH, None, DELIVERY + " poll",
+    _option("ftps_ca_file", PATH, None, SENDING + " poll",
             "CA certificates (PEM) that FTPS servers' certificates are checked against instead of "
             "the system's (or SSL_CERT_FILE's); certificates are always checked"),
-    _option("timeout", DURATION, "30s", DELIVERY + " poll",
+    _option("timeout", DURATION, "30s", SENDING + " poll",
             "a transfer making no progress for this long fails and is retried"),
-    _option("rate_max", SIZE, "0", DELIVERY,
-            "download bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("rate_max", SIZE, "0", SENDING,
+            "download (dd_sender: sending) bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("destination", url("sftp", "ftp", "ftps", "file", example="sftp://user@host/dir"), None, "sender",
+            "where dd_sender puts files: a directory on an SFTP, FTP or FTPS server (its absolute path "
+            "on the server) or a local one (file:/dir); its password comes from credentials.conf"),
+    _option("verify_sent", BOOL, "off", "sender",
+            "read each file sent back from the destination and compare its checksum with the data "
+            "sent, before renaming it into place; off: its size is compared"),
     _option("fsync", BOOL, "off", DELIVERY,
             "flush each delivered file to disk before reporting it delivered"),
-    _option("on_notice", PLUGIN, None, DELIVERY,
+    _option("on_notice", PLUGIN, None, SENDING,
             "Python function (dd_plugins(7)) given each notice before anything is done for it: it "
             "accepts it, refuses it with a reason (403 [on_notice]) or returns a changed notice"),
     _option("on_file", HOOK, None, DELIVERY,
@@ -376,7 +384,7 @@ OPTIONS = (
             "an on_file command that fails, cannot run or runs out of time, or a function that raises, "
             "is logged and the file counts as delivered (log), or the delivery fails (500 [on_file]): "
             "its notice is kept in the retry store and on_file runs again when it is retried (retry)"),
-    _option("nodupe_ttl", DURATION, "5m", DELIVERY,
+    _option("nodupe_ttl", DURATION, "5m", SENDING,
             "a notice for a path and checksum already handled this recently, by any instance "
             "or configuration delivering into the same directory, is skipped; 0 disables (the "
             "default of dd_subscribe, which recognises a file already in place by its checksum)",
@@ -411,9 +419,9 @@ OPTIONS = (
     _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
             formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
-    _option("post_base_url", SERVER, None, "post subscribe watch sara",
+    _option("post_base_url", SERVER, None, "post subscribe watch sara sender",
             "URL the posted files are downloaded from; a file's path below post_base_dir "
-            "is appended to it"),
+            "(dd_sender: below destination) is appended to it"),
     _option("post_base_dir", PATH, None, "post subscribe watch sara",
             "local directory served as post_base_url; posted files must be below it "
             "(dd_subscribe: unset, the accept line's directory)"),
@@ -503,12 +511,12 @@ OPTIONS = (
     # Logging.
     _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
             "least severe messages logged"),
-    _option("log_days", INT, "5", "subscribe watch sara shovel",
+    _option("log_days", INT, "5", DAEMONS,
             "days of rotated daily logs kept"),
-    _option("log_reports", BOOL, "on", DELIVERY,
+    _option("log_reports", BOOL, "on", SENDING,
             "publish a log message (dd_log(7)) for each notice acted on, so that its outcome "
             "flows back to the notice's source"),
-    _option("report_exchange", WORD, "xs_${BROKER_USER}", DELIVERY,
+    _option("report_exchange", WORD, "xs_${BROKER_USER}", SENDING,
             "exchange of the consuming broker that log messages are published to; the pump "
             "grants each user xs_<user> and routes log messages from there to their source"),
     # Monitoring: the thresholds of `dd_ctl check`, per configuration.

@@ -1,4 +1,4 @@
-"""Delivery: the work of the components that download (dd_subscribe, dd_sara).
+"""Delivery: the work of the components that download (dd_subscribe, dd_sara) or send (dd_sender).
 
 A queue on a broker in; each accepted notice judged by on_notice (dd.delivery.plugins),
 placed in its tree (dd.core.paths), received (dd.delivery.receive), handed to on_file
@@ -11,6 +11,8 @@ as a new notice of its own, while dd_sara relays the original notice (its
 checksum, source, publication time and clusters) from its own data server, with
 the choices a pump makes (dd.pump.relay): where each source's files go, what it
 fetches with, where private notices are announced, what the log index records.
+dd_sender makes another, `sending` (dd.delivery.send): its files go to a remote
+destination instead of a local tree, and are announced from there.
 """
 import dataclasses
 import logging
@@ -101,8 +103,9 @@ def loaded_plugins(ctx) -> tuple[Optional[plugins.NoticeCheck], Optional[plugins
     return on_notice, on_file
 
 
-def build(ctx, relaying: Optional[Relaying] = None):
-    """The flow of a downloading component: consume, place, receive, announce."""
+def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] = None):
+    """The flow of a delivering component: consume, place, receive, announce.  `sending`
+    ((transports, tick) -> (receiver, placement)) puts files somewhere else than a local tree."""
     cfg = ctx.cfg
     # Plugins first: one that does not load is a configuration error before anything starts.
     on_notice, on_file = loaded_plugins(ctx)
@@ -117,15 +120,19 @@ def build(ctx, relaying: Optional[Relaying] = None):
     # sftp's: paramiko takes 0.15 s to import, about what its first SSH handshake takes anyway.
     for scheme in set(cfg.allowed_schemes) & set(SCHEMES) - {"sftp"}:
         transport_class(scheme)
-    receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
-                        fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+    if sending:
+        receiver, placement = sending(transports, gatherer.tick)
+    else:
+        receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
+                            fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+        placement = relaying.placement if relaying else PLAIN_TREE
     if cfg.on_file:
         hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
         due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
     store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
-                        placement=relaying.placement if relaying else PLAIN_TREE, on_notice=on_notice)
+                        placement=placement, on_notice=on_notice)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
@@ -192,7 +199,8 @@ class Delivery:
             return
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
-        where = (os.path.abspath(str(tree)), rel_path)
+        local = isinstance(tree, paths.Tree)
+        where = (os.path.abspath(str(tree)) if local else str(tree), rel_path)
         if not self._claim(item, where):
             item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
             return
@@ -205,7 +213,8 @@ class Delivery:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
-            derive_outgoing(self.cfg, item, relay=self.relay, placement=self.placement, notice=notice)
+            derive_outgoing(self.cfg, item, relay=self.relay, placement=self.placement, notice=notice,
+                            rel_path=None if local else rel_path)
 
     def _judged(self, notice):
         """(the notice to act on, None), or (None, the outcome of a notice on_notice refused or
@@ -281,21 +290,24 @@ class Recorder:
 
 
 def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = None,
-                    notice: Optional[Notice] = None):
+                    notice: Optional[Notice] = None, rel_path: Optional[str] = None):
     """The notice announcing our copy of what was just delivered (when posting is configured):
-    of `notice`, the item's unless on_notice changed it.
+    of `notice`, the item's unless on_notice changed it; at `rel_path` below post_base_url
+    when given (a sender's, below its destination), else at the local copy's path below
+    post_base_dir.
 
     Our copy is a whole file, so part fields are dropped; a relay keeps the original
     publication time and any checksum it verified, a subscriber announces anew."""
     if not cfg.post_broker:
         return
     notice, outcome = notice or item.notice, item.outcome
-    local = os.path.abspath(outcome.local_path)
-    base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
-    rel_path = os.path.relpath(local, base_dir)
-    if rel_path.startswith(".."):
-        log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
-        return
+    if rel_path is None:
+        local = os.path.abspath(outcome.local_path)
+        base_dir = os.path.abspath(cfg.post_base_dir or item.mask.directory)
+        rel_path = os.path.relpath(local, base_dir)
+        if rel_path.startswith(".."):
+            log.error("%s is outside post_base_dir %s: not announced", local, base_dir)
+            return
     original = notice.checksum
     if relay and original is not None and checksum.verifiable(original.method):
         verified = original

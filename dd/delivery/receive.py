@@ -103,15 +103,7 @@ class Receiver:
                            checksum=notice.checksum if verify else Checksum(hash_method, digest))
 
     def _retrying(self, action):
-        """action(), tried again after retryable transfer errors, `attempts` times in all."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return action()
-            except TransferError as error:
-                if not error.retryable or attempt == self.attempts:
-                    raise
-                log.warning("%s; trying again", error)
-        raise AssertionError("attempts must be at least 1")
+        return retrying(action, self.attempts)
 
     def _write_part(self, notice, tree, fd, leaf):
         """Store one part; the part that completes the file is the one DELIVERED."""
@@ -302,6 +294,18 @@ def _open_temporary(fd, leaf):
         os.close(out_fd)
         raise
     return tmp, out_fd
+
+
+def retrying(action, attempts):
+    """action(), tried again after retryable transfer errors, `attempts` times in all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except TransferError as error:
+            if not error.retryable or attempt == attempts:
+                raise
+            log.warning("%s; trying again", error)
+    raise AssertionError("attempts must be at least 1")
 
 
 def refuse_directory(fd, leaf, rel_path):

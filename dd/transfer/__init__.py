@@ -26,6 +26,8 @@ from dd.core.outcome import Code
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+    from dd.transfer.copy import CopyResult
+
 _TEMPORARY = re.compile(r"\..+\.(?:[0-9a-f]{8}|dd)\.tmp", re.DOTALL)
 #: The tag of the temporary file a receiver writes a whole file to (dd.delivery.receive).
 WRITING = "dd.tmp"
@@ -96,7 +98,10 @@ class Transport(abc.ABC):
     ``list(path) -> [names]``, ``delete(path)``, ``rename(old, new)``,
     ``stat(path) -> Stat``, ``entries(path) -> [Entry]`` (the files and directories of a
     directory, with their sizes and mtimes, sorted by name; symbolic links and other kinds
-    of file are left out, so a walk never leaves the tree).
+    of file are left out, so a walk never leaves the tree).  ``write``'s
+    ``check(temporary, result)``, when given, is called once the data is on the server under
+    its temporary name: what it raises (a size or a checksum found wrong) removes the file
+    instead of renaming it into place.
 
     How it is given passwords: with ``per_request_credentials`` False, one login for the
     whole server (``password``, for the endpoint's user); True, every credential for its
@@ -118,6 +123,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; never raises."""
+
+
+#: What write calls before the rename: (temporary path, what the copy did); raises to stop it.
+Check = Callable[[str, "CopyResult"], None]
 
 
 #: Exceptions of a library that mean a transfer failed and may succeed if tried again.

@@ -5,7 +5,7 @@ import os
 import stat
 from typing import Any, Optional
 
-from dd.transfer import Capabilities, Entry, ReadStream, Stat, Transport, failures, replacing
+from dd.transfer import Capabilities, Check, Entry, ReadStream, Stat, Transport, failures, replacing
 from dd.transfer.copy import CopyResult, Source, copy
 
 
@@ -25,11 +25,14 @@ class FileTransport(Transport):
             st = os.stat(path)
         return Stat(st.st_size, st.st_mtime)
 
-    def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
+    def write(self, path: str, stream: Source, check: Optional[Check] = None, **copy_options: Any) -> CopyResult:
         with failures(self.endpoint.url(path)):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with replacing(path, os.replace, os.unlink) as temporary, open(temporary, "xb") as dst:
-                result = copy(stream, dst, **copy_options)
+            with replacing(path, os.replace, os.unlink) as temporary:
+                with open(temporary, "xb") as dst:
+                    result = copy(stream, dst, **copy_options)
+                if check:
+                    check(temporary, result)
         return result
 
     def entries(self, path: str) -> list[Entry]:

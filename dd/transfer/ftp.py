@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dd.core.errors import CERTIFICATE_FIX, TransferError
-from dd.transfer import (Capabilities, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, Check, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
                          failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 from dd.transfer.pool import Idle, closed_by_server
@@ -82,7 +82,7 @@ class FtpTransport(Transport):
         size = facts.get("size")
         return Stat(int(size) if size is not None and size.isdigit() else None, _mtime(facts.get("modify")))
 
-    def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
+    def write(self, path: str, stream: Source, check: Check | None = None, **copy_options: Any) -> CopyResult:
         with self._connection(path) as ftp:
             make_directories(posixpath.dirname(path), lambda d: _is_directory(ftp, d),
                              lambda d: _mkdir(ftp, d))
@@ -99,6 +99,8 @@ class FtpTransport(Transport):
                     raise
                 conn.close()   # the end of the file, for the server
                 ftp.voidresp()
+                if check:
+                    check(temporary, result)
         return result
 
     def entries(self, path: str) -> list[Entry]:

@@ -6,12 +6,13 @@ import io
 import os
 import posixpath
 import stat
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
-from dd.transfer import (Capabilities, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
+from dd.transfer import (Capabilities, Check, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
                          failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 
@@ -36,8 +37,11 @@ class SftpTransport(Transport):
         self._known_hosts = known_hosts
         self._key_filename = key_filename
         self._ambient_keys = ambient_keys
-        self._ssh: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        # One SSH connection per thread: paramiko's SFTPClient mixes up the replies of
+        # requests that threads make at once on one session (pipelined writes hang).
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: set[paramiko.SSHClient] = set()
 
     def open_read(self, path: str, offset: int = 0, length: int | None = None) -> ReadStream:
         with self._session(path) as sftp:
@@ -52,13 +56,15 @@ class SftpTransport(Transport):
             st = sftp.stat(path)
         return Stat(st.st_size, st.st_mtime)
 
-    def write(self, path: str, stream: Source, **copy_options: Any) -> CopyResult:
+    def write(self, path: str, stream: Source, check: Check | None = None, **copy_options: Any) -> CopyResult:
         with self._session(path) as sftp:
             make_directories(posixpath.dirname(path), lambda d: _is_directory(sftp, d), sftp.mkdir)
             with replacing(path, sftp.posix_rename, sftp.remove, ignore=_TRANSIENT) as temporary:
                 with sftp.open(temporary, "wb") as dst:
                     dst.set_pipelined(True)
                     result = copy(stream, dst, **copy_options)
+                if check:
+                    check(temporary, result)
         return result
 
     def entries(self, path: str) -> list[Entry]:
@@ -82,27 +88,40 @@ class SftpTransport(Transport):
             sftp.posix_rename(old, new)
 
     def close(self) -> None:
-        if self._ssh is not None:
-            self._ssh.close()
-        self._ssh = self._sftp = None
+        """Disconnect every thread's connection."""
+        with self._lock:
+            every, self._all = self._all, set()
+        for ssh in every:
+            ssh.close()
+        self._local = threading.local()
+
+    def _drop(self) -> None:
+        """Disconnect this thread's connection."""
+        ssh = getattr(self._local, "ssh", None)
+        if ssh is not None:
+            with self._lock:
+                self._all.discard(ssh)
+            ssh.close()
+        self._local.ssh = self._local.sftp = None
 
     @contextlib.contextmanager
     def _session(self, path: str) -> Iterator[paramiko.SFTPClient]:
         """The SFTP client, connected if need be; errors name the URL of `path`."""
         try:
             with failures(self.endpoint.url(path), _TRANSIENT):
-                sftp = self._sftp
-                transport = self._ssh.get_transport() if self._ssh is not None else None
+                sftp = getattr(self._local, "sftp", None)
+                ssh = getattr(self._local, "ssh", None)
+                transport = ssh.get_transport() if ssh is not None else None
                 if sftp is None or transport is None or not transport.is_active():
                     sftp = self._connect()
                 yield sftp
         except Exception as error:
             if getattr(error, "retryable", False):
-                self.close()   # the connection may be broken; the next call makes a new one
+                self._drop()   # the connection may be broken; the next call makes a new one
             raise
 
     def _connect(self) -> paramiko.SFTPClient:
-        self.close()
+        self._drop()
         endpoint = self.endpoint
         ssh = paramiko.SSHClient()
         ssh.load_system_host_keys()   # ~/.ssh/known_hosts
@@ -131,7 +150,9 @@ class SftpTransport(Transport):
             ssh.close()
             raise
         sftp.sock.settimeout(self.timeout)
-        self._ssh, self._sftp = ssh, sftp
+        with self._lock:
+            self._all.add(ssh)
+        self._local.ssh, self._local.sftp = ssh, sftp
         return sftp
 
 
