@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http
 import json
 import logging
 import os
@@ -125,9 +126,9 @@ def _fetch(url: Url, kept: _Copy | None, ca_file: Path | None) -> _Copy | None:
                 response.release_conn()
     except urllib3.exceptions.HTTPError as error:
         raise _describe(error) from None
-    if response.status == 304 and kept is not None:
+    if response.status == http.HTTPStatus.NOT_MODIFIED and kept is not None:
         return None
-    if response.status != 200:
+    if response.status != http.HTTPStatus.OK:
         moved = response.headers.get("Location")
         raise _Unavailable(f"the server answered {response.status} {response.reason or ''}".rstrip()
                            + (f" (to {moved}: redirects are not followed)" if moved else ""))
