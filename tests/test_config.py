@@ -298,7 +298,7 @@ def test_take_options_leaves_the_commands_own_flags_and_unknown_ones():
     (["--blocksize"], "option --blocksize needs a value (expected a size like 64M"),
     (["--blocksize", "--checksum", "md5"], "option --blocksize needs a value"),
     (["--directory", "/x"], "option --directory is not used by dd_post "
-                            "(only dd_subscribe, dd_sara use it)"),
+                            "(only dd_subscribe, dd_sara, dd_sender use it)"),
 ])
 def test_take_options_errors(argv, message):
     with pytest.raises(ConfigError) as caught:
