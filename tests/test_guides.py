@@ -264,7 +264,7 @@ def _torn_down(walk, output):
             for kind in ("vhosts", "users"):
                 assert HTTP.request("GET", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST).status == 404, value
     assert not walk.pump_dir.exists()
-    # The partner's sshd ends the session of a client that left a moment after it left.
+    # An sshd session process ends a moment after its client, the stopped sender, has left.
     assert wait_for(lambda: not _running(walk), timeout=10, interval=0.1), \
         f"processes of the walkthrough still run: {_running(walk)}"
 
