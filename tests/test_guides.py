@@ -1,14 +1,15 @@
 """README.rst's guides, followed literally on this machine.
 
 The guides are one walkthrough: a pump on localhost, a subscriber, a source, the pump as
-a service, a link to a second pump.  Every ``sh`` block runs as written, in order, in one
-bash session, as root (as the guides say), with HOME in a temporary directory, so that
-~/.config/dd and everything else the guides put under ~ is this run's own, and with this
-checkout's dd_* commands first on PATH.  The blocks that only name things (the pump's
-vhost, users and ports) get unique values instead, so that runs never share broker
-objects or ports.  Before some steps the test waits, within a deadline, for what a reader
-waits for; after some, it checks what the guide says happens.  Whatever happens, the
-run's processes, vhosts and users are removed at the end.
+a service, a link to a second pump, a poller of an FTP server feeding a sender to an SFTP
+server.  Every ``sh`` block runs as written, in order, in one bash session, as root (as
+the guides say), with HOME in a temporary directory, so that ~/.config/dd and everything
+else the guides put under ~ is this run's own, and with this checkout's dd_* commands
+first on PATH.  The blocks that only name things (the pump's vhost, users and ports) get
+unique values instead, so that runs never share broker objects or ports.  Before some
+steps the test waits, within a deadline, for what a reader waits for; after some, it
+checks what the guide says happens.  Whatever happens, the run's processes, vhosts and
+users are removed at the end.
 """
 import contextlib
 import hashlib
@@ -133,11 +134,13 @@ class Walk:
             subprocess.run(["dd_ctl", "stop"], env={**self.env, "DD_STATE_DIR": str(self.state_dir)},
                            capture_output=True, timeout=60)
         # Whatever dd_ctl could not stop (a configuration it cannot read, say).
-        for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid")]:
+        # ... and the FTP and SFTP servers the guide starts.
+        for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid"),
+                         self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid"]:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"dd.cli.main" in command or b"nginx" in command:
+                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd")):
                     os.kill(pid, signal.SIGKILL)
         for name, value in self.names.items():
             if name == "pumpdir":
@@ -156,6 +159,8 @@ def _mirrored(walk):
 
 
 TODAY = ("obs/today/temperature.txt", "obs/today/pressure.txt")
+#: The provider's file on the FTP server, and where the sender puts it, below $pumpdir.
+PUSHED = ("provider/data/radar/scan-0600.txt", "partner/incoming/radar/scan-0600.txt")
 BEFORE = {
     "mirrored": ("bob's mirror and his script's log", _mirrored),
     "delivery-log": ("log messages for ann of the relay's three deliveries and bob's two",
@@ -167,6 +172,8 @@ BEFORE = {
     "linked": ("rain.txt on pump B, and a log message of its delivery there for ann",
                lambda walk: (walk.pump_dir / "tree-b" / walk.names["ann"] / "obs/live/rain.txt").exists()
                and walk.logged("feeder_b", f"{walk.names['ann']}/obs/live/rain.txt")),
+    "pushed": ("the FTP server's file in the partner's SFTP directory",
+               lambda walk: (walk.pump_dir / PUSHED[1]).exists()),
 }
 
 
@@ -243,14 +250,27 @@ def _linked(walk, output):
                for line in output.splitlines()), "pump B's delivery did not come back to ann"
 
 
+def _pushed(walk, output):
+    served, pushed = (walk.pump_dir / path for path in PUSHED)
+    assert output == "radar scan 0600Z\n"
+    assert _sha256(pushed) == _sha256(served)
+    leftovers = [p.name for p in pushed.parent.iterdir() if p != pushed]
+    assert not leftovers, f"more than the file in the partner's directory: {leftovers}"
+
+
 def _torn_down(walk, output):
     for value in walk.names.values():
         if not value.isdigit():
             for kind in ("vhosts", "users"):
                 assert HTTP.request("GET", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST).status == 404, value
     assert not walk.pump_dir.exists()
-    running = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uses(int(pid), walk.pump_dir)]
-    assert not running, f"processes of the walkthrough still run: {running}"
+    # An sshd session process ends a moment after its client, the stopped sender, has left.
+    assert wait_for(lambda: not _running(walk), timeout=10, interval=0.1), \
+        f"processes of the walkthrough still run: {_running(walk)}"
+
+
+def _running(walk):
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and _uses(int(pid), walk.pump_dir)]
 
 
 def _uses(pid, directory):
@@ -272,9 +292,10 @@ AFTER = {
     "private-fetched": _private,
     "service": _service,
     "linked": _linked,
+    "pushed": _pushed,
     "teardown": _torn_down,
 }
-NOT_RUN_CHECKS = {"packages": _packages_installed}
+NOT_RUN_CHECKS = {"packages": _packages_installed, "packages-partner": _packages_installed}
 
 
 def test_every_sh_block_is_a_named_step_and_every_check_has_its_step():
