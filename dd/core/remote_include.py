@@ -112,13 +112,17 @@ def _fetch(url: Url, kept: _Copy | None, ca_file: Path | None) -> _Copy | None:
         headers["If-Modified-Since"] = kept.last_modified
     if url.password is not None:
         headers.update(urllib3.make_headers(basic_auth=f"{url.user or ''}:{url.password}"))
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except OSError as error:
-        raise _Unavailable(f"cannot read https_ca_file {ca_file}: {error.strerror or error}") from None
+    if ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca_file))
+        except OSError as error:
+            raise _Unavailable(f"cannot read https_ca_file {ca_file}: {error.strerror or error}") from None
     target = f"https://{url.netloc}{url.path}" + (f"?{url.query}" if url.query else "")
     try:
-        with urllib3.PoolManager(ssl_context=context, timeout=TIMEOUT, retries=False) as pool:
+        # urllib3 makes the TLS context: given one of ours, urllib3 1.26 (Debian 12's) cannot
+        # check the certificate of a server named by its IP address.
+        with urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(ca_file) if ca_file else None,
+                                 timeout=TIMEOUT, retries=False) as pool:
             response = pool.request("GET", target, headers=headers, redirect=False, preload_content=False)
             try:
                 body = response.read(MAX_SIZE + 1)
