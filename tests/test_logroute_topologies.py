@@ -205,13 +205,27 @@ def test_a_chain_by_push_brings_every_file_and_its_log_messages_back(pump, pumps
         for who, component in ((u["pb"], "sender"), (u["pb"], "sara"), (u["bob"], "subscribe"))}
     assert wait_for(lambda: ann_reads() >= expects, timeout=30, interval=0.5), \
         (ann_reads(), logs_so_far(net.processes))
+    # The feeder can forward, not make up: a notice in ann's name that A never announced
+    # reaches Bob (B trusts its feeder with data), but A refuses every log message about it.
+    made_up = incoming / u["ann"] / "made_up.txt"
+    made_up.write_text("not ann's")
+    net.pump.command("post", f"--post_broker={net.at('pb', 'B')}", f"--post_exchange=xs_{u['pb']}",
+                     f"--post_base_url=file://{incoming}/", f"--post_base_dir={incoming}", f"--source={u['ann']}",
+                     made_up, check=True)
+    refused = f"refused log message from {u['bob']} about '{u['ann']}/made_up.txt'"
+    assert wait_for(lambda: refused in net.processes["shovel", "A"].log.read_text(), timeout=30), \
+        logs_so_far(net.processes)
     logs = net.stop()
     assert ann_reads() == expects
+    assert (pump.dst / u["ann"] / "made_up.txt").exists()
     for rel in mirror:
         assert (tree_b / rel).read_text() == mirror[rel]
     assert f"log message from {u['bob']} sent upstream toward A, to {net.at('pb', 'A')}" in logs["shovel", "B"]
     assert f"log message from {u['bob']} routed to xr_{u['ann']}" in logs["shovel", "A"]
-    assert not any("[forged-log]" in text or "[no-route]" in text for text in logs.values())
+    forged = [line for text in logs.values() for line in text.splitlines() if "[forged-log]" in line]
+    assert forged and all("made_up.txt" in line for line in forged), forged
+    assert all("[forged-log]" not in text for key, text in logs.items() if key != ("shovel", "A"))
+    assert not any("[no-route]" in text for text in logs.values())
 
 
 SUM = Checksum("sha512", "ab" * 64)

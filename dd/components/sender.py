@@ -1,7 +1,6 @@
 """dd_sender: a queue on a pump in, each file pushed to a destination (SFTP, FTP(S) or a
 local directory) and announced again from there when post_broker is set."""
 from dd.delivery import deliver, send
-from dd.pump import indexing
 
 NAME = "sender"
 DAEMON = True
@@ -31,6 +30,4 @@ def build(ctx):
 
     def sending(transports, tick):
         return send.Sender(transports, rate_max=cfg.rate_max, verify_sent=cfg.verify_sent, tick=tick), destination
-    # Feeding another pump: what it announces there is in this pump's log index, so the log
-    # messages of that pump's consumers, forwarded back, are routed here (dd_log(7)).
-    return deliver.build(ctx, sending=sending, record=lambda poster: indexing.sending(ctx, poster))
+    return deliver.build(ctx, sending=sending)

@@ -469,14 +469,14 @@ OPTIONS = (
     _option("report_feeders", LIST, None, "shovel",
             "log router: users (the downstream pumps) whose forwarded log messages are taken "
             "whatever consumer they name"),
-    _option("log_index", PATH, None, "sara shovel sender",
+    _option("log_index", PATH, None, "sara shovel",
             "the log index: what this pump's relays announced and ingested, and who may report on it; "
             "the log router routes only log messages it matches (dd_log(7)); unset: log_index.sqlite "
             "in the state directory, shared by the account's relays and router"),
-    _option("log_index_window", DURATION, "7d", "sara shovel sender",
+    _option("log_index_window", DURATION, "7d", "sara shovel",
             "how long an announcement stays in the log index: a log message about a notice announced "
             "longer ago is refused as forged; set the same for relays and router (default.conf)"),
-    _option("log_index_entries", integer(1), "5000000", "sara shovel sender",
+    _option("log_index_entries", integer(1), "5000000", "sara shovel",
             "most announcements the log index holds, about 90 bytes each; the oldest go first"),
     # A pump's users and permissions (dd_audit, admin.conf).
     _option("admin", BROKER, None, "audit",

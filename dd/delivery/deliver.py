@@ -103,11 +103,9 @@ def loaded_plugins(ctx) -> tuple[Optional[plugins.NoticeCheck], Optional[plugins
     return on_notice, on_file
 
 
-def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] = None,
-          record: Optional[Callable] = None):
+def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] = None):
     """The flow of a delivering component: consume, place, receive, announce.  `sending`
-    ((transports, tick) -> (receiver, placement)) puts files somewhere else than a local tree;
-    `record` (poster -> poster) is a sender's log index."""
+    ((transports, tick) -> (receiver, placement)) puts files somewhere else than a local tree."""
     cfg = ctx.cfg
     # Plugins first: one that does not load is a configuration error before anything starts.
     on_notice, on_file = loaded_plugins(ctx)
@@ -138,8 +136,6 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
-    elif record:
-        poster = record(poster)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)

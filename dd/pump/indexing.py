@@ -75,23 +75,6 @@ def recording(ctx: Context, poster: Optional[PostStep],
             Recording(reporter, index, reporting) if reporter is not None else None)
 
 
-def sending(ctx: Context, poster: Optional[PostStep]) -> Optional[Recording]:
-    """A sender's post step (dd_sender feeding another pump), recording in this pump's log
-    index what it announces over there: the consumers on that pump report on it, and their
-    log messages, forwarded back here, are checked against it.  Its entries name no
-    upstream: the notices it read here go back where this pump's relays recorded."""
-    if poster is None:
-        return None
-    cfg = ctx.cfg
-    # The feeder that forwards on the other pump (the sender's user there) reports on private ones.
-    feeder = ctx.credentials.complete(cfg.post_broker).user if cfg.post_broker else None
-    forwarders = (feeder,) if feeder else ()
-
-    def announcing(item: Item) -> list[Entry]:
-        return [] if item.outgoing is None else [logindex.announced(item.outgoing, forwarders)]
-    return Recording(poster, logindex.of(cfg, ctx.env.state_dir), announcing)
-
-
 def upstream_of(exchange: str, broker: Url, post_broker: Url | None, report_exchange: str,
                 pushed_from: Url | None = None, pushed_exchange: str | None = None) -> Upstream | None:
     """The pump a relay reads its notices from, as it reports there (`broker` without its
