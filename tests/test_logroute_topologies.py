@@ -5,6 +5,7 @@ from, as the relay that read it recorded in the log index.  In a V (A and B both
 each source reads only its own log messages; in a chain A → B → C they climb two pumps;
 and when A's dd_sender pushes to B, they come back the way the push went."""
 import secrets
+import urllib.parse
 
 import pytest
 
@@ -176,16 +177,25 @@ def test_in_a_chain_log_messages_climb_back_through_every_pump(pump, pumps):
     assert not any("[forged-log]" in text or "[no-route]" in text for text in logs.values())
 
 
-def test_a_chain_by_push_brings_every_file_and_its_log_messages_back(pump, pumps):
+@pytest.mark.parametrize("push", ["file", "sftp"])
+def test_a_chain_by_push_brings_every_file_and_its_log_messages_back(pump, pumps, push, request):
     # Ann posts on A; A's sender, as pb (a feeder of both pumps), pushes A's files into B's
-    # incoming directory and announces them on B in xs_pb; B's relay reads xs_pb, knowing they
-    # come from A (report_upstream); Bob subscribes on B.
+    # incoming directory (a directory here, or over SFTP) and announces them on B in xs_pb;
+    # B's relay reads xs_pb, knowing they come from A (report_upstream); Bob subscribes on B.
     net = pumps({"A": ["source ann", "feeder pa", "feeder pb"], "B": ["subscriber bob", "feeder pb"]})
     u = net.users
-    incoming, tree_b = pump.base / "incomingB", pump.base / "treeB"
+    tree_b = pump.base / "treeB"
+    if push == "sftp":
+        sshd = request.getfixturevalue("sshd_server")
+        incoming = sshd.root / pump.base.name / "incomingB"
+        destination = {"destination": f"{sshd.url}/{urllib.parse.quote(pump.base.name)}/incomingB",
+                       "known_hosts": sshd.known_hosts, "sftp_key": sshd.key_file}
+    else:
+        incoming = pump.base / "incomingB"
+        destination = {"destination": f"file://{incoming}"}
     net.wire({"A": ("A", "pa", f"xs_{u['ann']}", None)}, {"A": ("pa", ["pb"]), "B": ("pb", [])}, subscriber="B")
     net.configure("sender", "toB", broker=net.at("pb", "A"), exchange="xpublic", allowed_schemes="file",
-                  destination=f"file://{incoming}", post_broker=net.at("pb", "B"), post_exchange=f"xs_{u['pb']}",
+                  **destination, post_broker=net.at("pb", "B"), post_exchange=f"xs_{u['pb']}",
                   post_base_url=f"file://{incoming}/", **net.shared("A"))
     net.configure("sara", "fromA", broker=net.at("pb", "B"), exchange=f"xs_{u['pb']}",
                   report_upstream=net.at("pb", "A"), allowed_schemes="file", post_broker=net.at("pb", "B"),
@@ -207,10 +217,12 @@ def test_a_chain_by_push_brings_every_file_and_its_log_messages_back(pump, pumps
         (ann_reads(), logs_so_far(net.processes))
     # The feeder can forward, not make up: a notice in ann's name that A never announced
     # reaches Bob (B trusts its feeder with data), but A refuses every log message about it.
-    made_up = incoming / u["ann"] / "made_up.txt"
+    made_up = pump.base / "made_up" / u["ann"] / "made_up.txt"
+    made_up.parent.mkdir(parents=True)
     made_up.write_text("not ann's")
     net.pump.command("post", f"--post_broker={net.at('pb', 'B')}", f"--post_exchange=xs_{u['pb']}",
-                     f"--post_base_url=file://{incoming}/", f"--post_base_dir={incoming}", f"--source={u['ann']}",
+                     f"--post_base_url=file://{made_up.parent.parent}/", f"--post_base_dir={made_up.parent.parent}",
+                     f"--source={u['ann']}",
                      made_up, check=True)
     refused = f"refused log message from {u['bob']} about '{u['ann']}/made_up.txt'"
     assert wait_for(lambda: refused in net.processes["shovel", "A"].log.read_text(), timeout=30), \
