@@ -56,8 +56,9 @@ def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_s
 
 
 def test_notices_another_pumps_sender_pushed_keep_their_source_and_cluster():
-    def read(exchange, pushed, source="ann"):
-        notice = Notice(pubtime=now(), base_url="file:///in/", rel_path="ann/f", source=source, from_cluster="A")
+    def read(exchange, pushed, source="ann", from_cluster="A"):
+        notice = Notice(pubtime=now(), base_url="file:///in/", rel_path="ann/f", source=source,
+                        from_cluster=from_cluster)
         item = relaying.ingest(lambda delivery: Item(notice, delivery), "B", pushed=pushed)(
             types.SimpleNamespace(exchange=exchange))
         return item.notice.source, item.notice.from_cluster
@@ -65,5 +66,7 @@ def test_notices_another_pumps_sender_pushed_keep_their_source_and_cluster():
     assert read("xs_pb", pushed=True) == ("ann", "A")
     # Without report_upstream, the feeder's exchange is the feeder's like any other.
     assert read("xs_pb", pushed=False) == ("pb", "B")
-    # A notice naming no source is the feeder's.
+    # A notice naming no source is the feeder's; so is one claiming this very cluster, whose
+    # log messages would otherwise stay on this pump, checked by no other.
     assert read("xs_pb", pushed=True, source="") == ("pb", "B")
+    assert read("xs_pb", pushed=True, from_cluster="B") == ("pb", "B")

@@ -54,12 +54,14 @@ def ingest(decode, cluster, pushed=False):
     (and the pump's feeders).  When the notices were `pushed` here by another pump's
     sender (the exchange is that feeder's), they keep their source and cluster: the pump
     they came from checks every log message about them against its own log index, so a
-    feeder can forward a source's notices, not make up log messages for it."""
+    feeder can forward a source's notices, not make up log messages for it.  But not one
+    claiming this very cluster, whose log messages would stay here, unchecked."""
     def read(delivery):
         item = decode(delivery)
         owner = route.owner_of(delivery.exchange)
         notice = item.notice
-        if notice is not None and owner is not None and pushed and notice.source:
+        if notice is not None and owner is not None and pushed and notice.source \
+                and not (cluster and notice.from_cluster == cluster):
             return item
         if notice is not None and owner is not None:
             if notice.source not in ("", owner) or notice.from_cluster not in ("", cluster or ""):
