@@ -177,3 +177,9 @@ def test_a_relay_names_an_upstream_only_when_it_reads_another_pump():
     assert indexing.upstream_of("xpublic", Url.parse("amqp://other@PUMP-C/vc/"), here, "xs_other") is None
     # Another virtual host on the same broker is another pump.
     assert indexing.upstream_of("xpublic", Url.parse("amqp://feederc@pump-c/va"), here, "x") is not None
+    # Pushed here by pump A's sender (report_upstream): A, whatever exchange the relay reads.
+    pushed_from = Url.parse("amqp://feederc@pump-a/va")
+    assert indexing.upstream_of("xs_feederc", here, here, "xs_feederc", pushed_from) == \
+        logindex.Upstream("amqp://feederc@pump-a/va", "xs_feederc")
+    assert indexing.upstream_of("xs_feederc", here, here, "xs_feederc", pushed_from, "xa") == \
+        logindex.Upstream("amqp://feederc@pump-a/va", "xa")

@@ -2,8 +2,10 @@
 RabbitMQ set up by dd_audit, with its relays, its log router and a log index of its own.
 No router names its upstream: each sends a log message back to the pump the notice came
 from, as the relay that read it recorded in the log index.  In a V (A and B both feed C)
-each source reads only its own log messages; in a chain A → B → C they climb two pumps."""
+each source reads only its own log messages; in a chain A → B → C they climb two pumps;
+and when A's dd_sender pushes to B, they come back the way the push went."""
 import secrets
+import urllib.parse
 
 import pytest
 
@@ -63,21 +65,21 @@ class Pumps:
         self.configure("shovel", p, broker=self.at(feeder, p), exchange="xreport", topic_prefix="v02.log",
                        route_logs="on", post_broker=self.at(feeder, p), **more, **self.shared(p))
 
-    def wire(self, relays, routers):
+    def wire(self, relays, routers, subscriber="C"):
         """Relays {name: (pump, reader, exchange, the pump it reads or None: its own)}, routers
-        {pump: (feeder, users it trusts to forward)}, and Bob subscribing on C; all started."""
+        {pump: (feeder, users it trusts to forward)}, and Bob subscribing on `subscriber`."""
         for name, (p, reader, exchange, upstream) in relays.items():
             self.relay(name, p, reader, exchange, broker=self.at(reader, upstream) if upstream else None)
         for p, (feeder, trusted) in routers.items():
             self.router(p, feeder, trusted)
-        self.configure("subscribe", "bob", broker=self.at("bob", "C"), allowed_schemes="file",
+        self.configure("subscribe", "bob", broker=self.at("bob", subscriber), allowed_schemes="file",
                        directory=self.pump.dst)
 
     def shared(self, p):
         return {"cluster": p, "log_index": self.pump.base / f"index{p}.sqlite"}
 
     def start_all(self):
-        for component in ("shovel", "sara", "subscribe"):
+        for component in ("shovel", "sara", "sender", "subscribe"):
             for conf_file in sorted((self.config / component).glob("*.conf")):
                 self.processes[component, conf_file.stem] = start(self.pump, component, conf_file.stem)
 
@@ -87,7 +89,7 @@ class Pumps:
         self.pump.command("post", f"--post_broker={self.at(who, p)}", f"--post_base_url={self.pump.base_url}",
                           f"--post_base_dir={self.pump.src}", path, check=True)
 
-    def log_of(self, who, p):
+    def log_of(self, who, p, key=lambda r: (r.user, r.rel_path)):
         """A source's dd_log, read as it goes: every log message it was sent so far."""
         seen = []
         # A queue of its own: dd_log keeps one queue name per account, chosen anew for each user.
@@ -97,7 +99,7 @@ class Pumps:
         def read():
             seen.extend(report.decode(line.encode())
                         for line in self.pump.command(*command, check=True).stdout.splitlines())
-            return {(r.user, r.rel_path) for r in seen}
+            return {key(r) for r in seen}
         return read
 
     def stop(self):
@@ -173,6 +175,69 @@ def test_in_a_chain_log_messages_climb_back_through_every_pump(pump, pumps):
     assert f"log message from {u['bob']} sent upstream toward A, to {net.at('pb', 'A')}" in logs["shovel", "B"]
     assert f"log message from {u['bob']} routed to xr_{u['ann']}" in logs["shovel", "A"]
     assert not any("[forged-log]" in text or "[no-route]" in text for text in logs.values())
+
+
+@pytest.mark.parametrize("push", ["file", "sftp"])
+def test_a_chain_by_push_brings_every_file_and_its_log_messages_back(pump, pumps, push, request):
+    # Ann posts on A; A's sender, as pb (a feeder of both pumps), pushes A's files into B's
+    # incoming directory (a directory here, or over SFTP) and announces them on B in xs_pb;
+    # B's relay reads xs_pb, knowing they come from A (report_upstream); Bob subscribes on B.
+    net = pumps({"A": ["source ann", "feeder pa", "feeder pb"], "B": ["subscriber bob", "feeder pb"]})
+    u = net.users
+    tree_b = pump.base / "treeB"
+    if push == "sftp":
+        sshd = request.getfixturevalue("sshd_server")
+        incoming = sshd.root / pump.base.name / "incomingB"
+        destination = {"destination": f"{sshd.url}/{urllib.parse.quote(pump.base.name)}/incomingB",
+                       "known_hosts": sshd.known_hosts, "sftp_key": sshd.key_file}
+    else:
+        incoming = pump.base / "incomingB"
+        destination = {"destination": f"file://{incoming}"}
+    net.wire({"A": ("A", "pa", f"xs_{u['ann']}", None)}, {"A": ("pa", ["pb"]), "B": ("pb", [])}, subscriber="B")
+    net.configure("sender", "toB", broker=net.at("pb", "A"), exchange="xpublic", allowed_schemes="file",
+                  **destination, post_broker=net.at("pb", "B"), post_exchange=f"xs_{u['pb']}",
+                  post_base_url=f"file://{incoming}/", **net.shared("A"))
+    net.configure("sara", "fromA", broker=net.at("pb", "B"), exchange=f"xs_{u['pb']}",
+                  report_upstream=net.at("pb", "A"), allowed_schemes="file", post_broker=net.at("pb", "B"),
+                  post_exchange="xpublic", post_base_url=f"file://{tree_b}/", directory=tree_b, **net.shared("B"))
+    ann_reads = net.log_of("ann", "A", key=lambda r: (r.user, r.component, r.rel_path))
+    net.start_all()
+    files = {f"push{n}.txt": f"pushed {n} " * (n + 1) for n in range(3)}
+    for name, content in files.items():
+        net.post("ann", "A", name, content)
+    mirror = {f"{u['ann']}/{name}": content for name, content in files.items()}
+    assert wait_for(lambda: all((pump.dst / rel).exists() for rel in mirror), timeout=60), \
+        logs_so_far(net.processes)
+    assert {rel: (pump.dst / rel).read_text() for rel in mirror} == mirror
+    # A's relay, A's sender, B's relay (forwarded by B's router) and Bob on B.
+    expects = {(u["pa"], "sara", name) for name in files} | {
+        (who, component, rel) for rel in mirror
+        for who, component in ((u["pb"], "sender"), (u["pb"], "sara"), (u["bob"], "subscribe"))}
+    assert wait_for(lambda: ann_reads() >= expects, timeout=30, interval=0.5), \
+        (ann_reads(), logs_so_far(net.processes))
+    # The feeder can forward, not make up: a notice in ann's name that A never announced
+    # reaches Bob (B trusts its feeder with data), but A refuses every log message about it.
+    made_up = pump.base / "made_up" / u["ann"] / "made_up.txt"
+    made_up.parent.mkdir(parents=True)
+    made_up.write_text("not ann's")
+    net.pump.command("post", f"--post_broker={net.at('pb', 'B')}", f"--post_exchange=xs_{u['pb']}",
+                     f"--post_base_url=file://{made_up.parent.parent}/", f"--post_base_dir={made_up.parent.parent}",
+                     f"--source={u['ann']}",
+                     made_up, check=True)
+    refused = f"refused log message from {u['bob']} about '{u['ann']}/made_up.txt'"
+    assert wait_for(lambda: refused in net.processes["shovel", "A"].log.read_text(), timeout=30), \
+        logs_so_far(net.processes)
+    logs = net.stop()
+    assert ann_reads() == expects
+    assert (pump.dst / u["ann"] / "made_up.txt").exists()
+    for rel in mirror:
+        assert (tree_b / rel).read_text() == mirror[rel]
+    assert f"log message from {u['bob']} sent upstream toward A, to {net.at('pb', 'A')}" in logs["shovel", "B"]
+    assert f"log message from {u['bob']} routed to xr_{u['ann']}" in logs["shovel", "A"]
+    forged = [line for text in logs.values() for line in text.splitlines() if "[forged-log]" in line]
+    assert forged and all("made_up.txt" in line for line in forged), forged
+    assert all("[forged-log]" not in text for key, text in logs.items() if key != ("shovel", "A"))
+    assert not any("[no-route]" in text for text in logs.values())
 
 
 SUM = Checksum("sha512", "ab" * 64)

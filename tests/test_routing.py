@@ -1,8 +1,12 @@
 """Routing between pumps: a relay takes only what is for its way (to_clusters, its
 cluster, gateway_for), and at ingest the source is the owner of the exchange the notice
-came from, whatever the notice says."""
+came from, whatever the notice says (unless another pump's sender pushed it there)."""
+import types
+
 from dd.core import route
 from dd.core.notice import Notice, now
+from dd.flow import Item
+from dd.pump import relay as relaying
 from tests.support.pump import wait_for
 from tests.test_sara import relay  # noqa: F401 - the fixture
 
@@ -49,3 +53,20 @@ def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_s
     assert (relayed.source, relayed.from_cluster) == ("eve", "B")
     assert relayed.rel_path == "eve/claimed.txt" and (relay.tree / "eve" / "claimed.txt").exists()
     assert "replaced by 'eve' and 'B'" in log
+
+
+def test_notices_another_pumps_sender_pushed_keep_their_source_and_cluster():
+    def read(exchange, pushed, source="ann", from_cluster="A"):
+        notice = Notice(pubtime=now(), base_url="file:///in/", rel_path="ann/f", source=source,
+                        from_cluster=from_cluster)
+        item = relaying.ingest(lambda delivery: Item(notice, delivery), "B", pushed=pushed)(
+            types.SimpleNamespace(exchange=exchange))
+        return item.notice.source, item.notice.from_cluster
+    # Read from the feeder's exchange by a relay with report_upstream: as it was on pump A.
+    assert read("xs_pb", pushed=True) == ("ann", "A")
+    # Without report_upstream, the feeder's exchange is the feeder's like any other.
+    assert read("xs_pb", pushed=False) == ("pb", "B")
+    # A notice naming no source is the feeder's; so is one claiming this very cluster, whose
+    # log messages would otherwise stay on this pump, checked by no other.
+    assert read("xs_pb", pushed=True, source="") == ("pb", "B")
+    assert read("xs_pb", pushed=True, from_cluster="B") == ("pb", "B")

@@ -456,13 +456,15 @@ OPTIONS = (
             "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
             "keep those published by the consumer they name about a notice this pump relayed to it "
             "(log_index), and copy each to xr_<its source>"),
-    _option("report_upstream", BROKER, None, "shovel",
-            "log router: rarely needed, log messages go back to the pump their notice came from as "
-            "the log index says; this pump takes those whose source posted on another cluster when "
-            "the index names no pump (entries older relays recorded); its password comes from "
-            "credentials.conf"),
-    _option("report_upstream_exchange", WORD, None, "shovel",
-            "log router: exchange on report_upstream that log messages go to; unset: "
+    _option("report_upstream", BROKER, None, "sara shovel",
+            "dd_sara: the pump whose sender pushes here the notices this relay reads (from the "
+            "exchange of that pump's feeder): they keep their source, and its consumers' log "
+            "messages go back there (dd_sender(1)); log router: rarely needed, log messages go back "
+            "to the pump their notice came from as the log index says; this pump takes those whose "
+            "source posted on another cluster when the index names no pump (entries older relays "
+            "recorded); its password comes from credentials.conf"),
+    _option("report_upstream_exchange", WORD, None, "sara shovel",
+            "exchange on report_upstream that log messages go to; unset: "
             "xs_<report_upstream user>"),
     _option("report_feeders", LIST, None, "shovel",
             "log router: users (the downstream pumps) whose forwarded log messages are taken "

@@ -54,7 +54,9 @@ def recording(ctx: Context, poster: Optional[PostStep],
     relay_readers = tuple(cfg.relay_readers or ())
     broker = ctx.credentials.complete(cfg.broker)
     user = broker.user or ""
-    upstream = upstream_of(cfg.exchange, broker, cfg.post_broker, cfg.report_exchange)
+    pushed_from = ctx.credentials.complete(cfg.report_upstream) if cfg.report_upstream else None
+    upstream = upstream_of(cfg.exchange, broker, cfg.post_broker, cfg.report_exchange, pushed_from,
+                           cfg.report_upstream_exchange)
 
     def announcing(item: Item) -> list[Entry]:
         if item.outgoing is None:
@@ -73,10 +75,15 @@ def recording(ctx: Context, poster: Optional[PostStep],
             Recording(reporter, index, reporting) if reporter is not None else None)
 
 
-def upstream_of(exchange: str, broker: Url, post_broker: Url | None, report_exchange: str) -> Upstream | None:
+def upstream_of(exchange: str, broker: Url, post_broker: Url | None, report_exchange: str,
+                pushed_from: Url | None = None, pushed_exchange: str | None = None) -> Upstream | None:
     """The pump a relay reads its notices from, as it reports there (`broker` without its
     password, `report_exchange`), or None when the relay ingests from this very pump: it
-    reads a source's own exchange xs_<user>, or the broker it announces on."""
+    reads a source's own exchange xs_<user>, or the broker it announces on.  A relay of
+    notices another pump's sender pushed here (report_upstream, `pushed_from`) names that
+    pump, its exchange `pushed_exchange` or xs_<its user>."""
+    if pushed_from is not None:
+        return Upstream(str(pushed_from), pushed_exchange or f"xs_{pushed_from.user}")
     if owner_of(exchange) is not None or post_broker is None or same_broker(broker, post_broker):
         return None
     return Upstream(str(broker), report_exchange)

@@ -1,7 +1,9 @@
 """What makes a delivering flow a pump's relay (dd_sara): the choices dd.delivery.deliver
 takes from a pump.
 
-- Identity: a notice read from a user's own exchange xs_<user> is that user's.
+- Identity: a notice read from a user's own exchange xs_<user> is that user's; but one
+  another pump's sender pushed here (report_upstream), read from its feeder's exchange,
+  keeps the source and cluster it had there, where log messages about it go back.
 - Fetching: a relay ingesting a source's exchange fetches from URLs that source chose,
   with that source's own credentials only.
 - Placement: each source's files in its own namespace (dd.pump.namespace), private data
@@ -37,22 +39,30 @@ def relaying(ctx, htpasswd) -> Relaying:
         options["sftp"]["ambient_keys"] = False
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
-    return Relaying(read=lambda decode: ingest(decode, cfg.cluster),
+    pushed = cfg.report_upstream is not None
+    return Relaying(read=lambda decode: ingest(decode, cfg.cluster, pushed=pushed),
                     transports=Transports(credentials, timeout=cfg.timeout, options=options),
                     placement=SourceNamespaces(htpasswd, credentials, own),
                     exchange_of=private_exchanges(cfg),
                     record=lambda poster, reporter: indexing.recording(ctx, poster, reporter))
 
 
-def ingest(decode, cluster):
+def ingest(decode, cluster, pushed=False):
     """A relay's identity rule, around a notice decoder: a notice read from a user's own
     exchange xs_<user> is that user's, whatever its body says, and enters the network
     here.  Only the broker's word counts: the exchange is writable by that user alone
-    (and the pump's feeders)."""
+    (and the pump's feeders).  When the notices were `pushed` here by another pump's
+    sender (the exchange is that feeder's), they keep their source and cluster: the pump
+    they came from checks every log message about them against its own log index, so a
+    feeder can forward a source's notices, not make up log messages for it.  But not one
+    claiming this very cluster, whose log messages would stay here, unchecked."""
     def read(delivery):
         item = decode(delivery)
         owner = route.owner_of(delivery.exchange)
         notice = item.notice
+        if notice is not None and owner is not None and pushed and notice.source \
+                and not (cluster and notice.from_cluster == cluster):
+            return item
         if notice is not None and owner is not None:
             if notice.source not in ("", owner) or notice.from_cluster not in ("", cluster or ""):
                 log.warning("%s: source %r and from_cluster %r replaced by %r and %r, as read from %s",
