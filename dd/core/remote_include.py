@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import urllib3
-
 from dd.core import atomic
 from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, ConfigError
@@ -34,7 +32,8 @@ from dd.core.options import format_duration
 
 logger = logging.getLogger(__name__)
 CACHE = "include"               # below the state directory
-TIMEOUT = urllib3.Timeout(connect=5.0, read=10.0)
+#: Seconds to connect, and to wait for each read.
+CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 10.0
 MAX_SIZE = 1 << 20              # a snippet is a few lines; a bigger answer is not one
 
 
@@ -105,6 +104,8 @@ def _read(path: Path) -> _Copy | None:
 
 def _fetch(url: Url, kept: _Copy | None, ca_file: Path | None) -> _Copy | None:
     """The copy the server has now, or None when it says `kept` is still current."""
+    # Imported here: every command reads its configuration, and dd_post's start-up is measured.
+    import urllib3
     headers = {"User-Agent": "dd"}
     if kept is not None and kept.etag:
         headers["If-None-Match"] = kept.etag
@@ -122,7 +123,8 @@ def _fetch(url: Url, kept: _Copy | None, ca_file: Path | None) -> _Copy | None:
         # urllib3 makes the TLS context: given one of ours, urllib3 1.26 (Debian 12's) cannot
         # check the certificate of a server named by its IP address.
         with urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(ca_file) if ca_file else None,
-                                 timeout=TIMEOUT, retries=False) as pool:
+                                 timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+                                 retries=False) as pool:
             response = pool.request("GET", target, headers=headers, redirect=False, preload_content=False)
             try:
                 body = response.read(MAX_SIZE + 1)
@@ -145,7 +147,7 @@ def _fetch(url: Url, kept: _Copy | None, ca_file: Path | None) -> _Copy | None:
     return _Copy(decoded, response.headers.get("ETag"), response.headers.get("Last-Modified"))
 
 
-def _describe(error: urllib3.exceptions.HTTPError) -> _Unavailable:
+def _describe(error: Exception) -> _Unavailable:
     """A one-line reason for a failed request, from the innermost error that has one."""
     cause: BaseException | None = error
     while cause is not None:
