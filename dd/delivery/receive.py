@@ -97,13 +97,10 @@ class Receiver:
             transport, path = self.transports.for_url(notice.url)
             verify = checksum.verifiable(method)
             hash_method = method if verify else self.download_checksum
-            digest = self._retrying(lambda: self._fetch(transport, path, notice, tree, fd, leaf,
-                                                                hash_method, verify))
+            digest = retrying(lambda: self._fetch(transport, path, notice, tree, fd, leaf, hash_method, verify),
+                              self.attempts)
             return Outcome(Code.DELIVERED, "delivered", nbytes=notice.size,
                            checksum=notice.checksum if verify else Checksum(hash_method, digest))
-
-    def _retrying(self, action):
-        return retrying(action, self.attempts)
 
     def _write_part(self, notice, tree, fd, leaf):
         """Store one part; the part that completes the file is the one DELIVERED."""
@@ -115,7 +112,7 @@ class Receiver:
                 with assembly.part_slot(fd, leaf, notice, stale_after=self.stale_after, tick=self.tick) as slot:
                     if slot is None:
                         return Outcome(Code.UNCHANGED, f"{label} already stored")
-                    self._retrying(lambda: self._fetch_part(source, notice, slot, label))
+                    retrying(lambda: self._fetch_part(source, notice, slot, label), self.attempts)
                     if not slot.verified():
                         return Outcome(Code.PART_STORED, f"{label} stored", nbytes=slot.length)
                     value = self._check_whole(notice, slot)

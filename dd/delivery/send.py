@@ -25,7 +25,7 @@ from dd.core.notice import Checksum, Op
 from dd.core.outcome import Code, Outcome
 from dd.delivery.receive import retrying
 from dd.transfer import DeniedError, PermanentError, transport_class
-from dd.transfer.copy import copy
+from dd.transfer.copy import Nowhere, copy
 
 #: The checksum computed of what is sent when the notice's cannot be checked (name, none).
 FALLBACK_CHECKSUM = checksum.DEFAULT
@@ -96,14 +96,6 @@ def below_destination(directory) -> list[str]:
         raise ConfigError(f"directory {text}: {error}", fix="give a plain relative directory") from None
 
 
-class _Discard:
-    """Where data read back for verify_sent goes: only its checksum is kept."""
-
-    @staticmethod
-    def write(data) -> int:
-        return len(data)
-
-
 class Sender:
     """Sends notices' files to a destination; one per flow instance.  The receiver of the
     delivering flow (dd.delivery.deliver) when it is a sender: the same `receive`."""
@@ -164,7 +156,7 @@ class Sender:
                 raise TransferError(f"{where}: the server holds {size} bytes of the {result.nbytes} sent")
             if self.verify_sent:
                 with destination.open_read(temporary, 0, result.nbytes) as back:
-                    again = copy(back, _Discard(), length=result.nbytes, hasher=checksum.new(hash_method),
+                    again = copy(back, Nowhere(), length=result.nbytes, hasher=checksum.new(hash_method),
                                  tick=self.tick, name=f"{where} (read back)")
                 if again.checksum != result.checksum:
                     raise ChecksumMismatch(f"{where}: read back, its {hash_method} checksum is not that "

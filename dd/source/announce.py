@@ -13,7 +13,7 @@ from dd.core import checksum, parts
 from dd.core.errors import DDError, PathError, TransferError
 from dd.core.notice import Checksum, Notice, Op, Part, from_timestamp, now
 from dd.transfer import ReadStream
-from dd.transfer.copy import copy
+from dd.transfer.copy import Nowhere, copy
 
 _O_PATH = getattr(os, "O_PATH", 0)     # Linux: a handle on a path, to ask the kernel its real name
 
@@ -131,7 +131,7 @@ def part_sums(path, rel_path, method, size, block_size):
             with open(path, "rb", buffering=0) as f:
                 f.seek(offset)
                 # copy() hashes on lanes of its own while it reads ahead: a part's hasher beside the whole's.
-                copy(ReadStream(f, length, path), _Nowhere(), length=length, hasher=part or whole,
+                copy(ReadStream(f, length, path), Nowhere(), length=length, hasher=part or whole,
                      also_hash=[whole] if part else [], name=path)
             if part:
                 sums.append(part.hexdigest())
@@ -142,11 +142,3 @@ def part_sums(path, rel_path, method, size, block_size):
     except OSError as error:
         raise DDError(f"cannot checksum {path}: {error.strerror or error}") from None
     return sums + [whole.hexdigest()]
-
-
-class _Nowhere:
-    """A sink for bytes that are only hashed."""
-
-    @staticmethod
-    def write(data):
-        return len(data)
