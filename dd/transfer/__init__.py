@@ -15,6 +15,7 @@ import io
 import posixpath
 import re
 import secrets
+import stat
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional, Protocol
@@ -73,6 +74,16 @@ class Entry:
     directory: bool
     size: Optional[int] = None
     mtime: Optional[float] = None   # seconds since the epoch
+
+
+def entry_of(name: str, mode: int, size: Optional[int], mtime: Optional[float]) -> Optional[Entry]:
+    """The Entry of a file or directory with this (lstat) mode; None for links and every
+    other kind of file, which a listing leaves out."""
+    if stat.S_ISDIR(mode):
+        return Entry(name, True, None, mtime)
+    if stat.S_ISREG(mode):
+        return Entry(name, False, size, mtime)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

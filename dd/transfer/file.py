@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any, Optional
 
-from dd.transfer import Capabilities, Check, Entry, ReadStream, Stat, Transport, failures, replacing
+from dd.transfer import Capabilities, Check, Entry, ReadStream, Stat, Transport, entry_of, failures, replacing
 from dd.transfer.copy import CopyResult, Source, copy
 
 
@@ -43,9 +42,9 @@ class FileTransport(Transport):
                     st = each.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue   # gone since it was listed
-                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-                    found.append(Entry(each.name, stat.S_ISDIR(st.st_mode),
-                                       None if stat.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime))
+                entry = entry_of(each.name, st.st_mode, st.st_size, st.st_mtime)
+                if entry is not None:
+                    found.append(entry)
         return sorted(found, key=lambda entry: entry.name)
 
     def list(self, path: str) -> list[str]:

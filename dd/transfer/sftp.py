@@ -5,7 +5,6 @@ import contextlib
 import io
 import os
 import posixpath
-import stat
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import paramiko
 
 from dd.transfer import (Capabilities, Check, DeniedError, Endpoint, Entry, PermanentError, ReadStream, Stat, Transport,
-                         failures, make_directories, replacing)
+                         entry_of, failures, make_directories, replacing)
 from dd.transfer.copy import CopyResult, Source, copy
 
 if TYPE_CHECKING:
@@ -70,10 +69,8 @@ class SftpTransport(Transport):
     def entries(self, path: str) -> list[Entry]:
         with self._session(path) as sftp:
             listing = sftp.listdir_attr(path)   # lstat's attributes: links are not followed
-        found = [Entry(st.filename, stat.S_ISDIR(st.st_mode or 0),
-                       None if stat.S_ISDIR(st.st_mode or 0) else st.st_size, st.st_mtime)
-                 for st in listing if stat.S_ISDIR(st.st_mode or 0) or stat.S_ISREG(st.st_mode or 0)]
-        return sorted(found, key=lambda entry: entry.name)
+        found = [entry_of(st.filename, st.st_mode or 0, st.st_size, st.st_mtime) for st in listing]
+        return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.name)
 
     def list(self, path: str) -> list[str]:
         with self._session(path) as sftp:
