@@ -57,9 +57,10 @@ def test_at_ingest_the_source_is_the_owner_of_the_exchange_not_what_the_notice_s
 
 def test_notices_another_pumps_sender_pushed_keep_their_source_and_cluster():
     def read(exchange, pushed, source="ann", from_cluster="A"):
+        # pushed: the relay's report_upstream names pb, the feeder pump A's sender logs in as.
         notice = Notice(pubtime=now(), base_url="file:///in/", rel_path="ann/f", source=source,
                         from_cluster=from_cluster)
-        item = relaying.ingest(lambda delivery: Item(notice, delivery), "B", pushed=pushed)(
+        item = relaying.ingest(lambda delivery: Item(notice, delivery), "B", pushed_by="pb" if pushed else None)(
             types.SimpleNamespace(exchange=exchange))
         return item.notice.source, item.notice.from_cluster
     # Read from the feeder's exchange by a relay with report_upstream: as it was on pump A.
@@ -70,3 +71,5 @@ def test_notices_another_pumps_sender_pushed_keep_their_source_and_cluster():
     # log messages would otherwise stay on this pump, checked by no other.
     assert read("xs_pb", pushed=True, source="") == ("pb", "B")
     assert read("xs_pb", pushed=True, from_cluster="B") == ("pb", "B")
+    # Only the exchange of report_upstream's user: carl, a source, cannot pass for ann.
+    assert read("xs_carl", pushed=True) == ("carl", "B")

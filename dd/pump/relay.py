@@ -39,20 +39,21 @@ def relaying(ctx, htpasswd) -> Relaying:
         options["sftp"]["ambient_keys"] = False
     own = {m.directory for m in cfg.masks} | {cfg.directory, cfg.post_base_dir or cfg.directory} \
         | {ctx.env.config_dir, ctx.env.state_dir, ctx.env.log_dir}
-    pushed = cfg.report_upstream is not None
-    return Relaying(read=lambda decode: ingest(decode, cfg.cluster, pushed=pushed),
+    pushed_by = ctx.credentials.complete(cfg.report_upstream).user if cfg.report_upstream else None
+    return Relaying(read=lambda decode: ingest(decode, cfg.cluster, pushed_by=pushed_by),
                     transports=Transports(credentials, timeout=cfg.timeout, options=options),
                     placement=SourceNamespaces(htpasswd, credentials, own),
                     exchange_of=private_exchanges(cfg),
                     record=lambda poster, reporter: indexing.recording(ctx, poster, reporter))
 
 
-def ingest(decode, cluster, pushed=False):
+def ingest(decode, cluster, pushed_by=None):
     """A relay's identity rule, around a notice decoder: a notice read from a user's own
     exchange xs_<user> is that user's, whatever its body says, and enters the network
     here.  Only the broker's word counts: the exchange is writable by that user alone
-    (and the pump's feeders).  When the notices were `pushed` here by another pump's
-    sender (the exchange is that feeder's), they keep their source and cluster: the pump
+    (and the pump's feeders).  When the notices were pushed here by another pump's
+    sender (the exchange is that of `pushed_by`, report_upstream's user: the feeder it
+    logs in as), they keep their source and cluster: the pump
     they came from checks every log message about them against its own log index, so a
     feeder can forward a source's notices, not make up log messages for it.  But not one
     claiming this very cluster, whose log messages would stay here, unchecked."""
@@ -60,7 +61,7 @@ def ingest(decode, cluster, pushed=False):
         item = decode(delivery)
         owner = route.owner_of(delivery.exchange)
         notice = item.notice
-        if notice is not None and owner is not None and pushed and notice.source \
+        if notice is not None and owner is not None and owner == pushed_by and notice.source \
                 and not (cluster and notice.from_cluster == cluster):
             return item
         if notice is not None and owner is not None:
