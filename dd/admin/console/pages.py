@@ -176,7 +176,8 @@ def _files(events: list[provenance.Event]) -> list[dict[str, Any]]:
     for event in events:
         key = (event.source, event.checksum or event.rel_path)
         grouped.setdefault(key, []).append(event)
-    return [dict(first=group[-1], events=group,
+    # Shown by the name its source posted: a relay announces it below a directory of its own.
+    return [dict(first=min(group, key=lambda e: (len(e.rel_path), e.at)), events=group,
                  outcomes=collections.Counter(e.outcome for e in group)) for group in grouped.values()]
 
 

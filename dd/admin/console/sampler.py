@@ -11,7 +11,7 @@ from dd.core.errors import DDError
 from dd.store import history
 
 log = logging.getLogger("dd.console")
-INTERVAL = 30.0
+INTERVAL = 10.0
 
 
 def sample(env: Any) -> list[history.Sample]:
