@@ -222,3 +222,33 @@ def test_the_console_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
     assert result.stderr.strip() == ("dd_ctl: the console would listen on 0.0.0.0 without web_certificate and "
                                      "web_key (set web_certificate, web_key and web_broker, or keep web_host "
                                      "127.0.0.1)")
+
+
+def test_dd_ctl_runs_the_console_as_the_configuration_web_console(tmp_path):
+    web = tmp_path / "config" / "web"
+    web.mkdir(parents=True)
+    port = free_port()
+    (web / "console.conf").write_text(f"web_port {port}\nweb_broker amqp://guest@127.0.0.1/\n")
+    env = dict(os.environ, DD_CONFIG_DIR=str(tmp_path / "config"), DD_STATE_DIR=str(tmp_path / "state"),
+               DD_LOG_DIR=str(tmp_path / "log"))
+
+    def ctl(*argv):
+        return subprocess.run([sys.executable, "-m", "dd.cli.main", "ctl", *argv], capture_output=True, text=True,
+                              timeout=60, env=env)
+    assert ctl("start").returncode == 0
+    try:
+        def answers():
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/overview", timeout=5)
+            except urllib.error.HTTPError as error:
+                return error.code == 401      # asks to sign in
+            except OSError:
+                return False
+            return False
+        assert wait_for(answers, timeout=30), (tmp_path / "log").glob("*")
+        status = ctl("status")
+        assert status.returncode == 0 and "web/console    running  1/1" in status.stdout, status.stdout
+    finally:
+        assert ctl("stop").returncode == 0
+    assert ctl("status").returncode == 3
+    assert not answers()

@@ -4,12 +4,12 @@ and dd_ctl do once their command line is parsed."""
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, cast
 
 from dd import components
 from dd.admin import instances, logs
 from dd.components import Component, Context
-from dd.core import config
+from dd.core import commands, config
 from dd.core.config import Config
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError, DDError, ExitStatus
@@ -20,10 +20,19 @@ ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare"
 logger = logging.getLogger("dd")
 
 
+def module_of(component: str) -> Component:
+    """What runs a configuration of `component`: a component, or a service of dd_ctl's own
+    (commands.SERVICES: the web console), imported only when one is run."""
+    if component in commands.SERVICES:
+        from dd.admin.console import service
+        return cast(Component, service)
+    return components.load(component)
+
+
 def act(action: str, component: str, config_arg: str, env: Environment,
         options: Sequence[tuple[str, str]] = (), *, instance: int = 1, detached: bool = False) -> int:
     """Run one daemon action on one configuration (dd_ctl applies them to many)."""
-    module = components.load(component)
+    module = module_of(component)
     cfg = config.load(component, config_arg, options, env)
     ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials,
                   state=ConfigState(env.state_dir, component, cfg.name), instance=instance, detached=detached)

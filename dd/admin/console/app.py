@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ log = logging.getLogger("dd.console")
 HISTORY_NAME = "console_history.sqlite"
 
 
-def make_app(cfg: Any, env: Any) -> flask.Flask:
-    """The application for the console configured by `cfg`, reading `env`'s directories."""
+def make_app(cfg: Any, env: Any, on_request: Callable[[], None] | None = None) -> flask.Flask:
+    """The application for the console configured by `cfg`, reading `env`'s directories;
+    `on_request` is called after each request (dd.admin.console.service counts them)."""
     app = flask.Flask(__name__)
     tls = cfg.web_certificate is not None
     app.config.update(
@@ -51,6 +53,8 @@ def make_app(cfg: Any, env: Any) -> flask.Flask:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
+        if on_request is not None:
+            on_request()
         return response
     return app
 
@@ -81,10 +85,11 @@ def check(cfg: Any, port: int) -> None:
 class Console:
     """The console's server and its sampler, started and stopped together."""
 
-    def __init__(self, cfg: Any, env: Any, port: int | None = None) -> None:
+    def __init__(self, cfg: Any, env: Any, port: int | None = None,
+                 on_request: Callable[[], None] | None = None) -> None:
         self.port = port or cfg.web_port
         check(cfg, self.port)
-        self.app = make_app(cfg, env)
+        self.app = make_app(cfg, env, on_request)
         self.server = wsgi.Server((cfg.web_host, self.port), self.app, numthreads=8,
                                   server_name="dd console")
         if cfg.web_certificate is not None:
