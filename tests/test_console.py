@@ -252,3 +252,37 @@ def test_dd_ctl_runs_the_console_as_the_configuration_web_console(tmp_path):
         assert ctl("stop").returncode == 0
     assert ctl("status").returncode == 3
     assert not answers()
+
+
+def test_dd_log_trace_prints_a_files_route_from_the_provenance_store(tmp_path):
+    """What the log router kept, as dd_log --trace shows it on the pump."""
+    from dd.core.notice import Checksum, Notice, now
+    from dd.core import report
+    state = tmp_path / "state"
+    store = provenance.Store(state / provenance.DEFAULT_NAME)
+    notice = Notice(pubtime=now(), base_url="file:///tree/", rel_path="obs/a.txt", source="ann",
+                    checksum=Checksum("sha512", "ab" * 64))
+    relayed = Notice(pubtime=now(), base_url="http://pump/", rel_path="ann/obs/a.txt", source="ann",
+                     checksum=notice.checksum)
+
+    def made(what, user, component, code, rule=""):
+        return report.of(what, code=code, message={201: "delivered", 403: "refused"}[code], rule=rule, host="h",
+                         user=user, component=component, duration=0.5, nbytes=7, pubtime=now())
+    store.keep([made(notice, "pump", "sara", 201), made(relayed, "bob", "subscribe", 201),
+                made(relayed, "eve", "subscribe", 403, "reject")])
+    store.close()
+    env = dict(os.environ, DD_CONFIG_DIR=str(tmp_path / "config"), DD_STATE_DIR=str(state))
+
+    def dd_log(*argv):
+        return subprocess.run([sys.executable, "-m", "dd.cli.main", "log", *argv], capture_output=True, text=True,
+                              timeout=60, env=env)
+    found = dd_log("--trace", "obs/*.txt")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert lines[0] == "obs/a.txt  (source ann)"
+    steps = [line.split() for line in lines[2:]]
+    assert [(s[2], s[4]) for s in steps] == [("ingested", "pump@h/sara"), ("delivered", "bob@h/subscribe"),
+                                             ("refused", "eve@h/subscribe")]
+    assert "403 refused [reject] ann/obs/a.txt" in lines[-1]
+    missing = dd_log("--trace", "b.txt")
+    assert missing.returncode == 1 and "no file matching 'b.txt'" in missing.stderr

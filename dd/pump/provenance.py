@@ -113,6 +113,59 @@ class Query:
     until: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class File:
+    """The events of one file (one source, one checksum) among a search's, newest first."""
+
+    events: tuple[Event, ...]
+
+    @property
+    def name(self) -> str:
+        """The path its source posted: a relay announces it below a directory of its own."""
+        return min(self.events, key=lambda e: (len(e.rel_path), e.at)).rel_path
+
+    @property
+    def source(self) -> str:
+        return self.events[0].source
+
+
+#: Components that pass a file on from pump to pump: their steps are the pumps' on a route.
+RELAYS = frozenset({"sara", "sender", "shovel"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """A file's way: taken in on each pump (`hops`), then to each consumer (`deliveries`)."""
+
+    events: tuple[Event, ...]       # the first first
+
+    @property
+    def picked_up(self) -> float:
+        """When the first step began: the first pump's relay started on the file."""
+        return min(e.started for e in self.events)
+
+    @property
+    def hops(self) -> list[Event]:
+        return [e for e in self.events if e.component in RELAYS]
+
+    @property
+    def deliveries(self) -> list[Event]:
+        return [e for e in self.events if e.component not in RELAYS]
+
+    @property
+    def names(self) -> list[str]:
+        """The file's paths, the one its source posted first."""
+        return sorted({e.rel_path for e in self.events}, key=lambda name: (len(name), name))
+
+
+def files(events: Iterable[Event]) -> list[File]:
+    """`events` grouped by file, in the order of each file's first event among them."""
+    grouped: dict[tuple[str, str], list[Event]] = {}
+    for event in events:
+        grouped.setdefault((event.source, event.checksum or event.rel_path), []).append(event)
+    return [File(tuple(group)) for group in grouped.values()]
+
+
 def path_of(cfg: Config, state_dir: StrPath) -> Path:
     """The store a configuration uses: provenance_file, else the account's default."""
     return Path(cfg.provenance_file) if cfg.provenance_file else Path(state_dir) / DEFAULT_NAME
@@ -198,14 +251,14 @@ class Store:
         found = self._select("id = ?", [event_id], 1)
         return found[0] if found else None
 
-    def route(self, event: Event) -> list[Event]:
+    def route(self, event: Event) -> Route:
         """Every event of `event`'s file, the first first."""
         if event.checksum:
             found = self._select("source = ? AND checksum = ?", [event.source, event.checksum])
         else:
             found = self._select("source = ? AND checksum = '' AND rel_path = ?",
                                  [event.source, event.rel_path])
-        return sorted(found, key=lambda e: (e.at, e.id))
+        return Route(tuple(sorted(found, key=lambda e: (e.at, e.id))))
 
     def close(self) -> None:
         with self._lock:

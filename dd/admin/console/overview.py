@@ -120,7 +120,9 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def clock_time(when: float | None) -> str:
+def clock_time(when: float | None, precise: bool = False) -> str:
+    """A time in UTC, to the second or (`precise`) to the millisecond."""
     if when is None:
         return "-"
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    text = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return text[:-3] if precise else text[:-7]

@@ -1,7 +1,6 @@
 """The console's pages: overview, one configuration, provenance search, a file's route, /metrics."""
 from __future__ import annotations
 
-import collections
 import datetime
 from pathlib import Path
 from typing import Any
@@ -166,19 +165,8 @@ def search() -> Any:
                              else "", since=_since(values.get("since", "").strip()))
     asked = any(values.get(k) for k in ("name", "source", "consumer", "outcome", "since"))
     events = _store().search(query, sources=user.sources()) if asked else []
-    files = _files(events)
+    files = provenance.files(events)
     return _render("provenance.html", values=values, files=files, asked=asked, outcomes=provenance.OUTCOMES)
-
-
-def _files(events: list[provenance.Event]) -> list[dict[str, Any]]:
-    """Events grouped by file (source and checksum), the newest file first."""
-    grouped: dict[tuple[str, str], list[provenance.Event]] = collections.OrderedDict()
-    for event in events:
-        key = (event.source, event.checksum or event.rel_path)
-        grouped.setdefault(key, []).append(event)
-    # Shown by the name its source posted: a relay announces it below a directory of its own.
-    return [dict(first=min(group, key=lambda e: (len(e.rel_path), e.at)), events=group,
-                 outcomes=collections.Counter(e.outcome for e in group)) for group in grouped.values()]
 
 
 @blueprint.route("/file/<int:event_id>")
@@ -191,12 +179,7 @@ def route(event_id: int) -> Any:
     if event is None or (sources is not None and event.source not in sources):
         # Another source's file is not there, as far as this user can tell.
         return _render("refused.html", why=f"no file {event_id} of yours"), 404
-    steps = _store().route(event)
-    first = min((e.started for e in steps), default=event.at)
-    pumps = [e for e in steps if e.component in ("sara", "sender", "shovel")]
-    consumers = [e for e in steps if e not in pumps]
-    return _render("file.html", event=event, first=first, pumps=pumps, consumers=consumers,
-                   names=sorted({e.rel_path for e in steps}, key=len))
+    return _render("file.html", event=event, route=_store().route(event))
 
 
 @blueprint.route("/metrics")
