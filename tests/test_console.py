@@ -142,10 +142,9 @@ def test_the_console_shows_the_pump_and_each_source_only_its_own_files(pump, sit
     # The administrator (web_broker's user) sees every configuration in its state.
     console.sign_in("guest", "guest")
     assert browser.find_element(By.ID, "who").text == "guest (administrator)"
-    configurations = ["sara/anne", "sara/ingest", "shovel/logs", "subscribe/bob", "subscribe/eve"]
+    configurations = ["sara/anne", "sara/ingest", "shovel/logs", "subscribe/bob", "subscribe/eve", "web/console"]
     assert wait_for(lambda: all(console.state_of(c) == "running" for c in configurations), timeout=20), \
         console.text("/overview")
-    console.open("/overview", "overview")
 
     # Eve stopped: her configuration says so, and her backlog grows as ann posts.
     pump.stop(eve)
@@ -198,6 +197,7 @@ def test_the_console_shows_the_pump_and_each_source_only_its_own_files(pump, sit
     with pytest.raises(urllib.error.HTTPError) as refused:
         console.metrics(n["ann"], site.passwords[n["ann"]])
     assert refused.value.code == 401
+    console.open("/overview", "overview")  # by now with a minute of history in its plots
 
     # Ann, a source, signs in with her broker password: her files, not anne's, no overview.
     console.sign_in(n["ann"], site.passwords[n["ann"]], "/provenance")
@@ -219,7 +219,7 @@ def test_the_console_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
                             timeout=60, env=dict(os.environ, DD_CONFIG_DIR=str(tmp_path / "config"),
                                                  DD_STATE_DIR=str(tmp_path / "state")))
     assert result.returncode != 0
-    assert result.stderr.strip() == ("dd_ctl: the console would listen on 0.0.0.0 without web_certificate and "
+    assert result.stderr.splitlines()[-1] == ("dd_ctl: the console would listen on 0.0.0.0 without web_certificate and "
                                      "web_key (set web_certificate, web_key and web_broker, or keep web_host "
                                      "127.0.0.1)")
 
@@ -252,6 +252,11 @@ def test_dd_ctl_runs_the_console_as_the_configuration_web_console(tmp_path):
         assert ctl("stop").returncode == 0
     assert ctl("status").returncode == 3
     assert not answers()
+    # Started in the background, it is refused before it starts.
+    (web / "console.conf").write_text("web_host 0.0.0.0\nweb_broker amqp://guest@127.0.0.1/\n")
+    refused = ctl("start")
+    assert refused.returncode == 2 and "would listen on 0.0.0.0" in refused.stderr
+    assert not list((tmp_path / "state" / "web" / "console").glob("i*.pid"))
 
 
 def test_dd_log_trace_prints_a_files_route_from_the_provenance_store(tmp_path):

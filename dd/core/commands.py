@@ -17,3 +17,8 @@ COMMANDS = COMPONENTS + CONFIGURED_TOOLS + ("ctl",)
 SERVICES = ("web",)
 #: The commands and services that read a configuration.
 CONFIGURED = COMPONENTS + CONFIGURED_TOOLS + SERVICES
+
+
+def command_of(name: str) -> str:
+    """How a user runs what reads configurations of `name`: dd_<name>, or dd_ctl <service>."""
+    return f"dd_ctl {name}" if name in SERVICES else f"dd_{name}"

@@ -68,7 +68,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def check(cfg: Any, port: int) -> None:
+def check(cfg: Any) -> None:
     """ConfigError when the console would listen beyond loopback without TLS or sign-in."""
     if not _loopback(cfg.web_host):
         missing = [name for name in ("web_certificate", "web_key", "web_broker") if getattr(cfg, name) is None]
@@ -85,10 +85,9 @@ def check(cfg: Any, port: int) -> None:
 class Console:
     """The console's server and its sampler, started and stopped together."""
 
-    def __init__(self, cfg: Any, env: Any, port: int | None = None,
-                 on_request: Callable[[], None] | None = None) -> None:
-        self.port = port or cfg.web_port
-        check(cfg, self.port)
+    def __init__(self, cfg: Any, env: Any, on_request: Callable[[], None] | None = None) -> None:
+        self.port = cfg.web_port
+        check(cfg)
         self.app = make_app(cfg, env, on_request)
         self.server = wsgi.Server((cfg.web_host, self.port), self.app, numthreads=8,
                                   server_name="dd console")

@@ -11,13 +11,19 @@ import threading
 import time
 from typing import Any
 
+from dd.admin.console import app
 from dd.admin.console.app import Console
 
 NAME = "web"
 DAEMON = True
-subscription = None
 consumer = None
 services = None
+
+
+def subscription(ctx: Any) -> None:
+    """What `start` checks before it starts an instance (the console reads no queue): a
+    console that would listen beyond loopback unprotected is refused there and then."""
+    app.check(ctx.cfg)
 
 
 class Requests:
