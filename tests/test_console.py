@@ -152,7 +152,9 @@ def test_the_console_shows_the_pump_and_each_source_only_its_own_files(pump, sit
     for number in range(3):
         routed.post(f"obs/more{number}.txt", f"file {number}")
     assert wait_for(lambda: console.backlog_of("subscribe/eve") == 3, timeout=30), console.text("/overview")
-    console.open("/overview", "overview-eve-stopped")
+    lag = console.open("/overview", "overview-eve-stopped").find_element(By.ID, "row-subscribe/eve").find_element(
+        By.CLASS_NAME, "lag").text
+    assert lag.endswith(" s"), lag      # the oldest of the three, peeked at through the management API
     start(pump, "subscribe", "eve")
     assert wait_for(lambda: (pump.base / "eve" / routed.relayed("obs/more2.txt")).exists())
     assert wait_for(lambda: console.backlog_of("subscribe/eve") == 0 and console.state_of("subscribe/eve")

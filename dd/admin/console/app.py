@@ -6,7 +6,6 @@ elsewhere speaks TLS only and signs everyone in.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import threading
@@ -21,7 +20,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from dd.admin.console import auth, overview, pages
 from dd.admin.console.sampler import Sampler
 from dd.core.errors import ConfigError
-from dd.pump import provenance
+from dd.pump import dataserver, provenance
 from dd.store import history
 
 log = logging.getLogger("dd.console")
@@ -59,18 +58,9 @@ def make_app(cfg: Any, env: Any, on_request: Callable[[], None] | None = None) -
     return app
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check(cfg: Any) -> None:
     """ConfigError when the console would listen beyond loopback without TLS or sign-in."""
-    if not _loopback(cfg.web_host):
+    if not dataserver.loopback(cfg.web_host):
         missing = [name for name in ("web_certificate", "web_key", "web_broker") if getattr(cfg, name) is None]
         if missing:
             raise ConfigError(f"the console would listen on {cfg.web_host} without {' and '.join(missing)}",

@@ -21,8 +21,6 @@ from dd.store import metrics
 from dd.store.state import ConfigState
 
 log = logging.getLogger("dd.console")
-#: States that call for a person, worst first.
-TROUBLE = ("error", "dead", "hung", "failing", "partly running", "lagging")
 
 
 @dataclasses.dataclass

@@ -46,7 +46,7 @@ def _render(template: str, **values: Any) -> str:
 @blueprint.route("/signin", methods=["GET", "POST"])
 def signin() -> Any:
     target = flask.request.values.get("target", "/")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
         target = "/"    # only a page of this console, never another site
     if flask.request.method == "GET":
         return _render("signin.html", error=None, target=target)
@@ -92,7 +92,7 @@ def overview_page() -> Any:
             day=plot.line([(p.at, p.files_per_second) for p in points], start=now - DAY, end=now,
                           title="files/s, last day"),
             errors=_errors(row) if row.facts.errors_last_hour else []))
-    return _render("overview.html", shown=shown, trouble=overview.TROUBLE)
+    return _render("overview.html", shown=shown)
 
 
 def _tail(path: Path, lines: int) -> list[str]:
