@@ -14,6 +14,8 @@ from dd.admin.ctl import selection
 from dd.core.errors import DDError
 from dd.core.options import parse_duration
 from dd.pump import provenance
+from dd.store import metrics
+from dd.store.state import ConfigState
 
 blueprint = flask.Blueprint("console", __name__)
 HOUR, DAY = 3600.0, 86400.0
@@ -135,7 +137,19 @@ def configuration(component: str, name: str) -> Any:
         query = provenance.Query(consumer=cfg.broker.user or "")
         events = [e for e in _store().search(query) if e.component == component][:50]
     return _render("configuration.html", row=row, options=cfg.render() if cfg is not None else "",
-                   tails=_log_lines(row, TAIL_LINES), events=events)
+                   tails=_log_lines(row, TAIL_LINES), events=events, in_flight=_in_flight(row))
+
+
+def _in_flight(row: overview.Row) -> list[dict[str, Any]]:
+    """The transfers under way, as the live instances record them in their metrics files
+    (a list of records under "in_flight", when their flow keeps one)."""
+    state = ConfigState(_env().state_dir, row.facts.component, row.facts.name)
+    found = []
+    for number, pid in sorted(row.facts.pids.items()):
+        record = metrics.read(state.metrics_file(number)) or {}
+        if record.get("pid") == pid and isinstance(record.get("in_flight"), list):
+            found += [dict(item, instance=number) for item in record["in_flight"] if isinstance(item, dict)]
+    return found
 
 
 def _since(text: str) -> float | None:
@@ -183,7 +197,7 @@ def route(event_id: int) -> Any:
 
 
 @blueprint.route("/metrics")
-def metrics() -> Any:
+def prometheus() -> Any:
     user = auth.current() or auth.basic(_cfg(), flask.request.authorization)
     if user is None or not user.admin:
         return flask.Response("sign in as an administrator (HTTP basic authentication)\n", 401,

@@ -1,0 +1,64 @@
+"""The console's pages through Flask's test client, on a state directory made here: what a
+page shows of an instance's records (transfers in flight), and what it never shows."""
+import io
+import json
+import os
+
+import pytest
+
+from dd.admin.console import app
+from dd.core import config
+from dd.core.environment import Environment
+from dd.store import pidfile
+from dd.store.state import ConfigState
+
+
+@pytest.fixture
+def console(tmp_path):
+    config_dir = tmp_path / "config"
+    (config_dir / "subscribe").mkdir(parents=True)
+    (config_dir / "web").mkdir()
+    (config_dir / "credentials.conf").write_text("amqp://guest:s3cret-pw@127.0.0.1/\n")
+    (config_dir / "credentials.conf").chmod(0o600)
+    (config_dir / "subscribe" / "bob.conf").write_text("directory /tmp\nallowed_schemes file\n")
+    (config_dir / "web" / "console.conf").write_text("web_broker amqp://guest@127.0.0.1/\n")
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), config_dir=config_dir,
+                      state_dir=tmp_path / "state", log_dir=tmp_path / "log", environ={})
+    the_app = app.make_app(config.load("web", "console", [], env), env)
+    client = the_app.test_client()
+    yield client, env
+    the_app.config["DD_PROVENANCE"].close()
+    the_app.config["DD_HISTORY"].close()
+
+
+def test_a_configuration_page_shows_what_its_live_instance_has_in_flight(console):
+    client, env = console
+    state = ConfigState(env.state_dir, "subscribe", "bob")
+    state.dir.mkdir(parents=True)
+    pidfile.write(state.pid_file(1))    # this very process plays the live instance
+    state.metrics_file(1).write_text(json.dumps({
+        "pid": os.getpid(), "started": env.clock(), "updated": env.clock(), "received": 1, "delivered": 0,
+        "in_flight": [{"file": "obs/big.grib", "bytes": 1024, "total": 4096}]}))
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+    page = client.get("/configuration/subscribe/bob").get_data(as_text=True)
+    assert "subscribe/bob" in page and "running" in page
+    assert "file: obs/big.grib" in page and "total: 4096" in page
+    assert "s3cret-pw" not in page
+
+
+def test_pages_refuse_who_has_not_signed_in_and_a_source_the_admin_pages(console):
+    client, _ = console
+    for path in ("/overview", "/configuration/subscribe/bob", "/provenance?name=a", "/file/1"):
+        response = client.get(path)
+        assert response.status_code == 401 and "sign in first" in response.get_data(as_text=True), path
+    assert client.get("/metrics").status_code == 401
+    with client.session_transaction() as session:
+        session["user"] = "ann"
+    assert client.get("/overview").status_code == 403
+    assert client.get("/configuration/subscribe/bob").status_code == 403
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/provenance").status_code == 200
+    # The sign-in form goes back only to a page of the console.
+    for target in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        assert f'value="{target}"' not in client.get(f"/signin?target={target}").get_data(as_text=True)
