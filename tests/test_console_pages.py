@@ -9,6 +9,7 @@ import pytest
 from dd.admin.console import app
 from dd.core import config
 from dd.core.environment import Environment
+from dd.pump import provenance
 from dd.store import pidfile
 from dd.store.state import ConfigState
 
@@ -62,3 +63,16 @@ def test_pages_refuse_who_has_not_signed_in_and_a_source_the_admin_pages(console
     # The sign-in form goes back only to a page of the console.
     for target in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
         assert f'value="{target}"' not in client.get(f"/signin?target={target}").get_data(as_text=True)
+
+
+def test_names_from_the_wire_are_shown_so_that_none_passes_for_another(console):
+    from tests.test_provenance import made
+    client, env = console
+    store = client.application.config["DD_PROVENANCE"]
+    store.keep([made("obs/report\u202etxt.exe", "ann", "b\u043eb")])   # a right-to-left override; a Cyrillic o
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+    found = client.get("/provenance?name=obs").get_data(as_text=True)
+    assert "obs/report\\u202etxt.exe" in found and "\u202e" not in found
+    route = client.get(f"/file/{store.search(provenance.Query())[0].id}").get_data(as_text=True)
+    assert "b\\u043eb" in route and "\u043e" not in route

@@ -6,7 +6,6 @@ missed.  Prints what is there as a table, or one JSON object per line, and
 stops once the queue is empty, or follows it until Ctrl-C.
 """
 import datetime
-import string
 import time
 
 import humanize
@@ -15,6 +14,7 @@ from dd import components, flow
 from dd.core import commandline, config, report
 from dd.core.environment import Environment
 from dd.core.errors import ExitStatus, NoticeError
+from dd.admin import shown
 from dd.pump import provenance
 from dd.store.state import ConfigState
 
@@ -24,10 +24,6 @@ IDLE = 1.0
 COLUMNS = "{when:<19}  {outcome:<28}  {size:>9}  {time:>8}  {who:<28}  {file}"
 #: --trace: one line per step of a file's route; SECONDS since the first pump took the file up.
 TRACE = "  {when:<23}  {step:<9}  {latency:>8}  {who:<36}  {outcome}"
-#: What a consumer's user, host and component may show as they are: they are plain ASCII
-#: words, so anything else (a look-alike letter, an invisible or spacing character, the @ and
-#: / that join them in WHO) is shown escaped and cannot pass for another name.
-NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-:[]")
 
 
 def parser() -> commandline.Parser:
@@ -79,16 +75,16 @@ def trace(pattern, cfg, env):
         found = provenance.files(store.search(provenance.Query(name=pattern)))
         for file in found:
             route = store.route(file.events[0])
-            print(f"{_text(file.name)}  (source {_name(file.source)})", file=env.stdout)
+            print(f"{shown.text(file.name)}  (source {shown.name(file.source)})", file=env.stdout)
             print(TRACE.format(when="WHEN (UTC)", step="STEP", latency="SECONDS", who="WHO", outcome="OUTCOME"),
                   file=env.stdout)
             for event in route.hops + route.deliveries:
                 ingested = event.component in provenance.RELAYS and event.outcome == "delivered"
-                rule = f" [{_text(event.rule)}]" if event.rule else ""
+                rule = f" [{event.rule}]" if event.rule else ""
+                outcome = shown.text(f"{event.code} {event.message}{rule} {event.rel_path}")
                 print(TRACE.format(when=_when(event.at, precise=True), step="ingested" if ingested else event.outcome,
                                    latency=f"{event.at - route.picked_up:.3f}",
-                                   who=f"{_name(event.consumer)}@{_name(event.host)}/{_name(event.component)}",
-                                   outcome=f"{event.code} {_text(event.message)}{rule} {_text(event.rel_path)}"),
+                                   who=shown.who(event.consumer, event.host, event.component), outcome=outcome),
                       file=env.stdout)
     finally:
         store.close()
@@ -117,21 +113,7 @@ def _show(delivery, as_json, max_size, env):
     else:
         env.stdout.write(COLUMNS.format(
             when=_when(made.pubtime.timestamp()),
-            outcome=f"{made.code} {_text(made.message)}", size=humanize.naturalsize(made.bytes, binary=True),
-            time=f"{made.duration:.3f}", who=f"{_name(made.user)}@{_name(made.host)}/{_name(made.component)}",
-            file=_text(made.rel_path)) + "\n")
+            outcome=f"{made.code} {shown.text(made.message)}", size=humanize.naturalsize(made.bytes, binary=True),
+            time=f"{made.duration:.3f}", who=shown.who(made.user, made.host, made.component),
+            file=shown.text(made.rel_path)) + "\n")
     env.stdout.flush()
-
-
-def _name(text: str) -> str:
-    return "".join(c if c in NAME_CHARACTERS else _escaped(c) for c in text)
-
-
-def _text(text: str) -> str:
-    """Free text with what would not show as itself (invisible, bidi, odd spaces, \\) escaped."""
-    return "".join(c if c.isprintable() and c != "\\" else _escaped(c) for c in text)
-
-
-def _escaped(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -17,6 +17,7 @@ import flask
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from dd.admin import shown
 from dd.admin.console import auth, overview, pages
 from dd.admin.console.sampler import Sampler
 from dd.core.errors import ConfigError
@@ -39,6 +40,8 @@ def make_app(cfg: Any, env: Any, on_request: Callable[[], None] | None = None) -
         DD_ADMINS=auth.admins(cfg), DD_PROVENANCE=provenance.reader(cfg, env.state_dir),
         DD_HISTORY=history.History(Path(env.state_dir) / HISTORY_NAME))
     app.register_blueprint(pages.blueprint)
+    # What came from the wire is shown as dd_log shows it: no name passes for another.
+    app.jinja_env.filters.update(name=shown.name, text=shown.text)
 
     @app.context_processor
     def _helpers() -> dict[str, Any]:
