@@ -76,3 +76,20 @@ def test_names_from_the_wire_are_shown_so_that_none_passes_for_another(console):
     assert "obs/report\\u202etxt.exe" in found and "\u202e" not in found
     route = client.get(f"/file/{store.search(provenance.Query())[0].id}").get_data(as_text=True)
     assert "b\\u043eb" in route and "\u043e" not in route
+
+
+def test_a_search_by_time_finds_what_happened_between_since_and_until(console):
+    from tests.test_provenance import T0, made
+    client, env = console
+    client.application.config["DD_PROVENANCE"].keep([made("obs/early.txt", "ann", "bob", at=0),
+                                                      made("obs/late.txt", "ann", "bob", at=3600, checksum="cd")])
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+
+    def found(query):
+        page = client.get(f"/provenance?{query}").get_data(as_text=True)
+        return [name for name in ("obs/early.txt", "obs/late.txt") if name in page]
+    assert found("since=2026-12-01T12:30") == ["obs/late.txt"]
+    assert found("until=2026-12-01T12:30") == ["obs/early.txt"]
+    assert found("since=2026-12-01T11:00&until=2026-12-01T14:00") == ["obs/early.txt", "obs/late.txt"]
+    assert T0.isoformat().startswith("2026-12-01T12:00")

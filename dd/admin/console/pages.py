@@ -153,7 +153,7 @@ def _in_flight(row: overview.Row) -> list[dict[str, Any]]:
 
 
 def _since(text: str) -> float | None:
-    """A search's start: an age like 1h or 2d, or an ISO time (UTC)."""
+    """A search's start or end: an age like 1h or 2d, or an ISO time (UTC)."""
     if not text:
         return None
     try:
@@ -176,8 +176,9 @@ def search() -> Any:
     query = provenance.Query(name=values.get("name", "").strip(), source=values.get("source", "").strip(),
                              consumer=values.get("consumer", "").strip(),
                              outcome=values.get("outcome", "") if values.get("outcome") in provenance.OUTCOMES
-                             else "", since=_since(values.get("since", "").strip()))
-    asked = any(values.get(k) for k in ("name", "source", "consumer", "outcome", "since"))
+                             else "", since=_since(values.get("since", "").strip()),
+                             until=_since(values.get("until", "").strip()))
+    asked = any(values.get(k) for k in ("name", "source", "consumer", "outcome", "since", "until"))
     events = _store().search(query, sources=user.sources()) if asked else []
     files = provenance.files(events)
     return _render("provenance.html", values=values, files=files, asked=asked, outcomes=provenance.OUTCOMES)
