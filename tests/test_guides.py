@@ -244,6 +244,17 @@ def _service(walk, output):
     assert re.sub(r"\d+", "N", lines[-1]) == re.sub(r"\d+", "N", shown), shown
 
 
+def _watched_pump(walk, output):
+    lines = output.splitlines()
+    # dd_log --trace: the relay took the file in, bob got it.
+    assert lines[0].startswith(f"obs/today/temperature.txt  (source {walk.names['ann']})"), output
+    assert any(line.split()[2:3] == ["ingested"] and f" {walk.names['feeder']}@" in line for line in lines), output
+    assert any(line.split()[2:3] == ["delivered"] and f" {walk.names['bob']}@" in line for line in lines), output
+    # /metrics: bob's subscription has delivered what the guides gave it so far.
+    bob = [line for line in lines if 'configuration="bob"' in line]
+    assert len(bob) == 1 and float(bob[0].split()[-1]) >= 2, output
+
+
 def _linked(walk, output):
     assert output.splitlines()[0] == "rain 0.2 mm"
     assert any("201 delivered" in line and f" {walk.names['feeder_b']}@" in line and line.endswith("obs/live/rain.txt")
@@ -291,6 +302,7 @@ AFTER = {
     "watched": _watched,
     "private-fetched": _private,
     "service": _service,
+    "metrics": _watched_pump,
     "linked": _linked,
     "pushed": _pushed,
     "teardown": _torn_down,

@@ -4,12 +4,12 @@ and dd_ctl do once their command line is parsed."""
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, cast
 
 from dd import components
 from dd.admin import instances, logs
 from dd.components import Component, Context
-from dd.core import config
+from dd.core import commands, config
 from dd.core.config import Config
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError, DDError, ExitStatus
@@ -20,10 +20,19 @@ ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare"
 logger = logging.getLogger("dd")
 
 
+def module_of(component: str) -> Component:
+    """What runs a configuration of `component`: a component, or a service of dd_ctl's own
+    (commands.SERVICES: the web console), imported only when one is run."""
+    if component in commands.SERVICES:
+        from dd.admin.console import service
+        return cast(Component, service)
+    return components.load(component)
+
+
 def act(action: str, component: str, config_arg: str, env: Environment,
         options: Sequence[tuple[str, str]] = (), *, instance: int = 1, detached: bool = False) -> int:
     """Run one daemon action on one configuration (dd_ctl applies them to many)."""
-    module = components.load(component)
+    module = module_of(component)
     cfg = config.load(component, config_arg, options, env)
     ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials,
                   state=ConfigState(env.state_dir, component, cfg.name), instance=instance, detached=detached)
@@ -56,7 +65,7 @@ def _foreground(module, ctx, config_arg):
     pidfile.write(pid_file)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: ctx.stop.set())
-    logger.info("dd_%s %s instance %d starting", module.NAME, cfg.name, ctx.instance)
+    logger.info("%s %s instance %d starting", commands.command_of(module.NAME), cfg.name, ctx.instance)
     # Attached, it runs what `start` would run beside the instances (a pump's data
     # server), and stops what it started; instances of `start` leave that to `stop`.
     owned = [] if ctx.detached else [s for s in _services(module, ctx) if s.pid() is None]
@@ -74,7 +83,7 @@ def _foreground(module, ctx, config_arg):
         for service in owned:
             service.stop()
         pidfile.remove_own(pid_file)
-        logger.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
+        logger.info("%s %s instance %d stopped", commands.command_of(module.NAME), cfg.name, ctx.instance)
     return ExitStatus.OK
 
 
@@ -85,14 +94,14 @@ def _start(module, ctx, config_arg):
         service.start()
     _print_services(module, ctx)
     started = instances.start(ctx, config_arg)
-    print(f"dd_{module.NAME} {ctx.cfg.name}: started {started} instance(s), "
+    print(f"{commands.command_of(module.NAME)} {ctx.cfg.name}: started {started} instance(s), "
           f"{ctx.cfg.instances} expected", file=ctx.env.stdout)
     return ExitStatus.OK
 
 
 def _stop(module, ctx, config_arg):
     stopped = instances.stop(ctx.state)
-    print(f"dd_{module.NAME} {ctx.cfg.name}: stopped {stopped} instance(s)", file=ctx.env.stdout)
+    print(f"{commands.command_of(module.NAME)} {ctx.cfg.name}: stopped {stopped} instance(s)", file=ctx.env.stdout)
     for service in _services(module, ctx):
         service.stop()
     _print_services(module, ctx)
@@ -105,7 +114,7 @@ def _services(module, ctx):
 
 def _print_services(module, ctx):
     for line in filter(None, (service.status() for service in _services(module, ctx))):
-        print(f"dd_{module.NAME} {ctx.cfg.name}: {line}", file=ctx.env.stdout)
+        print(f"{commands.command_of(module.NAME)} {ctx.cfg.name}: {line}", file=ctx.env.stdout)
 
 
 def _restart(module, ctx, config_arg):
@@ -115,7 +124,7 @@ def _restart(module, ctx, config_arg):
 
 def _status(module, ctx, config_arg):
     status, count = instances.status(ctx.state, ctx.cfg.instances)
-    print(f"dd_{module.NAME} {ctx.cfg.name}: {instances.state_word(status, count)} "
+    print(f"{commands.command_of(module.NAME)} {ctx.cfg.name}: {instances.state_word(status, count)} "
           f"({count}/{ctx.cfg.instances} instances)",
           file=ctx.env.stdout)
     _print_services(module, ctx)
@@ -145,7 +154,7 @@ def _declare(module, ctx, config_arg):
 
 def _cleanup(module, ctx, config_arg):
     if instances.running(ctx.state):
-        raise ConfigError(f"dd_{module.NAME} {ctx.cfg.name} is running", fix="stop it first")
+        raise ConfigError(f"{commands.command_of(module.NAME)} {ctx.cfg.name} is running", fix="stop it first")
     removed = "its state"
     if module.consumer is not None:
         consumer = module.consumer(ctx)

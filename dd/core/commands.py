@@ -12,5 +12,13 @@ COMPONENTS = ("post", "subscribe", "watch", "poll", "sara", "shovel", "sender")
 CONFIGURED_TOOLS = ("audit", "log")
 #: Every command: dd_ctl runs the daemon components' configurations and has none of its own.
 COMMANDS = COMPONENTS + CONFIGURED_TOOLS + ("ctl",)
-#: The commands that read a configuration.
-CONFIGURED = COMPONENTS + CONFIGURED_TOOLS
+#: What dd_ctl runs beside the components from a configuration of its own (web/console.conf)
+#: without being a command: the web console (dd_ctl web).
+SERVICES = ("web",)
+#: The commands and services that read a configuration.
+CONFIGURED = COMPONENTS + CONFIGURED_TOOLS + SERVICES
+
+
+def command_of(name: str) -> str:
+    """How a user runs what reads configurations of `name`: dd_<name>, or dd_ctl <service>."""
+    return f"dd_ctl {name}" if name in SERVICES else f"dd_{name}"

@@ -10,10 +10,10 @@ import dataclasses
 import logging
 from typing import Optional
 
-from dd import broker, components
+from dd import broker
 from dd.core import config
 from dd.store import metrics, retry
-from dd.admin import instances
+from dd.admin import daemon, instances
 from dd.core.errors import BrokerError, DDError, LsbStatus
 from dd.store.state import ConfigState
 
@@ -78,7 +78,7 @@ def _facts(configuration, env, depths):
     _add_metrics(facts, state)
     waiting = [retry.waiting(path) for path in state.retry_files()]
     facts.retries = None if None in waiting else sum(waiting)
-    module = components.load(configuration.component)
+    module = daemon.module_of(configuration.component)
     if module.consumer is not None and cfg.broker:
         facts.queue = cfg.queue or state.known_queue()
         if depths is not None and facts.queue:
