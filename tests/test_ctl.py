@@ -166,6 +166,40 @@ def test_check_compares_the_backlog_with_the_thresholds(pump, ctl):
     assert wait_for(lambda: ctl("check")[0] == 0)
 
 
+def test_check_json_says_what_the_nagios_line_says(pump, ctl):
+    configure(pump, "alpha", extra="instances 1\ncheck_backlog 3\ncheck_backlog_critical 6")
+    status, line, _ = ctl("check")
+    status_json, out, err = ctl("check", "--json")
+    assert status_json == status == 1, out + err   # stopped: a warning
+    report = json.loads(out)
+    assert (report["status"], report["state"]) == (1, "WARNING")
+    assert report["summary"] == "1 configurations, 0/1 instances"
+    assert line.startswith(f"DD WARNING - {report['summary']}")
+    assert {"status": 1, "state": "WARNING", "configuration": "subscribe/alpha", "problem": "stopped"} \
+        in report["findings"]
+    perf = {p["label"]: p for p in report["perfdata"]}
+    assert perf["instances"] == {"label": "instances", "value": 0, "warning": None, "critical": None, "min": 0}
+    assert perf["dead"]["critical"] == 1
+    assert "instances=0;;;0 dead=0;;1;0" in line
+    assert ctl("start")[0] == 0
+    assert wait_for(lambda: ctl("check", "--json")[0] == 0)
+    report = json.loads(ctl("check", "--json")[1])
+    assert report["findings"] == [] and report["state"] == "OK"
+    assert perf_of(report, "backlog_subscribe/alpha") == {"label": "backlog_subscribe/alpha", "value": 0,
+                                                          "warning": 3, "critical": 6, "min": 0}
+
+
+def perf_of(report, label):
+    return next(p for p in report["perfdata"] if p["label"] == label)
+
+
+def test_check_json_of_a_check_that_cannot_run_is_unknown(pump, ctl):
+    status, out, _ = ctl("check", "--json", "nosuch/thing")
+    report = json.loads(out)
+    assert status == report["status"] == 3 and report["state"] == "UNKNOWN"
+    assert "nosuch" in report["summary"]
+
+
 def test_check_warns_when_a_running_configuration_is_idle_too_long(pump, ctl):
     configure(pump, "alpha", extra="instances 1\ncheck_idle 1h")
     assert ctl("start")[0] == 0
