@@ -33,7 +33,8 @@ def act(action: str, component: str, config_arg: str, env: Environment,
 def run_once(module: Component, cfg: Config, env: Environment, paths: Sequence[str], *,
              deleted: bool = False, renamed_from: Optional[str] = None) -> int:
     """Run a one-shot component (dd_post) on `paths`; its exit status says what was not announced."""
-    logs.setup(level=cfg.log_level, stream=env.stderr)
+    logs.setup(level=cfg.log_level, stream=env.stderr, log_format=cfg.log_format, component=module.NAME,
+               configuration=cfg.name)
     ctx = Context(cfg=cfg, env=env, credentials=cfg.credentials, arguments=tuple(paths), deleted=deleted,
                   renamed_from=renamed_from)
     the_flow = module.build(ctx)
@@ -51,7 +52,8 @@ def run_once(module: Component, cfg: Config, env: Environment, paths: Sequence[s
 def _foreground(module, ctx, config_arg):
     cfg, env = ctx.cfg, ctx.env
     log_path = logs.log_file(env.log_dir, module.NAME, cfg.name, ctx.instance) if ctx.detached else None
-    logs.setup(level=cfg.log_level, stream=env.stderr, path=log_path, days=cfg.log_days)
+    logs.setup(level=cfg.log_level, stream=env.stderr, path=log_path, days=cfg.log_days,
+               log_format=cfg.log_format, component=module.NAME, configuration=cfg.name, instance=ctx.instance)
     pid_file = ctx.state.pid_file(ctx.instance)
     pidfile.write(pid_file)
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,4 @@
 """dd_post: announce files and trees — paths in, confirmed notices out."""
-import logging
 import os
 
 from dd import flow
@@ -15,7 +14,6 @@ subscription = consumer = services = None
 #: Notices per round of confirms: the first round is small so the first notices go out
 #: at once, the later ones large so that waiting for confirms costs little.
 FIRST_BATCH, BATCH = 50, 1000
-log = logging.getLogger("dd.post")
 
 
 class FileGatherer:
@@ -79,7 +77,7 @@ class FileGatherer:
             yield Item(notice, outgoing=None)
 
     def _refuse(self, path, reason):
-        log.error("not announced: %s: %s", path, reason)
+        # Said once, by dd_post's summary of what was not announced (dd.admin.daemon.run_once).
         self.refused.append((path, reason))
 
 
@@ -87,14 +85,10 @@ def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
     gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from)
-    the_flow = flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
+    the_flow = flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused
     return the_flow
-
-
-def _accept(cfg, item):
-    return cfg.match(item.notice.rel_path) is not None
 
 
 def _announce(item):

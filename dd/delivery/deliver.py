@@ -171,6 +171,8 @@ class Delivery:
             log.debug("not for this way: %s is for %s", notice.rel_path, ", ".join(notice.to_clusters))
             return False
         item.mask = self.cfg.match(notice.rel_path)
+        if item.mask is None:
+            item.refused_by = self.cfg.refusal(notice.rel_path)
         return item.mask is not None
 
     def _claim(self, item, where):
