@@ -19,8 +19,10 @@ FIRST_BATCH, BATCH = 50, 1000
 class FileGatherer:
     """Walks the paths named on the command line and turns each file into a notice."""
 
-    def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None):
-        self.announcer = announce.Announcer(cfg)
+    def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None, progress=None):
+        # One bar for the run: bytes summed, of the files named (a tree's total is not known).
+        self.tracker = progress.begin("announcing", _total(arguments)) if progress and not deleted else None
+        self.announcer = announce.Announcer(cfg, self.tracker.advance if self.tracker else None)
         self.deleted = deleted
         self.refused = []           # (path, reason): what could not be announced
         self._pending = self._walk(arguments) if renamed_from is None else self._renamed(renamed_from, *arguments)
@@ -42,7 +44,8 @@ class FileGatherer:
         pass
 
     def close(self):
-        pass
+        if self.tracker:
+            self.tracker.end()
 
     def _walk(self, arguments):
         for argument in arguments:
@@ -84,11 +87,21 @@ class FileGatherer:
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
-    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from)
+    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from,
+                            progress=ctx.progress)
     the_flow = flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused
     return the_flow
+
+
+def _total(arguments):
+    """Bytes of the files named, or None when a directory is named (its size is not known)."""
+    try:
+        sizes = [os.stat(path).st_size for path in arguments if not os.path.isdir(path)]
+    except OSError:
+        return None
+    return sum(sizes) if len(sizes) == len(arguments) else None
 
 
 def _announce(item):

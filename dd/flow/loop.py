@@ -37,12 +37,14 @@ class Counters:
         self.bytes = 0
         self.last_activity = 0.0
         self.error_times: collections.deque[float] = collections.deque(maxlen=self.ERRORS_KEPT)
+        self.last_error: Optional[dict[str, Any]] = None     # time, rel_path, message
 
     def snapshot(self) -> dict[str, Any]:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
                     failed=self.failed, rejected=self.rejected, bytes=self.bytes,
-                    last_activity=self.last_activity, error_times=list(self.error_times))
+                    last_activity=self.last_activity, error_times=list(self.error_times),
+                    last_error=self.last_error)
 
 
 def _lanes(items: list[Item]) -> list[list[Item]]:
@@ -183,6 +185,8 @@ class Flow:
             counters.failed += outcome.failed
             counters.rejected += not outcome.failed
             counters.error_times.append(time.time())
+            counters.last_error = {"time": counters.error_times[-1], "rel_path": item.name,
+                                   "message": f"{outcome.code} {outcome.message}"}
             log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule, extra=about)
 
     def _log_refusal(self, item: Item, about: dict[str, str]) -> None:
