@@ -1,11 +1,23 @@
 """What a user and a log stack see of a running flow: JSON log lines, refusals said once per
 rule, each dd_post error said once, a broker's refusal that names the likely cause."""
+import fcntl
 import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
 import urllib.parse
 
 import pytest
 
+from dd.store import metrics
 from tests.support.pump import wait_for
+from tests.support.servers import free_port
 
 
 def _json_lines(text):
@@ -68,3 +80,183 @@ def test_a_virtual_host_refused_may_also_not_exist(pump):
     assert result.returncode != 0
     assert "may not use virtual host 'dd-no-such-vhost', or it does not exist" in result.stderr, result.stderr
     assert result.stderr.count("may not use virtual host") == 1 and "Traceback" not in result.stderr
+
+
+# -- a subscriber seen while it works ---------------------------------------------------------
+
+BIG = 24 << 20          # at SLOW bytes/s: a transfer of about 12 s
+SLOW = "2M"
+
+
+def _big_file(pump, name="big.bin"):
+    path = pump.src / name
+    with open(path, "wb") as f:
+        f.write(os.urandom(BIG))
+    return path
+
+
+def _slow_subscriber(pump, extra=""):
+    return pump.subscriber_config("sub", extra=f"rate_max {SLOW}\n{extra}")
+
+
+def _ctl_json(pump):
+    result = subprocess.run([sys.executable, "-m", "dd.cli.main", "ctl", "status", "--json", "subscribe/sub"],
+                            env=pump.env, capture_output=True, text=True, timeout=60)
+    return json.loads(result.stdout)["configurations"][0]
+
+
+def test_foreground_refuses_an_instance_that_runs_in_the_background(pump):
+    pump.subscriber_config("sub")
+    assert pump.command("subscribe", "start", "sub").returncode == 0
+    try:
+        state = pump.base / "state" / "subscribe" / "sub"
+        before = (state / "i001.pid").read_text()
+        result = pump.command("subscribe", "foreground", "sub", timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "dd_subscribe sub instance 1 already runs (pid " in result.stderr
+        assert "dd_ctl foreground subscribe/sub --instance 2" in result.stderr
+        assert (state / "i001.pid").read_text() == before     # its pid file untouched
+        status = pump.command("subscribe", "status", "sub")
+        assert status.returncode == 0 and "running (1/1 instances)" in status.stdout
+    finally:
+        assert "stopped 1 instance(s)" in pump.command("subscribe", "stop", "sub").stdout
+
+
+def test_status_shows_a_long_transfer_in_flight_and_its_activity_stays_fresh(pump):
+    _slow_subscriber(pump)
+    _big_file(pump)
+    assert pump.command("subscribe", "start", "sub").returncode == 0
+    try:
+        pump.post(pump.src / "big.bin")
+        assert wait_for(lambda: _ctl_json(pump)["in_flight"], timeout=30)
+        first = _ctl_json(pump)["in_flight"][0]
+        assert first["file"] == "big.bin" and first["total"] == BIG and 0 < first["done"] < BIG
+        assert first["rate"] > 0 and first["eta"] > 0
+        # Well past a metrics interval into the transfer, the activity is still recent.
+        time.sleep(2 * metrics.INTERVAL)
+        facts = _ctl_json(pump)
+        if facts["in_flight"]:
+            assert time.time() - facts["last_activity"] < metrics.INTERVAL + 2
+            assert facts["in_flight"][0]["done"] > first["done"]
+            table = pump.command("ctl", "status", "subscribe/sub").stdout
+            assert "subscribe/sub: in flight: big.bin (" in table and " of 24.0 MiB, " in table
+        assert wait_for(lambda: (pump.dst / "big.bin").exists(), timeout=60)
+        assert wait_for(lambda: not _ctl_json(pump)["in_flight"], timeout=3 * metrics.INTERVAL)
+    finally:
+        pump.command("subscribe", "stop", "sub")
+
+
+def test_subscribe_status_shows_retries_the_last_error_and_the_queue_and_keeps_counters(pump):
+    pump.subscriber_config("sub", extra="retry_delay 1h")
+    (pump.src / "here.txt").write_text("here")
+    (pump.src / "away.txt").write_text("away")
+    pump.post(pump.src / "here.txt")
+    # A server that is not there: worth retrying later.
+    pump.post(pump.src / "away.txt", post_base_url=f"http://127.0.0.1:{free_port()}/")
+    assert pump.command("subscribe", "start", "sub").returncode == 0
+    try:
+        assert wait_for(lambda: (pump.dst / "here.txt").exists())
+
+        def status():
+            return pump.command("subscribe", "status", "sub").stdout
+        assert wait_for(lambda: "1 notices waiting for a retry" in status() and "last error" in status(),
+                        timeout=3 * metrics.INTERVAL)
+        out = status()
+        assert "dd_subscribe sub: running (1/1 instances)" in out
+        assert "1 files, 4 Bytes delivered; 1 errors in the last hour; queue q_" in out
+        assert ": 0 notices waiting; 1 notices waiting for a retry" in out
+        assert "last error " in out and "away.txt: " in out
+        assert pump.command("subscribe", "restart", "sub").returncode == 0
+        out = status()
+        assert "1 files, 4 Bytes delivered; 1 errors in the last hour" in out, out
+        assert "away.txt: " in out
+    finally:
+        pump.command("subscribe", "stop", "sub")
+
+
+def _foreground_to(pump, stderr, stdin=None):
+    process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", "subscribe", "foreground", "sub"],
+                               env=pump.env, stdin=stdin, stdout=stderr, stderr=stderr)
+    pump.processes.append(process)
+    return process
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_aborts_without_acknowledging(pump, tmp_path):
+    _slow_subscriber(pump)
+    _big_file(pump)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        process = _foreground_to(pump, stderr)
+    pump.post(pump.src / "big.bin")
+    assert wait_for(lambda: _ctl_json(pump)["in_flight"], timeout=30)
+    process.send_signal(signal.SIGINT)
+    assert wait_for(lambda: "waiting for big.bin (" in log.read_text(), timeout=10), log.read_text()
+    assert "press Ctrl-C again to abort" in log.read_text()
+    assert process.poll() is None                   # still downloading
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=15) == 130, log.read_text()
+    assert "Traceback" not in log.read_text()
+    # Nothing under its final name, no temporary file left, and the notice comes again.
+    assert not (pump.dst / "big.bin").exists()
+    assert not pump.dst.exists() or list(pump.dst.iterdir()) == []
+    assert wait_for(lambda: pump.queue_depth("sub") == 1, timeout=10)
+    assert not (pump.base / "state" / "subscribe" / "sub" / "i001.pid").exists()
+
+
+def _run_on_a_pty(argv, env, until, timeout=60):
+    """Run `argv` with its stdout and stderr on a terminal; what it wrote there, once
+    `until(text)` is true or it ended."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size
+    process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(seen.decode(errors="replace")):
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:     # EIO: the process ended and closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        os.close(leader)
+    return process, seen.decode(errors="replace")
+
+
+def test_subscribe_foreground_shows_a_progress_bar_on_a_terminal_and_none_on_a_pipe(pump, tmp_path):
+    _slow_subscriber(pump)
+    _big_file(pump)
+    pump.post(pump.src / "big.bin")
+    argv = [sys.executable, "-m", "dd.cli.main", "subscribe", "foreground", "sub"]
+    process, seen = _run_on_a_pty(argv, pump.env, lambda text: "%|" in text and "MB/s" in text)
+    try:
+        assert "big.bin:" in seen and "%|" in seen and "/24.0M [" in seen, seen
+    finally:
+        pump.stop(process)
+    # On a pipe (or a log file): the log lines only.
+    (pump.dst / "big.bin").unlink(missing_ok=True)
+    pump.post(pump.src / "big.bin")
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        process = _foreground_to(pump, stderr)
+    assert wait_for(lambda: (pump.dst / "big.bin").exists(), timeout=60)
+    pump.stop(process)
+    text = log.read_text()
+    assert "201 delivered" in text and "%|" not in text and "\r" not in text
+
+
+def test_dd_post_shows_a_progress_bar_on_a_terminal_and_none_on_a_pipe(pump):
+    _big_file(pump)
+    argv = [sys.executable, "-m", "dd.cli.main", "post", f"--post_broker={pump.broker_url}",
+            f"--post_exchange={pump.exchange}", f"--post_base_url={pump.base_url}",
+            f"--post_base_dir={pump.src}", str(pump.src / "big.bin")]
+    process, seen = _run_on_a_pty(argv, pump.env, lambda text: "1 announced" in text)
+    assert process.wait(timeout=30) == 0
+    assert "announcing:" in seen and "%|" in seen and "/24.0M" in seen, seen
+    result = pump.post(pump.src / "big.bin")
+    assert result.stderr == "dd_post: 1 announced, 0 not announced\n"
