@@ -260,3 +260,47 @@ def test_dd_post_shows_a_progress_bar_on_a_terminal_and_none_on_a_pipe(pump):
     assert "announcing:" in seen and "%|" in seen and "/24.0M" in seen, seen
     result = pump.post(pump.src / "big.bin")
     assert result.stderr == "dd_post: 1 announced, 0 not announced\n"
+
+
+@pytest.fixture
+def unwritable(pump):
+    """A directory this user cannot write into: immutable for root (EPERM), read-only otherwise."""
+    locked = pump.base / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+            pytest.skip("no immutable directories here, and root writes anywhere else")
+    else:
+        locked.chmod(0o555)
+    yield locked / "inside"
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    locked.chmod(0o755)
+
+
+def test_a_directory_that_cannot_be_written_is_a_configuration_error_at_start(pump, unwritable):
+    pump.subscriber_config("sub", directory=unwritable)
+    result = pump.command("subscribe", "foreground", "sub", timeout=60)
+    assert result.returncode == 2
+    said = [line for line in result.stderr.splitlines() if "[INFO]" not in line]
+    assert len(said) == 1 and said[0].startswith("dd_subscribe: directory "), result.stderr
+    assert "permission denied: dd_subscribe cannot write into" in result.stderr and "locked" in result.stderr
+    assert not (pump.base / "state" / "subscribe" / "sub" / "i001.pid").exists()
+
+
+def test_a_background_instance_that_cannot_write_logs_it_and_is_reported_failing(pump, unwritable):
+    pump.subscriber_config("sub", directory=unwritable)
+    assert pump.command("subscribe", "start", "sub").returncode == 0
+    try:
+        status = None
+        for _ in range(100):
+            status = pump.command("subscribe", "status", "sub")
+            if status.returncode == 1:
+                break
+            time.sleep(0.2)
+        assert status.returncode == 1 and "dead (0/1 instances)" in status.stdout, status.stdout
+        log = (pump.base / "logs" / "subscribe_sub_01.log").read_text()
+        assert "[ERROR] dd: dd_subscribe sub instance 1 cannot run: directory " in log
+        assert "permission denied" in log
+    finally:
+        pump.command("subscribe", "stop", "sub")

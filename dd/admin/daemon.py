@@ -73,6 +73,7 @@ def _foreground(module, ctx, config_arg):
         # Attached, it runs what `start` would run beside the instances (a pump's data
         # server), and stops what it started; instances of `start` leave that to `stop`.
         owned = [] if ctx.detached else [s for s in _services(module, ctx) if s.pid() is None]
+        dead = False
         try:
             for service in list(owned):
                 try:
@@ -80,13 +81,23 @@ def _foreground(module, ctx, config_arg):
                 except DDError as error:  # e.g. another configuration's server already has the port
                     logger.warning("not started: %s", error)
                     owned.remove(service)
-            the_flow = module.build(ctx)
+            try:
+                the_flow = module.build(ctx)
+            except ConfigError as error:
+                # A background instance says why in its log, and leaves its pid file so that
+                # status and check report it dead (failing), not stopped.
+                if ctx.detached:
+                    dead = True
+                    logger.error("dd_%s %s instance %d cannot run: %s", module.NAME, cfg.name, ctx.instance,
+                                 error)
+                raise
             with metrics.Recorder(the_flow.counters, ctx.state.metrics_file(ctx.instance), transfers=transfers):
                 the_flow.run()
         finally:
             for service in owned:
                 service.stop()
-            pidfile.remove_own(pid_file)
+            if not dead:
+                pidfile.remove_own(pid_file)
             logger.info("dd_%s %s instance %d stopped", module.NAME, cfg.name, ctx.instance)
     return ExitStatus.OK
 
