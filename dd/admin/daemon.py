@@ -15,14 +15,14 @@ from dd import components
 from dd.admin import instances, logs, progress
 from dd.admin.ctl import survey
 from dd.components import Component, Context
-from dd.core import config
+from dd.core import commands, config
 from dd.core.config import Config
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError, DDError, ExitStatus
 from dd.store import metrics, pidfile
 from dd.store.state import ConfigState
 
-ACTIONS = ("foreground", "start", "stop", "restart", "status", "show", "declare", "cleanup")
+ACTIONS = tuple(commands.ACTIONS)
 logger = logging.getLogger("dd")
 
 
