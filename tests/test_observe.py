@@ -263,19 +263,45 @@ def test_dd_post_shows_a_progress_bar_on_a_terminal_and_none_on_a_pipe(pump):
 
 
 @pytest.fixture
-def unwritable(pump):
-    """A directory this user cannot write into: immutable for root (EPERM), read-only otherwise."""
-    locked = pump.base / "locked"
-    locked.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
-            pytest.skip("no immutable directories here, and root writes anywhere else")
-    else:
-        locked.chmod(0o555)
-    yield locked / "inside"
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
-    locked.chmod(0o755)
+def lock(pump):
+    """lock(directory): this user can no longer write into it: immutable for root (EPERM),
+    read-only otherwise.  Unlocked at the end."""
+    locked = []
+
+    def lock_it(directory):
+        directory.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode:
+                pytest.skip("no immutable directories here, and root writes anywhere else")
+        else:
+            directory.chmod(0o555)
+        locked.append(directory)
+        return directory
+    yield lock_it
+    for directory in locked:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+@pytest.fixture
+def unwritable(pump, lock):
+    return lock(pump.base / "locked") / "inside"
+
+
+def test_a_directory_that_becomes_unwritable_is_named_as_a_permission_problem(pump, lock):
+    pump.subscriber_config("sub", extra="retry_delay 1h")
+    process = pump.foreground("sub")
+    (pump.src / "one.txt").write_text("one")
+    pump.post(pump.src / "one.txt")
+    assert wait_for(lambda: (pump.dst / "one.txt").exists())
+    lock(pump.dst)
+    (pump.src / "two.txt").write_text("two")
+    pump.post(pump.src / "two.txt")
+    time.sleep(3)
+    _, err = pump.stop(process)
+    failed = [line for line in err.splitlines() if "two.txt" in line and "[ERROR]" in line]
+    assert failed and "give dd's user write permission there, or change directory" in failed[0], err
 
 
 def test_a_directory_that_cannot_be_written_is_a_configuration_error_at_start(pump, unwritable):

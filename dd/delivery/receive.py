@@ -75,8 +75,11 @@ class Receiver:
         except DDError as error:
             outcome = Outcome(Code.REFUSED_NOTICE, str(error), error.rule)
         except OSError as error:
+            # Permissions are the configuration's to fix: say so, rather than only "failed".
+            fix = (" (give dd's user write permission there, or change directory)"
+                   if error.errno in (errno.EACCES, errno.EPERM) else "")
             outcome = Outcome(Code.NO_SPACE if error.errno == errno.ENOSPC else Code.FAILED,
-                              f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
+                              f"cannot write {tree.path(rel_path)}: {error.strerror}{fix}", "filesystem")
         outcome.local_path = outcome.local_path or _display(tree, rel_path)
         outcome.duration = time.monotonic() - started
         return outcome
