@@ -325,3 +325,33 @@ def test_metrics_rates_come_from_the_last_minute():
         record = metrics.sample(counters, ring, 1, start, start + seconds)
     assert record["received_per_minute"] == 0.0  # nothing new in the last minute
     assert (record["received"], record["pid"], record["started"]) == (40, 1, start)
+
+
+def test_metrics_record_transfers_in_flight_as_activity_and_carry_totals_over_a_restart(tmp_path):
+    now = [10_000.0]
+    transfers = metrics.Transfers(clock=lambda: now[0])
+    counters = Counters()
+    counters.last_activity, counters.delivered, counters.bytes = now[0], 3, 300
+    tracker = transfers.begin("big.bin", 1000)
+    now[0] += 100
+    tracker.advance(400)
+    record = metrics.sample(counters, collections.deque(), 1, 9_000.0, now[0], transfers=transfers)
+    assert record["last_activity"] == now[0]       # the bytes of a long transfer are activity
+    path = tmp_path / "i001.json"
+    metrics.write(path, record)
+    flying, = metrics.in_flight(metrics.read(path))
+    assert flying == metrics.InFlight("big.bin", 400, 1000, 10_000.0, 4.0, 150.0)
+    transfers.abort()
+    with pytest.raises(KeyboardInterrupt):
+        tracker.advance(1)
+    tracker.end()
+    assert transfers.in_flight() == []
+    # A restarted instance goes on from its previous totals.
+    counters.error_times.append(now[0])
+    metrics.write(path, metrics.sample(counters, collections.deque(), 1, 9_000.0, now[0]))
+    restarted = Counters()
+    restarted.delivered, restarted.bytes = 1, 50
+    again = metrics.sample(restarted, collections.deque(), 2, now[0], now[0] + 10,
+                           base=metrics.carried(metrics.read(path)))
+    assert (again["delivered"], again["bytes"], again["errors_last_hour"]) == (4, 350, 1)
+    assert metrics.in_flight(None) == [] and metrics.carried("garbage") == {}

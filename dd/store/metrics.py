@@ -111,7 +111,6 @@ class Transfers:
         self.last_progress = 0.0
         self.aborted = threading.Event()     # set: every transfer stops at its next chunk
         self._lock = threading.Lock()
-        self._ids = itertools.count()
         self._now: dict[int, _Transfer] = {}
 
     def begin(self, name: str, total: Optional[int]) -> Tracker:
