@@ -253,15 +253,16 @@ def test_subscribe_foreground_shows_a_progress_bar_on_a_terminal_and_none_on_a_p
 
 def test_dd_post_shows_a_progress_bar_on_a_terminal_and_none_on_a_pipe(pump):
     _big_file(pump)
+    (pump.src / "small.txt").write_text("x" * 1000)
     argv = [sys.executable, "-m", "dd.cli.main", "post", f"--post_broker={pump.broker_url}",
             f"--post_exchange={pump.exchange}", f"--post_base_url={pump.base_url}",
-            f"--post_base_dir={pump.src}", str(pump.src / "big.bin")]
+            f"--post_base_dir={pump.src}", str(pump.src)]      # a tree: its total is counted first
     process, seen = _run_on_a_pty(argv, pump.env, lambda text: False)    # to its end
     assert process.wait(timeout=30) == 0, seen
-    assert "dd_post: 1 announced, 0 not announced" in seen
+    assert "dd_post: 2 announced, 0 not announced" in seen
     assert "announcing:" in seen and "%|" in seen and "/24.0M" in seen, seen
-    result = pump.post(pump.src / "big.bin")
-    assert result.stderr == "dd_post: 1 announced, 0 not announced\n"
+    result = pump.post(pump.src)
+    assert result.stderr == "dd_post: 2 announced, 0 not announced\n"
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """dd_post: announce files and trees — paths in, confirmed notices out."""
 import os
+import stat
 
 from dd import flow
 from dd.core import walk
@@ -20,7 +21,7 @@ class FileGatherer:
     """Walks the paths named on the command line and turns each file into a notice."""
 
     def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None, progress=None):
-        # One bar for the run: bytes summed, of the files named (a tree's total is not known).
+        # One bar for the run: the bytes summed, of all the files to announce.
         self.tracker = progress.begin("announcing", _total(arguments)) if progress and not deleted else None
         self.announcer = announce.Announcer(cfg, self.tracker.advance if self.tracker else None)
         self.deleted = deleted
@@ -96,12 +97,18 @@ def build(ctx):
 
 
 def _total(arguments):
-    """Bytes of the files named, or None when a directory is named (its size is not known)."""
-    try:
-        sizes = [os.stat(path).st_size for path in arguments if not os.path.isdir(path)]
-    except OSError:
-        return None
-    return sum(sizes) if len(sizes) == len(arguments) else None
+    """Bytes of the files named and of those below the directories named, for the bar's time
+    left: a walk of the tree before the one that reads it, made only for a person watching."""
+    total = 0
+    for argument in arguments:
+        tree = os.path.isdir(argument) and not os.path.islink(argument)
+        for path in walk.entries(argument) if tree else [argument]:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue    # said when it is announced
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def _announce(item):
