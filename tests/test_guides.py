@@ -13,6 +13,7 @@ users are removed at the end.
 """
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -238,10 +239,17 @@ def _service(walk, output):
     assert [line.split()[0] for line in lines[:4]] == configurations
     for configuration in configurations:
         assert any(line.split()[:2] == [configuration, "running"] for line in lines), configuration
-    assert lines[-1].startswith("DD OK - 4 configurations, 4/4 instances |"), lines[-1]
+    at = next(i for i, line in enumerate(lines) if line.startswith("DD OK - "))
+    nagios = lines[at]
+    assert nagios.startswith("DD OK - 4 configurations, 4/4 instances |"), nagios
     # The line the guide shows, but for the counts.
     shown = next(line.strip() for line in walk.readme.splitlines() if line.strip().startswith("DD OK - "))
-    assert re.sub(r"\d+", "N", lines[-1]) == re.sub(r"\d+", "N", shown), shown
+    assert re.sub(r"\d+", "N", nagios) == re.sub(r"\d+", "N", shown), shown
+    # check --json: the same check as one object.
+    report = json.loads("\n".join(lines[at + 1:]))
+    assert (report["state"], report["findings"]) == ("OK", [])
+    assert report["summary"] == "4 configurations, 4/4 instances"
+    assert {p["label"] for p in report["perfdata"]} >= {"instances", "dead", "backlog_subscribe/bob"}
 
 
 def _watched_pump(walk, output):

@@ -29,8 +29,7 @@ TRACE = "  {when:<23}  {step:<9}  {latency:>8}  {who:<36}  {outcome}"
 def parser() -> commandline.Parser:
     top = commandline.Parser(prog="dd_log", usage="%(prog)s [CONFIG] [--follow] [--json] [--option value ...]\n"
                                                   "       %(prog)s --trace PATTERN [--option value ...]",
-                             description="Read your own log messages: where the files you posted went "
-                                         "(dd_log(7)).", epilog=commandline.OPTIONS_EPILOG)
+                             **commandline.described("log"))
     top.add_argument("config", nargs="?", metavar="CONFIG",
                      help="a configuration of dd_log: a name in dd's config directory, or a path")
     top.add_argument("--follow", action="store_true", help="keep reading as log messages arrive, until Ctrl-C")

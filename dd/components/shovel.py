@@ -50,7 +50,7 @@ def build(ctx):
     if not cfg.route_logs:
         gatherer = flow.BrokerGatherer(consumer(ctx), flow.notices(
             max_notice_size=cfg.max_notice_size, allowed_schemes=None), stop=ctx.stop)
-        return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=_forward,
+        return flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx), work=_forward,
                          poster=flow.poster(ctx), stop=ctx.stop)
     local = flow.publisher(ctx, cfg.post_broker)
     index = logindex.of(cfg, ctx.env.state_dir)
@@ -68,12 +68,8 @@ def build(ctx):
     posters = flow.Posters(flow.Poster(local, lambda item: item.destination.exchange, _published_to(None),
                                        timeout=cfg.post_timeout),
                            _Upstreams(ctx))
-    return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=router.route,
+    return flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx), work=router.route,
                      poster=posters, stop=ctx.stop)
-
-
-def _accepts(cfg, item):
-    return cfg.match(item.payload.rel_path) is not None
 
 
 def _forward(item):

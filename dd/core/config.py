@@ -118,6 +118,17 @@ class Config:
         mask = self.decide(rel_path)
         return mask if mask and mask.accept else None
 
+    def accepting(self) -> list[Mask]:
+        """The masks that take notices: accept lines, and accept_unmatched's when it is on."""
+        return [m for m in self.masks if m.accept] + ([self._unmatched] if self.accept_unmatched else [])
+
+    def refusal(self, rel_path: str) -> str:
+        """The rule that refuses `rel_path`, for a log line: its reject line, or no accept line."""
+        mask = self.decide(rel_path)
+        if mask is None:
+            return "no accept line matches it and accept_unmatched is off"
+        return f"reject {mask.pattern.pattern} ({mask.origin})"
+
     def require(self, *names: str) -> None:
         """ConfigError naming the first of `names` that is unset."""
         for name in names:

@@ -552,6 +552,10 @@ OPTIONS = (
     # Logging.
     _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
             "least severe messages logged"),
+    _option("log_format", choice("text", "json"), "text", ALL,
+            "text: a line for people; json: one JSON object a line for log stacks, with time "
+            "(ISO 8601, UTC), level, component, configuration, instance, logger, message, and "
+            "rel_path when the message is about one notice"),
     _option("log_days", INT, "5", DAEMONS,
             "days of rotated daily logs kept"),
     _option("log_reports", BOOL, "on", SENDING,
