@@ -1,0 +1,183 @@
+"""One file fetched over several connections at once, into one file (`parallel N`).
+
+On a long round trip one TCP stream carries at most its window per round trip
+(Linux's stock tcp_wmem lets 4 MiB be in flight: 80 MB/s at 50 ms); N streams carry N
+windows.  The file is cut in pieces, handed out in order to N threads, each fetching
+its piece with a range request on a connection of its own and writing it at its
+offset.  The whole file's checksum is computed meanwhile by the caller's thread,
+reading back (from the page cache) what has arrived in order: the pieces are handed
+out in order, so it follows close behind, and what is left to sum at the end is about
+the last pieces in flight.  A piece that fails is taken up again from where it
+stopped, `attempts` times; the file is then the caller's to verify and rename.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Optional
+
+from dd.core import checksum
+from dd.core.checksum import Digest
+from dd.core.errors import TransferError
+from dd.transfer.copy import copy
+
+MiB = 1 << 20
+#: Pieces are at least this big: each costs a request and its round trip ...
+PIECE_MIN = 8 * MiB
+#: ... and at most this big: the checksum waits on the slowest piece in flight.
+PIECE_MAX = 64 * MiB
+#: Pieces per stream, so that streams that run at different speeds finish together.
+PIECES_PER_STREAM = 4
+#: Seconds between ticks (broker heartbeats) while waiting for the next bytes.
+WAIT = 0.5
+
+
+def piece_size(length: int, streams: int) -> int:
+    """The piece size for `length` bytes over `streams` connections, in whole MiB."""
+    per_piece = -(-length // (streams * PIECES_PER_STREAM))
+    return min(PIECE_MAX, max(PIECE_MIN, -(-per_piece // MiB) * MiB))
+
+
+def worth_it(length: int, streams: int) -> bool:
+    """Whether `length` bytes are fetched in pieces: at least two of them."""
+    return streams > 1 and length >= 2 * PIECE_MIN
+
+
+#: (offset, length) -> a readable stream of exactly those bytes (Transport.open_read).
+OpenRange = Callable[[int, int], AbstractContextManager]
+
+
+WAITING, RUNNING, DONE, FAILED, ABANDONED = "waiting", "running", "done", "failed", "abandoned"
+
+
+@dataclasses.dataclass
+class _Piece:
+    offset: int
+    length: int
+    written: int = 0
+    state: str = WAITING
+
+
+class _At:
+    """A sink writing at a piece's offset in the file, counting what has arrived."""
+
+    def __init__(self, fd: int, piece: _Piece, arrived: threading.Condition) -> None:
+        self.fd, self.piece, self.arrived = fd, piece, arrived
+
+    def write(self, data) -> int:
+        piece = self.piece
+        if piece.state is ABANDONED:
+            raise InterruptedError("abandoned: an earlier piece failed")
+        n = os.pwrite(self.fd, data, piece.offset + piece.written)
+        with self.arrived:
+            piece.written += n
+            self.arrived.notify()
+        return n
+
+
+def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Digest, streams: int,
+          attempts: int = 3, rate_max: float = 0, tick: Optional[Callable[[], object]] = None,
+          reached: Optional[Callable[[int], object]] = None, name: str = "source") -> str:
+    """Fetch bytes `start` to `end` into the open file `fd` over `streams` connections;
+    `hasher` has been fed bytes 0 to `start` and is fed the rest in order.  Returns its
+    hex digest.  `reached(offset)` is told each time the bytes before `offset` are all in
+    the file and summed (a resumable prefix).  Raises the TransferError of a piece that
+    failed `attempts` times."""
+    size = piece_size(end - start, streams)
+    pieces = [_Piece(offset, min(size, end - offset)) for offset in range(start, end, size)]
+    arrived = threading.Condition()
+    handed = iter(pieces)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with arrived:
+                piece = None if failed else next(handed, None)
+                if piece is None:
+                    return
+                piece.state = RUNNING
+            try:
+                _fetch_piece(open_range, fd, piece, arrived, attempts, rate_max, name)
+                state = DONE
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                failed.append(error)
+                state = FAILED
+            with arrived:
+                if piece.state is RUNNING:
+                    piece.state = state
+                arrived.notify_all()
+            if state is FAILED:
+                return
+
+    workers = [threading.Thread(target=work, name=f"dd-range-{n}", daemon=True)
+               for n in range(min(streams, len(pieces)))]
+    for worker in workers:
+        worker.start()
+    try:
+        _follow(fd, pieces, arrived, failed, hasher, tick, reached)
+    finally:
+        # What is past the first piece missing is of no use to the next attempt: stop it.
+        with arrived:
+            failed.append(InterruptedError())
+            for piece in pieces:
+                if piece.state is RUNNING:
+                    piece.state = ABANDONED
+        for worker in workers:
+            worker.join()
+    return hasher.hexdigest()
+
+
+def _fetch_piece(open_range, fd, piece, arrived, attempts, rate_max, name):
+    for attempt in range(1, attempts + 1):
+        offset, left = piece.offset + piece.written, piece.length - piece.written
+        try:
+            with open_range(offset, left) as data:
+                copy(data, _At(fd, piece, arrived), length=left, rate_max=rate_max,
+                     name=f"{name} bytes {offset}-{offset + left - 1}")
+            return
+        except TransferError as error:
+            if not error.retryable or attempt == attempts:
+                raise
+
+
+def _follow(fd, pieces, arrived, failed, hasher, tick, reached):
+    """Sum the pieces in order as their bytes arrive, ticking while waiting."""
+    buffer = memoryview(bytearray(checksum.BUFFER_SIZE))
+    ticked = time.monotonic()
+    for piece in pieces:
+        summed = 0
+        while summed < piece.length:
+            if tick is not None and time.monotonic() - ticked >= WAIT:
+                tick()
+                ticked = time.monotonic()
+            with arrived:
+                # After a failure the pieces in flight still finish, and are summed: the
+                # prefix kept for the next attempt ends at the first piece missing.
+                while piece.written == summed and (piece.state is RUNNING or piece.state is WAITING
+                                                    and not failed):
+                    if not arrived.wait(WAIT) and tick is not None:
+                        tick()
+                        ticked = time.monotonic()
+                if piece.written == summed:
+                    raise failed[0]
+                ready = piece.written
+            while summed < ready:
+                n = os.preadv(fd, [buffer[:min(len(buffer), ready - summed)]], piece.offset + summed)
+                if not n:
+                    raise TransferError(f"{name_of(fd)}: the file being written shrank",
+                                        fix="another program is writing the partial file")
+                hasher.update(buffer[:n])
+                summed += n
+        if reached is not None:
+            reached(piece.offset + piece.length)
+
+
+def name_of(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"file descriptor {fd}"
