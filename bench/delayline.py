@@ -97,7 +97,7 @@ class Line:
         subnet = pid % 250 + 1
         self.client_ns, self.server_ns = f"ddlhc{pid}", f"ddlhs{pid}"
         self.client, self.server = f"10.201.{subnet}.1", f"10.201.{subnet}.2"
-        self._devices = (f"ddtc{pid}", f"ddts{pid}")
+        self.devices = (f"ddtc{pid}", f"ddts{pid}")
         self._fds = []
         self._made = []
         self.carrier = None
@@ -105,8 +105,8 @@ class Line:
         atexit.register(self.close)
 
     def open(self):
-        for namespace, device, mine, peer in ((self.client_ns, self._devices[0], self.client, self.server),
-                                              (self.server_ns, self._devices[1], self.server, self.client)):
+        for namespace, device, mine, peer in ((self.client_ns, self.devices[0], self.client, self.server),
+                                              (self.server_ns, self.devices[1], self.server, self.client)):
             _run("ip", "netns", "add", namespace)
             self._made.append(namespace)
             self._fds.append(open_tun(device))
