@@ -20,10 +20,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Optional
 
-from dd.core import checksum
 from dd.core.checksum import Digest
 from dd.core.errors import TransferError
-from dd.transfer.copy import copy
 
 MiB = 1 << 20
 #: Pieces are at least this big: each costs a request and its round trip ...
@@ -32,6 +30,10 @@ PIECE_MIN = 8 * MiB
 PIECE_MAX = 64 * MiB
 #: Pieces per stream, so that streams that run at different speeds finish together.
 PIECES_PER_STREAM = 4
+#: Bytes read, written and summed at a time.  Big: every call gives up the interpreter
+#: lock and waits to take it back from the other threads (up to 5 ms each time), and the
+#: thread summing must keep up with N streams.
+CHUNK = 4 * MiB
 #: Seconds between ticks (broker heartbeats) while waiting for the next bytes.
 WAIT = 0.5
 
@@ -54,6 +56,10 @@ OpenRange = Callable[[int, int], AbstractContextManager]
 WAITING, RUNNING, DONE, FAILED, ABANDONED = "waiting", "running", "done", "failed", "abandoned"
 
 
+class Abandoned(Exception):
+    """A piece left unfinished: an earlier one failed."""
+
+
 @dataclasses.dataclass
 class _Piece:
     offset: int
@@ -62,25 +68,8 @@ class _Piece:
     state: str = WAITING
 
 
-class _At:
-    """A sink writing at a piece's offset in the file, counting what has arrived."""
-
-    def __init__(self, fd: int, piece: _Piece, arrived: threading.Condition) -> None:
-        self.fd, self.piece, self.arrived = fd, piece, arrived
-
-    def write(self, data) -> int:
-        piece = self.piece
-        if piece.state is ABANDONED:
-            raise InterruptedError("abandoned: an earlier piece failed")
-        n = os.pwrite(self.fd, data, piece.offset + piece.written)
-        with self.arrived:
-            piece.written += n
-            self.arrived.notify()
-        return n
-
-
 def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Digest, streams: int,
-          attempts: int = 3, rate_max: float = 0, tick: Optional[Callable[[], object]] = None,
+          attempts: int = 3, tick: Optional[Callable[[], object]] = None,
           reached: Optional[Callable[[int], object]] = None, name: str = "source") -> str:
     """Fetch bytes `start` to `end` into the open file `fd` over `streams` connections;
     `hasher` has been fed bytes 0 to `start` and is fed the rest in order.  Returns its
@@ -94,6 +83,7 @@ def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Diges
     failed: list[BaseException] = []
 
     def work() -> None:
+        buffer = memoryview(bytearray(CHUNK))
         while True:
             with arrived:
                 piece = None if failed else next(handed, None)
@@ -101,7 +91,7 @@ def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Diges
                     return
                 piece.state = RUNNING
             try:
-                _fetch_piece(open_range, fd, piece, arrived, attempts, rate_max, name)
+                _fetch_piece(open_range, fd, piece, arrived, attempts, buffer, name)
                 state = DONE
             except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
                 failed.append(error)
@@ -122,7 +112,7 @@ def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Diges
     finally:
         # What is past the first piece missing is of no use to the next attempt: stop it.
         with arrived:
-            failed.append(InterruptedError())
+            failed.append(Abandoned())
             for piece in pieces:
                 if piece.state is RUNNING:
                     piece.state = ABANDONED
@@ -131,22 +121,40 @@ def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Diges
     return hasher.hexdigest()
 
 
-def _fetch_piece(open_range, fd, piece, arrived, attempts, rate_max, name):
+def _fetch_piece(open_range, fd, piece, arrived, attempts, buffer, name):
+    """Fetch what is missing of `piece` into its place, taken up again where a failed
+    attempt stopped."""
     for attempt in range(1, attempts + 1):
         offset, left = piece.offset + piece.written, piece.length - piece.written
         try:
             with open_range(offset, left) as data:
-                copy(data, _At(fd, piece, arrived), length=left, rate_max=rate_max,
-                     name=f"{name} bytes {offset}-{offset + left - 1}")
+                while piece.written < piece.length:
+                    n = data.readinto(buffer[:piece.length - piece.written])
+                    if not n:
+                        raise TransferError(f"{name}: no data at byte {piece.offset + piece.written}")
+                    for written in _written(fd, buffer[:n], piece.offset + piece.written):
+                        with arrived:
+                            if piece.state is ABANDONED:
+                                raise Abandoned
+                            piece.written += written
+                            arrived.notify()
             return
         except TransferError as error:
             if not error.retryable or attempt == attempts:
                 raise
 
 
+def _written(fd, data, offset):
+    """Write all of `data` at `offset`, yielding what each write wrote."""
+    while data:
+        n = os.pwrite(fd, data, offset)
+        yield n
+        data, offset = data[n:], offset + n
+
+
 def _follow(fd, pieces, arrived, failed, hasher, tick, reached):
     """Sum the pieces in order as their bytes arrive, ticking while waiting."""
-    buffer = memoryview(bytearray(checksum.BUFFER_SIZE))
+    buffer = memoryview(bytearray(CHUNK))
     ticked = time.monotonic()
     for piece in pieces:
         summed = 0

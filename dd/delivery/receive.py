@@ -246,11 +246,13 @@ class Receiver:
             if os.fstat(fd).st_size:   # what a killed instance left; on ext4 even an empty truncate costs 0.1 ms
                 os.ftruncate(fd, 0)
         try:
-            if size is not None and transport.concurrent_reads and ranges.worth_it(size - start, streams):
+            # Under rate_max the process's bytes are paced as one: more streams would not help.
+            if (size is not None and transport.concurrent_reads and not self.rate_max
+                    and ranges.worth_it(size - start, streams)):
                 resume.mark(fd, notice, start)
                 return ranges.fetch(lambda offset, length: transport.open_read(path, offset, length), fd,
                                     start=start, end=size, hasher=hasher, streams=streams,
-                                    attempts=self.attempts, rate_max=self.rate_max, tick=self.tick,
+                                    attempts=self.attempts, tick=self.tick,
                                     reached=lambda offset: resume.mark(fd, notice, offset), name=notice.url)
             resume.mark(fd, notice)
             out.seek(start)
