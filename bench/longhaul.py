@@ -30,6 +30,8 @@ from harness import Daemon, PhaseError, format_table
 from dd.delivery import ranges
 
 TARGET_RTT = 50
+#: sr3's block size: about the middle of dd's pieces (dd.delivery.ranges.plan: 8 to 64 MiB).
+SR3_BLOCK = 16 << 20
 
 
 class DdTool(parts.DdTool):
@@ -103,8 +105,7 @@ class Bench(parts.Bench):
                 dd_tool.set_options(f"parallel {streams}\n")
                 self.results[rtt, "dd", streams] = self.measure(dd_tool, parts.BLOCK_WHOLE, streams)
             if sr3_tool:
-                block = str(ranges.piece_size(args.size, max(args.streams)))
-                self.results[rtt, "sr3", 1] = self.measure(sr3_tool, block, 1)
+                self.results[rtt, "sr3", 1] = self.measure(sr3_tool, str(SR3_BLOCK), 1)
         if args.resume_size:
             self.resume()
 
@@ -217,13 +218,13 @@ def report(bench):
     print(f"TCP in both namespaces: {buffers} (stock); line ceiling at 0 ms, one curl stream: {ceiling} MB/s\n")
     print(format_table(["rtt ms", "streams", "curl MB/s", "dd MB/s", "dd/curl", "dd/dd 1", "sr3 MB/s",
                         "ceiling MB/s"], rows))
-    block = harness.size_text(ranges.piece_size(args.size, max(args.streams)))
-    smallest = harness.size_text(ranges.piece_size(args.size, 1))
+    block = harness.size_text(SR3_BLOCK)
+    smallest, largest = (harness.size_text(size) for size in (ranges.PIECE_MIN, ranges.PIECE_MAX))
     print(f"""
   curl      N curl processes in the client namespace, each a byte range of 1/N of the file, together
   dd        one dd_subscribe instance with `parallel N`, the file posted whole: from its notice on the
-            exchange to the file verified and renamed into place (pieces of {smallest} to {block}:
-            dd.delivery.ranges)
+            exchange to the file verified and renamed into place (pieces of {smallest} to {largest},
+            dd.delivery.ranges.plan)
   sr3       one sr3 subscribe instance, the file posted with blockSize {block}; sr3 --no N with N > 1
             logs nothing bench/parts.py can follow, so only one instance is measured
   ceiling   the delay line itself at 0 ms, one curl stream (what the carrier can move)""")

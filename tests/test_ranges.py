@@ -92,8 +92,7 @@ def test_pieces_go_over_n_connections_at_once_and_never_appear_under_the_final_n
     assert outcome.code == Code.DELIVERED, outcome.message
     assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
     assert seen.is_set() and not seen_final
-    piece = ranges.piece_size(SIZE, 4)
-    assert sorted(first for _, first, _ in server.requests) == list(range(0, SIZE, piece))
+    assert sorted(first for _, first, _ in server.requests) == [offset for offset, _ in ranges.plan(0, SIZE, 4)]
     # Four connections at 20 MiB/s each: well under the 2 s one would take.
     assert took < SIZE / (20 * MiB) * 0.75, took
     assert server.served == SIZE
@@ -101,7 +100,7 @@ def test_pieces_go_over_n_connections_at_once_and_never_appear_under_the_final_n
 
 def test_a_piece_cut_short_is_taken_up_where_it_stopped(big):
     f, src, tree = big
-    piece = ranges.piece_size(SIZE, 4)
+    piece = ranges.plan(0, SIZE, 4)[1][0]    # where the second piece starts
     with RangeServer(src) as server:
         server.cut_once[("big.bin", piece)] = 3 * MiB
         outcome = Receiver(Transports(), parallel=4).receive(notice_of(f, src, server.url), tree, "big.bin")
@@ -114,9 +113,8 @@ def test_a_piece_cut_short_is_taken_up_where_it_stopped(big):
 
 def test_a_piece_served_wrong_fails_the_checksum_and_the_file_is_fetched_again(big):
     f, src, tree = big
-    piece = ranges.piece_size(SIZE, 4)
     with RangeServer(src) as server:
-        server.corrupt_once.add(("big.bin", 2 * piece))
+        server.corrupt_once.add(("big.bin", ranges.plan(0, SIZE, 4)[2][0]))
         outcome = Receiver(Transports(), parallel=4).receive(notice_of(f, src, server.url), tree, "big.bin")
     assert server.corrupted
     assert outcome.code == Code.DELIVERED, outcome.message
@@ -125,7 +123,7 @@ def test_a_piece_served_wrong_fails_the_checksum_and_the_file_is_fetched_again(b
 
 def test_a_piece_that_keeps_failing_fails_the_notice_and_nothing_is_in_place(big):
     f, src, tree = big
-    piece = ranges.piece_size(SIZE, 4)
+    piece = ranges.plan(0, SIZE, 4)[1][0]    # where the second piece starts
     notice = notice_of(f, src, "http://127.0.0.1:9/")
     with RangeServer(src) as server:
         server.unavailable.add(("big.bin", piece))

@@ -2,7 +2,7 @@
 
 On a long round trip one TCP stream carries at most its window per round trip
 (Linux's stock tcp_wmem lets 4 MiB be in flight: 80 MB/s at 50 ms); N streams carry N
-windows.  The file is cut in pieces, handed out in order to N threads, each fetching
+windows.  The file is cut in pieces (see plan), handed out in order to N threads, each fetching
 its piece with a range request on a connection of its own and writing it at its
 offset.  The whole file's checksum is computed meanwhile by the caller's thread,
 reading back (from the page cache) what has arrived in order: the pieces are handed
@@ -24,12 +24,10 @@ from dd.core.checksum import Digest
 from dd.core.errors import TransferError
 
 MiB = 1 << 20
-#: Pieces are at least this big: each costs a request and its round trip ...
+#: Pieces are at least this big: each costs a request, and its stream a round trip idle ...
 PIECE_MIN = 8 * MiB
-#: ... and at most this big: the checksum waits on the slowest piece in flight.
+#: ... and at most this big.
 PIECE_MAX = 64 * MiB
-#: Pieces per stream, so that streams that run at different speeds finish together.
-PIECES_PER_STREAM = 4
 #: Bytes read, written and summed at a time.  Big: every call gives up the interpreter
 #: lock and waits to take it back from the other threads (up to 5 ms each time), and the
 #: thread summing must keep up with N streams.
@@ -38,10 +36,17 @@ CHUNK = 4 * MiB
 WAIT = 0.5
 
 
-def piece_size(length: int, streams: int) -> int:
-    """The piece size for `length` bytes over `streams` connections, in whole MiB."""
-    per_piece = -(-length // (streams * PIECES_PER_STREAM))
-    return min(PIECE_MAX, max(PIECE_MIN, -(-per_piece // MiB) * MiB))
+def plan(start: int, end: int, streams: int) -> list[tuple[int, int]]:
+    """(offset, length) of the pieces of bytes `start` to `end` over `streams` connections.
+    Each is a `streams`-th of what is left (whole MiB, within PIECE_MIN and PIECE_MAX): big
+    first, few requests and few round trips lost between them; small last, so that little
+    is left to sum once the last bytes arrive."""
+    pieces = []
+    while start < end:
+        size = min(PIECE_MAX, max(PIECE_MIN, -(-(end - start) // streams // MiB) * MiB), end - start)
+        pieces.append((start, size))
+        start += size
+    return pieces
 
 
 def worth_it(length: int, streams: int) -> bool:
@@ -76,8 +81,7 @@ def fetch(open_range: OpenRange, fd: int, *, start: int, end: int, hasher: Diges
     hex digest.  `reached(offset)` is told each time the bytes before `offset` are all in
     the file and summed (a resumable prefix).  Raises the TransferError of a piece that
     failed `attempts` times."""
-    size = piece_size(end - start, streams)
-    pieces = [_Piece(offset, min(size, end - offset)) for offset in range(start, end, size)]
+    pieces = [_Piece(offset, length) for offset, length in plan(start, end, streams)]
     arrived = threading.Condition()
     handed = iter(pieces)
     failed: list[BaseException] = []
