@@ -233,3 +233,34 @@ def test_a_subscriber_killed_at_90_percent_fetches_only_the_rest(pump):
         again = server.served - size
     assert again <= 0.15 * size, f"{again} bytes fetched twice"
     assert not [p for p in pump.dst.rglob(".*")]
+
+
+def test_a_subscriber_whose_piece_keeps_failing_keeps_the_notice_and_finishes_it_later(pump):
+    import sqlite3
+    size = 40 * MiB
+    f = write(pump.src / "big.bin", size, seed=9)
+    expected = manifest(pump.src)
+    second = ranges.plan(0, size, 4)[1][0]
+    retry = pump.base / "state" / "subscribe" / "sub" / "retry.i001.db"
+
+    def kept():
+        try:
+            with sqlite3.connect(retry) as db:
+                return db.execute("SELECT count(*) FROM retry").fetchone()[0]
+        except sqlite3.OperationalError:   # not made yet
+            return 0
+    with RangeServer(pump.src) as server:
+        server.unavailable.add(("big.bin", second))
+        pump.subscriber_config(extra="parallel 4\nretry_delay 1s\nexpire 1h")
+        pump.command("post", f"--post_broker={pump.broker_url}", f"--post_exchange={pump.exchange}",
+                     f"--post_base_url={server.url}", f"--post_base_dir={pump.src}", f, check=True)
+        subscriber = pump.foreground()
+        # Not acknowledged as done: kept for retry, with nothing under the final name.
+        assert wait_for(lambda: retry.exists() and kept() == 1, timeout=60)
+        assert not (pump.dst / "big.bin").exists()
+        server.unavailable.clear()
+        arrived = wait_for(lambda: compare(expected, manifest(pump.dst)) == ([], [], []), timeout=60)
+        _, log = pump.stop(subscriber)
+        assert arrived, log[-2000:]
+        assert "503" in log and "resuming after" in log
+    assert not [p for p in pump.dst.rglob(".*")]
