@@ -210,8 +210,9 @@ class Receiver:
                 start = resume.prefix(out_fd, notice) if verify else 0
                 try:
                     digest = self._download(transport, path, notice, out, start, method)
-                except TransferError as error:
-                    keep = error.retryable and resume.identity(notice) is not None
+                except (TransferError, KeyboardInterrupt, SystemExit) as error:
+                    # Cut off, or stopped: the next attempt continues.  Refused: it starts over.
+                    keep = getattr(error, "retryable", True) and resume.identity(notice) is not None
                     raise
                 if verify and digest != notice.checksum.value:
                     if start:   # the prefix was of another file after all: fetch it all again
