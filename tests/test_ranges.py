@@ -83,9 +83,7 @@ def test_pieces_go_over_n_connections_at_once_and_never_appear_under_the_final_n
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            started = time.monotonic()
             outcome = Receiver(Transports(), parallel=4).receive(notice, tree, "big.bin")
-            took = time.monotonic() - started
         finally:
             done.set()
             watcher.join()
@@ -93,8 +91,7 @@ def test_pieces_go_over_n_connections_at_once_and_never_appear_under_the_final_n
     assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
     assert seen.is_set() and not seen_final
     assert sorted(first for _, first, _ in server.requests) == [offset for offset, _ in ranges.plan(0, SIZE, 4)]
-    # Four connections at 20 MiB/s each: well under the 2 s one would take.
-    assert took < SIZE / (20 * MiB) * 0.75, took
+    assert server.most_active == 4      # each piece takes 0.4 s or more at 20 MiB/s: all four overlap
     assert server.served == SIZE
 
 
@@ -214,7 +211,7 @@ def test_a_subscriber_killed_at_90_percent_fetches_only_the_rest(pump):
     f = write(pump.src / "big.bin", size, seed=5)
     expected = manifest(pump.src)
     with RangeServer(pump.src) as server:
-        server.rate = 32 * MiB
+        server.rate = 16 * MiB     # 90 % to the end: 0.4 s to kill it in
         pump.subscriber_config(extra="retry_delay 1s\nexpire 1h")
         pump.command("post", f"--post_broker={pump.broker_url}", f"--post_exchange={pump.exchange}",
                      f"--post_base_url={server.url}", f"--post_base_dir={pump.src}", f, check=True)

@@ -23,6 +23,7 @@ class RangeServer:
         self.rate = 0                  # bytes per second per connection; 0: as fast as it goes
         self.served = 0                # body bytes sent, all requests
         self.requests = []             # (relative path, first byte, bytes asked) of each GET
+        self.active = self.most_active = 0   # GETs being answered now, and at most at once
         self.lock = threading.Lock()
         server = self
 
@@ -70,6 +71,9 @@ class RangeServer:
                     if wrong:
                         server.corrupted.append((rel, first))
                     cut = server.cut_once.pop((rel, first), None)
+                with server.lock:
+                    server.active += 1
+                    server.most_active = max(server.most_active, server.active)
                 try:
                     with open(path, "rb") as f:
                         f.seek(first)
@@ -84,6 +88,9 @@ class RangeServer:
                         self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
+                finally:
+                    with server.lock:
+                        server.active -= 1
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
