@@ -113,6 +113,10 @@ class Bench(parts.Bench):
         """MB/s of one subscriber instance moving the big file, or None (the reason in the notes)."""
         for each in self.tools:
             each.clear_destination()
+            # sr3's completion is read from its log: a log of the same case at another round trip
+            # must not count.
+            for log in each.logs.glob("subscribe-*.log"):
+                log.rename(log.with_name(f"{log.stem}-{time.monotonic_ns()}.done"))
         try:
             row = self.move(tool, "whole" if blocksize == parts.BLOCK_WHOLE else "parts", blocksize, 1)
         except (PhaseError, OSError) as error:
@@ -180,7 +184,7 @@ class Bench(parts.Bench):
             daemon.stop()
         if parts.digest(final) != parts.digest(path):
             raise PhaseError("the resumed file differs from the source")
-        if "resuming after" not in daemon.log.read_text(errors="replace"):
+        if not any("resuming after" in log.read_text(errors="replace") for log in (tool.dir / "log").glob("*.log")):
             self.notes.append("resume: the second subscriber did not log 'resuming after'")
 
     def ready_daemon(self, tool, log, deadline):
