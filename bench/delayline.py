@@ -349,6 +349,20 @@ def stream_rate(line, streams, nbytes, port):
     return nbytes / float(out) / 1e6
 
 
+def ceiling(line, nbytes, streams=1, port=5001):
+    """MB/s of `streams` plain TCP streams over the line at 0 ms: what the carrier itself
+    moves, with the programs at either end doing nothing else (the line is left at 0 ms)."""
+    line.carry(0.0)
+    sink = subprocess.Popen([*line.exec_prefix("server"), sys.executable, "-c", SINK, line.server, str(port)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        sink.stdout.readline()
+        return stream_rate(line, streams, nbytes, port)
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rtt", default="50ms", help="round trip (50ms)")
@@ -371,19 +385,18 @@ def main(argv=None):
     try:
         line.open()
         port = 5001
+        nbytes = args.size << 20
+        top = ceiling(line, nbytes, port=port)
+        print(f"buffers: {buffers_text(line)}")
+        print(f"ceiling (0 ms, 1 stream): {top:.0f} MB/s")
+        line.carry(parse_duration(args.rtt), args.rate * 1e6)
         sink = subprocess.Popen([*line.exec_prefix("server"), sys.executable, "-c", SINK, line.server, str(port)],
                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
         try:
             sink.stdout.readline()
-            nbytes = args.size << 20
-            line.carry(0.0)
-            ceiling = stream_rate(line, 1, nbytes, port)
-            print(f"buffers: {buffers_text(line)}")
-            print(f"ceiling (0 ms, 1 stream): {ceiling:.0f} MB/s")
-            line.carry(parse_duration(args.rtt), args.rate * 1e6)
             for streams in args.streams:
                 rate = stream_rate(line, streams, nbytes, port)
-                print(f"rtt {args.rtt}, {streams} stream(s): {rate:.0f} MB/s (ceiling {ceiling:.0f} MB/s)")
+                print(f"rtt {args.rtt}, {streams} stream(s): {rate:.0f} MB/s (ceiling {top:.0f} MB/s)")
         finally:
             sink.terminate()
             sink.wait()
