@@ -38,12 +38,13 @@ WAIT = 0.5
 
 def plan(start: int, end: int, streams: int) -> list[tuple[int, int]]:
     """(offset, length) of the pieces of bytes `start` to `end` over `streams` connections.
-    Each is a `streams`-th of what is left (whole MiB, within PIECE_MIN and PIECE_MAX): big
-    first, few requests and few round trips lost between them; small last, so that little
-    is left to sum once the last bytes arrive."""
+    Each is a (2 x streams)-th of what is left (whole MiB, within PIECE_MIN and PIECE_MAX):
+    big first, few requests and few round trips lost between them; small last, so that
+    little is left to sum once the last bytes arrive.  Not bigger: the sum waits for the
+    first piece, which arrives at one stream's speed."""
     pieces = []
     while start < end:
-        size = min(PIECE_MAX, max(PIECE_MIN, -(-(end - start) // streams // MiB) * MiB), end - start)
+        size = min(PIECE_MAX, max(PIECE_MIN, -(-(end - start) // (2 * streams) // MiB) * MiB), end - start)
         pieces.append((start, size))
         start += size
     return pieces
