@@ -244,8 +244,11 @@ class Receiver:
             hasher = resume.summed(fd, method, start)
         else:
             hasher = checksum.new(method)
-            if os.fstat(fd).st_size:   # what a killed instance left; on ext4 even an empty truncate costs 0.1 ms
-                os.ftruncate(fd, 0)
+        # What a killed instance left past the prefix (pieces out of order, holes) goes: a
+        # file written in order is trusted up to its size.  On ext4 even an empty truncate
+        # costs 0.1 ms.
+        if os.fstat(fd).st_size > start:
+            os.ftruncate(fd, start)
         try:
             # Under rate_max the process's bytes are paced as one: more streams would not help.
             if (size is not None and transport.concurrent_reads and not self.rate_max
