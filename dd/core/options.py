@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, commands, formats
+from dd.core import checksum, commands, formats, topic
 from dd.core.credentials import Url
 from dd.core.notice import USER_NAME
 
@@ -228,7 +228,17 @@ PLUGIN = Kind("function", "python:package.module:function, a function dd_plugins
 HOOK = Kind("command", "a command line with balanced quotes, or python:package.module:function",
             _hook)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
-BROKER = url("amqp", "amqps", example="amqps://user@host/")
+BROKER = url("amqp", "amqps", "mqtt", "mqtts", "ws", "wss", example="amqps://user@host/ or mqtts://user@host/")
+
+
+def _verbatim_topic(text: str) -> str:
+    topic.verbatim(text)
+    return text.strip().strip("/")
+
+
+#: A whole topic, its levels separated by '/'.
+VERBATIM_TOPIC = Kind("str", "a topic with '/' between levels, like origin/a/wis2/ca-eccc-msc/data/core/weather",
+                      _verbatim_topic)
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
@@ -283,12 +293,17 @@ OPTIONS = (
     _option("subtopic", TOPIC, "#", READERS,
             "topic below topic_prefix to bind the queue to (* is one word, # any number); "
             "repeat for several bindings", repeat=True),
+    _option("topic", VERBATIM_TOPIC, None, READERS,
+            "the whole topic subscribed to, levels separated by /, instead of exchange, "
+            "topic_prefix and subtopic: its first level is the exchange (on MQTT, simply the topic: "
+            "topic cache/a/wis2/#); + or * is one level, # any number"),
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
-            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "(Sarracenia's default; on MQTT, the session expiry); raise it, e.g. to 1d, when notices "
+            "must survive outages; "
             "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d", "log": "1d"}),
     _option("message_ttl", DURATION, None, CONSUMERS,
             "the broker drops notices that waited in the queue this long; unset: never"),
@@ -298,7 +313,8 @@ OPTIONS = (
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
     _option("heartbeat", DURATION, "60s", ALL + " log",
-            "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
+            "AMQP heartbeat (MQTT keepalive) interval: a connection silent for two intervals is "
+            "dropped; 0 disables"),
     _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
     # Which files, delivered where: position matters (see ORDER MATTERS).
     _option("accept", PATTERN, None, ALL,
@@ -416,6 +432,10 @@ OPTIONS = (
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
             "(v02.post, or v03 for sr_v03)"),
+    _option("post_topic", VERBATIM_TOPIC, None, POSTERS,
+            "the whole topic every notice is published on, levels separated by /, instead of "
+            "post_exchange, post_topic_prefix and the file's directories: its first level is the "
+            "exchange (on MQTT, simply the topic: a WIS2 dataset's origin/a/wis2/...)"),
     _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
             formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),

@@ -1,6 +1,7 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Optional
 
@@ -20,6 +21,9 @@ def subscription(ctx: Context) -> broker.Subscription:
     url = ctx.credentials.complete(cfg.broker)
     assert ctx.state is not None, "a consuming configuration has a state directory"
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
+    if cfg.topic:
+        exchange, binding = topic.verbatim(cfg.topic)
+        return broker.Subscription(queue, exchange, (binding,), expire=cfg.expire, message_ttl=cfg.message_ttl)
     bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
     return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
 
@@ -29,15 +33,15 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg = ctx.cfg
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
-    return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat,
+    return broker.consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat, instance=ctx.instance,
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
 def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
-    return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+    return broker.publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
@@ -49,12 +53,16 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+    post_exchange, post_topic = cfg.post_exchange, None
+    if cfg.post_topic:
+        post_exchange, post_topic = topic.verbatim(cfg.post_topic)
 
     def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
-        return formats.encode(item.outgoing, post_format, post_topic_prefix)
-    return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
+        message = formats.encode(item.outgoing, post_format, post_topic_prefix)
+        return message if post_topic is None else dataclasses.replace(message, topic=post_topic)
+    return Poster(publisher(ctx, cfg.post_broker), exchange or post_exchange, message_of,
                   timeout=cfg.post_timeout)
 
 
