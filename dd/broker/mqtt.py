@@ -17,6 +17,7 @@ publish where is the broker's ACL.
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import ssl
 import threading
@@ -29,14 +30,17 @@ from dd.broker.interface import reconnect
 from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 
+paho: Any = None       # paho-mqtt is an extra: dd speaks AMQP without it
+PacketTypes: Any = None
+Properties: Any = None
+paho_version = ""
 try:
-    import paho.mqtt.client as paho
-    from paho.mqtt import __version__ as PAHO_VERSION
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-except ImportError:     # an extra: dd speaks AMQP without it
-    paho = None
-    PAHO_VERSION = ""
+    paho = importlib.import_module("paho.mqtt.client")
+    PacketTypes = importlib.import_module("paho.mqtt.packettypes").PacketTypes
+    Properties = importlib.import_module("paho.mqtt.properties").Properties
+    paho_version = importlib.import_module("paho.mqtt").__version__
+except ImportError:
+    pass
 
 if TYPE_CHECKING:  # the broker knows messages, never how notices are encoded into them
     from dd.core.formats import Message
@@ -64,9 +68,9 @@ class _NotMqtt5(BrokerError):
 
 def available() -> None:
     """Raise a one-line BrokerError when paho-mqtt (2.1 or newer) is missing."""
-    version = tuple(int(n) for n in PAHO_VERSION.split(".")[:2]) if paho else ()
+    version = tuple(int(n) for n in paho_version.split(".")[:2]) if paho else ()
     if version < (2, 1):
-        found = f"paho-mqtt {PAHO_VERSION} is too old" if paho else "paho-mqtt is not installed"
+        found = f"paho-mqtt {paho_version} is too old" if paho else "paho-mqtt is not installed"
         raise BrokerError(f"MQTT brokers need paho-mqtt 2.1 or newer: {found}", fix=INSTALL_FIX)
 
 
@@ -95,7 +99,7 @@ class _Endpoint:
     dd.broker.CONNECTION_ERRORS expects) at the next call, and reopen() connects anew."""
 
     #: Whether the broker keeps our session (subscriptions, unacknowledged messages) across connections.
-    PERSISTENT = False
+    PERSISTENT: bool = False
 
     def __init__(self, url: Url, *, heartbeat: float, name: str, timeout: float = 10.0,
                  protocol: Optional[int] = None) -> None:
@@ -330,7 +334,7 @@ class Consumer(_Endpoint):
     """Consumes a subscription in a persistent session with manual acknowledgements;
     `instance` tells the processes sharing it apart (each has its own session)."""
 
-    PERSISTENT = True
+    PERSISTENT: bool = True
 
     def __init__(self, url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
                  name: str = "dd-consumer", instance: int = 1, protocol: Optional[int] = None) -> None:
@@ -369,7 +373,7 @@ class Consumer(_Endpoint):
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
         with self._changed:
-            self._granted = list(codes)
+            self._granted = None if codes is None else list(codes)
             self._changed.notify_all()
 
     def filters(self) -> list[tuple[str, str]]:
@@ -387,8 +391,7 @@ class Consumer(_Endpoint):
                                 f"instance {self.instance} would get every notice the first one gets",
                                 fix="set instances 1")
         filters = self.filters()
-        with self._changed:
-            self._granted = None
+        self._on_subscribe(client, None, 0, None, None)     # forget an earlier answer
         result, _ = client.subscribe([(topic, 1) for topic, _ in filters])
         if result != paho.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"broker {self.url}: cannot subscribe: {paho.error_string(result)}")

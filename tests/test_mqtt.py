@@ -1,0 +1,156 @@
+"""dd over MQTT, with real processes and the session's own Mosquitto (tests.support.mosquitto):
+dd_post → Mosquitto → nginx → dd_subscribe mirrors the awkward tree over mqtt:// and mqtts://;
+instances share a subscription; a broker restart loses nothing; the ACL holds; dd_shovel
+bridges AMQP and MQTT both ways."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.pump import Pump, compare, manifest, wait_for
+from tests.test_mirror import make_tree, mirrored
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def mqtt_pump(tmp_path, mosquitto, nginx_server):
+    the_pump = Pump(tmp_path, mosquitto.url("dd"), nginx_server)
+    the_pump.env["SSL_CERT_FILE"] = str(mosquitto.ca_file)
+    yield the_pump
+    the_pump.close()
+
+
+def delivered_paths(log):
+    """The relative paths a subscriber's log says it delivered (201)."""
+    return [path.rsplit("/", 1)[-1] for path in re.findall(r"201 delivered\S* (\S+)", log)]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["mqtt", "mqtts"])
+def test_the_awkward_tree_mirrors_byte_identical_over_mqtt(mqtt_pump, mosquitto, tls):
+    pump = mqtt_pump
+    pump.broker_url = mosquitto.url("dd", tls=tls)
+    expected = make_tree(pump.src)
+    pump.subscriber_config()        # declares the persistent session: notices wait in it
+    posted = pump.post(pump.src)
+    assert "300 announced, 0 not announced" in posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=90)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
+    assert arrived and status == 0
+    assert "Traceback" not in log and "3.1.1" not in log
+
+
+def test_a_certificate_the_client_does_not_trust_is_refused_by_name(mqtt_pump, mosquitto):
+    pump = mqtt_pump
+    del pump.env["SSL_CERT_FILE"]
+    pump.broker_url = mosquitto.url("dd", tls=True)
+    (pump.src / "a.txt").write_text("x")
+    posted = pump.post(pump.src / "a.txt", check=False)
+    assert posted.returncode != 0
+    assert "its TLS certificate is refused: self-signed certificate" in posted.stderr
+    assert "Traceback" not in posted.stderr and "dd-secret" not in posted.stderr
+
+
+def test_two_instances_share_one_subscription_each_gets_some_none_twice(mqtt_pump):
+    pump = mqtt_pump
+    for i in range(60):
+        (pump.src / f"f{i:02d}").write_text(str(i))
+    name = pump.subscriber_config(extra="instances 2")
+    started = pump.command("subscribe", "start", name)
+    assert started.returncode == 0, started.stderr
+    assert wait_for(lambda: pump.command("subscribe", "status", name).returncode == 0, timeout=15)
+    pump.post(pump.src)
+    arrived = wait_for(lambda: len(manifest(pump.dst)) == 60, timeout=60)
+    assert pump.command("subscribe", "stop", name).returncode == 0
+    logs = sorted((pump.base / "logs").glob("subscribe_sub_*.log"))
+    each = [delivered_paths(p.read_text()) for p in logs]
+    assert arrived, [p.read_text()[-1500:] for p in logs]
+    assert len(each) == 2 and all(each), each          # each instance got some
+    assert sorted(each[0] + each[1]) == sorted(f"f{i:02d}" for i in range(60))    # together all, none twice
+
+
+def test_a_broker_restarted_mid_flow_loses_nothing(mqtt_pump, mosquitto):
+    pump = mqtt_pump
+    expected = make_tree(pump.src, count=200, seed=11)
+    paths = sorted(p for p in pump.src.rglob("*") if p.is_file())
+    pump.subscriber_config()
+    pump.post(*paths[:100])     # waits in the session of a subscriber not yet running
+    subscriber = pump.foreground()
+    assert wait_for(lambda: len(manifest(pump.dst)) >= 5, timeout=30)
+    mosquitto.restart()         # some delivered, some sent and not yet acknowledged, some waiting
+    pump.post(*paths[100:])
+    arrived = wait_for(mirrored(pump, expected), timeout=120)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-3000:]
+    assert arrived and status == 0
+    assert "reconnecting" in log and "Traceback" not in log
+
+
+def test_a_user_cannot_publish_where_the_acl_does_not_let_it(mqtt_pump, mosquitto):
+    pump = mqtt_pump
+    (pump.src / "a.txt").write_text("x")
+    pump.broker_url = mosquitto.url("ann")
+    pump.exchange = "xs_bob"        # bob's topics: ann may not publish there
+    refused = pump.post(pump.src / "a.txt", check=False)
+    assert refused.returncode != 0
+    assert "refused a message on topic xs_bob/v02/post from user 'ann': Not authorized" in refused.stderr
+    assert "Traceback" not in refused.stderr and "ann-secret" not in refused.stderr
+    pump.exchange = "xs_ann"        # its own
+    assert "1 announced, 0 not announced" in pump.post(pump.src / "a.txt").stderr
+
+
+def test_a_user_cannot_read_where_the_acl_does_not_let_it(mqtt_pump, mosquitto):
+    # Mosquitto grants the subscription and delivers nothing the ACL keeps from its user.
+    pump = mqtt_pump
+    (pump.src / "a.txt").write_text("bob's")
+    pump.exchange = "xs_bob"
+    readers = {}
+    for user in ("ann", "dd"):      # ann may not read bob's topics; dd, the pump's user, may
+        pump.broker_url = mosquitto.url(user)
+        pump.subscriber_config(name=user, directory=pump.base / f"dst_{user}")
+        readers[user] = pump.foreground(user)
+    pump.broker_url = mosquitto.url("bob")
+    assert "1 announced, 0 not announced" in pump.post(pump.src / "a.txt").stderr
+    assert wait_for(lambda: (pump.base / "dst_dd" / "a.txt").exists(), timeout=30)
+    assert not wait_for(lambda: (pump.base / "dst_ann" / "a.txt").exists(), timeout=3)
+    for process in readers.values():
+        status, log = pump.stop(process)
+        assert status == 0 and "Traceback" not in log
+
+
+def _shovel(pump, name, broker_url, exchange, post_broker_url, post_exchange):
+    path = pump.base / "config" / "shovel" / f"{name}.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"broker {broker_url}\nexchange {exchange}\npost_broker {post_broker_url}\n"
+                    f"post_exchange {post_exchange}\n")
+    pump.command("shovel", "declare", name, check=True)
+    process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", "shovel", "foreground", name], env=pump.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pump.processes.append(process)
+    return process
+
+
+@pytest.mark.parametrize("direction", ["amqp-to-mqtt", "mqtt-to-amqp"])
+def test_dd_shovel_bridges_amqp_and_mqtt(mqtt_pump, mosquitto, broker_url, direction):
+    pump = mqtt_pump
+    amqp_url, mqtt_url = broker_url, mosquitto.url("dd")
+    source, destination = (amqp_url, mqtt_url) if direction == "amqp-to-mqtt" else (mqtt_url, amqp_url)
+    expected = make_tree(pump.src, count=40, seed=5)
+    posted_to = pump.exchange
+    pump.exchange = f"{posted_to}_bridged"
+    pump.broker_url = destination
+    pump.subscriber_config()        # reads the bridged exchange on the other protocol
+    shovel = _shovel(pump, "bridge", source, posted_to, destination, pump.exchange)
+    pump.broker_url, pump.exchange = source, posted_to
+    posted = pump.post(pump.src)
+    assert "40 announced, 0 not announced" in posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    _, log = pump.stop(subscriber)
+    _, shovel_log = pump.stop(shovel)
+    assert arrived, (log[-1500:], shovel_log[-1500:])
+    assert compare(expected, manifest(pump.dst)) == ([], [], [])
+    assert "Traceback" not in log + shovel_log
