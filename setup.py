@@ -35,7 +35,9 @@ setup(
                              "docutils>=0.19", "packaging>=23.0", "ruff>=0.6", "mypy>=1.19,<2", "types-paramiko>=4.0",
                              # The FTP server of the transfer tests, and what its FTPS needs.
                              "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0"],
-                    "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
+                    "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"],
+                    # MQTT brokers (mqtt://, mqtts://, ws://, wss://): Debian 12 ships paho-mqtt 1.6 only.
+                    "mqtt": ["paho-mqtt>=2.1"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],
     },

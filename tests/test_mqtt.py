@@ -154,3 +154,17 @@ def test_dd_shovel_bridges_amqp_and_mqtt(mqtt_pump, mosquitto, broker_url, direc
     assert arrived, (log[-1500:], shovel_log[-1500:])
     assert compare(expected, manifest(pump.dst)) == ([], [], [])
     assert "Traceback" not in log + shovel_log
+
+
+def test_without_paho_an_mqtt_broker_is_a_one_line_error_saying_how_to_install_it(mqtt_pump):
+    pump = mqtt_pump
+    (pump.src / "a.txt").write_text("x")
+    hidden = ("import runpy, sys; sys.modules['paho'] = None; sys.argv = ['dd_post'] + sys.argv[1:]; "
+              "runpy.run_module('dd.cli.main', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hidden, "post", f"--post_broker={pump.broker_url}",
+                             f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}", str(pump.src / "a.txt")],
+                            env=pump.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "MQTT brokers need paho-mqtt 2.1 or newer: paho-mqtt is not installed" in result.stderr
+    assert "pip install 'metpx-dd[mqtt]'" in result.stderr
+    assert "Traceback" not in result.stderr and "dd-secret" not in result.stderr

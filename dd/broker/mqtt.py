@@ -50,7 +50,7 @@ log = logging.getLogger("dd.broker")
 #: scheme -> (paho transport, TLS)
 SCHEMES = {"mqtt": ("tcp", False), "mqtts": ("tcp", True), "ws": ("websockets", False),
            "wss": ("websockets", True)}
-INSTALL_FIX = "install it: pip install 'metpx-dd[mqtt]' (or: pip install 'paho-mqtt>=2.1')"
+INSTALL_FIX = "pip install 'metpx-dd[mqtt]', or pip install 'paho-mqtt>=2.1'"
 #: MQTT's "never expires" session expiry interval.
 NEVER = 0xFFFFFFFF
 #: CONNACK reason codes that say retrying with the same settings cannot help.
