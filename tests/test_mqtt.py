@@ -168,3 +168,51 @@ def test_without_paho_an_mqtt_broker_is_a_one_line_error_saying_how_to_install_i
     assert "MQTT brokers need paho-mqtt 2.1 or newer: paho-mqtt is not installed" in result.stderr
     assert "pip install 'metpx-dd[mqtt]'" in result.stderr
     assert "Traceback" not in result.stderr and "dd-secret" not in result.stderr
+
+
+def test_watch_relay_subscribe_and_log_chain_over_mqtt(mqtt_pump, mosquitto):
+    # dd_watch → MQTT → dd_sara (its tree, its data server) → MQTT → dd_subscribe, whose log
+    # messages dd_log reads back over MQTT: every kind of step of a pump, over MQTT only.
+    from tests.support.daemons import Daemon
+    from tests.support.pump import reachable_by_workers
+    from tests.support.servers import free_port
+    from tests.test_watch import Watcher
+    pump = mqtt_pump
+    tree, data_port, relayed = pump.base / "tree", free_port(), f"{pump.exchange}_out"
+    sara = pump.base / "config" / "sara" / "relay.conf"
+    sara.parent.mkdir(parents=True)
+    tree.mkdir()
+    reachable_by_workers(tree)
+    sara.write_text(f"broker {pump.broker_url}\nexchange {pump.exchange}\npost_broker {pump.broker_url}\n"
+                    f"post_exchange {relayed}\npost_base_url http://127.0.0.1:{data_port}/\n"
+                    f"data_server_port {data_port}\ndirectory {tree}\n")
+    pump.command("sara", "declare", "relay", check=True)
+    log_args = ["--broker", pump.broker_url, "--exchange", "xs_dd", "--topic_prefix", "v02.log"]
+    assert pump.command("log", *log_args).returncode == 0     # its session collects from now on
+    watched = pump.exchange
+    pump.exchange = relayed
+    pump.subscriber_config()
+    pump.exchange = watched
+    try:
+        assert pump.command("sara", "start", "relay").returncode == 0
+        subscriber = pump.foreground()
+        watcher = Watcher(pump).start()
+        for i in range(20):
+            (pump.src / f"d{i % 3}").mkdir(exist_ok=True)
+            (pump.src / f"d{i % 3}" / f"f{i:02d}.txt").write_text(f"file {i}\n" * i)
+        expected = manifest(pump.src)
+        arrived = wait_for(lambda: len(manifest(pump.dst)) == 20, timeout=60)
+        watcher.stop()
+        _, log = pump.stop(subscriber)
+    finally:
+        pump.command("sara", "stop", "relay")
+    assert arrived, log[-2000:] + Daemon.text(watcher)[-1000:]
+    # The relay keeps each source's files below its name; the subscriber mirrors the relay.
+    assert compare({f"dd/{path}": digest for path, digest in expected.items()}, manifest(pump.dst)) == ([], [], [])
+    shown = pump.command("log", *log_args)
+    assert shown.returncode == 0, shown.stderr
+    # Both consumers report each delivery: the relay and the subscriber.
+    lines = [line for line in shown.stdout.splitlines() if "201 delivered" in line]
+    assert sum("/sara " in line for line in lines) == 20, shown.stdout[-2000:]
+    assert sum("/subscribe " in line for line in lines) == 20, shown.stdout[-2000:]
+    assert "Traceback" not in log + shown.stderr
