@@ -2,14 +2,22 @@
 dd_post → Mosquitto → nginx → dd_subscribe mirrors the awkward tree over mqtt:// and mqtts://;
 instances share a subscription; a broker restart loses nothing; the ACL holds; dd_shovel
 bridges AMQP and MQTT both ways."""
+import os
 import re
+import secrets
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.pump import Pump, compare, manifest, wait_for
+from dd import broker
+from dd.core.credentials import Url
+from dd.core.errors import BrokerRefusal
+from dd.core.formats import Message
+from tests.support.pump import Pump, compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port
 from tests.test_mirror import make_tree, mirrored
+from tests.test_watch import Watcher
 
 pytestmark = pytest.mark.broker
 
@@ -162,7 +170,8 @@ def test_without_paho_an_mqtt_broker_is_a_one_line_error_saying_how_to_install_i
     hidden = ("import runpy, sys; sys.modules['paho'] = None; sys.argv = ['dd_post'] + sys.argv[1:]; "
               "runpy.run_module('dd.cli.main', run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", hidden, "post", f"--post_broker={pump.broker_url}",
-                             f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}", str(pump.src / "a.txt")],
+                             f"--post_base_url={pump.base_url}", f"--post_base_dir={pump.src}",
+                             str(pump.src / "a.txt")],
                             env=pump.env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "MQTT brokers need paho-mqtt 2.1 or newer: paho-mqtt is not installed" in result.stderr
@@ -173,10 +182,6 @@ def test_without_paho_an_mqtt_broker_is_a_one_line_error_saying_how_to_install_i
 def test_watch_relay_subscribe_and_log_chain_over_mqtt(mqtt_pump, mosquitto):
     # dd_watch → MQTT → dd_sara (its tree, its data server) → MQTT → dd_subscribe, whose log
     # messages dd_log reads back over MQTT: every kind of step of a pump, over MQTT only.
-    from tests.support.daemons import Daemon
-    from tests.support.pump import reachable_by_workers
-    from tests.support.servers import free_port
-    from tests.test_watch import Watcher
     pump = mqtt_pump
     tree, data_port, relayed = pump.base / "tree", free_port(), f"{pump.exchange}_out"
     sara = pump.base / "config" / "sara" / "relay.conf"
@@ -206,7 +211,7 @@ def test_watch_relay_subscribe_and_log_chain_over_mqtt(mqtt_pump, mosquitto):
         _, log = pump.stop(subscriber)
     finally:
         pump.command("sara", "stop", "relay")
-    assert arrived, log[-2000:] + Daemon.text(watcher)[-1000:]
+    assert arrived, log[-2000:] + watcher.text()[-1000:]
     # The relay keeps each source's files below its name; the subscriber mirrors the relay.
     assert compare({f"dd/{path}": digest for path, digest in expected.items()}, manifest(pump.dst)) == ([], [], [])
     shown = pump.command("log", *log_args)
@@ -216,3 +221,56 @@ def test_watch_relay_subscribe_and_log_chain_over_mqtt(mqtt_pump, mosquitto):
     assert sum("/sara " in line for line in lines) == 20, shown.stdout[-2000:]
     assert sum("/subscribe " in line for line in lines) == 20, shown.stdout[-2000:]
     assert "Traceback" not in log + shown.stderr
+
+
+def test_dd_audit_writes_mosquitto_files_that_keep_each_user_to_its_own_topics(tmp_path, own_mosquitto):
+    port = free_port()
+    users = {"admin": "dd", "feeder": "pumpfeed", "source": "ann", "subscriber": "bob"}
+    passwords = {name: secrets.token_hex(8) for name in users.values()}
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "credentials.conf").write_text(
+        "".join(f"mqtt://{name}:{password}@127.0.0.1:{port}/\n" for name, password in passwords.items()))
+    (config / "credentials.conf").chmod(0o600)
+    (config / "admin.conf").write_text(f"admin mqtt://dd@127.0.0.1:{port}/\n" + "".join(
+        f"declare {role} {name}\n" for role, name in users.items() if role != "admin"))
+    files = tmp_path / "mosquitto-files"
+    files.mkdir()
+    written = subprocess.run([sys.executable, "-m", "dd.cli.main", "audit", "mosquitto",
+                              "--password-file", str(files / "passwd"), "--acl-file", str(files / "acl")],
+                             env={**os.environ, "DD_CONFIG_DIR": str(config)},
+                             capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0, written.stderr
+    assert "4 user(s) written" in written.stdout
+    assert not any(password in (files / "passwd").read_text() + (files / "acl").read_text()
+                   for password in passwords.values())
+    server = own_mosquitto(files / "passwd", files / "acl")
+
+    def url(name, password=None):
+        return Url.parse(f"mqtt://{name}:{password or passwords[name]}@127.0.0.1:{server.port}/")
+
+    def published(name, exchange):
+        publisher = broker.publisher(url(name))
+        try:
+            publisher.publish(exchange, Message("v02.post.x", b"{}", {}, "application/json"), exchange)
+            return publisher.wait(10) == []
+        finally:
+            publisher.close()
+
+    assert published("ann", "xs_ann")
+    assert not published("ann", "xs_bob") and not published("ann", "xpublic") and not published("ann", "xr_bob")
+    assert not published("bob", "xs_ann")
+    assert published("pumpfeed", "xpublic") and published("pumpfeed", "xr_ann")
+    # Reading: bob gets what the pump publishes on xpublic, never ann's log messages on xr_ann.
+    subscription = broker.Subscription("q_bob.audit", "xpublic", ("#",), expire=60)
+    spy = broker.Subscription("q_bob.spy", "xr_ann", ("#",), expire=60)
+    readers = [broker.consumer(url("bob"), each) for each in (subscription, spy)]
+    for reader in readers:
+        reader.start()
+    assert published("pumpfeed", "xpublic") and published("pumpfeed", "xr_ann")
+    public, spied = ([d.exchange for _ in range(8) for d in reader.fetch(0.25)] for reader in readers)
+    for reader in readers:
+        reader.close()
+    assert public == ["xpublic"] and spied == []
+    with pytest.raises(BrokerRefusal, match="refused the login: not authorized.*check the password"):
+        broker.publisher(url("bob", "not-his")).open()

@@ -55,9 +55,10 @@ INSTALL_FIX = "pip install 'metpx-dd[mqtt]', or pip install 'paho-mqtt>=2.1'"
 NEVER = 0xFFFFFFFF
 #: CONNACK reason codes that say retrying with the same settings cannot help.
 _REFUSALS = {0x84: "does not speak this MQTT version", 0x85: "refused the client identifier",
-             0x86: "refused the user name or password", 0x87: "refused: not authorized",
-             0x8C: "refused the authentication method", 4: "refused the user name or password",
-             5: "refused: not authorized"}
+             0x86: "refused the user name or password", 0x8C: "refused the authentication method",
+             4: "refused the user name or password",
+             # Mosquitto answers a wrong password so too.
+             0x87: "refused the login: not authorized", 5: "refused the login: not authorized"}
 #: What the MQTT 5 CONNACK of a broker speaking only 3.1.1 looks like to paho.
 _UNSUPPORTED_VERSION = (0x84, 1)
 
@@ -199,8 +200,8 @@ class _Endpoint:
         if self.mqtt5 and code.value in _UNSUPPORTED_VERSION:
             raise _NotMqtt5(f"broker {self.url} does not speak MQTT 5")
         reason = _REFUSALS.get(code.value, str(code))
-        fix = "check the password in credentials.conf" if code.value in (0x86, 4) else \
-            "ask the broker administrator for permissions"
+        fix = "check the password in credentials.conf, and ask the broker administrator whether the user " \
+              "may log in" if code.value in (0x86, 0x87, 4, 5) else "ask the broker administrator"
         raise BrokerRefusal(f"broker {self.url} {reason} (user '{self.url.user}')", fix=fix)
 
     def _bind(self, client: Any) -> None:

@@ -55,24 +55,16 @@ class Mosquitto:
         return (self.base / "mosquitto.log").read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory):
-    if not (shutil.which(MOSQUITTO) and shutil.which(MOSQUITTO_PASSWD)):
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    base = tmp_path_factory.mktemp("mosquitto")
+def launch(base, password_file, acl_file):
+    """A Mosquitto with these files, its TLS certificate and persistence in `base`, started."""
     self_signed(base / "cert.pem", base / "key.pem")
-    passwords = base / "passwd"
-    passwords.touch()
-    for user, password in USERS.items():
-        subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwords), user, password], check=True)
-    (base / "acl").write_text(ACL)
     server = Mosquitto(base, free_port(), free_port(), base / "cert.pem")
     (base / "mosquitto.conf").write_text(f"""\
 user root
 per_listener_settings false
 allow_anonymous false
-password_file {passwords}
-acl_file {base / 'acl'}
+password_file {password_file}
+acl_file {acl_file}
 persistence true
 persistence_location {base}/
 autosave_interval 3600
@@ -88,5 +80,39 @@ certfile {base / 'cert.pem'}
 keyfile {base / 'key.pem'}
 """)
     server.start()
+    return server
+
+
+def _installed():
+    if not (shutil.which(MOSQUITTO) and shutil.which(MOSQUITTO_PASSWD)):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    _installed()
+    base = tmp_path_factory.mktemp("mosquitto")
+    passwords = base / "passwd"
+    passwords.touch()
+    for user, password in USERS.items():
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwords), user, password], check=True)
+    (base / "acl").write_text(ACL)
+    server = launch(base, passwords, base / "acl")
     yield server
     _stop(server.process)
+
+
+@pytest.fixture
+def own_mosquitto(tmp_path):
+    """Start a Mosquitto with the files a test wrote: own_mosquitto(password_file, acl_file)."""
+    _installed()
+    started = []
+
+    def start(password_file, acl_file):
+        base = tmp_path / f"mosquitto{len(started)}"
+        base.mkdir()
+        started.append(launch(base, password_file, acl_file))
+        return started[-1]
+    yield start
+    for server in started:
+        _stop(server.process)
