@@ -274,3 +274,46 @@ def test_dd_audit_writes_mosquitto_files_that_keep_each_user_to_its_own_topics(t
     assert public == ["xpublic"] and spied == []
     with pytest.raises(BrokerRefusal, match="refused the login: not authorized.*check the password"):
         broker.publisher(url("bob", "not-his")).open()
+
+
+@pytest.mark.parametrize("protocol", ["amqp", "mqtt"])
+def test_post_topic_and_topic_set_whole_topics_on_either_protocol(mqtt_pump, broker_url, protocol):
+    # A WIS2 dataset's topic: every notice on it, whatever its directory; a subscription to
+    # the topic with a one-level wildcard gets them.
+    pump = mqtt_pump
+    if protocol == "amqp":
+        pump.broker_url = broker_url
+    dataset = f"origin/a/wis2/{pump.exchange}/data/core/weather"
+    path = pump.base / "config" / "subscribe" / "wis2.conf"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"broker {pump.broker_url}\ntopic origin/a/wis2/+/data/core/#\ndirectory {pump.dst}\n")
+    pump.command("subscribe", "declare", "wis2", check=True)
+    raw = broker.consumer(Url.parse(pump.broker_url), broker.Subscription(
+        f"q_dd.raw_{pump.exchange}", "origin", (f"a.wis2.{pump.exchange}.#",), expire=60))
+    try:
+        raw.start()
+        (pump.src / "deep" / "er").mkdir(parents=True)
+        (pump.src / "deep" / "er" / "obs.txt").write_text("synop")
+        (pump.src / "top.txt").write_text("temp")
+        posted = pump.post(pump.src, post_topic=dataset)
+        assert "2 announced, 0 not announced" in posted.stderr
+        subscriber = pump.foreground("wis2")
+        arrived = wait_for(lambda: len(manifest(pump.dst)) == 2, timeout=30)
+        _, log = pump.stop(subscriber)
+        assert arrived, log[-2000:]
+        seen = [d for _ in range(8) for d in raw.fetch(0.25)]
+        raw.ack(seen)
+        assert {(d.exchange, d.topic) for d in seen} == {("origin", f"a.wis2.{pump.exchange}.data.core.weather")}
+    finally:
+        raw.delete()
+        raw.close()
+
+
+@pytest.mark.parametrize("value", ["origin", "origin/a.b/c", "origin//a"])
+def test_a_whole_topic_with_one_level_an_empty_one_or_a_dot_is_a_config_error(mqtt_pump, value):
+    pump = mqtt_pump
+    (pump.src / "a.txt").write_text("x")
+    refused = pump.post(pump.src / "a.txt", check=False, post_topic=value)
+    assert refused.returncode != 0
+    assert "post_topic" in refused.stderr and "without dots" in refused.stderr
+    assert "Traceback" not in refused.stderr
