@@ -34,7 +34,9 @@ setup(
     extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",
                              "docutils>=0.19", "packaging>=23.0", "ruff>=0.6", "mypy>=1.19,<2", "types-paramiko>=4.0",
                              # The FTP server of the transfer tests, and what its FTPS needs.
-                             "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0"],
+                             "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0",
+                             # MQTT over WebSockets: the tests' bridge to Mosquitto, and paho for MQTT.
+                             "websockets>=10.4", "paho-mqtt>=2.1"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"],
                     # MQTT brokers (mqtt://, mqtts://, ws://, wss://): Debian 12 ships paho-mqtt 1.6 only.
                     "mqtt": ["paho-mqtt>=2.1"]},

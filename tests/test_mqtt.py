@@ -317,3 +317,21 @@ def test_a_whole_topic_with_one_level_an_empty_one_or_a_dot_is_a_config_error(mq
     assert refused.returncode != 0
     assert "post_topic" in refused.stderr and "without dots" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_the_tree_mirrors_over_mqtt_over_websockets(mqtt_pump, websocket_bridge, tls):
+    # The firewall-friendly path: MQTT inside WebSocket frames, with a path, over TLS for wss.
+    pump = mqtt_pump
+    bridge = websocket_bridge(tls=tls)
+    pump.broker_url = f"{'wss' if tls else 'ws'}://dd:dd-secret@127.0.0.1:{bridge.port}/mqtt"
+    expected = make_tree(pump.src, count=60, seed=3)
+    pump.subscriber_config()
+    posted = pump.post(pump.src)
+    assert "60 announced, 0 not announced" in posted.stderr, posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
+    assert arrived and status == 0 and "Traceback" not in log
+    assert set(bridge.paths) == {"/mqtt"}
