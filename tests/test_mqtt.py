@@ -1,7 +1,8 @@
 """dd over MQTT, with real processes and the session's own Mosquitto (tests.support.mosquitto):
-dd_post → Mosquitto → nginx → dd_subscribe mirrors the awkward tree over mqtt:// and mqtts://;
-instances share a subscription; a broker restart loses nothing; the ACL holds; dd_shovel
-bridges AMQP and MQTT both ways."""
+dd_post → Mosquitto → nginx → dd_subscribe mirrors the awkward tree over mqtt://, mqtts://,
+ws:// and wss://; instances share a subscription; a broker restart loses nothing; the ACL
+holds (and dd_audit writes one that does); dd_shovel bridges AMQP and MQTT both ways; watch,
+sara, log, poll and sender work over MQTT."""
 import os
 import re
 import secrets
@@ -17,6 +18,7 @@ from dd.core.formats import Message
 from tests.support.pump import Pump, compare, manifest, reachable_by_workers, wait_for
 from tests.support.servers import free_port
 from tests.test_mirror import make_tree, mirrored
+from tests.test_poll import Poller
 from tests.test_watch import Watcher
 
 pytestmark = pytest.mark.broker
@@ -335,3 +337,23 @@ def test_the_tree_mirrors_over_mqtt_over_websockets(mqtt_pump, websocket_bridge,
     assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
     assert arrived and status == 0 and "Traceback" not in log
     assert set(bridge.paths) == {"/mqtt"}
+
+
+def test_poll_and_sender_over_mqtt(mqtt_pump):
+    # dd_poll lists the nginx-served tree and announces over MQTT; dd_sender reads the notices
+    # over MQTT and pushes each file to its destination.
+    pump = mqtt_pump
+    expected = make_tree(pump.src, count=30, seed=9)
+    destination = pump.base / "pushed"
+    config = pump.base / "config" / "sender" / "push.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"broker {pump.broker_url}\nexchange {pump.exchange}\ndestination file:{destination}\n")
+    pump.command("sender", "declare", "push", check=True)
+    poller = Poller(pump, "p", pump.base_url, "").start()
+    pump.component = "sender"
+    sender = pump.foreground("push")
+    arrived = wait_for(lambda: manifest(destination) == expected, timeout=60)
+    poller.stop()
+    status, log = pump.stop(sender)
+    assert arrived, (compare(expected, manifest(destination)), log[-2000:], poller.text()[-1000:])
+    assert status == 0 and "Traceback" not in log + poller.text()
