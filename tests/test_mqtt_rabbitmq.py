@@ -61,3 +61,20 @@ def test_an_amqp_poster_and_an_mqtt_subscriber_on_the_same_rabbitmq_see_the_same
     _, log = pump.stop(subscriber)
     assert arrived, log[-2000:]
     assert compare(expected, manifest(pump.dst)) == ([], [], [])
+
+
+def test_the_tree_mirrors_over_wss_through_an_nginx_in_front_of_rabbitmq(rabbit_pump, nginx_wss):
+    # The firewall-friendly path as a pump exposes it: TLS on the web server's port, the
+    # WebSocket proxied to the broker.
+    pump = rabbit_pump
+    pump.broker_url, ca_file = nginx_wss
+    pump.env["SSL_CERT_FILE"] = str(ca_file)
+    expected = make_tree(pump.src, count=60, seed=4)
+    pump.subscriber_config()
+    posted = pump.post(pump.src)
+    assert "60 announced, 0 not announced" in posted.stderr, posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
+    assert arrived and status == 0 and "Traceback" not in log

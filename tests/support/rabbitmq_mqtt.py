@@ -87,3 +87,44 @@ loopback_users = none
         if process.poll() is None:
             process.terminate()
         process.wait(30)
+
+
+@pytest.fixture(scope="session")
+def nginx_wss(tmp_path_factory, rabbitmq_mqtt):
+    """An nginx terminating TLS on a free port and proxying the WebSocket at /ws to the node's
+    web-MQTT listener, as a pump would expose MQTT on 443: (wss URL, its CA file)."""
+    from tests.support.servers import NGINX, _start, _stop, self_signed
+    if not shutil.which(NGINX) and not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    base = tmp_path_factory.mktemp("nginx-wss")
+    self_signed(base / "cert.pem", base / "key.pem")
+    port = free_port()
+    temp_paths = "\n".join(f"    {kind}_temp_path {base}/{kind};"
+                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (base / "nginx.conf").write_text(f"""\
+daemon off;
+worker_processes 1;
+pid {base}/nginx.pid;
+error_log {base}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+{temp_paths}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {base}/cert.pem;
+        ssl_certificate_key {base}/key.pem;
+        location /ws {{
+            proxy_pass http://127.0.0.1:{rabbitmq_mqtt.ws_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+""")
+    process = _start([NGINX, "-p", str(base), "-e", f"{base}/error.log", "-c", f"{base}/nginx.conf"], port,
+                     base / "nginx.out")
+    yield f"wss://guest:guest@127.0.0.1:{port}/ws", base / "cert.pem"
+    _stop(process)
