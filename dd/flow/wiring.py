@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from typing import Optional
 
@@ -12,6 +13,8 @@ from dd.core.notice import now as notice_now
 from dd.flow.item import Item
 from dd.flow.posting import ExchangeOf, Poster
 from dd.flow.protocols import Context
+
+log = logging.getLogger("dd.flow")
 
 
 def subscription(ctx: Context) -> broker.Subscription:
@@ -71,6 +74,11 @@ def reporter(ctx: Context) -> Optional[Poster]:
     broker the notices came from, to report_exchange; None when log_reports is off."""
     cfg = ctx.cfg
     if not (cfg.log_reports and cfg.broker):
+        return None
+    if not cfg.report_exchange:
+        # xs_${BROKER_USER} of an anonymous login (an MQTT broker may allow one).
+        log.warning("log messages are not sent: report_exchange is unset and broker %s names no user "
+                    "(set report_exchange, or log_reports off)", cfg.broker)
         return None
     consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
                     component=cfg.component)
