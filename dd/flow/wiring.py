@@ -26,9 +26,11 @@ def subscription(ctx: Context) -> broker.Subscription:
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
     if cfg.topic:
         exchange, binding = topic.verbatim(cfg.topic)
-        return broker.Subscription(queue, exchange, (binding,), expire=cfg.expire, message_ttl=cfg.message_ttl)
-    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
-    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
+        bindings: tuple[str, ...] = (binding,)
+    else:
+        exchange, bindings = cfg.exchange, tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
+                               queue_type=cfg.queue_type, stream_offset=cfg.stream_offset)
 
 
 def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broker.Consumer:
