@@ -258,6 +258,9 @@ class Publisher(_Endpoint):
         self._pending: dict[int, tuple[Any, str]] = {}   # message id -> (caller's reference, topic)
         self._early: dict[int, Any] = {}       # PUBACKs that came before publish() returned
         self._refused: list[tuple[Any, str, str]] = []     # (reference, topic, reason)
+        #: content type -> the properties of a message without headers: made once, as making
+        #: them costs more than the rest of a publish.
+        self._plain: dict[str, Any] = {}
 
     def _on_open(self) -> None:
         self._pending, self._early = {}, {}
@@ -284,10 +287,14 @@ class Publisher(_Endpoint):
         topic = topic_name(exchange, message.topic)
         properties = None
         if self.mqtt5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = message.content_type
-            if message.headers:
-                properties.UserProperty = [(str(k), str(v)) for k, v in message.headers.items()]
+            properties = self._plain.get(message.content_type) if not message.headers else None
+            if properties is None:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.ContentType = message.content_type
+                if message.headers:
+                    properties.UserProperty = [(str(k), str(v)) for k, v in message.headers.items()]
+                else:
+                    self._plain[message.content_type] = properties
         elif message.headers:
             raise BrokerRefusal(f"broker {self.url} speaks MQTT 3.1.1, which carries no headers, and this "
                                 f"message has some", fix="choose a post_format without headers (v02 or sr_v03)")
