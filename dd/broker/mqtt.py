@@ -275,7 +275,8 @@ class Publisher(_Endpoint):
                 self._early[mid] = code
             else:
                 self._settle(mid, code)
-            self._changed.notify_all()
+            if not self._pending:   # what wait() waits for: waking it at each PUBACK costs the publisher
+                self._changed.notify_all()
 
     def _settle(self, mid: int, code: Any) -> None:
         reference, topic = self._pending.pop(mid)
