@@ -44,7 +44,7 @@ def test_a_batch_is_confirmed_and_what_a_full_queue_refuses_comes_back(broker_ur
     # The queue takes 300 messages and refuses the rest: the broker nacks those, acks the others,
     # one at a time or several in one frame.
     queue = queue_on(channel, exchange, **{"x-max-length": 300, "x-overflow": "reject-publish"})
-    publisher = broker.Publisher(Url.parse(broker_url))
+    publisher = broker.amqp.Publisher(Url.parse(broker_url))
     try:
         for n in range(1000):
             publisher.publish(exchange, message(n), n)
@@ -61,7 +61,7 @@ def test_a_batch_is_confirmed_and_what_a_full_queue_refuses_comes_back(broker_ur
 
 def test_a_batch_over_several_exchanges_arrives_whole_and_in_order(broker_url, exchange, channel):
     queues = [queue_on(channel, f"{exchange}_{i}") for i in range(3)]
-    publisher = broker.Publisher(Url.parse(broker_url))
+    publisher = broker.amqp.Publisher(Url.parse(broker_url))
     try:
         for n in range(900):
             # A first message to each exchange declares it in the middle of the batch.
@@ -78,8 +78,8 @@ def test_a_consumer_reading_ahead_gets_every_message_whole_and_in_order(broker_u
     # dd's connections read what the socket holds, up to READ_AHEAD bytes, and cut frames
     # from it: frames that span reads, bodies bigger than a read, many messages in one.
     url = Url.parse(broker_url)
-    publisher = broker.Publisher(url)
-    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.readahead_{exchange}", exchange, ("#",)),
+    publisher = broker.amqp.Publisher(url)
+    consumer = broker.amqp.Consumer(url, broker.Subscription(f"q_guest.readahead_{exchange}", exchange, ("#",)),
                                prefetch=50)
     try:
         publisher.open()

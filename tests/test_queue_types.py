@@ -22,7 +22,7 @@ def queue_type(vhost, queue):
 
 
 def publish(url, exchange, count, first=0):
-    publisher = broker.Publisher(url)
+    publisher = broker.amqp.Publisher(url)
     try:
         for n in range(first, first + count):
             publisher.publish(exchange, formats.Message(f"v02.post.n{n}", b"%d" % n, {}, "text/plain"))
@@ -43,7 +43,7 @@ def drain(consumer, quiet=1.0):
 def test_a_quorum_queue_is_declared_as_one_and_counts_deliveries(broker_url, vhost, exchange):
     url = Url.parse(broker_url)
     sub = broker.Subscription(f"q_guest.quorum_{exchange}", exchange, ("#",), queue_type="quorum")
-    consumer = broker.Consumer(url, sub, prefetch=10)
+    consumer = broker.amqp.Consumer(url, sub, prefetch=10)
     try:
         consumer.start()        # per-consumer prefetch: a global one would close the channel here
         assert queue_type(vhost, sub.queue) == "quorum"
@@ -65,7 +65,7 @@ def test_a_quorum_queue_is_declared_as_one_and_counts_deliveries(broker_url, vho
 def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
     url = Url.parse(broker_url)
     name = f"q_guest.stream_{exchange}"
-    first = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+    first = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
                                                      stream_offset="first"), prefetch=50)
     try:
         first.declare()
@@ -78,7 +78,7 @@ def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
         first.start()
         assert drain(first) == [b"%d" % n for n in range(10)]      # replayed from the start
         # A new reader from 'next' sees only what comes after it started...
-        later = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream"),
+        later = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream"),
                                 prefetch=50)
         later.start()
         assert drain(later) == []
@@ -86,7 +86,7 @@ def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
         assert drain(later) == [b"10"]
         later.close()
         # ... and one from a time, what arrived since.
-        timed = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+        timed = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
                                                          stream_offset=since), prefetch=50)
         timed.start()
         assert drain(timed) == [b"%d" % n for n in range(5, 11)]

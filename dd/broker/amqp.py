@@ -22,6 +22,7 @@ import amqp
 import amqp.exceptions
 import amqp.transport
 
+from dd.broker.interface import reconnect
 from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 
@@ -192,26 +193,8 @@ class _Endpoint:
 
     def reopen(self, backoff_max: float = 30.0, give_up_after: Optional[float] = None,
                stop: Optional[threading.Event] = None) -> Any:
-        """Drop the connection and connect again, waiting longer after each failure.
-        With `give_up_after` (seconds), a refusal (BrokerRefusal) is raised at once.
-        Returns the channel, or None, unconnected, once `stop` (a threading.Event) is set:
-        a component told to stop while its broker is away stops."""
-        self.close()
-        delay, started = 0.5, time.monotonic()
-        while stop is None or not stop.is_set():
-            try:
-                return self.open()
-            except BrokerError as error:
-                if give_up_after is not None and (isinstance(error, BrokerRefusal)
-                                                  or time.monotonic() - started + delay > give_up_after):
-                    raise
-                log.warning("%s; retrying in %.1f s", error, delay)
-                if stop is None:
-                    time.sleep(delay)
-                else:
-                    stop.wait(delay)
-                delay = min(delay * 2, backoff_max)
-        return None
+        """Drop the connection and connect again (dd.broker.interface.reconnect)."""
+        return reconnect(self.close, self.open, backoff_max=backoff_max, give_up_after=give_up_after, stop=stop)
 
     def tick(self) -> None:
         """Read what arrived and keep heartbeats flowing; safe during long transfers."""

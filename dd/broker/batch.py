@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dd.broker.amqp import CONNECTION_ERRORS, Publisher
+from dd.broker.amqp import CONNECTION_ERRORS
+from dd.broker.interface import Publisher
 from dd.core.errors import BrokerError, BrokerRefusal
 
 if TYPE_CHECKING:  # the broker knows messages, never how notices are encoded into them

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, commands, formats
+from dd.core import checksum, commands, formats, topic
 from dd.core.credentials import Url
 from dd.core.notice import USER_NAME
 
@@ -246,7 +246,17 @@ HOOK = Kind("command", "a command line with balanced quotes, or python:package.m
 STREAM_OFFSET = Kind("offset", "first, next, last or a time like 2026-12-03T00:00:00Z",
                      _stream_offset, _format_offset)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
-BROKER = url("amqp", "amqps", example="amqps://user@host/")
+BROKER = url("amqp", "amqps", "mqtt", "mqtts", "ws", "wss", example="amqps://user@host/ or mqtts://user@host/")
+
+
+def _verbatim_topic(text: str) -> str:
+    topic.verbatim(text)
+    return text.strip().strip("/")
+
+
+#: A whole topic, its levels separated by '/'.
+VERBATIM_TOPIC = Kind("str", "a topic with '/' between levels, like origin/a/wis2/ca-eccc-msc/data/core/weather",
+                      _verbatim_topic)
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
@@ -301,6 +311,10 @@ OPTIONS = (
     _option("subtopic", TOPIC, "#", READERS,
             "topic below topic_prefix to bind the queue to (* is one word, # any number); "
             "repeat for several bindings", repeat=True),
+    _option("topic", VERBATIM_TOPIC, None, READERS,
+            "the whole topic subscribed to, levels separated by /, instead of exchange, "
+            "topic_prefix and subtopic: its first level is the exchange (on MQTT, simply the topic: "
+            "topic cache/a/wis2/#); + or * is one level, # any number"),
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
@@ -311,7 +325,8 @@ OPTIONS = (
             "subscriber); a queue keeps its type: change it and run cleanup"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
-            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "(Sarracenia's default; on MQTT, the session expiry); raise it, e.g. to 1d, when notices "
+            "must survive outages; "
             "classic: renewed by each declaration and consumer; quorum: the same, checked by the broker "
             "every few seconds, so the queue may outlive it by that much; stream: not used, a stream "
             "stays until cleanup removes it; "
@@ -336,7 +351,8 @@ OPTIONS = (
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
     _option("heartbeat", DURATION, "60s", ALL + " log",
-            "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
+            "AMQP heartbeat (MQTT keepalive) interval: a connection silent for two intervals is "
+            "dropped; 0 disables"),
     _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
     # Which files, delivered where: position matters (see ORDER MATTERS).
     _option("accept", PATTERN, None, ALL,
@@ -459,6 +475,10 @@ OPTIONS = (
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
             "(v02.post, or v03 for sr_v03)"),
+    _option("post_topic", VERBATIM_TOPIC, None, POSTERS,
+            "the whole topic every notice is published on, levels separated by /, instead of "
+            "post_exchange, post_topic_prefix and the file's directories: its first level is the "
+            "exchange (on MQTT, simply the topic: a WIS2 dataset's origin/a/wis2/...)"),
     _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
             formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),

@@ -133,6 +133,8 @@ class _Depths:
         self._connections = {}
 
     def size(self, url, queue):
+        if broker.is_mqtt(url):
+            return None     # MQTT cannot ask how much waits in a session
         key = str(url)
         if key not in self._connections:
             try:
