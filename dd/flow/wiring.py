@@ -31,7 +31,7 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
     return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat,
+                           heartbeat=cfg.heartbeat, shuffle=cfg.broker_failover == "shuffle",
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
@@ -39,6 +39,7 @@ def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
     return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            shuffle=cfg.broker_failover == "shuffle",
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
