@@ -7,6 +7,9 @@ import time
 
 import pytest
 
+from dd.core.credentials import Url
+from dd.store import metrics
+from tests.test_ctl import Ctl
 from tests.support.pump import Pump, compare, manifest, wait_for
 from tests.test_mirror import make_tree
 
@@ -59,6 +62,13 @@ def leader_of(cluster, pump, name="sub"):
     return dict(line.split()[:2] for line in out.splitlines() if line.strip()).get(queue)
 
 
+def node_of(pump):
+    """The port of the broker node `dd_ctl status --json` says the subscriber is on."""
+    _, report = Ctl(pump).json()
+    url = report["configurations"][0]["broker_nodes"].get("1")
+    return Url.parse(url).port if url else None
+
+
 def kill_and_time_the_resumption(cluster, node, pump, expected):
     """SIGKILL `node` while the subscriber works; the seconds until files arrive again through
     another node (more than SLACK after the kill)."""
@@ -81,7 +91,12 @@ def test_a_subscriber_mirrors_through_the_death_of_its_node(cluster_pump, rabbit
     subscriber = pump.foreground()
     try:
         assert wait_for(lambda: delivered(pump, expected) >= FILES // 4, timeout=60)
+        assert wait_for(lambda: node_of(pump) == first.port, timeout=3 * metrics.INTERVAL)
         resumed = kill_and_time_the_resumption(cluster, first, pump, expected)
+        # dd_ctl status tells which node the instance went on to.
+        assert wait_for(lambda: node_of(pump) not in (first.port, None), timeout=3 * metrics.INTERVAL)
+        _, table, _ = Ctl(pump)("status")
+        assert f"127.0.0.1:{node_of(pump)}" in table.splitlines()[1].split()[-1]
         arrived = wait_for(lambda: delivered(pump, expected) == FILES, timeout=60)
         cluster.restart(first)      # back later: it rejoins, and the flow does not care
         drained = wait_for(lambda: queue_depth(cluster, pump) == (0, 0), timeout=30)

@@ -14,7 +14,7 @@ from dd.core.errors import NoticeError
 from dd.core.notice import Notice
 from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
-from dd.flow.protocols import Gatherer
+from dd.flow.protocols import Connected, Gatherer
 from dd.store.retry import Entry as RetryEntry
 from dd.store.retry import RetryStore
 
@@ -68,6 +68,10 @@ class BrokerGatherer:
     def _reconnect(self) -> None:
         if self.consumer.reopen(stop=self.stop) is not None:
             self.consumer.start()
+
+    @property
+    def connected_to(self) -> str:
+        return str(self.consumer.url) if self.consumer.connection is not None else ""
 
     def finish(self, items: list[Item]) -> None:
         try:
@@ -167,6 +171,10 @@ class Retrying:
             else:
                 outcome.message += f" (attempt {attempts}, kept for retry)"
         self.inner.finish(fresh)
+
+    @property
+    def connected_to(self) -> str:
+        return self.inner.connected_to if isinstance(self.inner, Connected) else ""
 
     def tick(self) -> None:
         self.inner.tick()

@@ -44,6 +44,9 @@ class Facts:
     queue_depth: Optional[int] = None   # None: no queue, or the broker could not be asked
     consumers: Optional[int] = None
     retries: Optional[int] = None       # notices in the retry stores; None: a store unreadable
+    #: The broker node each running instance is connected to (instance number as a string to
+    #: its URL, without password; "" between connections).
+    broker_nodes: dict = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
     cfg: object = dataclasses.field(default=None, repr=False)
 
@@ -103,6 +106,8 @@ def _add_metrics(facts, state):
             facts.started = min(facts.started or record["started"], record["started"])
             facts.received_per_minute += record.get("received_per_minute", 0.0)
             facts.posted_per_minute += record.get("posted_per_minute", 0.0)
+            if "broker" in record:
+                facts.broker_nodes[str(instance)] = record["broker"]
     facts.last_activity = activity or None
 
 
