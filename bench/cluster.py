@@ -12,6 +12,7 @@ queue type; prints a table and the targets, met or missed.  Run from the reposit
 It measures and reports; it never fails on a missed target.  See bench/README.rst.
 """
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -43,18 +44,17 @@ class Bench:
         self.notes = []
         self.failover = None        # seconds, once measured
         self.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        self._cleanups = []
+        self._exits = contextlib.ExitStack()
 
     def on_exit(self, function, *arguments, **keywords):
-        self._cleanups.append((function, arguments, keywords))
+        self._exits.callback(function, *arguments, **keywords)
 
     def cleanup(self):
-        while self._cleanups:
-            function, arguments, keywords = self._cleanups.pop()
-            try:
-                function(*arguments, **keywords)
-            except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
-                print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
+        """Undo the set-up, last first; every step runs whatever an earlier one raised."""
+        try:
+            self._exits.close()
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - reported, the run ends anyway
+            print(f"bench: cleanup: {error}", file=sys.stderr)
 
     def setup(self):
         reason = available()

@@ -95,6 +95,8 @@ def test_a_subscriber_mirrors_through_the_death_of_its_node(cluster_pump, rabbit
         resumed = kill_and_time_the_resumption(cluster, first, pump, expected)
         # dd_ctl status tells which node the instance went on to.
         assert wait_for(lambda: node_of(pump) not in (first.port, None), timeout=3 * metrics.INTERVAL)
+        _, report = Ctl(pump).json()
+        assert report["configurations"][0]["queue_depth"] is not None    # asked of a node that is up
         _, table, _ = Ctl(pump)("status")
         assert f"127.0.0.1:{node_of(pump)}" in table.splitlines()[1].split()[-1]
         arrived = wait_for(lambda: delivered(pump, expected) == FILES, timeout=60)

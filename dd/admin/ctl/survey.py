@@ -11,6 +11,7 @@ import logging
 from typing import Optional
 
 from dd import broker, components
+from dd.broker import failover
 from dd.core import config
 from dd.store import metrics, retry
 from dd.admin import instances
@@ -120,8 +121,9 @@ class _Depths:
     def size(self, url, queue):
         key = str(url)
         if key not in self._connections:
-            try:
-                self._connections[key] = broker.connect(url, timeout=BROKER_TIMEOUT, name="dd_ctl")
+            try:    # a cluster's first node that answers
+                self._connections[key] = failover.Endpoints(url).first_answering(
+                    lambda each: broker.connect(each, timeout=BROKER_TIMEOUT, name="dd_ctl"))
             except BrokerError as error:
                 log.warning("%s", error)
                 self._connections[key] = None
