@@ -149,3 +149,31 @@ def test_dd_post_publishes_through_the_death_of_its_node(cluster_pump, rabbit_cl
     assert mid_flow, "dd_post ended before the kill: nothing was tested"
     assert f"{FILES} announced, 0 not announced" in post_log
     assert "guest:guest" not in post_log + log
+
+
+def test_a_classic_queue_waits_for_its_node_and_what_it_could_not_take_is_said(cluster_pump, rabbit_cluster):
+    pump, cluster = cluster_pump, rabbit_cluster
+    first = cluster.nodes[0]
+    pump.subscriber_config(extra=QUIET)       # classic: it lives on the first node only
+    (pump.src / "before.txt").write_text("before")
+    (pump.src / "during.txt").write_text("during")
+    (pump.src / "after.txt").write_text("after")
+    subscriber = pump.foreground()
+    try:
+        pump.post(pump.src / "before.txt")
+        assert wait_for(lambda: (pump.dst / "before.txt").exists(), timeout=30)
+        cluster.kill(first)
+        # Published through the nodes that are up: confirmed, but no queue can take it.
+        pump.broker_url = " ".join(node.url(pump.vhost) for node in cluster.nodes[1:])
+        during = pump.post(pump.src / "during.txt")
+        time.sleep(2 * 5.0)        # the subscriber tries again meanwhile (RETRY_CONSUME), and stays up
+        alive_while_down = subscriber.poll() is None
+        cluster.restart(first)
+        pump.post(pump.src / "after.txt")
+        resumed = wait_for(lambda: (pump.dst / "after.txt").exists(), timeout=60)
+    finally:
+        status, log = pump.stop(subscriber)
+    assert alive_while_down and resumed, log[-3000:]
+    assert "cannot consume from queue" in log and "Traceback" not in log
+    assert "reached no queue" in during.stderr and "1 announced, 0 not announced" in during.stderr
+    assert not (pump.dst / "during.txt").exists()      # the loss dd_cluster(7) warns of, said, not silent
