@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the broker knows messages, never how notices are encoded in
     from dd.core.formats import Message
 
 log = logging.getLogger("dd.broker")
+#: Seconds before publishing again what the broker nacked, doubled after each nack up to the max.
+NACK_PAUSE, NACK_PAUSE_MAX = 0.1, 2.0
 
 
 class Envelope(NamedTuple):
@@ -53,6 +55,7 @@ class Batch:
         seconds have passed, or at once on a BrokerRefusal (trying again cannot help).
         Returns the references of the envelopes not confirmed, each once."""
         deadline = time.monotonic() + timeout
+        pause = NACK_PAUSE
         while self._envelopes:
             problem: Exception
             try:
@@ -72,6 +75,9 @@ class Batch:
                 refused = {id(reference) for reference in nacked}
                 self._envelopes = [envelope for envelope in self._envelopes if id(envelope.reference) in refused]
                 problem = BrokerError(f"broker {self.publisher.url} refused {len(nacked)} message(s) (nack)")
+                # A queue that stays full (x-overflow reject-publish) is asked again gently.
+                time.sleep(max(min(pause, deadline - time.monotonic()), 0))
+                pause = min(pause * 2, NACK_PAUSE_MAX)
             self._published = 0
             if time.monotonic() >= deadline or isinstance(problem, BrokerRefusal):
                 log.error("%s", problem)
