@@ -80,7 +80,7 @@ def test_three_configurations_of_two_instances(pump, ctl):
 
     def recorded():  # instances write their counters every few seconds
         _, report = ctl.json()
-        return all(c["files"] == 2 for c in report["configurations"])
+        return all(c["files"] == 2 and all(c["broker_nodes"].values()) for c in report["configurations"])
     assert wait_for(recorded, timeout=3 * metrics.INTERVAL)
     status, report = ctl.json()
     assert status == report["status"] == 0
