@@ -2,6 +2,9 @@
 back as refused, whatever the order the broker confirms them in, and a batch that changes
 exchanges (a declaration in the middle of a corked batch) arrives whole.  The Consumer, reading
 ahead: every message whole and in order."""
+import threading
+import time
+
 import amqp
 import pytest
 
@@ -103,3 +106,24 @@ def test_a_consumer_reading_ahead_gets_every_message_whole_and_in_order(broker_u
         consumer.delete()
         consumer.close()
         publisher.close()
+
+
+def test_what_the_broker_nacks_is_published_again_on_a_new_connection(broker_url, exchange, channel):
+    # A full queue refuses (nacks) until it is drained: a nack is not a loss, the batch publishes
+    # again until the broker takes it, or hands the message back once its time is up.
+    queue = queue_on(channel, exchange, **{"x-max-length": 1, "x-overflow": "reject-publish"})
+    channel.basic_publish(amqp.Message(b"filler", delivery_mode=2), exchange=exchange, routing_key="x")
+    publisher = broker.Publisher(Url.parse(broker_url))
+    try:
+        started = time.monotonic()
+        assert broker.Batch(publisher, [broker.Envelope(exchange, message(1), 1)]).confirm(1.0) == [1]
+        assert time.monotonic() - started < 3.0
+        generation = publisher.generation
+        drained = threading.Timer(0.5, drain, (channel, queue))
+        drained.start()
+        assert broker.Batch(publisher, [broker.Envelope(exchange, message(2), 2)]).confirm(10.0) == []
+        assert publisher.generation > generation        # each nack: a new connection
+    finally:
+        publisher.close()
+    drained.join()
+    assert drain(channel, queue) == [message(2).body]

@@ -9,6 +9,7 @@ import pytest
 from dd import broker
 from dd.core import formats
 from dd.core.credentials import Url
+from dd.core.options import BY_NAME
 from dd.store.retry import RetryStore
 from tests.support.brokers import _rabbitmqctl
 from tests.support.pump import wait_for
@@ -138,3 +139,26 @@ def test_a_notice_whose_work_crashes_the_process_goes_to_the_retry_store_after_d
     finally:
         store.close()
     assert not (pump.dst / "poison.txt").exists()
+
+
+def test_stream_offset_takes_a_word_or_a_time():
+    kind = BY_NAME["stream_offset"].kind
+    assert [kind.parse(word) for word in ("first", " NEXT ", "last")] == ["first", "next", "last"]
+    moment = kind.parse("2026-12-03T06:00:00Z")
+    assert moment == datetime.datetime(2026, 12, 3, 6, tzinfo=datetime.timezone.utc)
+    assert kind.parse("2026-12-03T06:00:00") == moment            # no zone: UTC
+    assert kind.format(moment) == "2026-12-03T06:00:00+00:00"
+    for bad in ("yesterday", "", "2026-13-01"):
+        with pytest.raises(ValueError):
+            kind.parse(bad)
+
+
+@pytest.mark.parametrize("queue_type, arguments", [
+    ("classic", {"x-expires": 300_000, "x-message-ttl": 3_600_000}),
+    ("quorum", {"x-queue-type": "quorum", "x-expires": 300_000, "x-message-ttl": 3_600_000}),
+    # A stream refuses x-expires: it keeps what it holds for message_ttl instead.
+    ("stream", {"x-queue-type": "stream", "x-max-age": "3600s"}),
+])
+def test_each_queue_type_is_declared_with_the_arguments_it_accepts(queue_type, arguments):
+    sub = broker.Subscription("q", "x", ("#",), expire=300, message_ttl=3600, queue_type=queue_type)
+    assert sub.arguments() == arguments

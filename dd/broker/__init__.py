@@ -23,25 +23,26 @@ def is_mqtt(url: Url) -> bool:
     return url.scheme in MQTT_SCHEMES
 
 
-def publisher(url: Url, *, heartbeat: float = 60, name: str = "dd-publisher") -> Publisher:
-    """A publisher on `url` (with its password), of the protocol its scheme names."""
+def publisher(url: Url, *, heartbeat: float = 60, name: str = "dd-publisher", shuffle: bool = False) -> Publisher:
+    """A publisher on `url` (with its password; a cluster's nodes in its alternates, tried in
+    order or `shuffle`d), of the protocol its scheme names."""
     if is_mqtt(url):
         from dd.broker import mqtt  # paho is an extra, imported only for an MQTT broker
-        return mqtt.Publisher(url, heartbeat=heartbeat, name=name)
+        return mqtt.Publisher(url, heartbeat=heartbeat, name=name, shuffle=shuffle)
     from dd.broker import amqp
-    return amqp.Publisher(url, heartbeat=heartbeat, name=name)
+    return amqp.Publisher(url, heartbeat=heartbeat, name=name, shuffle=shuffle)
 
 
 def consumer(url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
-             name: str = "dd-consumer", instance: int = 1) -> Consumer:
+             name: str = "dd-consumer", instance: int = 1, shuffle: bool = False) -> Consumer:
     """A consumer of `subscription` on `url`; `instance` tells apart the processes sharing it
     (an MQTT session each)."""
     if is_mqtt(url):
         from dd.broker import mqtt
         return mqtt.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name,
-                             instance=instance)
+                             instance=instance, shuffle=shuffle)
     from dd.broker import amqp
-    return amqp.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name)
+    return amqp.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name, shuffle=shuffle)
 
 
 __all__ = ["CONNECTION_ERRORS", "MQTT_SCHEMES", "READ_AHEAD", "Batch", "Consumer", "Delivery", "Envelope",

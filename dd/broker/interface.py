@@ -4,26 +4,29 @@ connect, reconnect (reopen) and close.  dd.broker.amqp and dd.broker.mqtt implem
 """
 from __future__ import annotations
 
-import logging
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from dd.core.credentials import Url
-from dd.core.errors import BrokerError, BrokerRefusal
 
 if TYPE_CHECKING:
     from dd.broker.amqp import Delivery, Subscription
     from dd.core.formats import Message
 
-log = logging.getLogger("dd.broker")
 
 
 class Endpoint(Protocol):
-    """A connection to a broker that re-opens itself."""
+    """A connection to a broker that re-opens itself, on the next of the broker's nodes when it
+    names several (dd.broker.failover)."""
 
-    url: Url
+    @property
+    def url(self) -> Url:
+        """The node connected to, or to be tried next."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (False between a loss and the reconnection)."""
 
     def open(self) -> Any:
         """Connect if not connected (BrokerError, or BrokerRefusal when retrying cannot help)."""
@@ -77,26 +80,3 @@ class Consumer(Endpoint, Protocol):
     def delete(self) -> None:
         """Remove the subscription and what waits in it."""
 
-
-def reconnect(close: Callable[[], None], open_: Callable[[], Any], *, backoff_max: float = 30.0,
-              give_up_after: Optional[float] = None, stop: Optional[threading.Event] = None) -> Any:
-    """Close, then open until it works, waiting longer after each failure.
-    With `give_up_after` (seconds), a refusal (BrokerRefusal) is raised at once.
-    Returns what `open_` returns, or None, unconnected, once `stop` (a threading.Event) is set:
-    a component told to stop while its broker is away stops."""
-    close()
-    delay, started = 0.5, time.monotonic()
-    while stop is None or not stop.is_set():
-        try:
-            return open_()
-        except BrokerError as error:
-            if give_up_after is not None and (isinstance(error, BrokerRefusal)
-                                              or time.monotonic() - started + delay > give_up_after):
-                raise
-            log.warning("%s; retrying in %.1f s", error, delay)
-            if stop is None:
-                time.sleep(delay)
-            else:
-                stop.wait(delay)
-            delay = min(delay * 2, backoff_max)
-    return None

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 from dd.broker.amqp import Delivery, Subscription
-from dd.broker.interface import reconnect
+from dd.broker import failover
 from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 
@@ -103,11 +103,12 @@ class _Endpoint:
     PERSISTENT: bool = False
 
     def __init__(self, url: Url, *, heartbeat: float, name: str, timeout: float = 10.0,
-                 protocol: Optional[int] = None) -> None:
+                 protocol: Optional[int] = None, shuffle: bool = False) -> None:
         available()
-        if url.scheme not in SCHEMES:
-            raise BrokerError(f"broker {url}: not an MQTT URL", fix="use mqtt://, mqtts://, ws:// or wss://")
-        self.url = url
+        for each in url.every:
+            if each.scheme not in SCHEMES:
+                raise BrokerError(f"broker {each}: not an MQTT URL", fix="use mqtt://, mqtts://, ws:// or wss://")
+        self.endpoints = failover.Endpoints(url, shuffle=shuffle)
         self.heartbeat = heartbeat
         self.name = name
         self.timeout = timeout
@@ -132,19 +133,32 @@ class _Endpoint:
     def receive_maximum(self) -> int:
         return 0
 
+    @property
+    def url(self) -> Url:
+        """The URL of the node connected to (or to be tried next)."""
+        return self.endpoints.current
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
     def open(self) -> Any:
         if self.client is None:
-            try:
-                self.client = self._connect()
-            except _NotMqtt5:
-                if self.protocol != paho.MQTTv5:
-                    raise
-                # A broker of MQTT 3.1.1 (RabbitMQ's plugin): say it once, and speak it.
-                log.warning("broker %s speaks MQTT 3.1.1, not 5: no shared subscriptions (one instance "
-                            "per subscription) and no message headers", self.url)
-                self.protocol = paho.MQTTv311
-                self.client = self._connect()
+            self.client = self.endpoints.first_answering(self._speaking)
         return self.client
+
+    def _speaking(self, url: Url) -> Any:
+        """A client connected to `url` (the endpoints' current one), in MQTT 5 if it can."""
+        try:
+            return self._connect()
+        except _NotMqtt5:
+            if self.protocol != paho.MQTTv5:
+                raise
+            # A broker of MQTT 3.1.1 (RabbitMQ's plugin): say it once, and speak it.
+            log.warning("broker %s speaks MQTT 3.1.1, not 5: no shared subscriptions (one instance "
+                        "per subscription) and no message headers", url)
+            self.protocol = paho.MQTTv311
+            return self._connect()
 
     def _on_open(self) -> None:
         """Set up after every (re)connection."""
@@ -236,8 +250,12 @@ class _Endpoint:
 
     def reopen(self, backoff_max: float = 30.0, give_up_after: Optional[float] = None,
                stop: Optional[threading.Event] = None) -> Any:
-        """Drop the connection and connect again (dd.broker.interface.reconnect)."""
-        return reconnect(self.close, self.open, backoff_max=backoff_max, give_up_after=give_up_after, stop=stop)
+        """Drop the connection and connect again, to the broker's next node if it has several
+        (dd.broker.failover); None, unconnected, once `stop` is set."""
+        self.close()
+        self.client = self.endpoints.reconnect(self._speaking, backoff_max=backoff_max,
+                                               give_up_after=give_up_after, stop=stop)
+        return self.client
 
     def tick(self) -> None:
         """Nothing to do: the network thread sends the keepalives."""
@@ -253,8 +271,8 @@ class Publisher(_Endpoint):
     """Publishes at QoS 1; a publish is confirmed by its PUBACK."""
 
     def __init__(self, url: Url, *, heartbeat: float = 60, name: str = "dd-publisher",
-                 protocol: Optional[int] = None) -> None:
-        super().__init__(url, heartbeat=heartbeat, name=name, protocol=protocol)
+                 protocol: Optional[int] = None, shuffle: bool = False) -> None:
+        super().__init__(url, heartbeat=heartbeat, name=name, protocol=protocol, shuffle=shuffle)
         self._pending: dict[int, tuple[Any, str]] = {}   # message id -> (caller's reference, topic)
         self._early: dict[int, Any] = {}       # PUBACKs that came before publish() returned
         self._refused: list[tuple[Any, str, str]] = []     # (reference, topic, reason)
@@ -346,8 +364,9 @@ class Consumer(_Endpoint):
     PERSISTENT: bool = True
 
     def __init__(self, url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
-                 name: str = "dd-consumer", instance: int = 1, protocol: Optional[int] = None) -> None:
-        super().__init__(url, heartbeat=heartbeat, name=name, protocol=protocol)
+                 name: str = "dd-consumer", instance: int = 1, protocol: Optional[int] = None,
+                 shuffle: bool = False) -> None:
+        super().__init__(url, heartbeat=heartbeat, name=name, protocol=protocol, shuffle=shuffle)
         self.subscription = subscription
         self.prefetch = prefetch
         self.instance = instance

@@ -184,12 +184,17 @@ def choice(*values: str) -> Kind:
     return Kind("choice", f"one of {', '.join(values)}", parse)
 
 
-def url(*schemes: str, example: str) -> Kind:
+def url(*schemes: str, example: str, several: bool = False) -> Kind:
+    """A URL of one of these schemes; `several`: or several separated by spaces, the nodes of a
+    broker's cluster (the value is the first, the others its alternates)."""
     def parse(text: str) -> Url:
-        value = Url.parse(text)
-        if value.scheme not in schemes:
+        value = Url.parse_several(text) if several else Url.parse(text)
+        if any(each.scheme not in schemes for each in value.every):
             raise ValueError(f"scheme must be {' or '.join(schemes)}")
         return value
+    if several:
+        return Kind("url", f"a URL like {example}, or several separated by spaces", parse,
+                    lambda value: " ".join(str(each) for each in value.every))
     return Kind("url", f"a URL like {example}", parse)
 
 
@@ -246,7 +251,8 @@ HOOK = Kind("command", "a command line with balanced quotes, or python:package.m
 STREAM_OFFSET = Kind("offset", "first, next, last or a time like 2026-12-03T00:00:00Z",
                      _stream_offset, _format_offset)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
-BROKER = url("amqp", "amqps", "mqtt", "mqtts", "ws", "wss", example="amqps://user@host/ or mqtts://user@host/")
+BROKER = url("amqp", "amqps", "mqtt", "mqtts", "ws", "wss", example="amqps://user@host/ or mqtts://user@host/",
+             several=True)
 
 
 def _verbatim_topic(text: str) -> str:
@@ -300,8 +306,8 @@ def _option(name: str, kind: Kind, default: str | None, components: str, help: s
 OPTIONS = (
     # Where notices come from.
     _option("broker", BROKER, None, READERS,
-            "broker to consume notices (dd_log: log messages) from; its password comes from "
-            "credentials.conf"),
+            "broker to consume notices (dd_log: log messages) from; several URLs separated by spaces are "
+            "the nodes of one cluster (broker_failover); passwords come from credentials.conf"),
     _option("exchange", WORD, "xpublic", READERS,
             "exchange the queue is bound to; dd_log reads xr_<broker user>, where the pump routes "
             "your log messages", component_defaults={"log": "xr_${BROKER_USER}"}),
@@ -350,6 +356,11 @@ OPTIONS = (
             "as duplicates by the receiver"),
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
+    _option("broker_failover", choice("order", "shuffle"), "order", ALL + " log",
+            "which of a broker option's several URLs (the nodes of a cluster, separated by spaces) is "
+            "tried first: order, as written (every instance on the first that answers), or shuffle "
+            "(instances spread over the nodes); a lost connection moves to the next URL within seconds, "
+            "declares again what it needs and publishes again what was not confirmed (dd_cluster(7))"),
     _option("heartbeat", DURATION, "60s", ALL + " log",
             "AMQP heartbeat (MQTT keepalive) interval: a connection silent for two intervals is "
             "dropped; 0 disables"),
@@ -465,7 +476,8 @@ OPTIONS = (
             "to_clusters leave it out are not forwarded"),
     # Posting.
     _option("post_broker", BROKER, None, POSTERS,
-            "broker notices are published to; its password comes from credentials.conf"),
+            "broker notices are published to; several URLs separated by spaces are the nodes of one "
+            "cluster (broker_failover); passwords come from credentials.conf"),
     _option("post_exchange", WORD, "xpublic", POSTERS,
             "exchange notices are published to; dd_post, dd_watch and dd_poll default to "
             "xs_<post_broker user>, the exchange a broker grants each source",

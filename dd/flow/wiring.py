@@ -54,7 +54,7 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
     return broker.consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat, instance=ctx.instance,
+                           heartbeat=cfg.heartbeat, instance=ctx.instance, shuffle=cfg.broker_failover == "shuffle",
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
@@ -62,6 +62,7 @@ def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
     return broker.publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            shuffle=cfg.broker_failover == "shuffle",
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
