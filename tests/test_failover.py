@@ -101,8 +101,8 @@ def test_a_publisher_and_a_consumer_go_past_a_node_that_does_not_answer(broker_u
     real = Url.parse(broker_url)
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}{real.path}"
     url = Url.parse_several(f"{dead} {broker_url}")
-    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.failover_{exchange}", exchange, ("#",)))
-    publisher = broker.Publisher(url)
+    consumer = broker.consumer(url, broker.Subscription(f"q_guest.failover_{exchange}", exchange, ("#",)))
+    publisher = broker.publisher(url)
     try:
         consumer.start()
         publisher.publish(exchange, formats.Message("v02.post.a", b"a", {}, "text/plain"))

@@ -113,7 +113,7 @@ def test_what_the_broker_nacks_is_published_again_on_a_new_connection(broker_url
     # again until the broker takes it, or hands the message back once its time is up.
     queue = queue_on(channel, exchange, **{"x-max-length": 1, "x-overflow": "reject-publish"})
     channel.basic_publish(amqp.Message(b"filler", delivery_mode=2), exchange=exchange, routing_key="x")
-    publisher = broker.Publisher(Url.parse(broker_url))
+    publisher = broker.publisher(Url.parse(broker_url))
     try:
         started = time.monotonic()
         assert broker.Batch(publisher, [broker.Envelope(exchange, message(1), 1)]).confirm(1.0) == [1]
