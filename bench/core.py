@@ -29,7 +29,8 @@ import time
 import amqp
 import psutil
 
-from harness import (BROKER_HOST, BROKER_PORT, Broker, Daemon, Mirror, NGINX, NoticeWatch,
+import harness
+from harness import (BROKER_HOST, Daemon, Mirror, NGINX, NoticeWatch,
                      PhaseError, SMALL_SIZE, byte_size, cell, checksum_speed, children_cpu,
                      create_cost, format_table, last_line, make_big_file, make_small_tree,
                      parse_size, positive, print_notes, publish_rate, rate_text, run, run_checked,
@@ -175,46 +176,15 @@ class Row:
     status: str = ""            # "timeout" or "failed" replaces the time
 
 
-class Bench:
+class Bench(harness.Bench):
     def __init__(self, args, work):
-        self.args = args
-        self.work = work
+        super().__init__(args, work)
         self.rows = []
-        self.notes = []
         self.limits = {}        # name -> (value, unit)
         self.curl_big = {}      # tool name -> curl's MB/s on the big file just before and after its mirror
         self.sum_big = {}       # tool name -> MB/s of summing the big file alone, just before its post
         # Other work on the machine skews every number: the report shows how busy it was.
         self.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        self._cleanups = []     # undone in reverse order, at most once
-
-    # setup and cleanup
-
-    def on_exit(self, function, *arguments, **keywords):
-        self._cleanups.append((function, arguments, keywords))
-
-    def cleanup(self):
-        while self._cleanups:
-            function, arguments, keywords = self._cleanups.pop()
-            try:
-                function(*arguments, **keywords)
-            except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
-                print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
-
-    def make_vhost(self, name):
-        """A private vhost for the run, removed at exit, and self.broker on it."""
-        self.vhost = f"{name}-{os.getpid()}"
-        run_checked(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
-        self.on_exit(run_checked, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
-                     what="rabbitmqctl delete_vhost")
-        run_checked(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-             timeout=60, what="rabbitmqctl set_permissions")
-        try:
-            self.broker = Broker(self.vhost)
-        except (OSError, amqp.exceptions.AMQPError) as error:
-            raise SystemExit(f"bench: cannot reach RabbitMQ at {BROKER_HOST}:{BROKER_PORT} as guest: "
-                             f"{error}") from None
-        self.on_exit(self.broker.close)
 
     def setup(self):
         args = self.args

@@ -34,7 +34,8 @@ import time
 
 import psutil
 
-from harness import (BROKER_HOST, Broker, Daemon, Mirror, PhaseError, format_table, make_big_file,
+import harness
+from harness import (BROKER_HOST, Daemon, Mirror, PhaseError, format_table, make_big_file,
                      make_small_tree, print_notes, run, run_checked, size_text, start_nginx,
                      stop_group, wait_mirror)
 
@@ -53,44 +54,21 @@ MEASURED = ("import json, resource, subprocess, sys, time\n"
             "                      cpu=usage.ru_utime + usage.ru_stime, rss=usage.ru_maxrss * 1024)))\n")
 
 
-class Scale:
+class Scale(harness.Bench):
     def __init__(self, args, work):
-        self.args = args
-        self.work = work
+        super().__init__(args, work)
         self.rows = []          # [phase, what, value, unit, RSS MB]
         self.targets = []       # [target, wanted, measured, verdict]
-        self.notes = []
         self.limits = {}
         self.size = {name: max(1, int(value * args.scale)) for name, value in FULL.items()}
         self.size["repeats"] = FULL["repeats"]
         self.size["big"] = max(1, self.size["big"] >> 20) << 20     # whole MiB
-        self._cleanups = []
-
-    # -- the harness's interface ----------------------------------------------------------
-
-    def on_exit(self, function, *arguments, **keywords):
-        self._cleanups.append((function, arguments, keywords))
-
-    def cleanup(self):
-        while self._cleanups:
-            function, arguments, keywords = self._cleanups.pop()
-            try:
-                function(*arguments, **keywords)
-            except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
-                print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
 
     def setup(self):
-        self.vhost = f"ddscale-{os.getpid()}"
-        run_checked(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
-        self.on_exit(run_checked, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=120,
-                     what="rabbitmqctl delete_vhost")
-        run_checked(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-                    timeout=60, what="rabbitmqctl set_permissions")
+        self.make_vhost("ddscale")
         # A backlog of a million notices stays on disk, not in the shared broker's memory.
         run_checked(["rabbitmqctl", "-q", "set_policy", "-p", self.vhost, "lazy", ".*",
                      '{"queue-mode":"lazy"}', "--apply-to", "queues"], timeout=60, what="rabbitmqctl set_policy")
-        self.broker = Broker(self.vhost)
-        self.on_exit(self.broker.close)
         self.broker.channel.exchange_declare("xscale", "topic", durable=True, auto_delete=False)
         self.src = self.work / "src"
         self.src.mkdir()
