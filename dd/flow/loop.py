@@ -86,7 +86,7 @@ class Flow:
         self.counters = Counters()
         self.unannounced: list[Item] = []       # the post step's, never confirmed
         self.refused: list[tuple[str, str]] = []  # (what, why): what the gatherer could not even gather
-        self._in_flight: collections.deque[tuple[list[Item], concurrent.futures.Future[None]]] = \
+        self._in_flight: collections.deque[tuple[list[Item], concurrent.futures.Future[bool]]] = \
             collections.deque()
 
     def run(self) -> Counters:
@@ -111,7 +111,7 @@ class Flow:
                     publisher.close()
         return self.counters
 
-    def _start(self, batch: list[Item]) -> concurrent.futures.Future[None]:
+    def _start(self, batch: list[Item]) -> concurrent.futures.Future[bool]:
         """Filter the batch and start its work: on the work thread when pipelined, here otherwise."""
         counters = self.counters
         counters.received += len(batch)
@@ -123,11 +123,18 @@ class Flow:
             elif item.outcome is None and self.work:
                 todo.append(item)
         if self.runner and todo:
-            return self.runner.submit(self._work_batch, todo)
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            return self.runner.submit(self._work_unless_stopped, todo)
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
         self._work_batch(todo)
-        done.set_result(None)
+        done.set_result(True)
         return done
+
+    def _work_unless_stopped(self, todo: list[Item]) -> bool:
+        """Work on a batch, unless a stop came while it waited for the work thread: False then."""
+        if self.stop.is_set():
+            return False
+        self._work_batch(todo)
+        return True
 
     def _finish_done(self, *, wait: bool) -> None:
         """Finish the batches whose work is done, oldest first; with `wait`, wait for the
@@ -142,20 +149,22 @@ class Flow:
             elif not work.done():
                 return
             self._in_flight.popleft()
-            work.result()
-            self._finish(batch)
+            if work.result():
+                self._finish(batch)
+            else:
+                self._left(batch)
 
     def _settle(self) -> None:
-        """At a stop: the work not started is left unfinished (not acknowledged, so it comes
-        again); the work under way is waited for and finished."""
-        while self._in_flight:
-            batch, work = self._in_flight[-1]
-            if not work.cancel():
-                break
-            self._in_flight.pop()
-            log.info("stopping: %d notice(s) left for the next start", len(batch))
+        """The work under way is waited for and finished; at a stop, the work not started is
+        left unfinished (not acknowledged, so it comes again)."""
+        while self.stop.is_set() and self._in_flight and self._in_flight[-1][1].cancel():
+            self._left(self._in_flight.pop()[0])
         while self._in_flight:
             self._finish_done(wait=True)
+
+    @staticmethod
+    def _left(batch: list[Item]) -> None:
+        log.info("stopping: %d notice(s) left for the next start", len(batch))
 
     def _work_batch(self, todo: list[Item]) -> None:
         rest = self._work_while_computing(todo) if self.pool else todo
