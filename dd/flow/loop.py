@@ -101,6 +101,11 @@ class Flow:
                 # Wait for the oldest batch when the pipeline is full or there is nothing new.
                 self._finish_done(wait=len(self._in_flight) >= self.DEPTH or not batch)
             self._settle()
+            if self.poster:
+                # What a post step confirming later still waits for, confirmed (or not) before the end.
+                late = self.poster.post([])
+                self.unannounced.extend(late)
+                self.counters.posted -= len(late)
         finally:
             for executor in (self.runner, self.pool):
                 if executor:
