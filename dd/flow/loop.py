@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import resource
 import threading
 import time
 from typing import Any, Optional
@@ -26,6 +27,12 @@ WAIT_BEFORE_THREADS = 0.01
 #: Seconds between services of the broker connection while a batch is worked on.
 TICK_INTERVAL = 0.5
 
+
+
+def _blocked() -> int:
+    """How many times this thread gave up the CPU to wait (I/O, a lock, a sleep), as opposed
+    to being preempted."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
 
 class Counters:
     """What a flow instance did, for status and for the exit status of one-shot runs."""
@@ -220,11 +227,14 @@ class Flow:
         waited = computed = 0.0
         ticked = time.perf_counter()
         for n, item in enumerate(items):
-            wall, cpu = time.perf_counter(), time.thread_time()
+            wall, cpu, blocked = time.perf_counter(), time.thread_time(), _blocked()
             self._work_one(item)
             now, cpu = time.perf_counter(), time.thread_time() - cpu
             computed += cpu
-            waited += now - wall - cpu
+            if _blocked() > blocked:
+                # It waited (a server, a disk): the time off the CPU counts.  Preempted only
+                # (a busy machine), it computed: its time off the CPU is no reason for threads.
+                waited += now - wall - cpu
             if waited > max(computed, WAIT_BEFORE_THREADS):
                 return items[n + 1:]
             if now - ticked >= TICK_INTERVAL:   # heartbeats, through a long batch of quick items
