@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 
 from dd import flow
 from dd.core import checksum, paths, route
-from dd.core.errors import NoticeError
+from dd.core.errors import NoticeError, StoreUnavailable
 from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
 from dd.core.options import python_spec
@@ -130,7 +130,9 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
         hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
         due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
-    store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
+    store = nodupe.opened(cfg.nodupe_store and ctx.credentials.complete(cfg.nodupe_store),
+                          ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl,
+                          f"{cfg.component}/{cfg.name}") if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
                         placement=placement, on_notice=on_notice)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
@@ -175,7 +177,8 @@ class Delivery:
 
     def _claim(self, item, where):
         """False for a duplicate.  Claimed in the item's lane, after the notices before it
-        about the same path (a delete in between makes the same content new again)."""
+        about the same path (a delete in between makes the same content new again).
+        StoreUnavailable: a shared store did not answer, or another node has the key in hand."""
         notice = item.notice
         if self.store is None or notice.op is Op.DELETE:
             return True
@@ -185,6 +188,16 @@ class Delivery:
             return False
         self.claims[id(item)] = key
         return True
+
+    def _scope(self, tree, mask):
+        """Where duplicates are judged: the tree's directory, or, in a store that hosts
+        share, what names it on every host (which accept line, which namespace below it)."""
+        if not isinstance(tree, paths.Tree):
+            return str(tree)
+        if self.store is None or not self.store.shared:
+            return os.path.abspath(str(tree))
+        line = next((f"#{n}" for n, m in enumerate(self.cfg.masks) if m is mask), "#unmatched")
+        return os.path.join(line, *tree.namespace)
 
     def work(self, item: Item):
         # The item keeps the notice as received: its log message and retry entry are about that one.
@@ -200,9 +213,13 @@ class Delivery:
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
         local = isinstance(tree, paths.Tree)
-        where = (os.path.abspath(str(tree)) if local else str(tree), rel_path)
-        if not self._claim(item, where):
-            item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
+        where = (self._scope(tree, item.mask), rel_path)
+        try:
+            if not self._claim(item, where):
+                item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
+                return
+        except StoreUnavailable as error:
+            item.outcome = Outcome(Code.FAILED, str(error), error.rule)
             return
         # A changed rel_path says where the file lands; the data stays where the source put it,
         # on the (maybe changed) base_url's server.
