@@ -360,6 +360,11 @@ OPTIONS = (
             "a transfer making no progress for this long fails and is retried"),
     _option("rate_max", SIZE, "0", SENDING,
             "download (dd_sender: sending) bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("rate_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,
+            "a Redis (it may be nodupe_store's) keeping rate_max as one budget for every instance on "
+            "every host of the same configuration (component and name), so that together they move "
+            "rate_max, not rate_max each; Redis not answering, each process paces itself alone until it "
+            "does (an error says so); unset: each process has rate_max of its own"),
     _option("destination", url("sftp", "ftp", "ftps", "file", example="sftp://user@host/dir"), None, "sender",
             "where dd_sender puts files: a directory on an SFTP, FTP or FTPS server (its absolute path "
             "on the server) or a local one (file:/dir); its password comes from credentials.conf"),

@@ -32,8 +32,9 @@ from dd.delivery import hooks, plugins
 from dd.delivery.receive import Receiver
 from dd.flow import Item
 from dd.store import nodupe
+from dd.store.ratebudget import SharedPace
 from dd.store.retry import RetryStore
-from dd.transfer import SCHEMES, Transports, transport_class
+from dd.transfer import SCHEMES, Transports, copy, transport_class
 
 log = logging.getLogger("dd.deliver")
 
@@ -123,7 +124,7 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     if sending:
         receiver, placement = sending(transports, gatherer.tick)
     else:
-        receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
+        receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max, pace=pace(ctx),
                             fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
         placement = relaying.placement if relaying else PLAIN_TREE
     if cfg.on_file:
@@ -141,6 +142,15 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)
+
+
+def pace(ctx) -> Optional[copy.Pace]:
+    """rate_max's budget: shared through rate_store, or (None) this process's own."""
+    cfg = ctx.cfg
+    if cfg.rate_store is None or not cfg.rate_max:
+        return None
+    return SharedPace(ctx.credentials.complete(cfg.rate_store), f"{cfg.component}/{cfg.name}",
+                      copy.PROCESS_PACE.wait_for)
 
 
 def transport_options(cfg) -> dict:

@@ -33,11 +33,12 @@ log = logging.getLogger("dd.receive")
 class Receiver:
     """Delivers notices into trees; one per flow instance."""
 
-    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
+    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, pace=None, fsync=False,
                  tick=None, attempts=3, stale_after=86400.0):
         self.transports = transports
         self.download_checksum = download_checksum
         self.rate_max = rate_max
+        self.pace = pace        # rate_max's budget: None, this process's
         self.fsync = fsync
         self.tick = tick
         self.attempts = attempts
@@ -144,7 +145,7 @@ class Receiver:
         slot.file.seek(slot.offset)
         with transport.open_read(path, slot.offset, slot.length) as data:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
-                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, tick=self.tick,
+                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace, tick=self.tick,
                           name=f"{notice.url} {label}")
         if verify and result.checksum != part.checksum.value:
             raise ChecksumMismatch(
@@ -205,7 +206,7 @@ class Receiver:
             with os.fdopen(out_fd, "wb", buffering=0) as out:
                 with transport.open_read(path, 0, notice.size) as source:
                     result = copy(source, out, length=notice.size, hasher=checksum.new(method),
-                                  rate_max=self.rate_max, tick=self.tick)
+                                  rate_max=self.rate_max, pace=self.pace, tick=self.tick)
                 if verify and result.checksum != notice.checksum.value:
                     raise ChecksumMismatch(
                         f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "

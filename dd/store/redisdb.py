@@ -25,6 +25,8 @@ TIMEOUT = 10.0
 def connect(url: Url, client_name: str) -> redis.Redis:
     """A client of the Redis `url` names (connected lazily: the first command may fail)."""
     import redis  # only the configurations that name a Redis need the library
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     try:
         db = int(url.path.strip("/") or "0")
@@ -34,7 +36,10 @@ def connect(url: Url, client_name: str) -> redis.Redis:
     return redis.Redis(host=url.host, port=url.port or 6379, db=db, username=url.user,
                        password=url.password, ssl=url.scheme == "rediss",
                        socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-                       client_name=client_name)
+                       client_name=client_name,
+                       # Once more at once (a pooled connection Redis closed), no more: a
+                       # notice waits for the retry store, not in a loop here.
+                       retry=Retry(NoBackoff(), 1))
 
 
 @contextlib.contextmanager

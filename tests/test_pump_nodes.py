@@ -1,0 +1,138 @@
+"""A pump on several nodes: dd_sara processes on "hosts" of their own (own tree, state,
+data server, post_base_url) consume one queue and share their duplicate store and their
+rate_max budget through Redis.  Real broker, real nginx, real Redis, real processes."""
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.servers import free_port
+from tests.test_sara import Downstream, make_files
+
+FILES = 1000
+#: Notices each relay may hold unacknowledged: the most a killed node can leave to relay again.
+PREFETCH = 20
+
+
+class Node:
+    """One host of the pump: its own configuration, state and log directories, tree and data
+    server; the configuration text shared by the nodes is given to `config`."""
+
+    def __init__(self, base, pump, name):
+        self.pump = pump
+        self.base = base / name
+        self.tree = self.base / "tree"
+        self.tree.mkdir(parents=True)
+        reachable_by_workers(self.tree)
+        self.port = free_port()
+        self.env = dict(os.environ, DD_CONFIG_DIR=str(self.base / "config"),
+                        DD_STATE_DIR=str(self.base / "state"), DD_LOG_DIR=str(self.base / "logs"))
+        self.processes = []
+
+    def config(self, component, name, shared):
+        path = self.base / "config" / component / f"{name}.conf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        own = f"directory {self.tree}\n"
+        if component == "sara":
+            own += f"post_base_url http://127.0.0.1:{self.port}/\ndata_server_port {self.port}\n"
+        path.write_text(shared + own)
+
+    def command(self, component, *args):
+        result = subprocess.run([sys.executable, "-m", "dd.cli.main", component, *args], env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"dd_{component} {' '.join(args)}: {result.stderr}"
+        return result
+
+    def foreground(self, component, name):
+        log = open(self.base / f"{component}.{name}.{len(self.processes)}.log", "w")
+        process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", component, "foreground", name],
+                                   env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process.log_path = log.name
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def logs(self):
+        return "".join(open(p.log_path).read() for p in self.processes)
+
+    def close(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for config in (self.base / "config" / "sara").glob("*.conf"):   # the data servers
+            subprocess.run([sys.executable, "-m", "dd.cli.main", "sara", "stop", config.stem],
+                           env=self.env, capture_output=True, timeout=60)
+        for config in (self.base / "config" / "subscribe").glob("*.conf"):
+            subprocess.run([sys.executable, "-m", "dd.cli.main", "subscribe", "stop", config.stem],
+                           env=self.env, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def nodes(tmp_path, pump):
+    made = [Node(tmp_path, pump, name) for name in ("node1", "node2")]
+    yield made
+    for node in made:
+        node.close()
+
+
+def test_two_relay_nodes_on_one_queue_relay_each_file_once_though_one_is_killed(pump, nodes, redis_url):
+    expected = make_files(pump.src, FILES)
+    out = f"{pump.exchange}_out"
+    downstream = Downstream(pump.broker_url, out)
+    queue = f"q_guest.sara.relay.{pump.exchange}"
+    shared = (f"broker {pump.broker_url}\nexchange {pump.exchange}\nqueue {queue}\nprefetch {PREFETCH}\n"
+              f"post_broker {pump.broker_url}\npost_exchange {out}\nnodupe_store {redis_url}\n"
+              f"retry_delay 1s\n")
+    for node in nodes:
+        node.config("sara", "relay", shared)
+        node.command("sara", "declare", "relay")
+    # Two feeds of every file on the queue: without a shared store, each node relays its copies.
+    pump.post(pump.src, checksum="sha256")
+    pump.post(pump.src, checksum="sha256")
+    # A subscriber downstream mirrors what the nodes announce, from either's data server.
+    mirror = pump.base / "mirror"
+    subscriber = nodes[0]
+    (subscriber.base / "config" / "subscribe").mkdir(parents=True)
+    (subscriber.base / "config" / "subscribe" / "mirror.conf").write_text(
+        f"broker {pump.broker_url}\nexchange {out}\ndirectory {mirror}\n")
+    subscriber.command("subscribe", "declare", "mirror")
+    one, two = nodes[0].foreground("sara", "relay"), nodes[1].foreground("sara", "relay")
+    mirroring = subscriber.foreground("subscribe", "mirror")
+    notices = []
+
+    def relayed():
+        notices.extend(downstream.notices())
+        return {n.rel_path for n in notices}
+
+    assert wait_for(lambda: len(relayed()) >= FILES // 5, timeout=120), nodes[0].logs()[-3000:]
+    one.send_signal(signal.SIGKILL)     # a node dies mid-flow: its unacked notices go to the other
+    one.wait()
+    assert len(relayed()) < FILES, "the flow ended before the kill: nothing tested"
+    everything = {f"guest/{p}" for p in expected}
+    done = wait_for(lambda: relayed() >= everything, timeout=240)
+    assert done, nodes[1].logs()[-3000:]
+    # What the killed node had in hand comes back once its lease lapses; then nothing more.
+    time.sleep(15)
+    relayed()
+    assert wait_for(lambda: manifest(mirror) == {f"guest/{p}": s for p, s in expected.items()}, timeout=120)
+    counts = collections.Counter(n.rel_path for n in notices)
+    again = sum(c - 1 for c in counts.values())
+    # Each file once: 2,000 notices in, 1,000 out, but for what the killed node had relayed
+    # and not yet acknowledged (its prefetch at most), which the other node relays again.
+    assert set(counts) == everything
+    assert again <= PREFETCH, counts.most_common(5)
+    bases = collections.Counter(n.base_url for n in notices)
+    assert set(bases) == {f"http://127.0.0.1:{n.port}/" for n in nodes}  # each names its own node
+    lost, invented, changed = compare({f"guest/{p}": s for p, s in expected.items()}, manifest(mirror))
+    assert (lost, invented, changed) == ([], [], [])
+    logs = nodes[0].logs() + nodes[1].logs()
+    assert "Traceback" not in logs
+    downstream.close()
+    mirroring.send_signal(signal.SIGTERM)
+    mirroring.wait(30)
