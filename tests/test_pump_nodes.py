@@ -136,3 +136,47 @@ def test_two_relay_nodes_on_one_queue_relay_each_file_once_though_one_is_killed(
     downstream.close()
     mirroring.send_signal(signal.SIGTERM)
     mirroring.wait(30)
+
+
+RATE = 10_000_000           # rate_max 10M: bytes/s
+BIG, BIG_SIZE = 24, 5_000_000
+
+
+def _bytes_below(roots):
+    """Bytes in every file below `roots`, temporary ones included: what has moved so far."""
+    total = 0
+    for root in roots:
+        for path in root.rglob("*"):
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def test_rate_max_is_one_budget_for_four_instances_on_two_nodes(pump, nodes, redis_url):
+    for n in range(BIG):
+        (pump.src / f"big{n:02d}.bin").write_bytes(os.urandom(BIG_SIZE))
+    queue = f"q_guest.subscribe.rate.{pump.exchange}"
+    shared = (f"broker {pump.broker_url}\nexchange {pump.exchange}\nqueue {queue}\nprefetch 2\n"
+              f"instances 2\nthreads 1\nrate_max 10M\nrate_store {redis_url}\n")
+    for node in nodes:
+        node.config("subscribe", "rate", shared)
+        node.command("subscribe", "declare", "rate")
+    pump.post(pump.src)
+    total = BIG * BIG_SIZE
+    for node in nodes:
+        node.command("subscribe", "start", "rate")
+    trees = [node.tree for node in nodes]
+    assert wait_for(lambda: _bytes_below(trees) > 0, timeout=60, interval=0.02)
+    began = time.monotonic()
+    assert wait_for(lambda: len(manifest(nodes[0].tree)) + len(manifest(nodes[1].tree)) == BIG
+                    and _bytes_below(trees) == total, timeout=120, interval=0.05)
+    rate = total / (time.monotonic() - began)
+    for node in nodes:
+        node.command("subscribe", "stop", "rate")
+    # Four instances, each allowed rate_max: together they move rate_max, not four times it.
+    assert 0.85 * RATE <= rate <= 1.15 * RATE, f"{rate / 1e6:.1f} MB/s"
+    # ... and all four moved some of it, on both nodes.
+    logs = "".join(p.read_text() for node in nodes for p in (node.base / "logs").rglob("*.log"))
+    assert all(manifest(tree) for tree in trees), logs[-2000:]
