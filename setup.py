@@ -29,6 +29,7 @@ setup(
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
         "bcrypt>=3.2.2",
+        "redis>=4.3.4",      # nodupe_store and rate_store of a pump on several nodes
     ],
     # mypy 2 no longer checks code for Python 3.9 (pyproject.toml's python_version).
     extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",

@@ -136,11 +136,12 @@ class Walk:
         # Whatever dd_ctl could not stop (a configuration it cannot read, say).
         # ... and the FTP and SFTP servers the guide starts.
         for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid"),
-                         self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid"]:
+                         self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid",
+                         self.pump_dir / "redis/redis.pid"]:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd")):
+                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd", b"redis-server")):
                     os.kill(pid, signal.SIGKILL)
         for name, value in self.names.items():
             if name == "pumpdir":
@@ -174,7 +175,18 @@ BEFORE = {
                and walk.logged("feeder_b", f"{walk.names['ann']}/obs/live/rain.txt")),
     "pushed": ("the FTP server's file in the partner's SFTP directory",
                lambda walk: (walk.pump_dir / PUSHED[1]).exists()),
+    "nodes-relayed": ("ann's ten files in the nodes' trees",
+                      lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES)),
 }
+
+
+#: What ann posts twice for the pump's nodes.
+NODE_FILES = [f"r{i}.txt" for i in range(1, 11)]
+
+
+def _on_nodes(walk):
+    return sorted(p.name for p in walk.pump_dir.glob(f"node*/tree/{walk.names['ann']}/obs/nodes/*")
+                  if not p.name.startswith("."))  # a download under its temporary name
 
 
 # What the guides say happens, checked after a step: check(walk, output) asserts.
@@ -258,6 +270,12 @@ def _pushed(walk, output):
     assert not leftovers, f"more than the file in the partner's directory: {leftovers}"
 
 
+def _nodes_relayed(walk, output):
+    # Two copies of each file, one relay of it: each is on one node, whichever got which copy.
+    assert _on_nodes(walk) == sorted(NODE_FILES)
+    assert sorted(line.rsplit("/", 1)[-1] for line in output.split()) == sorted(NODE_FILES)
+
+
 def _torn_down(walk, output):
     for value in walk.names.values():
         if not value.isdigit():
@@ -293,6 +311,7 @@ AFTER = {
     "service": _service,
     "linked": _linked,
     "pushed": _pushed,
+    "nodes-relayed": _nodes_relayed,
     "teardown": _torn_down,
 }
 NOT_RUN_CHECKS = {"packages": _packages_installed, "packages-partner": _packages_installed}
