@@ -102,7 +102,8 @@ def test_two_relay_nodes_on_one_queue_relay_each_file_once_though_one_is_killed(
     (subscriber.base / "config" / "subscribe" / "mirror.conf").write_text(
         f"broker {pump.broker_url}\nexchange {out}\ndirectory {mirror}\n")
     subscriber.command("subscribe", "declare", "mirror")
-    one, two = nodes[0].foreground("sara", "relay"), nodes[1].foreground("sara", "relay")
+    one = nodes[0].foreground("sara", "relay")
+    nodes[1].foreground("sara", "relay")
     mirroring = subscriber.foreground("subscribe", "mirror")
     notices = []
 

@@ -145,8 +145,8 @@ class Receiver:
         slot.file.seek(slot.offset)
         with transport.open_read(path, slot.offset, slot.length) as data:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
-                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace, tick=self.tick,
-                          name=f"{notice.url} {label}")
+                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace,
+                          tick=self.tick, name=f"{notice.url} {label}")
         if verify and result.checksum != part.checksum.value:
             raise ChecksumMismatch(
                 f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "

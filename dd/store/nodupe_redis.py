@@ -27,6 +27,8 @@ from dd.store import pidfile, redisdb
 from dd.store.nodupe import split
 
 if TYPE_CHECKING:
+    from redis.commands.core import Script
+
     from dd.core.credentials import Url
 
 log = logging.getLogger("dd.nodupe")
@@ -141,12 +143,15 @@ class RedisStore:
             except StoreUnavailable:
                 pass    # claims fail meanwhile, with the message; the lease comes back with Redis
 
-    def _run(self, script, the_key: str, now: float | None, *extra: str) -> int:
+    def _run(self, script: Script, the_key: str, now: float | None, *extra: str) -> int:
         path, rest = split(the_key)
         with redisdb.answering(self.url, "nodupe_store"):
             return int(script(keys=[self.prefix + path],
-                              args=["" if now is None else repr(now), repr(self.ttl), self.owner,
-                                    repr(CLAIM_MAX), rest, *extra]))
+                              args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX), rest, *extra]))
+
+    @staticmethod
+    def _now(now: float | None) -> str:
+        return "" if now is None else repr(now)     # '': the server's clock
 
     def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`, False for a duplicate; Held when
@@ -180,7 +185,7 @@ class RedisStore:
         expiry does this on its own; this is for a store read before that)."""
         with redisdb.answering(self.url, "nodupe_store"):
             for path in self._paths():
-                self._prune(keys=[path], args=["" if now is None else repr(now), repr(self.ttl), self.owner, repr(CLAIM_MAX)])
+                self._prune(keys=[path], args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX)])
 
     def __len__(self) -> int:
         with redisdb.answering(self.url, "nodupe_store"):
