@@ -304,11 +304,13 @@ OPTIONS = (
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
-    _option("queue_type", choice("classic", "quorum", "stream"), "classic", READERS,
+    _option("queue_type", choice("classic", "quorum", "stream"), "classic", READERS + " audit",
             "kind of queue declared: classic (one node holds it), quorum (replicated on the cluster's "
             "nodes: nothing confirmed is lost when one dies; dd_cluster(7)) or stream (an append-only "
             "log read from stream_offset, kept for message_ttl, for replaying notices into a new "
-            "subscriber); a queue keeps its type: change it and run cleanup"),
+            "subscriber); a queue keeps its type: change it and run cleanup; dd_audit: quorum declares "
+            "the vhost's policy dd-quorum, once for the cluster, which spreads the q_ queues' leaders "
+            "over its nodes (queue-leader-locator balanced)"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
             "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
