@@ -188,3 +188,27 @@ def test_a_redis_that_does_not_answer_is_a_one_line_error_naming_it():
     assert message.startswith(f"nodupe_store redis://u@127.0.0.1:{url.port}/0 unavailable: ")
     assert "\n" not in message and "secret" not in message
     store.close()
+
+
+def test_what_redis_did_not_take_is_done_before_the_next_claim(redis_url, caplog):
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    user, password = f"dd-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+    url = Url.parse(redis_url.replace("redis://", f"redis://{user}:{password}@"))
+    store = nodupe.opened(url, "/nonexistent", 300, "sub/test")
+    other = nodupe.key("/tree", "other", Checksum("md5", "00"))
+    try:
+        assert store.claim(KEY)
+        admin.acl_setuser(user, enabled=True, commands=["-@all"])      # Redis stops answering us
+        store.release([KEY])            # the work failed: a later copy must be handled ...
+        assert "1 change(s) of the duplicate store kept until it answers" in caplog.text
+        with pytest.raises(StoreUnavailable, match="nodupe_store redis://dd-.*unavailable"):
+            store.claim(other)          # ... so no claim before that release is done
+        admin.acl_setuser(user, enabled=True, commands=["+@all"])
+        assert store.claim(KEY)         # released first: the retried copy is ours to handle
+    finally:
+        store.close()
+        admin.acl_deluser(user)
+        admin.close()

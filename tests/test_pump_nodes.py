@@ -1,6 +1,7 @@
 """A pump on several nodes: dd_sara processes on "hosts" of their own (own tree, state,
-data server, post_base_url) consume one queue and share their duplicate store and their
-rate_max budget through Redis.  Real broker, real nginx, real Redis, real processes."""
+data server, post_base_url) consume one quorum queue and share their duplicate store and
+their rate_max budget through Redis; a Redis that does not answer loses nothing.  Real
+broker, real nginx, real Redis, real processes."""
 import collections
 import os
 import signal
@@ -11,7 +12,8 @@ import time
 import pytest
 
 from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
-from tests.support.servers import free_port
+from tests.support.redisserver import REDIS
+from tests.support.servers import _start, _stop, free_port
 from tests.test_sara import Downstream, make_files
 
 FILES = 1000
@@ -86,7 +88,8 @@ def test_two_relay_nodes_on_one_queue_relay_each_file_once_though_one_is_killed(
     out = f"{pump.exchange}_out"
     downstream = Downstream(pump.broker_url, out)
     queue = f"q_guest.sara.relay.{pump.exchange}"
-    shared = (f"broker {pump.broker_url}\nexchange {pump.exchange}\nqueue {queue}\nprefetch {PREFETCH}\n"
+    shared = (f"broker {pump.broker_url}\nexchange {pump.exchange}\nqueue {queue}\nqueue_type quorum\n"
+              f"prefetch {PREFETCH}\n"
               f"post_broker {pump.broker_url}\npost_exchange {out}\nnodupe_store {redis_url}\n"
               f"retry_delay 1s\n")
     for node in nodes:
@@ -181,3 +184,33 @@ def test_rate_max_is_one_budget_for_four_instances_on_two_nodes(pump, nodes, red
     # ... and all four moved some of it, on both nodes.
     logs = "".join(p.read_text() for node in nodes for p in (node.base / "logs").rglob("*.log"))
     assert all(manifest(tree) for tree in trees), logs[-2000:]
+
+
+def test_notices_redis_does_not_answer_for_are_kept_for_retry_and_delivered_once_it_does(pump, tmp_path):
+    files = make_files(pump.src, 5)
+    port = free_port()      # nothing listens there yet
+    store = f"redis://127.0.0.1:{port}/0"
+    pump.subscriber_config(extra=f"nodupe_ttl 5m\nnodupe_store {store}\nretry_delay 1s\n")
+    pump.post(pump.src)
+    log = pump.base / "sub.log"
+    with open(log, "w") as out:
+        subscriber = subprocess.Popen([sys.executable, "-m", "dd.cli.main", "subscribe", "foreground", "sub"],
+                                      env=pump.env, stdout=out, stderr=subprocess.STDOUT)
+    pump.processes.append(subscriber)
+    unavailable = f"nodupe_store {store} unavailable: "
+    assert wait_for(lambda: log.exists() and log.read_text().count(unavailable) >= 5, timeout=60)
+    assert not manifest(pump.dst)       # nothing delivered without its claim ...
+    redis = _start([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""],
+                   port, tmp_path / "redis.log")
+    try:                                # ... and everything once Redis answers
+        delivered = wait_for(lambda: manifest(pump.dst) == files, timeout=60)
+    finally:
+        subscriber.send_signal(signal.SIGTERM)
+        status = subscriber.wait(30)
+        _stop(redis)
+    text = log.read_text()
+    assert delivered, text[-3000:]
+    assert status == 0 and "Traceback" not in text
+    # One line for each notice, naming the store and the fix, and the notice kept.
+    kept = [line for line in text.splitlines() if unavailable in line and "kept for retry" in line]
+    assert len(kept) >= 5 and all("(start that Redis, or correct the URL)" in line for line in kept)

@@ -237,7 +237,7 @@ class Delivery:
         fetched = notice if notice is item.notice else dataclasses.replace(notice, rel_path=item.notice.rel_path)
         item.outcome = self.receiver.receive(fetched, tree, rel_path, old)
         code = item.outcome.code
-        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
+        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store is not None:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
@@ -287,7 +287,7 @@ class Delivery:
 
     def close(self):
         self.receiver.close()
-        if self.store:
+        if self.store is not None:
             self.store.close()
 
 
@@ -303,7 +303,7 @@ class Recorder:
         unconfirmed = self.poster.post(items) if self.poster else []
         claims, self.delivery.claims = self.delivery.claims, {}
         store = self.delivery.store
-        if store and claims:
+        if store is not None and claims:
             held = {id(i) for i in unconfirmed}
             done = {id(i) for i in items if id(i) not in held}
             store.confirm([k for i, k in claims.items() if i in done])

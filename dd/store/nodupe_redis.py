@@ -16,10 +16,11 @@ and claims left by dead claimants are pruned when their path is claimed again.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from dd.core.errors import StoreUnavailable
@@ -125,6 +126,12 @@ class RedisStore:
         self._resolve = self.db.register_script(_RESOLVE)
         self._prune = self.db.register_script(_PRUNE)
         self._closed = threading.Event()
+        # Confirms, releases and forgets Redis did not take, in order: done before the next
+        # claim, which fails (and is retried) until they are.  A release lost would make
+        # the retry of its notice a duplicate of our own claim; a forget lost, a file made
+        # again after a delete one.
+        self._pending: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
         try:
             self._renew()
         except StoreUnavailable as error:
@@ -153,9 +160,25 @@ class RedisStore:
     def _now(now: float | None) -> str:
         return "" if now is None else repr(now)     # '': the server's clock
 
+    def _catch_up(self) -> None:
+        with self._lock:
+            while self._pending:
+                self._pending[0]()
+                self._pending.pop(0)
+
+    def _later(self, operations: list[Callable[[], object]]) -> None:
+        """Run `operations` after the pending ones; what Redis does not take waits for the next claim."""
+        with self._lock:
+            self._pending += operations
+        try:
+            self._catch_up()
+        except StoreUnavailable as error:
+            log.error("%s; %d change(s) of the duplicate store kept until it answers", error, len(self._pending))
+
     def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`, False for a duplicate; Held when
         another host's live claimant has it in hand."""
+        self._catch_up()
         won = self._run(self._claim, the_key, now)
         if won < 0:
             raise Held(f"{the_key.split(chr(0))[1]} is being handled by another node",
@@ -163,17 +186,18 @@ class RedisStore:
         return won == 1
 
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
-        for the_key in keys:
-            self._run(self._resolve, the_key, now, "confirm")
+        self._later([functools.partial(self._run, self._resolve, k, now, "confirm") for k in keys])
 
     def release(self, keys: Iterable[str]) -> None:
-        for the_key in keys:
-            self._run(self._resolve, the_key, None, "release")
+        self._later([functools.partial(self._run, self._resolve, k, None, "release") for k in keys])
 
     def forget(self, scope: str, rel_path: str) -> None:
         path, _ = split(f"{scope}\0{rel_path}\0")
-        with redisdb.answering(self.url, "nodupe_store"):
-            self.db.delete(self.prefix + path)
+
+        def delete() -> None:
+            with redisdb.answering(self.url, "nodupe_store"):
+                self.db.delete(self.prefix + path)
+        self._later([delete])
 
     def _paths(self) -> list[bytes]:
         pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix) + "*"
@@ -193,6 +217,12 @@ class RedisStore:
 
     def close(self) -> None:
         self._closed.set()
+        try:
+            self._catch_up()
+        except StoreUnavailable as error:
+            # Our claims lapse with our lease: others take them; what is lost is confirms
+            # (a duplicate may be handled again) and forgets (for nodupe_ttl).
+            log.error("%s; %d change(s) of the duplicate store lost", error, len(self._pending))
         try:
             with redisdb.answering(self.url, "nodupe_store"):
                 self.db.delete(f"{PREFIX}alive:{self.owner}")
