@@ -431,7 +431,8 @@ OPTIONS = (
             "its notice is kept in the retry store and on_file runs again when it is retried (retry)"),
     _option("nodupe_ttl", DURATION, "5m", SENDING,
             "a notice for a path and checksum already handled this recently, by any instance "
-            "or configuration delivering into the same directory, is skipped; 0 disables (the "
+            "or configuration delivering into the same directory (with nodupe_store: by any instance, "
+            "on any host, of the same configuration), is skipped; 0 disables (the "
             "default of dd_subscribe, which recognises a file already in place by its checksum)",
             component_defaults={"subscribe": "0"}),
     _option("nodupe_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,
