@@ -21,13 +21,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dd.core.errors import StoreUnavailable
 from dd.store import pidfile, redisdb
 from dd.store.nodupe import split
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
     from redis.commands.core import Script
 
     from dd.core.credentials import Url
@@ -126,11 +127,12 @@ class RedisStore:
         self._resolve = self.db.register_script(_RESOLVE)
         self._prune = self.db.register_script(_PRUNE)
         self._closed = threading.Event()
-        # Confirms, releases and forgets Redis did not take, in order: done before the next
-        # claim, which fails (and is retried) until they are.  A release lost would make
-        # the retry of its notice a duplicate of our own claim; a forget lost, a file made
-        # again after a delete one.
-        self._pending: list[Callable[[], object]] = []
+        # Confirms, releases and forgets not yet taken by Redis, in order, each a command to
+        # queue on a pipeline: all sent in one round trip, and again before the next claim,
+        # which fails (and is retried) until they are taken (each is harmless twice).  A
+        # release lost would make the retry of its notice a duplicate of our own claim; a
+        # forget lost, a file made again after a delete one.
+        self._pending: list[Callable[[Pipeline], object]] = []
         self._lock = threading.Lock()
         try:
             self._renew()
@@ -150,11 +152,12 @@ class RedisStore:
             except StoreUnavailable:
                 pass    # claims fail meanwhile, with the message; the lease comes back with Redis
 
-    def _run(self, script: Script, the_key: str, now: float | None, *extra: str) -> int:
+    def _run(self, script: Script, the_key: str, now: float | None, how: str = "",
+             client: Pipeline | None = None) -> Any:   # the script's answer, or the pipeline
         path, rest = split(the_key)
-        with redisdb.answering(self.url, "nodupe_store"):
-            return int(script(keys=[self.prefix + path],
-                              args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX), rest, *extra]))
+        return script(keys=[self.prefix + path],
+                      args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX), rest, how],
+                      client=client)
 
     @staticmethod
     def _now(now: float | None) -> str:
@@ -162,11 +165,16 @@ class RedisStore:
 
     def _catch_up(self) -> None:
         with self._lock:
-            while self._pending:
-                self._pending[0]()
-                self._pending.pop(0)
+            if not self._pending:
+                return
+            pipe = self.db.pipeline(transaction=False)
+            for queue in self._pending:
+                queue(pipe)
+            with redisdb.answering(self.url, "nodupe_store"):
+                pipe.execute()
+            self._pending.clear()
 
-    def _later(self, operations: list[Callable[[], object]]) -> None:
+    def _later(self, operations: list[Callable[[Pipeline], object]]) -> None:
         """Run `operations` after the pending ones; what Redis does not take waits for the next claim."""
         with self._lock:
             self._pending += operations
@@ -179,25 +187,25 @@ class RedisStore:
         """True when the caller should handle `the_key`, False for a duplicate; Held when
         another host's live claimant has it in hand."""
         self._catch_up()
-        won = self._run(self._claim, the_key, now)
+        with redisdb.answering(self.url, "nodupe_store"):
+            won = int(self._run(self._claim, the_key, now))
         if won < 0:
             raise Held(f"{the_key.split(chr(0))[1]} is being handled by another node",
                        fix="retried: a duplicate once that node confirms it, ours if it dies")
         return won == 1
 
+    def _resolving(self, keys: Iterable[str], now: float | None, how: str) -> list[Callable[[Pipeline], object]]:
+        return [functools.partial(self._run, self._resolve, k, now, how) for k in keys]
+
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
-        self._later([functools.partial(self._run, self._resolve, k, now, "confirm") for k in keys])
+        self._later(self._resolving(keys, now, "confirm"))
 
     def release(self, keys: Iterable[str]) -> None:
-        self._later([functools.partial(self._run, self._resolve, k, None, "release") for k in keys])
+        self._later(self._resolving(keys, None, "release"))
 
     def forget(self, scope: str, rel_path: str) -> None:
         path, _ = split(f"{scope}\0{rel_path}\0")
-
-        def delete() -> None:
-            with redisdb.answering(self.url, "nodupe_store"):
-                self.db.delete(self.prefix + path)
-        self._later([delete])
+        self._later([lambda pipe: pipe.delete(self.prefix + path)])
 
     def _paths(self) -> list[bytes]:
         pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix) + "*"
