@@ -177,11 +177,15 @@ BEFORE = {
                lambda walk: (walk.pump_dir / PUSHED[1]).exists()),
     "nodes-relayed": ("ann's ten files in the nodes' trees",
                       lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES)),
+    "node-died": ("ann's five more files on node 2",
+                  lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES) + len(LATER_FILES)),
 }
 
 
 #: What ann posts twice for the pump's nodes.
 NODE_FILES = [f"r{i}.txt" for i in range(1, 11)]
+#: What ann posts once node 1 is dead.
+LATER_FILES = [f"r{i}.txt" for i in range(11, 16)]
 
 
 def _on_nodes(walk):
@@ -276,6 +280,12 @@ def _nodes_relayed(walk, output):
     assert sorted(line.rsplit("/", 1)[-1] for line in output.split()) == sorted(NODE_FILES)
 
 
+def _node_died(walk, output):
+    # The later files on node 2, each once on the nodes: none lost or held with node 1.
+    assert set(LATER_FILES) <= set(output.split())
+    assert _on_nodes(walk) == sorted(NODE_FILES + LATER_FILES)
+
+
 def _torn_down(walk, output):
     for value in walk.names.values():
         if not value.isdigit():
@@ -312,6 +322,7 @@ AFTER = {
     "linked": _linked,
     "pushed": _pushed,
     "nodes-relayed": _nodes_relayed,
+    "node-died": _node_died,
     "teardown": _torn_down,
 }
 NOT_RUN_CHECKS = {"packages": _packages_installed, "packages-partner": _packages_installed}
