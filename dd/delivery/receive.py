@@ -34,8 +34,9 @@ class Receiver:
     """Delivers notices into trees; one per flow instance."""
 
     def __init__(self, transports, *, download_checksum="sha512", rate_max=0, pace=None, fsync=False,
-                 tick=None, attempts=3, stale_after=86400.0):
+                 tick=None, attempts=3, stale_after=86400.0, progress=None):
         self.transports = transports
+        self.progress = progress or _NO_PROGRESS   # a dd.store.metrics.Progress
         self.download_checksum = download_checksum
         self.rate_max = rate_max
         self.pace = pace        # rate_max's budget: None, this process's
@@ -75,8 +76,11 @@ class Receiver:
         except DDError as error:
             outcome = Outcome(Code.REFUSED_NOTICE, str(error), error.rule)
         except OSError as error:
+            # Permissions are the configuration's to fix: say so, rather than only "failed".
+            fix = (" (give dd's user write permission there, or change directory)"
+                   if error.errno in (errno.EACCES, errno.EPERM) else "")
             outcome = Outcome(Code.NO_SPACE if error.errno == errno.ENOSPC else Code.FAILED,
-                              f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
+                              f"cannot write {tree.path(rel_path)}: {error.strerror}{fix}", "filesystem")
         outcome.local_path = outcome.local_path or _display(tree, rel_path)
         outcome.duration = time.monotonic() - started
         return outcome
@@ -143,10 +147,11 @@ class Receiver:
             prefix = (checksum.new(whole.method), 0)
         follow = prefix is not None and prefix[1] == slot.offset
         slot.file.seek(slot.offset)
-        with transport.open_read(path, slot.offset, slot.length) as data:
+        with transport.open_read(path, slot.offset, slot.length) as data, \
+                _tracking(self.progress, f"{notice.rel_path} ({label})", slot.length) as tracker:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
                           also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace,
-                          tick=self.tick, name=f"{notice.url} {label}")
+                          tick=self.tick, progress=tracker.advance, name=f"{notice.url} {label}")
         if verify and result.checksum != part.checksum.value:
             raise ChecksumMismatch(
                 f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
@@ -204,9 +209,11 @@ class Receiver:
         tmp, out_fd = _open_temporary(fd, leaf)
         try:
             with os.fdopen(out_fd, "wb", buffering=0) as out:
-                with transport.open_read(path, 0, notice.size) as source:
+                with transport.open_read(path, 0, notice.size) as source, \
+                        _tracking(self.progress, notice.rel_path, notice.size) as tracker:
                     result = copy(source, out, length=notice.size, hasher=checksum.new(method),
-                                  rate_max=self.rate_max, pace=self.pace, tick=self.tick)
+                                  rate_max=self.rate_max, pace=self.pace, tick=self.tick,
+                                  progress=tracker.advance)
                 if verify and result.checksum != notice.checksum.value:
                     raise ChecksumMismatch(
                         f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
@@ -314,6 +321,31 @@ def refuse_directory(fd, leaf, rel_path):
         return
     if stat.S_ISDIR(st.st_mode):
         raise PathError(f"{rel_path!r} is a directory here; a file cannot replace it", rule="is-a-directory")
+
+
+class _NoProgress:
+    """Progress nobody watches."""
+
+    def begin(self, name, total):
+        return self
+
+    def advance(self, nbytes):
+        pass
+
+    def end(self):
+        pass
+
+
+_NO_PROGRESS = _NoProgress()
+
+
+@contextlib.contextmanager
+def _tracking(progress, name, total):
+    tracker = progress.begin(name, total)
+    try:
+        yield tracker
+    finally:
+        tracker.end()
 
 
 def _display(tree, rel_path):
