@@ -44,8 +44,12 @@ setup(
                              # The FTP server of the transfer tests, and what its FTPS needs.
                              "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0",
                              # test_console drives Debian's chromium and chromedriver.
-                             "selenium>=4.8"],
-                    "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
+                             "selenium>=4.8",
+                             # MQTT over WebSockets: the tests' bridge to Mosquitto, and paho for MQTT.
+                             "websockets>=10.4", "paho-mqtt>=2.1"],
+                    "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"],
+                    # MQTT brokers (mqtt://, mqtts://, ws://, wss://): Debian 12 ships paho-mqtt 1.6 only.
+                    "mqtt": ["paho-mqtt>=2.1"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],
     },

@@ -129,7 +129,7 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
             check_directories(ctx.cfg, ctx.cfg.component)
         receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max, pace=pace(ctx),
                             fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl,
-                            progress=ctx.progress)
+                            progress=ctx.progress, parallel=cfg.parallel)
         placement = relaying.placement if relaying else PLAIN_TREE
     if cfg.on_file:
         hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)

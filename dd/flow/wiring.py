@@ -1,6 +1,8 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 import socket
 from collections.abc import Callable
 from typing import Optional
@@ -12,6 +14,8 @@ from dd.core.notice import now as notice_now
 from dd.flow.item import Item
 from dd.flow.posting import ExchangeOf, Poster
 from dd.flow.protocols import Context
+
+log = logging.getLogger("dd.flow")
 
 
 def accept_lines(ctx: Context) -> Callable[[Item], bool]:
@@ -35,8 +39,12 @@ def subscription(ctx: Context) -> broker.Subscription:
     url = ctx.credentials.complete(cfg.broker)
     assert ctx.state is not None, "a consuming configuration has a state directory"
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
-    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
-    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
+    if cfg.topic:
+        exchange, binding = topic.verbatim(cfg.topic)
+        bindings: tuple[str, ...] = (binding,)
+    else:
+        exchange, bindings = cfg.exchange, tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
                                queue_type=cfg.queue_type, stream_offset=cfg.stream_offset)
 
 
@@ -45,15 +53,16 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg = ctx.cfg
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
-    return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat,
+    return broker.consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat, instance=ctx.instance, shuffle=cfg.broker_failover == "shuffle",
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
 def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
-    return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+    return broker.publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            shuffle=cfg.broker_failover == "shuffle",
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
@@ -65,12 +74,16 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+    post_exchange, post_topic = cfg.post_exchange, None
+    if cfg.post_topic:
+        post_exchange, post_topic = topic.verbatim(cfg.post_topic)
 
     def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
-        return formats.encode(item.outgoing, post_format, post_topic_prefix)
-    return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
+        message = formats.encode(item.outgoing, post_format, post_topic_prefix)
+        return message if post_topic is None else dataclasses.replace(message, topic=post_topic)
+    return Poster(publisher(ctx, cfg.post_broker), exchange or post_exchange, message_of,
                   timeout=cfg.post_timeout)
 
 
@@ -79,6 +92,11 @@ def reporter(ctx: Context) -> Optional[Poster]:
     broker the notices came from, to report_exchange; None when log_reports is off."""
     cfg = ctx.cfg
     if not (cfg.log_reports and cfg.broker):
+        return None
+    if not cfg.report_exchange:
+        # xs_${BROKER_USER} of an anonymous login (an MQTT broker may allow one).
+        log.warning("log messages are not sent: report_exchange is unset and broker %s names no user "
+                    "(set report_exchange, or log_reports off)", cfg.broker)
         return None
     consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
                     component=cfg.component)
