@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.support.pump import compare, manifest, reachable_by_workers, wait_for
+from tests.support.pump import Pump, compare, manifest, reachable_by_workers, wait_for
 from tests.support.redisserver import REDIS
 from tests.support.servers import _start, _stop, free_port
 from tests.test_sara import Downstream, make_files
@@ -84,13 +84,35 @@ def nodes(tmp_path, pump):
         node.close()
 
 
-def test_two_relay_nodes_on_one_queue_relay_each_file_once_though_one_is_killed(pump, nodes, redis_url):
+@pytest.fixture
+def cluster_pump(tmp_path, rabbit_cluster, nginx_server):
+    """A pump whose broker is the three-node cluster: its URLs name every node."""
+    vhost = rabbit_cluster.add_vhost()
+    the_pump = Pump(tmp_path, rabbit_cluster.urls(vhost), nginx_server)
+    the_pump.first_node = rabbit_cluster.nodes[0].url(vhost)
+    yield the_pump
+    the_pump.close()
+    rabbit_cluster.ctl(rabbit_cluster.nodes[0], "delete_vhost", vhost)
+
+
+@pytest.fixture
+def cluster_nodes(tmp_path, cluster_pump):
+    made = [Node(tmp_path, cluster_pump, name) for name in ("node1", "node2")]
+    yield made
+    for node in made:
+        node.close()
+
+
+def test_two_relay_nodes_on_one_quorum_queue_of_a_cluster_relay_each_file_once_though_one_is_killed(
+        cluster_pump, cluster_nodes, redis_url):
+    pump, nodes = cluster_pump, cluster_nodes
     expected = make_files(pump.src, FILES)
     out = f"{pump.exchange}_out"
-    downstream = Downstream(pump.broker_url, out)
+    downstream = Downstream(pump.first_node, out)
     queue = f"q_guest.sara.relay.{pump.exchange}"
-    shared = (f"broker {pump.broker_url}\nexchange {pump.exchange}\nqueue {queue}\nqueue_type quorum\n"
-              f"prefetch {PREFETCH}\n"
+    # Every node of the cluster named, the relays spread over them, one quorum queue.
+    shared = (f"broker {pump.broker_url}\nbroker_failover shuffle\nexchange {pump.exchange}\nqueue {queue}\n"
+              f"queue_type quorum\nprefetch {PREFETCH}\n"
               f"post_broker {pump.broker_url}\npost_exchange {out}\nnodupe_store {redis_url}\n"
               f"retry_delay 1s\n")
     for node in nodes:
