@@ -76,12 +76,18 @@ class Node:
                            env=self.env, capture_output=True, timeout=60)
 
 
+def _two_nodes(tmp_path, pump):
+    made = [Node(tmp_path, pump, name) for name in ("node1", "node2")]
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.close()
+
+
 @pytest.fixture
 def nodes(tmp_path, pump):
-    made = [Node(tmp_path, pump, name) for name in ("node1", "node2")]
-    yield made
-    for node in made:
-        node.close()
+    yield from _two_nodes(tmp_path, pump)
 
 
 @pytest.fixture
@@ -97,10 +103,7 @@ def cluster_pump(tmp_path, rabbit_cluster, nginx_server):
 
 @pytest.fixture
 def cluster_nodes(tmp_path, cluster_pump):
-    made = [Node(tmp_path, cluster_pump, name) for name in ("node1", "node2")]
-    yield made
-    for node in made:
-        node.close()
+    yield from _two_nodes(tmp_path, cluster_pump)
 
 
 def test_two_relay_nodes_on_one_quorum_queue_of_a_cluster_relay_each_file_once_though_one_is_killed(
