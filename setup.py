@@ -29,6 +29,7 @@ setup(
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
         "bcrypt>=3.2.2",
+        "redis>=4.3.4",      # nodupe_store and rate_store of a pump on several nodes
         "tqdm>=4.64.1",
         # The web console (dd_ctl web): Flask pages served by cheroot, which speaks TLS (waitress does not).
         "flask>=2.2.2",

@@ -331,3 +331,34 @@ def test_a_user_named_as_a_directory_of_the_pumps_tree_is_refused(site):
     status, out = site.audit("declare")
     assert status == 2 and "user private cannot be declared" in out and "Traceback" not in out
     assert api("GET", f"vhosts/{site.vhost}") == 404      # nothing was done
+
+
+def test_with_quorum_queues_declare_sets_the_clusters_queue_policy_once_and_classic_removes_it(site):
+    admin_conf = (site.config_dir / "admin.conf").read_text()
+    site.write(admin_conf + "queue_type quorum\n")
+    status, out = site.audit("declare")
+    assert status == 0, out
+    assert api("PUT", f"policies/{site.vhost}/theirs", {"pattern": "^x", "definition": {"max-length": 9}}) == 201
+    assert "fixed: policy dd-quorum: missing" in out
+    policy = api("GET", f"policies/{site.vhost}/dd-quorum")
+    assert policy["pattern"] == "^q_" and policy["definition"] == {"queue-leader-locator": "balanced"}
+    assert site.audit("status") == (0, f"dd_audit status: vhost {site.vhost}, 5 user(s), in sync with admin.conf\n")
+    # A quorum queue a subscriber declares is under it: the broker applies it, whichever node.
+    connection = site.connect("bob")
+    queue = f"q_{site.names['bob']}.subscribe.quorum"
+    connection.channel().queue_declare(queue, durable=True, auto_delete=False,
+                                       arguments={"x-queue-type": "quorum"})
+    connection.close()
+    assert wait_for(lambda: api("GET", f"queues/{site.vhost}/{queue}").get("policy") == "dd-quorum", timeout=10)
+    # Changed by hand: status says how, declare puts it back.
+    api("PUT", f"policies/{site.vhost}/dd-quorum", {"pattern": "^q_", "definition": {"max-length": 1}})
+    status, out = site.audit("status")
+    assert status == 1 and "policy dd-quorum: is {'max-length': 1} on ^q_, should be" in out
+    assert site.audit("declare")[0] == 0
+    assert api("GET", f"policies/{site.vhost}/dd-quorum")["definition"] == {"queue-leader-locator": "balanced"}
+    # Back to classic queues: ours goes, another's policy stays.
+    site.write(admin_conf)
+    status, out = site.audit("declare")
+    assert "fixed: policy dd-quorum: not wanted" in out
+    assert api("GET", f"policies/{site.vhost}/dd-quorum") == 404
+    assert api("GET", f"policies/{site.vhost}/theirs")["definition"] == {"max-length": 9}

@@ -13,6 +13,7 @@ users are removed at the end.
 """
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -52,8 +53,12 @@ def _sha256(path):
 class Walk:
     """The walkthrough's world: its HOME, the names it was given, and ways to look at it."""
 
-    def __init__(self, base):
+    def __init__(self, base, cluster):
         self.base = base
+        #: What "A pump on three nodes" names its RabbitMQ nodes by.
+        self.cluster_ports = {f"amqp_{n}": str(node.port) for n, node in enumerate(cluster.nodes, 1)}
+        self.cluster_ports["admin_1"] = str(cluster.nodes[0].management_port)
+        self.cluster_api = f"http://127.0.0.1:{cluster.nodes[0].management_port}/api"
         self.home = base / "home"
         self.home.mkdir()
         self.readme = walkthrough.README.read_text(encoding="utf-8")
@@ -92,9 +97,11 @@ class Walk:
         return self.home / ".local" / "state" / "dd" / "log"
 
     def unique_names(self, step):
-        """The assignments of a names step, with values no other run uses."""
+        """The assignments of a names step, with values no other run uses; the cluster's
+        ports are those of the test suite's own three RabbitMQ nodes."""
         tag = secrets.token_hex(3)
-        chosen = {variable: str(free_port()) if value.isdigit() else f"{value}-t{tag}"
+        chosen = {variable: self.cluster_ports.get(variable) or (str(free_port()) if value.isdigit()
+                                                                 else f"{value}-t{tag}")
                   for variable, value in step.assignments().items()}
         self.names.update(chosen)
         return " ".join(f"{k}={v}" for k, v in chosen.items()) + "\n"
@@ -138,19 +145,20 @@ class Walk:
         # ... and the FTP and SFTP servers the guide starts.
         for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid"),
                          self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid",
-                         self.pump_dir / "mqtt/mosquitto.pid"]:
+                         self.pump_dir / "mqtt/mosquitto.pid", self.pump_dir / "redis/redis.pid"]:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd", b"mosquitto")):
+                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd", b"mosquitto",
+                                                    b"redis-server")):
                     os.kill(pid, signal.SIGKILL)
         for name, value in self.names.items():
             if name == "pumpdir":
                 shutil.rmtree(value, ignore_errors=True)
             elif not value.isdigit():
-                for kind in ("vhosts", "users"):
+                for api, kind in itertools.product((MANAGEMENT, self.cluster_api), ("vhosts", "users")):
                     with contextlib.suppress(urllib3.exceptions.HTTPError):
-                        HTTP.request("DELETE", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST)
+                        HTTP.request("DELETE", f"{api}/{kind}/{value}", headers=GUEST)
 
 
 # What a reader waits for before a step ("a moment later"), with a deadline.
@@ -179,7 +187,22 @@ BEFORE = {
     "mqtt-mirrored": ("ann's three files at bob's, over MQTT",
                       lambda walk: all(walk.path(f"~/bob/mqtt/obs/today/{name}").exists()
                                        for name in ("temperature.txt", "pressure.txt", "notes.doc"))),
+    "nodes-relayed": ("ann's ten files in the nodes' trees",
+                      lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES)),
+    "node-died": ("ann's five more files on nodes 2 and 3",
+                  lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES) + len(LATER_FILES)),
 }
+
+
+#: What ann posts twice for the pump's nodes.
+NODE_FILES = [f"r{i}.txt" for i in range(1, 11)]
+#: What ann posts once node 1 is dead.
+LATER_FILES = [f"r{i}.txt" for i in range(11, 16)]
+
+
+def _on_nodes(walk):
+    return sorted(p.name for p in walk.pump_dir.glob(f"node*/tree/{walk.names['ann']}/obs/nodes/*")
+                  if not p.name.startswith("."))  # a download under its temporary name
 
 
 # What the guides say happens, checked after a step: check(walk, output) asserts.
@@ -281,11 +304,23 @@ def _pushed(walk, output):
     assert not leftovers, f"more than the file in the partner's directory: {leftovers}"
 
 
+def _nodes_relayed(walk, output):
+    # Two copies of each file, one relay of it: each is on one node, whichever got which copy.
+    assert _on_nodes(walk) == sorted(NODE_FILES)
+    assert sorted(line.rsplit("/", 1)[-1] for line in output.split()) == sorted(NODE_FILES)
+
+
+def _node_died(walk, output):
+    # The later files on nodes 2 and 3, each once on the nodes: none lost or held with node 1.
+    assert set(LATER_FILES) <= set(output.split())
+    assert _on_nodes(walk) == sorted(NODE_FILES + LATER_FILES)
+
+
 def _torn_down(walk, output):
     for value in walk.names.values():
         if not value.isdigit():
-            for kind in ("vhosts", "users"):
-                assert HTTP.request("GET", f"{MANAGEMENT}/{kind}/{value}", headers=GUEST).status == 404, value
+            for api, kind in itertools.product((MANAGEMENT, walk.cluster_api), ("vhosts", "users")):
+                assert HTTP.request("GET", f"{api}/{kind}/{value}", headers=GUEST).status == 404, value
     assert not walk.pump_dir.exists()
     # An sshd session process ends a moment after its client, the stopped sender, has left.
     assert wait_for(lambda: not _running(walk), timeout=10, interval=0.1), \
@@ -317,6 +352,8 @@ AFTER = {
     "metrics": _watched_pump,
     "linked": _linked,
     "pushed": _pushed,
+    "nodes-relayed": _nodes_relayed,
+    "node-died": _node_died,
     "teardown": _torn_down,
 }
 NOT_RUN_CHECKS = {"packages": _packages_installed, "packages-partner": _packages_installed}
@@ -373,11 +410,11 @@ def _fail(step, why, walk, output=None):
     raise walkthrough.StepFailed(f"{step} {why}\n--- the step\n{step.script}{ran}{walk.dd_logs()}")
 
 
-def test_the_guides_work_as_written(tmp_path):
+def test_the_guides_work_as_written(tmp_path, rabbit_cluster):
     reason = _ready()
     if reason:
         pytest.skip(reason)
-    walk = Walk(tmp_path)
+    walk = Walk(tmp_path, rabbit_cluster)
     shell = walkthrough.Shell(tmp_path / "steps", walk.env, cwd=walk.home)
     try:
         for step in walkthrough.steps():

@@ -29,5 +29,6 @@ def build(ctx):
     destination = _destination(cfg)
 
     def sending(transports, tick):
-        return send.Sender(transports, rate_max=cfg.rate_max, verify_sent=cfg.verify_sent, tick=tick), destination
+        return send.Sender(transports, rate_max=cfg.rate_max, pace=deliver.pace(ctx), verify_sent=cfg.verify_sent,
+                           tick=tick), destination
     return deliver.build(ctx, sending=sending)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from _typeshed import StrPath
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443,
-                 "http": 80, "https": 443, "sftp": 22, "ftp": 21, "ftps": 21}
+                 "http": 80, "https": 443, "sftp": 22, "ftp": 21, "ftps": 21, "redis": 6379, "rediss": 6379}
 SCHEMES = (*DEFAULT_PORTS, "file")
 FILE_NAME = "credentials.conf"
 #: Schemes whose password goes with each request, so a line's path limits the requests that

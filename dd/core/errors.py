@@ -67,6 +67,13 @@ class BrokerError(DDError):
     rule = "broker"
 
 
+class StoreUnavailable(DDError):
+    """A store shared by several hosts (Redis) did not answer, or answered with an error."""
+
+    status = ExitStatus.UNAVAILABLE
+    rule = "store"
+
+
 #: The fix for a refused TLS certificate, a broker's or a data server's.
 CERTIFICATE_FIX = ("use the host name the certificate names, or trust the CA that signed it: "
                    "SSL_CERT_FILE=/path/to/ca.pem")

@@ -324,11 +324,13 @@ OPTIONS = (
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
-    _option("queue_type", choice("classic", "quorum", "stream"), "classic", READERS,
+    _option("queue_type", choice("classic", "quorum", "stream"), "classic", READERS + " audit",
             "kind of queue declared: classic (one node holds it), quorum (replicated on the cluster's "
             "nodes: nothing confirmed is lost when one dies; dd_cluster(7)) or stream (an append-only "
             "log read from stream_offset, kept for message_ttl, for replaying notices into a new "
-            "subscriber); a queue keeps its type: change it and run cleanup"),
+            "subscriber); a queue keeps its type: change it and run cleanup; dd_audit: quorum declares "
+            "the vhost's policy dd-quorum, once for the cluster, which spreads the q_ queues' leaders "
+            "over its nodes (queue-leader-locator balanced)"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
             "(Sarracenia's default; on MQTT, the session expiry); raise it, e.g. to 1d, when notices "
@@ -430,6 +432,11 @@ OPTIONS = (
             "most its window per round trip, and N streams carry N of them"),
     _option("rate_max", SIZE, "0", SENDING,
             "download (dd_sender: sending) bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
+    _option("rate_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,
+            "a Redis (it may be nodupe_store's) keeping rate_max as one budget for every instance on "
+            "every host of the same configuration (component and name), so that together they move "
+            "rate_max, not rate_max each; Redis not answering, each process paces itself alone until it "
+            "does (an error says so); unset: each process has rate_max of its own"),
     _option("destination", url("sftp", "ftp", "ftps", "file", example="sftp://user@host/dir"), None, "sender",
             "where dd_sender puts files: a directory on an SFTP, FTP or FTPS server (its absolute path "
             "on the server) or a local one (file:/dir); its password comes from credentials.conf"),
@@ -456,9 +463,16 @@ OPTIONS = (
             "its notice is kept in the retry store and on_file runs again when it is retried (retry)"),
     _option("nodupe_ttl", DURATION, "5m", SENDING,
             "a notice for a path and checksum already handled this recently, by any instance "
-            "or configuration delivering into the same directory, is skipped; 0 disables (the "
+            "or configuration delivering into the same directory (with nodupe_store: by any instance, "
+            "on any host, of the same configuration), is skipped; 0 disables (the "
             "default of dd_subscribe, which recognises a file already in place by its checksum)",
             component_defaults={"subscribe": "0"}),
+    _option("nodupe_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,
+            "a Redis (database number as its path; password from credentials.conf) holding the "
+            "duplicate store instead of this host's SQLite file, so that the nodes of a pump consuming "
+            "one queue handle each notice once: shared by every instance on every host of the same "
+            "configuration (component and name); a copy another node is handling is retried, a notice "
+            "Redis does not answer for is kept for retry; unset: the SQLite file"),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
             "a notice whose transfer failed is kept in the instance's retry store and tried again "
             "for this long, then given up and logged"),

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 
 from dd import flow
 from dd.core import checksum, paths, route
-from dd.core.errors import ConfigError, NoticeError
+from dd.core.errors import ConfigError, NoticeError, StoreUnavailable
 from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
 from dd.core.options import python_spec
@@ -32,8 +32,9 @@ from dd.delivery import hooks, plugins
 from dd.delivery.receive import Receiver
 from dd.flow import Item
 from dd.store import nodupe
+from dd.store.ratebudget import SharedPace
 from dd.store.retry import RetryStore
-from dd.transfer import SCHEMES, Transports, transport_class
+from dd.transfer import SCHEMES, Transports, copy, transport_class
 
 log = logging.getLogger("dd.deliver")
 
@@ -126,7 +127,7 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     else:
         if relaying is None:
             check_directories(ctx.cfg, ctx.cfg.component)
-        receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
+        receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max, pace=pace(ctx),
                             fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl,
                             progress=ctx.progress, parallel=cfg.parallel)
         placement = relaying.placement if relaying else PLAIN_TREE
@@ -134,7 +135,9 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
         hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
         due = hooks.DueStore(ctx.state.hooks_file(), cfg.retry_ttl)
         receiver = hooks.Hooked(receiver, hook, due, retry=cfg.on_file_failure == "retry")
-    store = nodupe.Store(ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl) if cfg.nodupe_ttl else None
+    store = nodupe.opened(cfg.nodupe_store and ctx.credentials.complete(cfg.nodupe_store),
+                          ctx.state.shared_file("nodupe.sqlite"), cfg.nodupe_ttl,
+                          f"{cfg.component}/{cfg.name}") if cfg.nodupe_ttl else None
     delivery = Delivery(cfg, receiver, relay=relaying is not None, store=store,
                         placement=placement, on_notice=on_notice)
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
@@ -143,6 +146,15 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads, pipelined=True)
+
+
+def pace(ctx) -> Optional[copy.Pace]:
+    """rate_max's budget: shared through rate_store, or (None) this process's own."""
+    cfg = ctx.cfg
+    if cfg.rate_store is None or not cfg.rate_max:
+        return None
+    return SharedPace(ctx.credentials.complete(cfg.rate_store), f"{cfg.component}/{cfg.name}",
+                      copy.PROCESS_PACE.wait_for)
 
 
 def check_directories(cfg, component):
@@ -197,7 +209,8 @@ class Delivery:
 
     def _claim(self, item, where):
         """False for a duplicate.  Claimed in the item's lane, after the notices before it
-        about the same path (a delete in between makes the same content new again)."""
+        about the same path (a delete in between makes the same content new again).
+        StoreUnavailable: a shared store did not answer, or another node has the key in hand."""
         notice = item.notice
         if self.store is None or notice.op is Op.DELETE:
             return True
@@ -207,6 +220,16 @@ class Delivery:
             return False
         self.claims[id(item)] = key
         return True
+
+    def _scope(self, tree, mask):
+        """Where duplicates are judged: the tree's directory, or, in a store that hosts
+        share, what names it on every host (which accept line, which namespace below it)."""
+        if not isinstance(tree, paths.Tree):
+            return str(tree)
+        if self.store is None or not self.store.shared:
+            return os.path.abspath(str(tree))
+        line = next((f"#{n}" for n, m in enumerate(self.cfg.masks) if m is mask), "#unmatched")
+        return os.path.join(line, *tree.namespace)
 
     def work(self, item: Item):
         # The item keeps the notice as received: its log message and retry entry are about that one.
@@ -222,9 +245,13 @@ class Delivery:
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
         local = isinstance(tree, paths.Tree)
-        where = (os.path.abspath(str(tree)) if local else str(tree), rel_path)
-        if not self._claim(item, where):
-            item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
+        where = (self._scope(tree, item.mask), rel_path)
+        try:
+            if not self._claim(item, where):
+                item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
+                return
+        except StoreUnavailable as error:
+            item.outcome = Outcome(Code.FAILED, str(error), error.rule)
             return
         # A changed rel_path says where the file lands; the data stays where the source put it,
         # on the (maybe changed) base_url's server.
@@ -236,7 +263,7 @@ class Delivery:
             if (item.outcome is None or not item.outcome.ok) and id(item) in self.claims:
                 self.store.release([self.claims.pop(id(item))])
         code = item.outcome.code
-        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
+        if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store is not None:
             # The path may now be created again with the same content: not a duplicate.
             self.store.forget(*where)
         if self.announces(item):
@@ -286,7 +313,7 @@ class Delivery:
 
     def close(self):
         self.receiver.close()
-        if self.store:
+        if self.store is not None:
             self.store.close()
 
 
@@ -303,7 +330,7 @@ class Recorder:
         # Only this batch's: the next one may be claiming meanwhile (a pipelined flow).
         claims = {id(i): key for i in items if (key := self.delivery.claims.pop(id(i), None))}
         store = self.delivery.store
-        if store and claims:
+        if store is not None and claims:
             held = {id(i) for i in unconfirmed}
             done = {id(i) for i in items if id(i) not in held}
             store.confirm([k for i, k in claims.items() if i in done])

@@ -33,13 +33,14 @@ log = logging.getLogger("dd.receive")
 class Receiver:
     """Delivers notices into trees; one per flow instance."""
 
-    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
+    def __init__(self, transports, *, download_checksum="sha512", rate_max=0, pace=None, fsync=False,
                  tick=None, attempts=3, stale_after=86400.0, progress=None, parallel=1):
         self.transports = transports
         self.progress = progress or _NO_PROGRESS   # a dd.store.metrics.Progress
         self.parallel = parallel         # connections a big whole file is fetched over
         self.download_checksum = download_checksum
         self.rate_max = rate_max
+        self.pace = pace        # rate_max's budget: None, this process's
         self.fsync = fsync
         self.tick = tick
         self.attempts = attempts
@@ -150,8 +151,8 @@ class Receiver:
         with transport.open_read(path, slot.offset, slot.length) as data, \
                 _tracking(self.progress, f"{notice.rel_path} ({label})", slot.length) as tracker:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
-                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, tick=self.tick,
-                          progress=tracker.advance, name=f"{notice.url} {label}")
+                          also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace,
+                          tick=self.tick, progress=tracker.advance, name=f"{notice.url} {label}")
         if verify and result.checksum != part.checksum.value:
             raise ChecksumMismatch(
                 f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
@@ -275,7 +276,7 @@ class Receiver:
             out.seek(start)
             length = size - start if start else size
             with transport.open_read(path, start, length) as source:
-                return copy(source, out, length=length, hasher=hasher, rate_max=self.rate_max,
+                return copy(source, out, length=length, hasher=hasher, rate_max=self.rate_max, pace=self.pace,
                             tick=self.tick, progress=tracker.advance).checksum
         except RangeIgnored:
             if not start and streams == 1:

@@ -100,9 +100,10 @@ class Sender:
     """Sends notices' files to a destination; one per flow instance.  The receiver of the
     delivering flow (dd.delivery.deliver) when it is a sender: the same `receive`."""
 
-    def __init__(self, transports, *, rate_max=0, verify_sent=False, tick=None, attempts=3):
+    def __init__(self, transports, *, rate_max=0, pace=None, verify_sent=False, tick=None, attempts=3):
         self.transports = transports
         self.rate_max = rate_max
+        self.pace = pace        # rate_max's budget: None, this process's
         self.verify_sent = verify_sent
         self.tick = tick
         self.attempts = attempts
@@ -165,7 +166,7 @@ class Sender:
         def attempt():
             with source.open_read(source_path, 0, notice.size) as data:
                 return destination.write(path, data, check=check, length=notice.size,
-                                         hasher=checksum.new(hash_method), rate_max=self.rate_max,
+                                         hasher=checksum.new(hash_method), rate_max=self.rate_max, pace=self.pace,
                                          tick=self.tick, name=notice.url)
 
         result = retrying(attempt, self.attempts)

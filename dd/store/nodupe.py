@@ -10,6 +10,9 @@ configurations at once, give one delivery and one downstream notice.  A key is
 than never: a claimant is a process identity (dd.store.pidfile), so a pid reused by another
 process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
 seconds and are purged.
+
+Several hosts share one through Redis instead (dd.store.nodupe_redis): `opened` gives the
+one a configuration names, both being a `Claims`.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dd.core.notice import Checksum
 from dd.store import database, pidfile
@@ -25,6 +28,7 @@ from dd.store import database, pidfile
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
+    from dd.core.credentials import Url
     from dd.core.notice import Part
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
@@ -55,8 +59,47 @@ def _prefix(scope: str, rel_path: str) -> str:
     return f"{scope}\0{rel_path}"
 
 
+def split(the_key: str) -> tuple[str, str]:
+    """(scope and path, the rest) of a key: forget drops every key of one path."""
+    scope, rel_path, rest = the_key.split("\0", 2)
+    return _prefix(scope, rel_path), rest
+
+
+class Claims(Protocol):
+    """A duplicate store: claim before the work, confirm or release after it."""
+
+    #: True when hosts share it: a scope must then name no local path.
+    shared: bool
+
+    def claim(self, the_key: str, now: float | None = None) -> bool: ...
+
+    def confirm(self, keys: Iterable[str], now: float | None = None) -> None: ...
+
+    def release(self, keys: Iterable[str]) -> None: ...
+
+    def forget(self, scope: str, rel_path: str) -> None: ...
+
+    def purge(self, now: float | None = None) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def opened(url: Url | None, path: StrPath, ttl: float, namespace: str) -> Claims:
+    """The store at `url` (a Redis, keys of `namespace`: a configuration's) or, without
+    one, the SQLite file `path` of this host."""
+    if url is None:
+        return Store(path, ttl)
+    from dd.store.nodupe_redis import RedisStore
+
+    return RedisStore(url, ttl, namespace)
+
+
 class Store:
     """Claims on notice keys, shared through one SQLite file by every process using it."""
+
+    shared = False
 
     def __init__(self, path: StrPath, ttl: float) -> None:
         self.path = os.fspath(path)

@@ -72,6 +72,14 @@ class CopyResult:
     checksum: Optional[str]   # hexdigest of the hasher given, else None
 
 
+class Pace(Protocol):
+    """What rate_max paces copies with: this process's own, or a budget shared by the
+    processes of several hosts (dd.store.ratebudget)."""
+
+    def wait_for(self, nbytes: int, rate: float) -> float:
+        """Seconds to wait so that these bytes keep the copies paced at `rate` bytes/s."""
+
+
 class _Limiter:
     """Paces all copies of the process together: each chunk books its time
     after the previous booking, so idle periods earn a burst of RATE_SLACK
@@ -90,24 +98,27 @@ class _Limiter:
             return self._booked_until - now
 
 
-_limiter = _Limiter()
+#: The pace of this process's copies unless they are given another.
+PROCESS_PACE = _Limiter()
 
 
 def copy(src: Source, dst: Sink, *, length: Optional[int] = None, hasher: Optional[Digest] = None,
          also_hash: Iterable[Digest] = (), rate_max: float = 0, tick: Optional[Callable[[], object]] = None,
          progress: Optional[Callable[[int], object]] = None, chunk_size: int = CHUNK_SIZE,
-         name: str = "source") -> CopyResult:
+         name: str = "source", pace: Optional[Pace] = None) -> CopyResult:
     """Copy `src` (readable) to `dst` (a writable binary file, buffered or not).
     `hasher` gives the result's checksum; `also_hash` are more hashers fed the
     same bytes side by side (the caller reads their digests).
     With `length`, a source that ends early or has more is a TransferError
     naming `name`.  `tick()` is called about every 0.5 s, also
     while sleeping for `rate_max`, so a caller can keep a connection alive;
-    `progress(nbytes)` after each chunk read, for a progress bar or status."""
+    `progress(nbytes)` after each chunk read, for a progress bar or status.  `pace`
+    books the bytes against rate_max; unset: this process's own, for all its copies."""
     # A small file needs no 1 MiB buffer: allocating and zeroing it cost more than the copy.
     size = chunk_size if length is None else max(1, min(chunk_size, length))
     readinto = getattr(src, "readinto", None)
     hashers = ([hasher] if hasher is not None else []) + list(also_hash)
+    pace = pace or PROCESS_PACE
     nbytes = 0
     last_tick = time.monotonic()
     # Big chunks are hashed and written on lanes of their own while the next chunks are read
@@ -157,7 +168,7 @@ def copy(src: Source, dst: Sink, *, length: Optional[int] = None, hasher: Option
             if progress is not None:
                 progress(len(data))
             if rate_max:
-                _sleep(_limiter.wait_for(len(data), rate_max), ticking)
+                _sleep(pace.wait_for(len(data), rate_max), ticking)
             ticking()
         settle(0)
     finally:

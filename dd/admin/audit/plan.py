@@ -1,4 +1,5 @@
-"""What a pump's broker should hold, from admin.conf: users, their permissions, exchanges.
+"""What a pump's broker should hold, from admin.conf: users, their permissions, exchanges,
+and the queue policies of a pump whose queues are quorum queues.
 
 RabbitMQ grants each user three regular expressions per virtual host: which
 objects it may configure (declare, delete), write (publish to, bind a queue)
@@ -52,10 +53,34 @@ class User:
 
 
 @dataclasses.dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy, as the management API reads and writes it: one per vhost, and
+    the cluster applies it on every node, to queues declared before and after it."""
+
+    name: str
+    pattern: str
+    definition: dict
+    apply_to: str = "queues"
+    priority: int = 0
+
+    def body(self):
+        return {"pattern": self.pattern, "definition": self.definition, "apply-to": self.apply_to,
+                "priority": self.priority}
+
+
+#: Policies dd_audit owns are named so: others' it never touches.
+POLICY_PREFIX = "dd-"
+#: dd's queues (q_<user>.<component>.<config>...) on a cluster: each quorum queue's leader on
+#: the node with the fewest leaders, not all on the node their consumers first reached.
+QUORUM_POLICY = Policy(f"{POLICY_PREFIX}quorum", r"^q_", {"queue-leader-locator": "balanced"})
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     vhost: str
     admin: str                  # the administrator's user name, kept as it is
     users: tuple                # of User
+    policies: tuple = ()        # of Policy
 
     @property
     def report_bindings(self):
@@ -86,4 +111,5 @@ def plan(cfg):
     path = urllib.parse.unquote(cfg.admin.path)
     vhost = path[1:] if len(path) > 1 else "/"
     return Plan(vhost=vhost, admin=cfg.admin.user or "guest",
-                users=tuple(User(name, role) for name, role in seen.items()))
+                users=tuple(User(name, role) for name, role in seen.items()),
+                policies=(QUORUM_POLICY,) if cfg.queue_type == "quorum" else ())

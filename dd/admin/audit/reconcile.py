@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from dd.admin.audit import prune
 from dd.admin.audit.management import password_matches, tags_of
-from dd.admin.audit.plan import User
+from dd.admin.audit.plan import POLICY_PREFIX, User
 from dd.core.credentials import Url
 from dd.core.errors import ConfigError
 
@@ -18,7 +18,7 @@ EXCHANGE = {"type": "topic", "durable": True, "auto_delete": False, "internal": 
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    kind: str                       # vhost, user, permissions, exchange
+    kind: str                       # vhost, user, permissions, exchange, binding, policy
     name: str
     problem: str                    # what is wrong, for people
     fix: Optional[Callable] = None  # makes the broker right; None: declare leaves it (reported)
@@ -68,6 +68,7 @@ def differences(plan, api, passwords):
         found += _exchange_differences(api, vhost, name, current_exchanges.get(name))
     for source, destination, key in plan.report_bindings:
         found += _binding_differences(api, vhost, source, destination, key)
+    found += _policy_differences(api, vhost, plan.policies, (api.get("policies", vhost) or []) if exists else [])
     if exists:
         found += [Difference("user", r.user, r.problem, prune=r.steps)
                   for r in prune.revocations(plan, api, current_permissions, current_exchanges)]
@@ -110,6 +111,25 @@ def _exchange_differences(api, vhost, name, current):
         return [Difference("exchange", name, "exists but is not a durable topic exchange (declare cannot "
                                              "change that: delete it, then declare again)")]
     return []
+
+
+def _policy_differences(api, vhost, wanted, current):
+    """Ours (dd-...) only: missing or different ones put, unwanted ones (queue_type no
+    longer quorum) deleted."""
+    ours = {p["name"]: p for p in current if p["name"].startswith(POLICY_PREFIX)}
+    found = []
+    for policy in wanted:
+        have = ours.pop(policy.name, None)
+        if have is None or {k: have.get(k) for k in policy.body()} != policy.body():
+            found.append(Difference("policy", policy.name, "missing" if have is None else
+                                    f"is {have.get('definition')} on {have.get('pattern')}, should be "
+                                    f"{policy.definition} on {policy.pattern}",
+                                    lambda policy=policy: api.put("policies", vhost, policy.name,
+                                                                  body=policy.body())))
+    for name in sorted(ours):
+        found.append(Difference("policy", name, "not wanted (queue_type is not quorum in admin.conf)",
+                                lambda name=name: api.delete("policies", vhost, name)))
+    return found
 
 
 def _binding_differences(api, vhost, source, destination, key):

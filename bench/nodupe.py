@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The duplicate store's cost per notice, SQLite (one host) against Redis (a pump's nodes),
+in one run: prints a table.
+
+Each notice a relay handles costs one claim, and a share of one confirm of its batch (the
+flow confirms what a batch announced at once).  A process claims `--count` new keys one
+after the other, confirming them by batches of `--batch`, then claims them again
+(duplicates); then `--processes` processes do the same at once on one store.  The Redis is one of the
+benchmark's own, on a free loopback port, removed at the end.  Target: the Redis store
+keeps up with a relay of small files (dd_subscribe mirrors about 1,600 files/s here:
+bench/README.rst), i.e. at least 3,000 notices claimed and confirmed per second in one
+process.
+
+    python bench/nodupe.py                  # 5,000 keys, 4 processes
+    python bench/nodupe.py --count 1000     # quick look
+
+It measures and reports; it never fails on a missed target.
+"""
+import argparse
+import multiprocessing
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import format_table, free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dd.core.credentials import Url  # noqa: E402 - after the path above
+from dd.store import nodupe  # noqa: E402
+
+TARGET = 3000.0     # notices claimed and confirmed per second, one process
+
+
+def _open(where, tag):
+    url = Url.parse(where) if where.startswith("redis://") else None
+    return nodupe.opened(url, where, 300, f"bench/{tag}")
+
+
+def _pairs(where, tag, count, prefix, batch):
+    """(notices/s of claim+confirm of new keys, claims/s of duplicates) of one process."""
+    store = _open(where, tag)
+    keys = [nodupe.key("/t", f"{prefix}/{n}", "sha512:00") for n in range(count)]
+    started = time.perf_counter()
+    for first in range(0, count, batch):
+        claimed = keys[first:first + batch]
+        assert all(store.claim(key) for key in claimed)
+        store.confirm(claimed)
+    new = count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    assert not any(store.claim(key) for key in keys)
+    again = count / (time.perf_counter() - started)
+    store.close()
+    return new, again
+
+
+def _worker(args):
+    return _pairs(*args)
+
+
+def measure(where, tag, count, processes, batch):
+    one = _pairs(where, tag, count, "one", batch)
+    with multiprocessing.Pool(processes) as pool:
+        started = time.perf_counter()
+        pool.map(_worker, [(where, tag, count, f"p{n}", batch) for n in range(processes)])
+        together = processes * count / (time.perf_counter() - started)
+    return one, together
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000, help="keys per process")
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=50, help="keys confirmed at once")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="dd-bench-nodupe-"))
+    port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(base),
+                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        rows = []
+        for name, where in (("sqlite", str(base / "nodupe.sqlite")), ("redis", f"redis://127.0.0.1:{port}/0")):
+            (new, again), together = measure(where, name, args.count, args.processes, args.batch)
+            verdict = "" if name == "sqlite" else ("met" if new >= TARGET else "missed")
+            rows.append([name, f"{new:,.0f}/s", f"{again:,.0f}/s", f"{together:,.0f}/s",
+                         f"{TARGET:,.0f}/s {verdict}" if verdict else "-"])
+        print(format_table(["store", f"claim+confirm (by {args.batch}), 1 process", "duplicate claim",
+                            f"claim+confirm, {args.processes} processes (total)", "target"], rows))
+    finally:
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The duplicate store in a Redis that several hosts share (nodupe_store redis://...):
+the nodes of a pump consuming one queue relay each notice once between them.
+
+Same claim, confirm and release as the SQLite store (dd.store.nodupe), done by Lua
+scripts so that each is atomic on the server: of two nodes claiming one key, exactly
+one wins.  A claimant on another host cannot be asked whether its process still runs,
+so each store keeps a lease (`alive:<claimant>`, renewed every LEASE / 4 seconds by a
+thread): a claim whose claimant's lease has lapsed is taken over, as the SQLite store
+takes over the claim of a dead process.  A copy that finds the key claimed by a live
+claimant elsewhere is not a duplicate yet (that claimant may die before confirming, and
+the broker hand its copy to us): claim raises Held, and the caller retries it later.
+
+Keys of one path (each content and part of it) live in one hash, so `forget` is one
+DEL; every hash expires on its own once nothing in it is fresh (Redis' own expiry),
+and claims left by dead claimants are pruned when their path is claimed again.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dd.core.errors import StoreUnavailable
+from dd.store import pidfile, redisdb
+from dd.store.nodupe import split
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+    from redis.commands.core import Script
+
+    from dd.core.credentials import Url
+
+log = logging.getLogger("dd.nodupe")
+
+#: Seconds a claimant's lease lasts without renewal: how long a dead node's claims hold.
+LEASE = 10.0
+#: A claim older than this is abandoned, whoever holds it (a day: retry_ttl's default).
+CLAIM_MAX = 86400.0
+PREFIX = "dd:nodupe:"
+
+# A hash per path: field = the rest of the key, value = "at owner" (owner '' once confirmed).
+# Fields whose time is past, or whose claimant's lease lapsed, are pruned; the hash lives
+# as long as its longest field.  ARGV: now ('': the server's clock, one for every host),
+# ttl, owner, claim_max, field, mode.
+_COMMON = """
+local now, ttl, owner, claim_max = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+local function parse(value)
+  local space = string.find(value, ' ', 1, true)
+  return tonumber(string.sub(value, 1, space - 1)), string.sub(value, space + 1)
+end
+local function live(at, who)
+  if who == '' then return at > now - ttl end
+  if at <= now - claim_max then return false end
+  return who == owner or redis.call('EXISTS', '""" + PREFIX + """alive:' .. who) == 1
+end
+local function prune()
+  local fields = redis.call('HGETALL', KEYS[1])
+  local last = 0
+  for i = 1, #fields, 2 do
+    local at, who = parse(fields[i + 1])
+    if live(at, who) then
+      local ends = (who == '' and at + ttl) or at + claim_max
+      if ends > last then last = ends end
+    else
+      redis.call('HDEL', KEYS[1], fields[i])
+    end
+  end
+  if last > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil((last - now) * 1000) + 1000) end
+end
+"""
+# Returns 1: claimed; 0: a duplicate (confirmed, or claimed by us); -1: held by a live claimant.
+_CLAIM = _COMMON + """
+local value = redis.call('HGET', KEYS[1], ARGV[5])
+if value then
+  local at, who = parse(value)
+  if live(at, who) then
+    if who == '' or who == owner then return 0 end
+    return -1
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[5], string.format('%.6f %s', now, owner))
+prune()
+return 1
+"""
+# ARGV[6]: 'confirm' or 'release'; only our own claim is resolved.
+_RESOLVE = _COMMON + """
+local value = redis.call('HGET', KEYS[1], ARGV[5])
+if not value then return 0 end
+local at, who = parse(value)
+if who ~= owner then return 0 end
+if ARGV[6] == 'confirm' then
+  redis.call('HSET', KEYS[1], ARGV[5], string.format('%.6f ', now))
+else
+  redis.call('HDEL', KEYS[1], ARGV[5])
+end
+prune()
+return 1
+"""
+_PRUNE = _COMMON + "prune()\nreturn redis.call('HLEN', KEYS[1])\n"
+
+
+class Held(StoreUnavailable):
+    """The key is claimed by a live claimant on another host: not a duplicate yet."""
+
+    rule = "nodupe"
+
+
+class RedisStore:
+    """Claims on notice keys in a Redis shared by the hosts of a pump (see the module)."""
+
+    shared = True
+
+    def __init__(self, url: Url, ttl: float, namespace: str) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.owner = str(pidfile.me())
+        self.prefix = f"{PREFIX}{namespace}\0"
+        self.db = redisdb.connect(url, f"dd-nodupe-{os.getpid()}")
+        self._claim = self.db.register_script(_CLAIM)
+        self._resolve = self.db.register_script(_RESOLVE)
+        self._prune = self.db.register_script(_PRUNE)
+        self._closed = threading.Event()
+        # Confirms, releases and forgets not yet taken by Redis, in order, each a command to
+        # queue on a pipeline: all sent in one round trip, and again before the next claim,
+        # which fails (and is retried) until they are taken (each is harmless twice).  A
+        # release lost would make the retry of its notice a duplicate of our own claim; a
+        # forget lost, a file made again after a delete one.
+        self._pending: list[Callable[[Pipeline], object]] = []
+        self._lock = threading.Lock()
+        try:
+            self._renew()
+        except StoreUnavailable as error:
+            # Not fatal: claims fail (and are retried) until it answers, then the lease is taken.
+            log.error("%s", error)
+        threading.Thread(target=self._renewing, name="dd-nodupe-lease", daemon=True).start()
+
+    def _renew(self) -> None:
+        with redisdb.answering(self.url, "nodupe_store"):
+            self.db.set(f"{PREFIX}alive:{self.owner}", "1", px=int(LEASE * 1000))
+
+    def _renewing(self) -> None:
+        while not self._closed.wait(LEASE / 4):
+            try:
+                self._renew()
+            except StoreUnavailable:
+                pass    # claims fail meanwhile, with the message; the lease comes back with Redis
+
+    def _run(self, script: Script, the_key: str, now: float | None, how: str = "",
+             client: Pipeline | None = None) -> Any:   # the script's answer, or the pipeline
+        path, rest = split(the_key)
+        return script(keys=[self.prefix + path],
+                      args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX), rest, how],
+                      client=client)
+
+    @staticmethod
+    def _now(now: float | None) -> str:
+        return "" if now is None else repr(now)     # '': the server's clock
+
+    def _catch_up(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            pipe = self.db.pipeline(transaction=False)
+            for queue in self._pending:
+                queue(pipe)
+            with redisdb.answering(self.url, "nodupe_store"):
+                pipe.execute()
+            self._pending.clear()
+
+    def _later(self, operations: list[Callable[[Pipeline], object]]) -> None:
+        """Run `operations` after the pending ones; what Redis does not take waits for the next claim."""
+        with self._lock:
+            self._pending += operations
+        try:
+            self._catch_up()
+        except StoreUnavailable as error:
+            log.error("%s; %d change(s) of the duplicate store kept until it answers", error, len(self._pending))
+
+    def claim(self, the_key: str, now: float | None = None) -> bool:
+        """True when the caller should handle `the_key`, False for a duplicate; Held when
+        another host's live claimant has it in hand."""
+        self._catch_up()
+        with redisdb.answering(self.url, "nodupe_store"):
+            won = int(self._run(self._claim, the_key, now))
+        if won < 0:
+            raise Held(f"{the_key.split(chr(0))[1]} is being handled by another node",
+                       fix="retried: a duplicate once that node confirms it, ours if it dies")
+        return won == 1
+
+    def _resolving(self, keys: Iterable[str], now: float | None, how: str) -> list[Callable[[Pipeline], object]]:
+        return [functools.partial(self._run, self._resolve, k, now, how) for k in keys]
+
+    def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
+        self._later(self._resolving(keys, now, "confirm"))
+
+    def release(self, keys: Iterable[str]) -> None:
+        self._later(self._resolving(keys, None, "release"))
+
+    def forget(self, scope: str, rel_path: str) -> None:
+        path, _ = split(f"{scope}\0{rel_path}\0")
+        self._later([lambda pipe: pipe.delete(self.prefix + path)])
+
+    def _paths(self) -> list[bytes]:
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix) + "*"
+        with redisdb.answering(self.url, "nodupe_store"):
+            return list(self.db.scan_iter(match=pattern, count=1000))
+
+    def purge(self, now: float | None = None) -> None:
+        """Forget confirmed keys older than ttl and claims of lapsed claimants (Redis'
+        expiry does this on its own; this is for a store read before that)."""
+        with redisdb.answering(self.url, "nodupe_store"):
+            for path in self._paths():
+                self._prune(keys=[path], args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX)])
+
+    def __len__(self) -> int:
+        with redisdb.answering(self.url, "nodupe_store"):
+            return sum(int(self.db.hlen(path)) for path in self._paths())
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._catch_up()
+        except StoreUnavailable as error:
+            # Our claims lapse with our lease: others take them; what is lost is confirms
+            # (a duplicate may be handled again) and forgets (for nodupe_ttl).
+            log.error("%s; %d change(s) of the duplicate store lost", error, len(self._pending))
+        try:
+            with redisdb.answering(self.url, "nodupe_store"):
+                self.db.delete(f"{PREFIX}alive:{self.owner}")
+        except StoreUnavailable:
+            pass    # the lease lapses on its own
+        self.db.close()
