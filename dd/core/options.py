@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import fractions
+import json
 import re
 import shlex
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 from dd.core import checksum, commands, formats
 from dd.core.credentials import Url
+from dd.core.errors import NoticeError
 from dd.core.notice import USER_NAME
 
 #: The commands whose options the table declares.
@@ -88,6 +90,13 @@ def parse_bool(text: str) -> bool:
         return BOOL_WORDS[text.strip().lower()]
     except KeyError:
         raise ValueError("") from None
+
+
+def _geometry(text: str) -> dict[str, Any]:
+    try:
+        return formats.wis2.parse_geometry(text)
+    except NoticeError as error:
+        raise ValueError(error.message) from None
 
 
 def _non_empty(text: str) -> str:
@@ -232,6 +241,9 @@ BROKER = url("amqp", "amqps", example="amqps://user@host/")
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
+GEOMETRY = Kind("geometry", "a point like '6.15 46.22' or GeoJSON like "
+                "{\"type\":\"Polygon\",\"coordinates\":[[[0,0],[1,0],[1,1],[0,0]]]}",
+                _geometry, lambda value: json.dumps(value, separators=(",", ":")))
 POLLED = url("http", "https", "sftp", "ftp", "ftps", "file", example="https://host/path/ or sftp://user@host/path/")
 
 
@@ -415,10 +427,21 @@ OPTIONS = (
                                 "poll": "xs_${POST_BROKER_USER}"}),
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
-            "(v02.post, or v03 for sr_v03)"),
-    _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
-            formats.DEFAULT, POSTERS,
-            "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
+            "(v02.post, or v03 for sr_v03); with post_format wis2 the whole topic, the dataset's "
+            "(levels between / or .), and unset on a relay the one each message came on"),
+    _option("post_format", choice(*formats.FORMATS), formats.DEFAULT, POSTERS,
+            "format of published notices: dd's v02 JSON, Sarracenia's v02 or v03, or a WMO WIS2 "
+            "notification message (wis2: post_topic_prefix is then the dataset's WIS2 topic, "
+            "origin/a/wis2/<centre-id>/data/core/<discipline>/...)"),
+    _option("wis_geometry", GEOMETRY, None, POSTERS,
+            "with post_format wis2: where the data is about, 'LONGITUDE LATITUDE' or a GeoJSON "
+            "Point or Polygon; unset: null (a relay keeps the one it received)"),
+    _option("wis_inline", BOOL, "off", POSTERS,
+            "with post_format wis2: put a file's data in the message (properties.content) too, "
+            "when its encoded form is at most 4096 bytes and the message stays within 8 KiB"),
+    _option("wis_global_cache", WORD, None, "sara shovel",
+            "with post_format wis2: act as a WIS2 global cache with this centre id: messages are "
+            "republished on cache/a/wis2/... and carry properties.global-cache"),
     _option("post_base_url", SERVER, None, "post subscribe watch sara sender",
             "URL the posted files are downloaded from; a file's path below post_base_dir "
             "(dd_sender: below destination) is appended to it"),

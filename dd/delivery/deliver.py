@@ -24,6 +24,7 @@ from typing import Callable, Optional, Protocol
 from dd import flow
 from dd.core import checksum, paths, route
 from dd.core.errors import NoticeError
+from dd.core.formats import wis2
 from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
 from dd.core.options import python_spec
@@ -163,7 +164,7 @@ class Delivery:
         self.relay = relay
         self.store = store
         self.placement = placement or PLAIN_TREE
-        self.claims = {}            # id(item) -> nodupe key, for this batch
+        self.claims = {}            # id(item) -> its nodupe keys, for this batch
 
     def accept(self, item):
         notice = item.notice
@@ -177,13 +178,20 @@ class Delivery:
         """False for a duplicate.  Claimed in the item's lane, after the notices before it
         about the same path (a delete in between makes the same content new again)."""
         notice = item.notice
-        if self.store is None or notice.op is Op.DELETE:
+        if self.store is None:
             return True
-        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
-        key = nodupe.key(*where, content, notice.part)
-        if not self.store.claim(key):
-            return False
-        self.claims[id(item)] = key
+        keys = nodupe.message_keys(where[0], notice)
+        if notice.op is not Op.DELETE:
+            content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+            keys.append(nodupe.key(*where, content, notice.part))
+        claimed = []
+        for key in keys:
+            if not self.store.claim(key):
+                self.store.release(claimed)
+                return False
+            claimed.append(key)
+        if claimed:
+            self.claims[id(item)] = claimed
         return True
 
     def work(self, item: Item):
@@ -278,9 +286,9 @@ class Recorder:
         if store and claims:
             held = {id(i) for i in unconfirmed}
             done = {id(i) for i in items if id(i) not in held}
-            store.confirm([k for i, k in claims.items() if i in done])
+            store.confirm([k for i, keys in claims.items() if i in done for k in keys])
             # Failed, refused or unconfirmed: the next copy of the notice is handled.
-            store.release([k for i, k in claims.items() if i not in done])
+            store.release([k for i, keys in claims.items() if i not in done for k in keys])
         return unconfirmed
 
     def close(self):
@@ -316,4 +324,6 @@ def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = 
     base_url, rel_path = (placement or PLAIN_TREE).announced(notice, str(cfg.post_base_url), rel_path)
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
-        rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
+        rel_path=rel_path, checksum=verified, part=None,
+        # Our copy is announced by a message of its own (a new WIS2 id).
+        extra={k: v for k, v in notice.extra.items() if k not in wis2.MESSAGE_FIELDS})

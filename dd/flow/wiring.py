@@ -1,12 +1,15 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
 from __future__ import annotations
 
+import os
 import socket
 from typing import Optional
 
 from dd import broker
-from dd.core import formats, report, topic
+from dd.core import checksum, formats, report, topic
 from dd.core.credentials import Url
+from dd.core.errors import ConfigError, NoticeError
+from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
 from dd.flow.item import Item
 from dd.flow.posting import ExchangeOf, Poster
@@ -49,13 +52,37 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+    wis2 = formats.wis2.Settings(geometry=cfg.wis_geometry, global_cache=cfg.wis_global_cache or "")
+    if post_format == formats.wis2.NAME and post_topic_prefix:
+        try:  # refused at start-up, not on the first file
+            formats.wis2.check_topic(formats.wis2.split_topic(post_topic_prefix))
+        except NoticeError as error:
+            raise ConfigError(f"post_topic_prefix: {error.message}", fix=error.fix) from None
+    inline = post_format == formats.wis2.NAME and cfg.wis_inline and cfg.post_base_dir
 
     def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
-        return formats.encode(item.outgoing, post_format, post_topic_prefix)
+        content = inline_content(item.outgoing, cfg.post_base_dir) if inline else None
+        return formats.encode(item.outgoing, post_format, post_topic_prefix, wis2_settings=wis2, content=content)
     return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
                   timeout=cfg.post_timeout)
+
+
+def inline_content(notice: Notice, base_dir: str) -> Optional[bytes]:
+    """The data of a small file announced below `base_dir`, for a WIS2 message to carry;
+    None when it is large, unreadable, or no longer what the notice's checksum says."""
+    if (notice.op is not Op.WRITE or notice.size is None or notice.size > formats.wis2.MAX_CONTENT
+            or notice.checksum is None or not checksum.verifiable(notice.checksum.method)):
+        return None
+    try:
+        with open(os.path.join(base_dir, notice.rel_path), "rb") as file:
+            data = file.read(formats.wis2.MAX_CONTENT + 1)
+    except OSError:
+        return None
+    hasher = checksum.new(notice.checksum.method)
+    hasher.update(data)
+    return data if hasher.hexdigest() == notice.checksum.value else None
 
 
 def reporter(ctx: Context) -> Optional[Poster]:

@@ -25,7 +25,7 @@ from dd.store import database, pidfile
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
-    from dd.core.notice import Part
+    from dd.core.notice import Notice, Part
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
@@ -46,6 +46,18 @@ def key(scope: str, rel_path: str, content: Checksum | str, part: Part | None = 
     if part is not None:
         fields.append(f"{part.block_number}/{part.block_count}:{part.block_size}")
     return "\0".join(fields)
+
+
+def message_keys(scope: str, notice: Notice) -> list[str]:
+    """The identities a message names besides its data (WIS2's): its id, and its data_id
+    with its pubtime, so that a copy on another route is a duplicate and a newer pubtime
+    an update.  Kept apart from path keys (an empty path): a deletion does not forget them."""
+    keys, extra = [], notice.extra
+    if isinstance(extra.get("id"), str):
+        keys.append(f"{scope}\0\0id:{extra['id']}")
+    if isinstance(extra.get("data_id"), str):
+        keys.append(f"{scope}\0\0data_id:{extra['data_id']}\0{notice.pubtime.isoformat()}")
+    return keys
 
 
 def _prefix(scope: str, rel_path: str) -> str:
