@@ -20,7 +20,7 @@ Where the data lands: the data_id when the canonical href ends with it (what dd 
 otherwise the href's path on its server.  What dd has no field for is kept in
 ``notice.extra`` under the WNM names (id, data_id, datetime, geometry, metadata_id,
 content, ...; the other links under ``links``) so that a relay passes it on, and three of
-dd's own: ``wis2_topic`` (the topic it came on: a global cache republishes on its cache/
+dd's own (the topic's centre-id becomes the notice's source, see with_topic): ``wis2_topic`` (the topic it came on: a global cache republishes on its cache/
 twin), ``wis2_pubtime`` (the text, so that nanoseconds survive: relays never change
 pubtime) and ``wis2_link`` (the main link's other attributes).  A new copy of the data is
 a new message: its announcer drops MESSAGE_FIELDS (a new id, no global-cache of another).
@@ -41,7 +41,7 @@ from typing import Any
 
 from dd.core.errors import NoticeError
 from dd.core.formats.fields import load_json, take, top_level
-from dd.core.notice import Checksum, Notice, Op
+from dd.core.notice import USER_NAME, Checksum, Notice, Op
 
 NAME = "wis2"
 #: WIS2 topics name a dataset, never a directory: there is no default, the poster gives one.
@@ -63,7 +63,7 @@ MESSAGE_FIELDS = ("id", "global-cache")
 
 _LEVEL = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-_TOP = ("id", "conformsTo", "type", "geometry", "properties", "links")
+_ESCAPED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TIMES = ("datetime", "start_datetime", "end_datetime")
 _OWN = ("wis2_topic", "wis2_pubtime", "wis2_link")
 
@@ -181,6 +181,8 @@ def content_of(data: bytes) -> dict[str, Any] | None:
     that form would be over WNM's 4096 bytes."""
     try:
         value, encoding = data.decode("utf-8"), "utf-8"
+        if _ESCAPED.search(value):  # JSON would write each as six bytes
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "control character")
     except UnicodeDecodeError:
         value, encoding = base64.b64encode(data).decode("ascii"), "base64"
     if len(value.encode("utf-8")) > MAX_CONTENT:
@@ -267,8 +269,13 @@ def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | Non
 
 
 def with_topic(notice: Notice, topic_text: str) -> Notice:
-    """Keep the topic a WIS2 message came on (as '/'-separated levels) with its notice."""
-    notice.extra["wis2_topic"] = "/".join(split_topic(topic_text))
+    """Keep the topic a WIS2 message came on (as '/'-separated levels) with its notice; its
+    centre-id is the notice's source, which a pump's relay files it under (a relay reading
+    a user's own exchange puts that user instead)."""
+    levels = split_topic(topic_text)
+    notice.extra["wis2_topic"] = "/".join(levels)
+    if len(levels) > 3 and levels[2] == "wis2" and USER_NAME.fullmatch(levels[3]) and not notice.source:
+        notice.source = levels[3]
     return notice
 
 
