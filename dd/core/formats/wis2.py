@@ -20,10 +20,12 @@ Where the data lands: the data_id when the canonical href ends with it (what dd 
 otherwise the href's path on its server.  What dd has no field for is kept in
 ``notice.extra`` under the WNM names (id, data_id, datetime, geometry, metadata_id,
 content, ...; the other links under ``links``) so that a relay passes it on, and three of
-dd's own (the topic's centre-id becomes the notice's source, see with_topic): ``wis2_topic`` (the topic it came on: a global cache republishes on its cache/
+dd's own: ``wis2_topic`` (the topic it came on: a global cache republishes on its cache/
 twin), ``wis2_pubtime`` (the text, so that nanoseconds survive: relays never change
-pubtime) and ``wis2_link`` (the main link's other attributes).  A new copy of the data is
-a new message: its announcer drops MESSAGE_FIELDS (a new id, no global-cache of another).
+pubtime) and ``wis2_link`` (the main link's other attributes).  The topic's centre-id is
+the notice's source (with_topic).  A new copy of the data is a new message: its announcer
+drops MESSAGE_FIELDS (a new id, no global-cache of another).  dd's own fields with no WNM
+name (mode, mtime, source, clusters) do not travel in WIS2.
 """
 from __future__ import annotations
 
