@@ -34,7 +34,9 @@ setup(
     extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",
                              "docutils>=0.19", "packaging>=23.0", "ruff>=0.6", "mypy>=1.19,<2", "types-paramiko>=4.0",
                              # The FTP server of the transfer tests, and what its FTPS needs.
-                             "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0"],
+                             "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0",
+                             # The WIS2 peer (its message validator and downloader) and the WNM schema's.
+                             "pywis-pubsub>=0.12", "jsonschema>=4.10"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},
     entry_points={
         "console_scripts": [f"dd_{c} = dd.cli.main:{c}" for c in COMMANDS],
