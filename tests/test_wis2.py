@@ -32,6 +32,8 @@ SCHEMA_FILE = pathlib.Path(__file__).parent / "wnm" / "wis2-notification-message
 SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()),
                                          format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 TOPIC = "origin/a/wis2/ca-eccc-msc/data/core/weather/surface-based-observations/synop"
+#: On AMQP, as on MQTT, a WIS2 topic's first level is the exchange.
+EXCHANGE, ROUTING_KEY = "origin", TOPIC.replace("/", ".")[len("origin."):]
 WHEN = datetime.datetime(2026, 12, 3, 8, 1, 16, 123456, tzinfo=datetime.timezone.utc)
 
 
@@ -95,8 +97,8 @@ def test_every_message_dd_writes_is_valid_wnm_and_comes_back_the_same(case, geom
     assert len(message.body) <= wis2.MAX_MESSAGE
     written = valid_wnm(message.body)
     assert written["geometry"] == geometry
-    assert message.topic == TOPIC.replace("/", ".")
-    back = formats.decode(message.body, topic=message.topic)
+    assert (message.exchange, message.topic) == (EXCHANGE, ROUTING_KEY)
+    back = formats.decode(message.body, exchange=message.exchange, topic=message.topic)
     assert (back.base_url.rstrip("/"), back.rel_path, back.size, back.checksum, back.pubtime, back.op) == (
         n.base_url.rstrip("/"), n.rel_path, n.size, n.checksum, n.pubtime, n.op)
     assert back.url == n.url
@@ -107,7 +109,7 @@ def test_every_message_dd_writes_is_valid_wnm_and_comes_back_the_same(case, geom
     # A shovel passes it on unchanged: same id, same pubtime text, same topic.
     again = formats.encode(back, "wis2")
     assert json.loads(again.body) == written
-    assert again.topic == message.topic
+    assert (again.exchange, again.topic) == (message.exchange, message.topic)
 
 
 def test_pubtime_is_never_rewritten_by_a_relay_even_with_nanoseconds():
@@ -137,9 +139,10 @@ def test_pywis_pubsub_downloads_and_verifies_what_dd_announces(pump):
 
 def test_a_global_cache_gets_a_cache_topic_and_says_so():
     cache = wis2.Settings(global_cache="de-dwd-gc")
-    back = formats.decode(formats.encode(notice(), "wis2", TOPIC).body, topic=TOPIC)
+    back = formats.decode(formats.encode(notice(), "wis2", TOPIC).body, exchange=EXCHANGE, topic=ROUTING_KEY)
+    assert back.source == "ca-eccc-msc"
     message = formats.encode(back, "wis2", None, wis2_settings=cache)
-    assert message.topic == "cache." + TOPIC.replace("/", ".").split(".", 1)[1]
+    assert (message.exchange, message.topic) == ("cache", ROUTING_KEY)
     assert valid_wnm(message.body)["properties"]["global-cache"] == "de-dwd-gc"
 
 
@@ -298,14 +301,21 @@ def test_duplicates_by_id_and_by_data_id_with_pubtime_a_newer_pubtime_is_an_upda
 
 # --- Over a real RabbitMQ ---
 
+@pytest.fixture
+def pump(pump):
+    """The pump, its notices on the exchange of WIS2 topics origin/..."""
+    pump.exchange = EXCHANGE
+    return pump
+
+
 def wis2_subscriber(pump, extra=""):
-    return pump.subscriber_config(extra=f"topic_prefix origin.a.wis2\nsubtopic #\n{extra}")
+    return pump.subscriber_config(extra=f"topic_prefix a.wis2\nsubtopic #\n{extra}")
 
 
 def test_dd_post_in_wis2_is_mirrored_byte_identical_by_dd_subscribe(pump):
     expected = make_tree(pump.src, count=60)
     wis2_subscriber(pump)
-    capture = Capture(pump, "origin.a.wis2.#")
+    capture = Capture(pump, "a.wis2.#")
     posted = pump.post(pump.src, post_format="wis2", post_topic_prefix=TOPIC, wis_inline="on",
                        wis_geometry="6.15 46.22")
     assert posted.returncode == 0, posted.stderr
@@ -315,7 +325,8 @@ def test_dd_post_in_wis2_is_mirrored_byte_identical_by_dd_subscribe(pump):
     assert arrived, (compare(expected, manifest(pump.dst)), log[-2000:])
     assert status == 0 and "Traceback" not in log
     messages = capture.take(60)
-    assert {m.delivery_info["routing_key"] for m in messages} == {TOPIC.replace("/", ".")}
+    assert {(m.delivery_info["exchange"], m.delivery_info["routing_key"]) for m in messages} == {
+        (EXCHANGE, ROUTING_KEY)}
     inlined = 0
     for m in messages:
         written = valid_wnm(m.body)
@@ -334,7 +345,7 @@ def test_dd_mirrors_what_pywis_pubsub_makes(pump):
                                      datetime_="2026-12-03T08:00:00Z", geometry=[6.15, 46.22])
     valid_wnm(json.dumps(message))
     wis2_subscriber(pump)
-    pump.publish_raw(json.dumps(message).encode(), topic=TOPIC.replace("/", "."))
+    pump.publish_raw(json.dumps(message).encode(), topic=ROUTING_KEY)
     subscriber = pump.foreground()
     landed = pump.dst / urlpath(pump.base_url + "pywis.bufr")
     arrived = wait_for(landed.exists, timeout=30)
@@ -355,15 +366,15 @@ def test_a_subscriber_takes_one_message_id_once_whatever_route_it_names(pump):
                    checksum=Checksum("sha512", sha("sha512", b"same obs\n")))
     body = json.loads(formats.encode(first, "wis2", TOPIC).body)
     wis2_subscriber(pump, "nodupe_ttl 5m")  # dd_subscribe's default is 0: no duplicate store
-    pump.publish_raw(json.dumps(body).encode(), topic=TOPIC.replace("/", "."))
+    pump.publish_raw(json.dumps(body).encode(), topic=ROUTING_KEY)
     body["links"][0]["href"] = pump.base_url + "mirror.txt"      # the same message, another copy
     body["properties"]["data_id"] = "mirror.txt"
-    pump.publish_raw(json.dumps(body).encode(), topic=TOPIC.replace("/", "."))
+    pump.publish_raw(json.dumps(body).encode(), topic=ROUTING_KEY)
     body["id"] = str(uuid.uuid4())                                  # a new message: taken
     body["links"][0]["href"] = pump.base_url + "later.txt"
     body["properties"].update(data_id="later.txt", pubtime="2026-12-03T08:02:00Z")
     (pump.src / "later.txt").write_bytes(b"same obs\n")
-    pump.publish_raw(json.dumps(body).encode(), topic=TOPIC.replace("/", "."))
+    pump.publish_raw(json.dumps(body).encode(), topic=ROUTING_KEY)
     subscriber = pump.foreground()
     arrived = wait_for(lambda: (pump.dst / "later.txt").exists(), timeout=30)
     status, log = pump.stop(subscriber)
@@ -376,14 +387,14 @@ def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_sam
     data = b"synop data\n"
     (pump.src / "synop.txt").write_bytes(data)
     pump.component = "sara"
-    pump.subscriber_config(extra=f"topic_prefix origin.a.wis2\nsubtopic #\npost_format wis2\n"
+    pump.subscriber_config(extra=f"topic_prefix a.wis2\nsubtopic #\npost_format wis2\n"
                                  f"wis_global_cache de-dwd-gc\npost_base_dir {pump.base / 'dst'}\n")
-    capture = Capture(pump, "cache.a.wis2.#", exchange=f"{pump.exchange}_relayed")
+    capture = Capture(pump, "a.wis2.#", exchange="cache")
     original = notice(base_url=pump.base_url, rel_path="synop.txt", size=len(data),
                       checksum=Checksum("sha256", sha("sha256", data)))
     body = formats.encode(original, "wis2", TOPIC).body
-    pump.publish_raw(body, topic=TOPIC.replace("/", "."))
-    pump.publish_raw(body, topic=TOPIC.replace("/", "."))  # again: one copy, one message
+    pump.publish_raw(body, topic=ROUTING_KEY)
+    pump.publish_raw(body, topic=ROUTING_KEY)  # again: one copy, one message
     relay = pump.foreground()
     relayed = capture.take(1, timeout=30)
     extra = capture.take(1, timeout=3)
@@ -391,7 +402,8 @@ def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_sam
     assert relayed, log[-2000:]
     assert not extra
     sent, out = json.loads(body), valid_wnm(relayed[0].body)
-    assert relayed[0].delivery_info["routing_key"] == "cache" + TOPIC.replace("/", ".")[len("origin"):]
+    assert (relayed[0].delivery_info["exchange"], relayed[0].delivery_info["routing_key"]) == (
+        "cache", ROUTING_KEY)
     assert out["id"] != sent["id"]
     assert out["properties"]["pubtime"] == sent["properties"]["pubtime"]
     assert out["properties"]["global-cache"] == "de-dwd-gc"

@@ -427,8 +427,9 @@ OPTIONS = (
                                 "poll": "xs_${POST_BROKER_USER}"}),
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
-            "(v02.post, or v03 for sr_v03); with post_format wis2 the whole topic, the dataset's "
-            "(levels between / or .), and unset on a relay the one each message came on"),
+            "(v02.post, or v03 for sr_v03); with post_format wis2 the dataset's whole WIS2 topic "
+            "(levels between / or .), its first level the exchange; unset on a relay, the one each "
+            "message came on"),
     _option("post_format", choice(*formats.FORMATS), formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02 or v03, or a WMO WIS2 "
             "notification message (wis2: post_topic_prefix is then the dataset's WIS2 topic, "

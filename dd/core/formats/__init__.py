@@ -48,6 +48,7 @@ class Message:
     body: bytes
     headers: dict[str, Any]
     content_type: str
+    exchange: str | None = None     # where it goes when its format says (WIS2), not the poster
 
 
 def encode(notice: Notice, fmt: str = DEFAULT, topic_prefix: str | None = None, *,
@@ -61,16 +62,18 @@ def encode(notice: Notice, fmt: str = DEFAULT, topic_prefix: str | None = None, 
     if codec is wis2:
         # A WIS2 topic names the dataset, not the directory.
         body, headers = wis2.encode(notice, wis2_settings, content)
-        return Message(wis2.topic(notice, topic_prefix, wis2_settings), body, headers, wis2.CONTENT_TYPE)
+        exchange, topic = wis2.topic(notice, topic_prefix, wis2_settings)
+        return Message(topic, body, headers, wis2.CONTENT_TYPE, exchange)
     body, headers = codec.encode(notice)
     topic = topic_mod.for_path(topic_prefix or codec.TOPIC_PREFIX, notice.rel_path)
     return Message(topic, body, headers, codec.CONTENT_TYPE)
 
 
 def decode(body: bytes, headers: Mapping[str, Any] | None = None, *, max_size: int = DEFAULT_MAX_SIZE,
-           allowed_schemes: Collection[str] | None = None, topic: str | None = None) -> Notice:
-    """Recognise the format of an incoming message, decode and validate it.  `topic`: the
-    one it came on, which a WIS2 notice keeps (its dataset)."""
+           allowed_schemes: Collection[str] | None = None, exchange: str = "",
+           topic: str | None = None) -> Notice:
+    """Recognise the format of an incoming message, decode and validate it.  `exchange`
+    and `topic`: where it came from, which a WIS2 notice keeps (its dataset)."""
     headers = headers or {}
     if len(body) > max_size:
         raise NoticeError(f"notice is {len(body)} bytes, over the {max_size}-byte limit",
@@ -85,6 +88,6 @@ def decode(body: bytes, headers: Mapping[str, Any] | None = None, *, max_size: i
                           rule="format")
     notice = codec.decode(body, headers, fields)
     if codec is wis2 and topic:
-        wis2.with_topic(notice, topic)
+        wis2.with_topic(notice, exchange, topic)
     return notice_mod.validate(notice, allowed_schemes=allowed_schemes)
 

@@ -194,10 +194,11 @@ def content_of(data: bytes) -> dict[str, Any] | None:
 
 # --- Topics ---
 
-def topic(notice: Notice, configured: str | None, settings: Settings = PLAIN) -> str:
-    """The checked WIS2 topic of a message, with '.' between levels (AMQP's separator):
-    `configured` (post_topic_prefix), else the one the notice came on; a global cache
-    republishes origin/... on cache/...."""
+def topic(notice: Notice, configured: str | None, settings: Settings = PLAIN) -> tuple[str, str]:
+    """(exchange, AMQP topic) of a message's checked WIS2 topic: its first level (origin or
+    cache: an MQTT topic's first level is an exchange) and the others between dots.  The
+    topic is `configured` (post_topic_prefix), else the one the notice came on; a global
+    cache republishes origin/... on cache/...."""
     text = configured or notice.extra.get("wis2_topic")
     if not isinstance(text, str) or not text:
         raise NoticeError("post_format wis2 needs a WIS2 topic for "
@@ -208,7 +209,7 @@ def topic(notice: Notice, configured: str | None, settings: Settings = PLAIN) ->
     if settings.global_cache and levels[:1] == ["origin"]:
         levels[0] = "cache"
     check_topic(levels)
-    return ".".join(levels)
+    return levels[0], ".".join(levels[1:])
 
 
 def split_topic(text: str) -> list[str]:
@@ -270,11 +271,14 @@ def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | Non
     return notice
 
 
-def with_topic(notice: Notice, topic_text: str) -> Notice:
-    """Keep the topic a WIS2 message came on (as '/'-separated levels) with its notice; its
-    centre-id is the notice's source, which a pump's relay files it under (a relay reading
-    a user's own exchange puts that user instead)."""
+def with_topic(notice: Notice, exchange: str, topic_text: str) -> Notice:
+    """Keep the topic a WIS2 message came on (as '/'-separated levels, the exchange first
+    unless the topic has it already) with its notice; its centre-id is the notice's
+    source, which a pump's relay files it under (a relay reading a user's own exchange
+    puts that user instead)."""
     levels = split_topic(topic_text)
+    if levels[:1] not in (["origin"], ["cache"]) and exchange:
+        levels.insert(0, exchange)
     notice.extra["wis2_topic"] = "/".join(levels)
     if len(levels) > 3 and levels[2] == "wis2" and USER_NAME.fullmatch(levels[3]) and not notice.source:
         notice.source = levels[3]
