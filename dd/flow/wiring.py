@@ -6,7 +6,7 @@ import socket
 from typing import Optional
 
 from dd import broker
-from dd.core import checksum, formats, report, topic
+from dd.core import checksum, formats, paths, report, topic
 from dd.core.credentials import Url
 from dd.core.errors import ConfigError, NoticeError
 from dd.core.notice import Notice, Op
@@ -76,9 +76,12 @@ def inline_content(notice: Notice, base_dir: str) -> Optional[bytes]:
             or notice.checksum is None or not checksum.verifiable(notice.checksum.method)):
         return None
     try:
-        with open(os.path.join(base_dir, notice.rel_path), "rb") as file:
+        # Through the safe path builder, never following a link: what is read is below base_dir.
+        with paths.Tree(base_dir).parent(notice.rel_path, create=False) as (directory, name):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        with os.fdopen(fd, "rb") as file:
             data = file.read(formats.wis2.MAX_CONTENT + 1)
-    except OSError:
+    except (OSError, NoticeError):
         return None
     hasher = checksum.new(notice.checksum.method)
     hasher.update(data)
