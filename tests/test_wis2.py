@@ -383,7 +383,8 @@ def test_a_subscriber_takes_one_message_id_once_whatever_route_it_names(pump):
     assert not (pump.dst / "mirror.txt").exists()
 
 
-def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_same_pubtime(pump):
+@pytest.mark.parametrize("integrity", ["verified", "absent", "wrong"])
+def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_same_pubtime(pump, integrity):
     data = b"synop data\n"
     (pump.src / "synop.txt").write_bytes(data)
     pump.component = "sara"
@@ -392,23 +393,33 @@ def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_sam
     capture = Capture(pump, "a.wis2.#", exchange="cache")
     original = notice(base_url=pump.base_url, rel_path="synop.txt", size=len(data),
                       checksum=Checksum("sha256", sha("sha256", data)))
-    body = formats.encode(original, "wis2", TOPIC).body
+    sent = json.loads(formats.encode(original, "wis2", TOPIC).body)
+    if integrity == "absent":
+        del sent["properties"]["integrity"]
+    elif integrity == "wrong":
+        sent["properties"]["integrity"]["value"] = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    body = json.dumps(sent).encode()
     pump.publish_raw(body, topic=ROUTING_KEY)
     pump.publish_raw(body, topic=ROUTING_KEY)  # again: one copy, one message
     relay = pump.foreground()
-    relayed = capture.take(1, timeout=30)
+    relayed = capture.take(1, timeout=10 if integrity == "wrong" else 30)
     extra = capture.take(1, timeout=3)
     status, log = pump.stop(relay)
+    if integrity == "wrong":  # neither kept nor announced
+        assert not relayed and not (pump.dst / "ca-eccc-msc" / "synop.txt").exists()
+        return
     assert relayed, log[-2000:]
     assert not extra
-    sent, out = json.loads(body), valid_wnm(relayed[0].body)
+    out = valid_wnm(relayed[0].body)
     assert (relayed[0].delivery_info["exchange"], relayed[0].delivery_info["routing_key"]) == (
         "cache", ROUTING_KEY)
     assert out["id"] != sent["id"]
     assert out["properties"]["pubtime"] == sent["properties"]["pubtime"]
     assert out["properties"]["global-cache"] == "de-dwd-gc"
     assert out["properties"]["data_id"] == sent["properties"]["data_id"]
-    assert out["properties"]["integrity"] == sent["properties"]["integrity"]
+    # What came verified is sent on; what came without integrity, summed on download.
+    assert out["properties"]["integrity"] == (sent["properties"]["integrity"] if integrity == "verified" else {
+        "method": "sha512", "value": base64.b64encode(hashlib.sha512(data).digest()).decode()})
     # Filed, and served, under the centre that published it.
     assert out["links"][0]["href"] == "http://127.0.0.1:9/ca-eccc-msc/synop.txt"
     assert (pump.dst / "ca-eccc-msc" / "synop.txt").read_bytes() == data
@@ -449,3 +460,12 @@ class Capture:
 
     def communicate(self):
         return None
+
+
+def test_dd_post_with_a_checksum_wis2_refuses_says_so_and_fails(pump):
+    (pump.src / "a.txt").write_text("a\n")
+    result = pump.post(pump.src / "a.txt", check=False, post_format="wis2", post_topic_prefix=TOPIC,
+                       checksum="md5")
+    assert result.returncode != 0
+    assert "not allowed in WIS2" in result.stderr and "checksum sha512" in result.stderr
+    assert "Traceback" not in result.stderr
