@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import importlib
 import json
+import urllib.parse
 import pathlib
 import uuid
 
@@ -110,6 +111,53 @@ def test_every_message_dd_writes_is_valid_wnm_and_comes_back_the_same(case, geom
     again = formats.encode(back, "wis2")
     assert json.loads(again.body) == written
     assert (again.exchange, again.topic) == (message.exchange, message.topic)
+
+
+times = st.datetimes(datetime.datetime(2000, 1, 1), datetime.datetime(2100, 1, 1)).map(
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S") + st_fraction(t) + "Z")
+
+
+def st_fraction(moment):
+    return f".{moment.microsecond:06d}{moment.microsecond % 1000:03d}" if moment.microsecond % 2 else ""
+
+
+@st.composite
+def foreign_messages(draw):
+    """Valid WNM messages as others write them: time ranges, metadata, other links, updates."""
+    method = draw(st.sampled_from(sorted(wis2.DIGESTS)))
+    data_id = "/".join(draw(paths))
+    safe = draw(st.sampled_from(["/", "", "/~:@"]))      # hrefs spelt otherwise than dd would
+    href = draw(st.sampled_from(["https://node.example/", "ftp://node.example/x/"])) + "/".join(
+        urllib.parse.quote(w, safe=safe) for w in draw(paths))
+    properties = {"pubtime": draw(times), "data_id": data_id,
+                  "integrity": {"method": method, "value": base64.b64encode(
+                      draw(st.binary(min_size=wis2.DIGESTS[method], max_size=wis2.DIGESTS[method]))).decode()}}
+    if draw(st.booleans()):
+        properties.update(start_datetime=draw(times), end_datetime=draw(times))
+    else:
+        properties["datetime"] = draw(st.none() | times)
+    for name, value in draw(st.dictionaries(st.sampled_from(["metadata_id", "producer", "wigos_station_identifier"]),
+                                            st.text(max_size=20), max_size=2)).items():
+        properties[name] = value
+    if draw(st.booleans()):
+        properties["cache"] = draw(st.booleans())
+    main = {"href": href, "rel": draw(st.sampled_from(["canonical", "update"])), "type": "application/bufr",
+            "length": draw(st.integers(0, 1 << 40))}
+    links = [main] + draw(st.lists(st.fixed_dictionaries(
+        {"href": st.just("https://node.example/oapi/items/1"), "rel": st.sampled_from(["item", "via"])}),
+        max_size=2))
+    return {"id": str(draw(st.uuids())), "conformsTo": [wis2.CONFORMANCE], "type": "Feature",
+            "geometry": draw(st.none() | points), "properties": properties, "links": links}
+
+
+@settings(max_examples=150, deadline=None)
+@given(foreign_messages())
+def test_a_shovel_sends_on_any_valid_message_exactly_as_it_came(message):
+    valid_wnm(json.dumps(message))
+    back = formats.decode(json.dumps(message).encode(), exchange=EXCHANGE, topic=ROUTING_KEY)
+    again = formats.encode(back, "wis2")
+    assert json.loads(again.body) == message
+    assert (again.exchange, again.topic) == (EXCHANGE, ROUTING_KEY)
 
 
 def test_pubtime_is_never_rewritten_by_a_relay_even_with_nanoseconds():

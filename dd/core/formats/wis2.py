@@ -22,7 +22,8 @@ otherwise the href's path on its server.  What dd has no field for is kept in
 content, ...; the other links under ``links``) so that a relay passes it on, and three of
 dd's own: ``wis2_topic`` (the topic it came on: a global cache republishes on its cache/
 twin), ``wis2_pubtime`` (the text, so that nanoseconds survive: relays never change
-pubtime) and ``wis2_link`` (the main link's other attributes).  The topic's centre-id is
+pubtime) and ``wis2_link`` (the main link's other attributes, and its href when dd
+would spell it otherwise).  The topic's centre-id is
 the notice's source (with_topic).  A new copy of the data is a new message: its announcer
 drops MESSAGE_FIELDS (a new id, no global-cache of another).  dd's own fields with no WNM
 name (mode, mtime, source, clusters) do not travel in WIS2.
@@ -100,7 +101,9 @@ def parse_geometry(text: str) -> dict[str, Any]:
 
 def recognizes(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | None = None) -> bool:
     fields = top_level(body) if fields is None else fields
-    return fields is not None and ("conformsTo" in fields or fields.get("type") == "Feature")
+    # A Feature without conformsTo is a WIS2 message to refuse by name, unless it is sr3's v03.
+    return fields is not None and ("conformsTo" in fields
+                                   or (fields.get("type") == "Feature" and "relPath" not in fields))
 
 
 # --- Encoding ---
@@ -132,7 +135,10 @@ def encode(notice: Notice, settings: Settings = PLAIN,
         properties["content"] = inline
     kept = dict(own["wis2_link"] or {})
     rel = "deletion" if notice.op is Op.DELETE else "update" if kept.pop("rel", None) == "update" else "canonical"
-    link = {"rel": rel, "href": notice.url,
+    href = kept.pop("href", None)
+    if not (isinstance(href, str) and _same_place(href, properties["data_id"], notice)):
+        href = notice.url
+    link = {"rel": rel, "href": href,
             "type": kept.pop("type", None) or mimetypes.guess_type(notice.rel_path)[0] or "application/octet-stream"}
     if notice.size is not None:
         link["length"] = notice.size
@@ -258,7 +264,7 @@ def decode(body: bytes, headers: Mapping[str, Any], fields: dict[str, Any] | Non
         notice.checksum = Checksum(sum_["method"], _digest(sum_["method"], sum_["value"]).hex())
     elif notice.op is Op.WRITE:
         notice.checksum = Checksum("none", "")  # summed on download, never verified
-    link_rest = {k: v for k, v in main.items() if k not in ("href", "length")}
+    link_rest = {k: v for k, v in main.items() if k != "length" and not (k == "href" and v == notice.url)}
     if link_rest.get("rel") != "update":
         link_rest.pop("rel", None)
     notice.extra = {"id": message["id"], "geometry": message["geometry"], **properties,
@@ -283,6 +289,14 @@ def with_topic(notice: Notice, exchange: str, topic_text: str) -> Notice:
     if len(levels) > 3 and levels[2] == "wis2" and USER_NAME.fullmatch(levels[3]) and not notice.source:
         notice.source = levels[3]
     return notice
+
+
+def _same_place(href: str, data_id: str, notice: Notice) -> bool:
+    """Whether `href` still names where `notice` says the data is (a shovel keeps its spelling)."""
+    try:
+        return _place(href, data_id) == (notice.base_url, notice.rel_path)
+    except NoticeError:
+        return False
 
 
 def _place(href: str, data_id: str) -> tuple[str, str]:
