@@ -129,9 +129,10 @@ def foreign_messages(draw):
     safe = draw(st.sampled_from(["/", "", "/~:@"]))      # hrefs spelt otherwise than dd would
     href = draw(st.sampled_from(["https://node.example/", "ftp://node.example/x/"])) + "/".join(
         urllib.parse.quote(w, safe=safe) for w in draw(paths))
-    properties = {"pubtime": draw(times), "data_id": data_id,
-                  "integrity": {"method": method, "value": base64.b64encode(
-                      draw(st.binary(min_size=wis2.DIGESTS[method], max_size=wis2.DIGESTS[method]))).decode()}}
+    properties = {"pubtime": draw(times), "data_id": data_id}
+    if draw(st.integers(0, 4)):
+        properties["integrity"] = {"method": method, "value": base64.b64encode(
+            draw(st.binary(min_size=wis2.DIGESTS[method], max_size=wis2.DIGESTS[method]))).decode()}
     if draw(st.booleans()):
         properties.update(start_datetime=draw(times), end_datetime=draw(times))
     else:

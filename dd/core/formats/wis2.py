@@ -126,9 +126,11 @@ def encode(notice: Notice, settings: Settings = PLAIN,
                                   "data_id": extra.pop("data_id", None) or notice.rel_path}
     if not any(name in extra for name in _TIMES):
         properties["datetime"] = format_time(notice.mtime) if notice.mtime else None
-    if notice.checksum is not None and notice.op is Op.WRITE:
+    # A message that came without integrity goes on without; anything else says it in WNM's terms.
+    unsummed = own["wis2_pubtime"] is not None and notice.checksum == Checksum("none", "")
+    if notice.checksum is not None and notice.op is Op.WRITE and not unsummed:
         properties["integrity"] = integrity(notice.checksum)
-    properties.update(extra)
+    properties.update((k, v) for k, v in extra.items() if k not in ("pubtime", "integrity"))
     if settings.global_cache:
         properties["global-cache"] = settings.global_cache
     if content is not None and (inline := content_of(content)) is not None:
