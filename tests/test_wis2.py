@@ -518,3 +518,29 @@ def test_dd_post_with_a_checksum_wis2_refuses_says_so_and_fails(pump):
     assert result.returncode != 0
     assert "not allowed in WIS2" in result.stderr and "checksum sha512" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_node_a_global_cache_and_a_consumer_in_a_chain(pump):
+    """dd_post (a WIS2 node) -> dd_sara (a global cache, serving its copies) -> dd_subscribe
+    (a data consumer of the cache's messages): the consumer's copy is the node's file."""
+    expected = make_tree(pump.src, count=20, seed=3)
+    cache_dir = pump.src.parent / f"{pump.src.name}-cache"
+    cache_url = pump.base_url.rstrip("/") + "-cache/"
+    pump.component = "sara"
+    pump.subscriber_config("cache", extra=f"topic_prefix a.wis2\nsubtopic #\npost_format wis2\n"
+                                          f"wis_global_cache de-dwd-gc\npost_base_url {cache_url}\n",
+                           directory=cache_dir)
+    cache = pump.foreground("cache")
+    pump.component = "subscribe"
+    consumer_dir = pump.base / "consumer"
+    pump.subscriber_config("consumer", extra="exchange cache\ntopic_prefix a.wis2\nsubtopic #\n",
+                           directory=consumer_dir)
+    consumer = pump.foreground("consumer")
+    posted = pump.post(pump.src, post_format="wis2", post_topic_prefix=TOPIC)
+    assert posted.returncode == 0, posted.stderr
+    # The cache files everything under the centre id; the consumer lands it at its data_id.
+    arrived = wait_for(lambda: compare(expected, manifest(consumer_dir)) == ([], [], []), timeout=60)
+    _, consumer_log = pump.stop(consumer)
+    _, cache_log = pump.stop(cache)
+    assert arrived, (compare(expected, manifest(consumer_dir)), cache_log[-1500:], consumer_log[-1500:])
+    assert compare(expected, manifest(cache_dir / "ca-eccc-msc")) == ([], [], [])
