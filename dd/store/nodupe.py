@@ -9,7 +9,9 @@ configurations at once, give one delivery and one downstream notice.  A key is
 (kill -9, power loss) is taken over: a crash makes the work happen again rather
 than never: a claimant is a process identity (dd.store.pidfile), so a pid reused by another
 process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
-seconds and are purged.
+seconds and are purged.  A notice's keys are its content at its path (key), and, for a
+message that names itself (WIS2), its id and its data_id with pubtime (message_keys): a
+duplicate by any of them is a duplicate.
 """
 from __future__ import annotations
 
