@@ -3,6 +3,7 @@ and for pywis-pubsub, what breaks WNM is refused by name, and dd mirrors and rel
 over a real RabbitMQ.  (pywis-pubsub publishes over MQTT only: its messages are made with
 its own create_message and put on the AMQP broker as they are.)"""
 import base64
+import dataclasses
 import datetime
 import hashlib
 import importlib
@@ -171,7 +172,6 @@ def test_pubtime_is_never_rewritten_by_a_relay_even_with_nanoseconds():
 
 
 def dataclass_copy(n, **changes):
-    import dataclasses
     return dataclasses.replace(n, extra=dict(n.extra), **changes)
 
 
@@ -404,7 +404,6 @@ def test_dd_mirrors_what_pywis_pubsub_makes(pump):
 
 
 def urlpath(url):
-    import urllib.parse
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path).lstrip("/")
 
 
