@@ -543,3 +543,18 @@ def test_a_node_a_global_cache_and_a_consumer_in_a_chain(pump):
     _, cache_log = pump.stop(cache)
     assert arrived, (compare(expected, manifest(consumer_dir)), cache_log[-1500:], consumer_log[-1500:])
     assert compare(expected, manifest(cache_dir / "ca-eccc-msc")) == ([], [], [])
+
+
+def test_a_data_id_climbing_out_of_the_tree_is_refused(pump):
+    (pump.base / "outside.txt").write_text("mine\n")
+    body = good_message()
+    body["properties"]["data_id"] = "../outside.txt"
+    body["links"][0]["href"] = pump.base_url + "x/../outside.txt"
+    wis2_subscriber(pump)
+    pump.publish_raw(json.dumps(body).encode(), topic=ROUTING_KEY)
+    subscriber = pump.foreground()
+    drained = wait_for(lambda: pump.queue_depth() == 0, timeout=30)
+    status, log = pump.stop(subscriber)
+    assert drained and "Traceback" not in log
+    assert (pump.base / "outside.txt").read_text() == "mine\n"
+    assert "path climbs out of its directory" in log and "[dot-dot]" in log, log[-1500:]
