@@ -440,9 +440,9 @@ OPTIONS = (
     _option("wis_inline", BOOL, "off", POSTERS,
             "with post_format wis2: put a file's data in the message (properties.content) too, "
             "when its encoded form is at most 4096 bytes and the message stays within 8 KiB"),
-    _option("wis_global_cache", WORD, None, "sara shovel",
-            "with post_format wis2: act as a WIS2 global cache with this centre id: messages are "
-            "republished on cache/a/wis2/... and carry properties.global-cache"),
+    _option("wis_global_cache", WORD, None, "sara",
+            "with post_format wis2: act as a WIS2 global cache with this centre id: the copies "
+            "are announced on cache/a/wis2/..., with new ids, and carry properties.global-cache"),
     _option("post_base_url", SERVER, None, "post subscribe watch sara sender",
             "URL the posted files are downloaded from; a file's path below post_base_dir "
             "(dd_sender: below destination) is appended to it"),
