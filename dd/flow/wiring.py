@@ -53,8 +53,12 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
     wis2 = formats.wis2.Settings(geometry=cfg.wis_geometry, global_cache=cfg.wis_global_cache or "")
-    if post_format == formats.wis2.NAME and post_topic_prefix:
-        try:  # refused at start-up, not on the first file
+    if post_format == formats.wis2.NAME and (post_topic_prefix or not cfg.broker):
+        # Refused at start-up, not on the first file; only a relay has topics to keep.
+        if not post_topic_prefix:
+            raise ConfigError("post_format wis2 needs post_topic_prefix, the dataset's WIS2 topic",
+                              fix="set post_topic_prefix origin/a/wis2/<centre-id>/data/core/<discipline>/...")
+        try:
             formats.wis2.check_topic(formats.wis2.split_topic(post_topic_prefix))
         except NoticeError as error:
             raise ConfigError(f"post_topic_prefix: {error.message}", fix=error.fix) from None
