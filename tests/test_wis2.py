@@ -26,6 +26,7 @@ from dd.core.notice import Checksum, Notice, Op
 from dd.store import nodupe
 from tests.support.pump import compare, manifest, wait_for
 from tests.test_mirror import make_tree
+from tests.test_watch import Watcher
 
 # The modules: pywis_pubsub's package attributes of the same names are its click commands.
 ets, publish, verification = (importlib.import_module(f"pywis_pubsub.{name}")
@@ -216,6 +217,15 @@ def test_checksums_wis2_does_not_allow_are_refused_on_posting(method):
         formats.encode(notice(checksum=Checksum(method, "00" * 16)), "wis2", TOPIC)
     assert refused.value.rule == "wis2-integrity"
     assert "post_format wis2" in refused.value.fix
+
+
+def test_a_rename_is_new_data_at_its_new_place_and_a_link_has_no_wis2_form():
+    moved = formats.encode(notice(op=Op.RENAME, rename_from="synop/old.bufr"), "wis2", TOPIC)
+    message = valid_wnm(moved.body)
+    assert message["links"][0]["rel"] == "canonical" and message["properties"]["data_id"] == "synop/a b.bufr"
+    with pytest.raises(NoticeError) as refused:
+        formats.encode(notice(op=Op.LINK, link_target="x", size=None, checksum=None), "wis2", TOPIC)
+    assert refused.value.rule == "wis2-op"
 
 
 @pytest.mark.parametrize("topic, why", [
@@ -561,3 +571,25 @@ def test_a_data_id_climbing_out_of_the_tree_is_refused(pump):
     assert drained and "Traceback" not in log
     assert (pump.base / "outside.txt").read_text() == "mine\n"
     assert "path climbs out of its directory" in log and "[dot-dot]" in log, log[-1500:]
+
+
+def test_a_wis2_node_on_dd_watch_announces_writes_renames_and_deletions_but_not_links(pump):
+    capture = Capture(pump, "a.wis2.#")
+    watcher = Watcher(pump, f"post_format wis2\npost_topic_prefix {TOPIC}\nwis_inline on\n").start()
+    (pump.src / "obs.txt").write_bytes(b"12345 obs\n")
+    written = capture.take(1)
+    (pump.src / "obs.txt").rename(pump.src / "moved.txt")
+    later = capture.take(1)
+    (pump.src / "link.txt").symlink_to("moved.txt")
+    assert wait_for(lambda: "symbolic link" in watcher.text(), timeout=20)
+    (pump.src / "moved.txt").unlink()
+    later += capture.take(1)
+    watcher.stop()
+    log = watcher.text()
+    messages = [valid_wnm(m.body) for m in written + later]
+    assert [(m["links"][0]["rel"], m["properties"]["data_id"]) for m in messages] == [
+        ("canonical", "obs.txt"), ("canonical", "moved.txt"), ("deletion", "moved.txt")]
+    assert messages[0]["properties"]["content"] == {"encoding": "utf-8", "value": "12345 obs\n", "size": 10}
+    assert messages[1]["properties"]["integrity"] == messages[0]["properties"]["integrity"]
+    assert "not announced" in log and "symbolic link has no WIS2 form" in log
+    assert not capture.take(1, timeout=2)

@@ -1,6 +1,7 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Optional
@@ -14,6 +15,8 @@ from dd.core.notice import now as notice_now
 from dd.flow.item import Item
 from dd.flow.posting import ExchangeOf, Poster
 from dd.flow.protocols import Context
+
+log = logging.getLogger("dd.flow")
 
 
 def subscription(ctx: Context) -> broker.Subscription:
@@ -68,7 +71,14 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         if item.outgoing is None:
             return None
         content = inline_content(item.outgoing, cfg.post_base_dir) if inline else None
-        return formats.encode(item.outgoing, post_format, post_topic_prefix, wis2_settings=wis2, content=content)
+        try:
+            return formats.encode(item.outgoing, post_format, post_topic_prefix, wis2_settings=wis2,
+                                  content=content)
+        except NoticeError as error:
+            if error.rule != "wis2-op":
+                raise
+            log.warning("not announced: %s", error)  # a link, among the data a WIS2 node announces
+            return None
     return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
                   timeout=cfg.post_timeout)
 
@@ -76,7 +86,7 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
 def inline_content(notice: Notice, base_dir: str) -> Optional[bytes]:
     """The data of a small file announced below `base_dir`, for a WIS2 message to carry;
     None when it is large, unreadable, or no longer what the notice's checksum says."""
-    if (notice.op is not Op.WRITE or notice.size is None or notice.size > formats.wis2.MAX_CONTENT
+    if (notice.op not in (Op.WRITE, Op.RENAME) or notice.size is None or notice.size > formats.wis2.MAX_CONTENT
             or notice.checksum is None or not checksum.verifiable(notice.checksum.method)):
         return None
     try:

@@ -114,8 +114,8 @@ def encode(notice: Notice, settings: Settings = PLAIN,
     if notice.part is not None:
         raise NoticeError("a part of a file cannot be announced in WIS2", fix="set blocksize 1",
                           rule="wis2-parts")
-    if notice.op not in (Op.WRITE, Op.DELETE):
-        raise NoticeError(f"a '{notice.op.value}' notice has no WIS2 form (only new, updated or "
+    if notice.op is Op.LINK:
+        raise NoticeError(f"{notice.rel_path!r}: a symbolic link has no WIS2 form (only new, updated or "
                           "deleted data)", rule="wis2-op")
     extra = dict(notice.extra)
     own = {name: extra.pop(name, None) for name in _OWN}
@@ -128,7 +128,7 @@ def encode(notice: Notice, settings: Settings = PLAIN,
         properties["datetime"] = format_time(notice.mtime) if notice.mtime else None
     # A message that came without integrity goes on without; anything else says it in WNM's terms.
     unsummed = own["wis2_pubtime"] is not None and notice.checksum == Checksum("none", "")
-    if notice.checksum is not None and notice.op is Op.WRITE and not unsummed:
+    if notice.checksum is not None and notice.op is not Op.DELETE and not unsummed:
         properties["integrity"] = integrity(notice.checksum)
     properties.update((k, v) for k, v in extra.items() if k not in ("pubtime", "integrity"))
     if settings.global_cache:
