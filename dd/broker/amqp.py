@@ -51,6 +51,13 @@ class Delivery:
     generation: int
     redelivered: bool
 
+    @property
+    def earlier_deliveries(self) -> int:
+        """How many times the broker delivered this message before: a quorum queue counts them
+        (x-delivery-count); other queues only say whether it was delivered before."""
+        count = self.headers.get("x-delivery-count")
+        return count if isinstance(count, int) else int(self.redelivered)
+
 
 def vhost_of(url: Url) -> str:
     path = urllib.parse.unquote(url.path or "")
@@ -396,6 +403,24 @@ class Subscription:
     expire: float = 0.0      # seconds without consumer before the broker deletes the queue
     message_ttl: float = 0.0
     private_exchange: str = ""  # also bound, with the same keys, when the broker has it
+    queue_type: str = "classic"     # classic, quorum or stream (x-queue-type)
+    stream_offset: Any = "next"     # where a stream is read from: first, next, last or a datetime
+
+    def arguments(self) -> dict[str, Any]:
+        """The queue's x- arguments.  A stream keeps what it holds for message_ttl (x-max-age)
+        and is not deleted for want of a consumer: the broker refuses x-expires on one."""
+        arguments: dict[str, Any] = {}
+        if self.queue_type != "classic":
+            arguments["x-queue-type"] = self.queue_type
+        if self.queue_type == "stream":
+            if self.message_ttl:
+                arguments["x-max-age"] = f"{int(self.message_ttl)}s"
+            return arguments
+        if self.expire:
+            arguments["x-expires"] = int(self.expire * 1000)
+        if self.message_ttl:
+            arguments["x-message-ttl"] = int(self.message_ttl * 1000)
+        return arguments
 
 
 class Consumer(_Endpoint):
@@ -413,13 +438,8 @@ class Consumer(_Endpoint):
         """Declare the queue and its bindings (idempotent)."""
         sub = self.subscription
         channel = self.open()
-        arguments: dict[str, int] = {}
-        if sub.expire:
-            arguments["x-expires"] = int(sub.expire * 1000)
-        if sub.message_ttl:
-            arguments["x-message-ttl"] = int(sub.message_ttl * 1000)
         try:
-            channel.queue_declare(sub.queue, durable=True, auto_delete=False, arguments=arguments)
+            channel.queue_declare(sub.queue, durable=True, auto_delete=False, arguments=sub.arguments())
         except amqp.exceptions.PreconditionFailed as error:
             raise BrokerError(f"queue '{sub.queue}' exists with other settings: {error.reply_text}",
                               fix="run cleanup to remove the old queue") from None
@@ -451,11 +471,14 @@ class Consumer(_Endpoint):
     def _on_open(self) -> None:
         self._inbox.clear()
         self._unacked = set()
+        # Per consumer (global off): a quorum queue closes the channel of a global one.
         self.channel.basic_qos(0, self.prefetch, False)
 
     def start(self) -> None:
         self.declare()
-        self.channel.basic_consume(self.subscription.queue, callback=self._receive, no_ack=False)
+        sub = self.subscription
+        arguments = {"x-stream-offset": sub.stream_offset} if sub.queue_type == "stream" else None
+        self.channel.basic_consume(sub.queue, callback=self._receive, no_ack=False, arguments=arguments)
 
     def _receive(self, message: Any) -> None:
         info = message.delivery_info

@@ -10,6 +10,7 @@ broker is unset).  A component may have its own default (component_defaults).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import fractions
 import json
@@ -201,6 +202,21 @@ def url(*schemes: str, example: str) -> Kind:
     return Kind("url", f"a URL like {example}", parse)
 
 
+def _stream_offset(text: str) -> str | datetime.datetime:
+    word = text.strip().lower()
+    if word in ("first", "next", "last"):
+        return word
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def _format_offset(value: str | datetime.datetime) -> str:
+    return value.isoformat() if isinstance(value, datetime.datetime) else value
+
+
 ROLES = ("source", "subscriber", "feeder", "admin")
 
 
@@ -236,6 +252,8 @@ COMMAND = Kind("command", "a command line with balanced quotes", _command)
 PLUGIN = Kind("function", "python:package.module:function, a function dd_plugins(7) describes", _plugin)
 HOOK = Kind("command", "a command line with balanced quotes, or python:package.module:function",
             _hook)
+STREAM_OFFSET = Kind("offset", "first, next, last or a time like 2026-12-03T00:00:00Z",
+                     _stream_offset, _format_offset)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
 BROKER = url("amqp", "amqps", example="amqps://user@host/")
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
@@ -298,15 +316,35 @@ OPTIONS = (
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
+    _option("queue_type", choice("classic", "quorum", "stream"), "classic", READERS,
+            "kind of queue declared: classic (one node holds it), quorum (replicated on the cluster's "
+            "nodes: nothing confirmed is lost when one dies; dd_cluster(7)) or stream (an append-only "
+            "log read from stream_offset, kept for message_ttl, for replaying notices into a new "
+            "subscriber); a queue keeps its type: change it and run cleanup"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
             "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "classic: renewed by each declaration and consumer; quorum: the same, checked by the broker "
+            "every few seconds, so the queue may outlive it by that much; stream: not used, a stream "
+            "stays until cleanup removes it; "
             "dd_audit cleanup removes q_ queues idle this long", component_defaults={"audit": "1d", "log": "1d"}),
     _option("message_ttl", DURATION, None, CONSUMERS,
-            "the broker drops notices that waited in the queue this long; unset: never"),
+            "the broker drops notices that waited in the queue this long (stream: that were appended "
+            "this long ago); unset: never"),
     _option("prefetch", INT, "200", READERS,
             "notices the broker may send each instance ahead of its acknowledgements; "
-            "an instance works on half of them at a time while the rest wait ready"),
+            "an instance works on half of them at a time while the rest wait ready; per consumer, "
+            "as quorum queues require"),
+    _option("delivery_limit", INT, "0", SENDING,
+            "a notice the broker has delivered more than this many times (quorum queues count them; "
+            "a classic queue only says whether it was delivered before) is not worked on again from "
+            "the queue: it goes to the retry store with an error in the log, so a notice whose work "
+            "crashes the process does not crash every instance in turn; 0: no limit"),
+    _option("stream_offset", STREAM_OFFSET, "next", READERS,
+            "where a stream queue (queue_type stream) is read from at each start: first (all it "
+            "holds), next (only what arrives from now on), last (from its last chunk) or a time "
+            "(what arrived since, e.g. 2026-12-03T00:00:00Z); notices read again are recognised "
+            "as duplicates by the receiver"),
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
     _option("heartbeat", DURATION, "60s", ALL + " log",

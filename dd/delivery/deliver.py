@@ -114,7 +114,8 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     retries = RetryStore(ctx.state.retry_file(ctx.instance), ttl=cfg.retry_ttl, delay=cfg.retry_delay)
     decode = flow.notices(**decoding)
     gatherer = flow.Retrying(flow.BrokerGatherer(consumer(ctx), relaying.read(decode) if relaying else decode,
-                                                 stop=ctx.stop), retries, **decoding)
+                                                 stop=ctx.stop, delivery_limit=cfg.delivery_limit),
+                            retries, **decoding)
     transports = relaying.transports if relaying else Transports(ctx.credentials, timeout=cfg.timeout,
                                                                  options=transport_options(cfg))
     # Import the transports now: the first notice of a burst must not wait for that.  Not

@@ -26,12 +26,17 @@ log = logging.getLogger("dd.flow")
 
 class BrokerGatherer:
     """Gathers messages from a durable queue, each read by `decode(delivery) -> Item`
-    (see notices); finishing an item acks it.  `stop` (the flow's) ends a reconnection."""
+    (see notices); finishing an item acks it.  `stop` (the flow's) ends a reconnection.
+    A notice the broker delivered more than `delivery_limit` times (0: no limit) is not
+    worked on again: it fails (500), so a retry store keeps it, rather than crashing every
+    process that takes it from the queue in turn."""
 
-    def __init__(self, consumer: broker.Consumer, decode: Decoder, *, stop: threading.Event) -> None:
+    def __init__(self, consumer: broker.Consumer, decode: Decoder, *, stop: threading.Event,
+                 delivery_limit: int = 0) -> None:
         self.consumer = consumer
         self.decode = decode
         self.stop = stop
+        self.delivery_limit = delivery_limit
         self._started = False
 
     def fetch(self, timeout: float) -> list[Item]:
@@ -44,7 +49,21 @@ class BrokerGatherer:
             log.warning("lost the broker connection (%s); reconnecting", error or type(error).__name__)
             self._reconnect()
             return []
-        return [self.decode(d) for d in deliveries]
+        items = [self.decode(d) for d in deliveries]
+        if self.delivery_limit:
+            for item in items:
+                self._limit(item)
+        return items
+
+    def _limit(self, item: Item) -> None:
+        delivery: broker.Delivery = item.receipt
+        if item.outcome is None and delivery.earlier_deliveries >= self.delivery_limit:
+            item.outcome = Outcome(Code.FAILED, f"delivered {delivery.earlier_deliveries + 1} times, more than "
+                                   f"delivery_limit {self.delivery_limit}: not worked on again from the queue",
+                                   "delivery_limit")
+            log.error("%s was delivered %d times (delivery_limit %d): the work on it may crash the "
+                      "process; it goes to the retry store instead", item.name,
+                      delivery.earlier_deliveries + 1, self.delivery_limit)
 
     def _reconnect(self) -> None:
         if self.consumer.reopen(stop=self.stop) is not None:
@@ -105,7 +124,10 @@ class Retrying:
         self.allowed_schemes = allowed_schemes
 
     def fetch(self, timeout: float) -> Optional[list[Item]]:
-        items = [self._revive(entry) for entry in self.store.due(self.BATCH)]
+        entries = self.store.due(self.BATCH)
+        if entries:
+            self.store.postpone(entries)
+        items = [self._revive(entry) for entry in entries]
         if self.store.full:
             if not items:
                 time.sleep(min(timeout, 1.0))

@@ -27,7 +27,8 @@ def subscription(ctx: Context) -> broker.Subscription:
     assert ctx.state is not None, "a consuming configuration has a state directory"
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
     bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
-    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl)
+    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
+                               queue_type=cfg.queue_type, stream_offset=cfg.stream_offset)
 
 
 def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broker.Consumer:

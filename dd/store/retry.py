@@ -100,6 +100,14 @@ class RetryStore:
             "ORDER BY id LIMIT ?", (self.clock(), limit)).fetchall()
         return [Entry(*row) for row in rows]
 
+    def postpone(self, entries: Iterable[Entry]) -> None:
+        """Move these entries' next try on, as a failure would, before they are worked on: one
+        whose work crashes the process comes back after its backoff, not at every restart."""
+        now = self.clock()
+        with self._db:
+            self._db.executemany("UPDATE retry SET next_at = ? WHERE id = ?",
+                                 [(now + self._backoff(entry.attempts + 1), entry.id) for entry in entries])
+
     def failed_again(self, entries_and_reasons: Iterable[tuple[Entry, str]]) -> list[Entry]:
         """Reschedule (entry, reason) pairs; return the entries given up because they have
         been failing for longer than ttl (removed from the store)."""

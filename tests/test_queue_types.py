@@ -1,0 +1,140 @@
+"""Queue types (queue_type classic, quorum, stream) on the real broker, and delivery_limit:
+a notice whose work crashes the process ends in the retry store instead of looping."""
+import datetime
+import textwrap
+import time
+
+import pytest
+
+from dd import broker
+from dd.core import formats
+from dd.core.credentials import Url
+from dd.store.retry import RetryStore
+from tests.support.brokers import _rabbitmqctl
+from tests.support.pump import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def queue_type(vhost, queue):
+    out = _rabbitmqctl("list_queues", "-p", vhost, "name", "type").stdout
+    return dict(line.split()[:2] for line in out.splitlines() if line.strip()).get(queue)
+
+
+def publish(url, exchange, count, first=0):
+    publisher = broker.Publisher(url)
+    try:
+        for n in range(first, first + count):
+            publisher.publish(exchange, formats.Message(f"v02.post.n{n}", b"%d" % n, {}, "text/plain"))
+        assert publisher.wait(10) == []
+    finally:
+        publisher.close()
+
+
+def drain(consumer, quiet=1.0):
+    """Bodies received until nothing arrives for `quiet` seconds; acknowledged."""
+    received = []
+    while batch := consumer.fetch(quiet):
+        received += [d.body for d in batch]
+        consumer.ack(batch)
+    return received
+
+
+def test_a_quorum_queue_is_declared_as_one_and_counts_deliveries(broker_url, vhost, exchange):
+    url = Url.parse(broker_url)
+    sub = broker.Subscription(f"q_guest.quorum_{exchange}", exchange, ("#",), queue_type="quorum")
+    consumer = broker.Consumer(url, sub, prefetch=10)
+    try:
+        consumer.start()        # per-consumer prefetch: a global one would close the channel here
+        assert queue_type(vhost, sub.queue) == "quorum"
+        publish(url, exchange, 3)
+        first = consumer.fetch(5.0)
+        assert [d.earlier_deliveries for d in first] == [0, 0, 0]
+        consumer.reopen()       # not acknowledged: delivered again, and the broker counts it
+        consumer.start()
+        again = consumer.fetch(5.0)
+        assert sorted(d.body for d in again) == [b"0", b"1", b"2"]
+        assert [d.earlier_deliveries for d in again] == [1, 1, 1]
+        consumer.ack(again)
+        assert drain(consumer) == []
+    finally:
+        consumer.delete()
+        consumer.close()
+
+
+def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
+    url = Url.parse(broker_url)
+    name = f"q_guest.stream_{exchange}"
+    first = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+                                                     stream_offset="first"), prefetch=50)
+    try:
+        first.declare()
+        assert queue_type(vhost, name) == "stream"
+        publish(url, exchange, 5)
+        time.sleep(1.1)     # a stream's timestamps are to the second
+        since = datetime.datetime.now(datetime.timezone.utc)
+        time.sleep(1.1)
+        publish(url, exchange, 5, first=5)
+        first.start()
+        assert drain(first) == [b"%d" % n for n in range(10)]      # replayed from the start
+        # A new reader from 'next' sees only what comes after it started...
+        later = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream"),
+                                prefetch=50)
+        later.start()
+        assert drain(later) == []
+        publish(url, exchange, 1, first=10)
+        assert drain(later) == [b"10"]
+        later.close()
+        # ... and one from a time, what arrived since.
+        timed = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+                                                         stream_offset=since), prefetch=50)
+        timed.start()
+        assert drain(timed) == [b"%d" % n for n in range(5, 11)]
+        timed.close()
+    finally:
+        first.delete()
+        first.close()
+
+
+POISON = '''
+import os
+
+def check(notice):
+    if notice.rel_path.endswith("poison.txt"):
+        os._exit(3)     # the work kills the process: no exception, no acknowledgement
+    return notice
+'''
+
+
+def test_a_notice_whose_work_crashes_the_process_goes_to_the_retry_store_after_delivery_limit(pump):
+    plugins = pump.base / "config" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "poison.py").write_text(textwrap.dedent(POISON))
+    pump.subscriber_config(extra="queue_type quorum\ndelivery_limit 2\non_notice python:poison:check\n"
+                                 "retry_delay 1h")
+    (pump.src / "poison.txt").write_text("poison")
+    pump.post(pump.src / "poison.txt")
+    crashes, log = 0, ""
+    for _ in range(4):
+        subscriber = pump.foreground()
+        try:
+            status = subscriber.wait(timeout=20)
+        except Exception:       # noqa: BLE001 - still running: the poison no longer reaches the work
+            break
+        assert status == 3, subscriber.stderr.read()
+        crashes += 1
+    assert crashes == 2         # delivered twice, crashed twice; the third delivery is not worked on
+    assert wait_for(lambda: pump.queue_depth() == 0, timeout=20)
+    (pump.src / "good.txt").write_text("good")
+    pump.post(pump.src / "good.txt")
+    assert wait_for(lambda: (pump.dst / "good.txt").exists(), timeout=20)     # the flow goes on
+    _, log = pump.stop(subscriber)
+    assert "poison.txt was delivered 3 times (delivery_limit 2)" in log
+    assert "500 delivered 3 times, more than delivery_limit 2" in log
+    retry_files = list((pump.base / "state" / "subscribe" / "sub").glob("retry.i*.db"))
+    store = RetryStore(retry_files[0], ttl=86400)
+    try:
+        assert "poison.txt" in store and len(store) == 1
+    finally:
+        store.close()
+    assert not (pump.dst / "poison.txt").exists()
