@@ -363,6 +363,45 @@ def test_duplicates_by_id_and_by_data_id_with_pubtime_a_newer_pubtime_is_an_upda
 
 # --- Over a real RabbitMQ ---
 
+class Capture:
+    """A queue of our own bound to an exchange, to read what dd publishes there."""
+
+    def __init__(self, broker_url, binding, exchange):
+        url = Url.parse(broker_url)
+        self.connection = amqp.Connection(f"{url.host}:{url.port or 5672}", userid=url.user,
+                                          password=url.password, virtual_host=url.path.lstrip("/"))
+        self.connection.connect()
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+        self.queue, _, _ = self.channel.queue_declare("", exclusive=True)
+        self.channel.queue_bind(self.queue, exchange, binding)
+
+    def take(self, count, timeout=30):
+        """Up to `count` messages, as many as arrive within `timeout` seconds."""
+        messages = []
+        wait_for(lambda: self._get(messages) >= count, timeout=timeout)
+        return messages
+
+    def _get(self, messages):
+        message = self.channel.basic_get(self.queue, no_ack=True)
+        if message is not None:
+            messages.append(message)
+        return len(messages)
+
+
+@pytest.fixture
+def capture(broker_url):
+    """capture(binding, exchange): a Capture, closed after the test."""
+    made = []
+
+    def make(binding, exchange=EXCHANGE):
+        made.append(Capture(broker_url, binding, exchange))
+        return made[-1]
+    yield make
+    for one in made:
+        one.connection.close()
+
+
 @pytest.fixture
 def pump(pump):
     """The pump, its notices on the exchange of WIS2 topics origin/..."""
@@ -374,10 +413,10 @@ def wis2_subscriber(pump, extra=""):
     return pump.subscriber_config(extra=f"topic_prefix a.wis2\nsubtopic #\n{extra}")
 
 
-def test_dd_post_in_wis2_is_mirrored_byte_identical_by_dd_subscribe(pump):
+def test_dd_post_in_wis2_is_mirrored_byte_identical_by_dd_subscribe(pump, capture):
     expected = make_tree(pump.src, count=60)
     wis2_subscriber(pump)
-    capture = Capture(pump, "a.wis2.#")
+    origin = capture("a.wis2.#")
     posted = pump.post(pump.src, post_format="wis2", post_topic_prefix=TOPIC, wis_inline="on",
                        wis_geometry="6.15 46.22")
     assert posted.returncode == 0, posted.stderr
@@ -386,7 +425,7 @@ def test_dd_post_in_wis2_is_mirrored_byte_identical_by_dd_subscribe(pump):
     status, log = pump.stop(subscriber)
     assert arrived, (compare(expected, manifest(pump.dst)), log[-2000:])
     assert status == 0 and "Traceback" not in log
-    messages = capture.take(60)
+    messages = origin.take(60)
     assert {(m.delivery_info["exchange"], m.delivery_info["routing_key"]) for m in messages} == {
         (EXCHANGE, ROUTING_KEY)}
     inlined = 0
@@ -445,13 +484,13 @@ def test_a_subscriber_takes_one_message_id_once_whatever_route_it_names(pump):
 
 
 @pytest.mark.parametrize("integrity", ["verified", "absent", "wrong"])
-def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_same_pubtime(pump, integrity):
+def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_same_pubtime(pump, capture, integrity):
     data = b"synop data\n"
     (pump.src / "synop.txt").write_bytes(data)
     pump.component = "sara"
     pump.subscriber_config(extra=f"topic_prefix a.wis2\nsubtopic #\npost_format wis2\n"
                                  f"wis_global_cache de-dwd-gc\npost_base_dir {pump.base / 'dst'}\n")
-    capture = Capture(pump, "a.wis2.#", exchange="cache")
+    cached = capture("a.wis2.#", exchange="cache")
     original = notice(base_url=pump.base_url, rel_path="synop.txt", size=len(data),
                       checksum=Checksum("sha256", sha("sha256", data)))
     sent = json.loads(formats.encode(original, "wis2", TOPIC).body)
@@ -463,8 +502,8 @@ def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_sam
     pump.publish_raw(body, topic=ROUTING_KEY)
     pump.publish_raw(body, topic=ROUTING_KEY)  # again: one copy, one message
     relay = pump.foreground()
-    relayed = capture.take(1, timeout=10 if integrity == "wrong" else 30)
-    extra = capture.take(1, timeout=3)
+    relayed = cached.take(1, timeout=10 if integrity == "wrong" else 30)
+    extra = cached.take(1, timeout=3)
     status, log = pump.stop(relay)
     if integrity == "wrong":  # neither kept nor announced
         assert not relayed and not (pump.dst / "ca-eccc-msc" / "synop.txt").exists()
@@ -484,43 +523,6 @@ def test_a_global_cache_relay_republishes_with_a_new_id_its_own_href_and_the_sam
     # Filed, and served, under the centre that published it.
     assert out["links"][0]["href"] == "http://127.0.0.1:9/ca-eccc-msc/synop.txt"
     assert (pump.dst / "ca-eccc-msc" / "synop.txt").read_bytes() == data
-
-
-class Capture:
-    """A queue of our own bound to an exchange, to read what dd publishes there."""
-
-    def __init__(self, pump, binding, exchange=None):
-        url = Url.parse(pump.broker_url)
-        self.connection = amqp.Connection(f"{url.host}:{url.port or 5672}", userid=url.user,
-                                          password=url.password, virtual_host=url.path.lstrip("/"))
-        self.connection.connect()
-        self.channel = self.connection.channel()
-        exchange = exchange or pump.exchange
-        self.channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-        self.queue, _, _ = self.channel.queue_declare("", exclusive=True)
-        self.channel.queue_bind(self.queue, exchange, binding)
-        pump.processes.append(self)
-
-    def take(self, count, timeout=30):
-        messages = []
-        wait_for(lambda: self._get(messages) >= count, timeout=timeout)
-        return messages
-
-    def _get(self, messages):
-        message = self.channel.basic_get(self.queue, no_ack=True)
-        if message is not None:
-            messages.append(message)
-        return len(messages)
-
-    # Closed with the pump's processes.
-    def poll(self):
-        return None
-
-    def kill(self):
-        self.connection.close()
-
-    def communicate(self):
-        return None
 
 
 def test_dd_post_with_a_checksum_wis2_refuses_says_so_and_fails(pump):
@@ -573,17 +575,17 @@ def test_a_data_id_climbing_out_of_the_tree_is_refused(pump):
     assert "path climbs out of its directory" in log and "[dot-dot]" in log, log[-1500:]
 
 
-def test_a_wis2_node_on_dd_watch_announces_writes_renames_and_deletions_but_not_links(pump):
-    capture = Capture(pump, "a.wis2.#")
+def test_a_wis2_node_on_dd_watch_announces_writes_renames_and_deletions_but_not_links(pump, capture):
+    origin = capture("a.wis2.#")
     watcher = Watcher(pump, f"post_format wis2\npost_topic_prefix {TOPIC}\nwis_inline on\n").start()
     (pump.src / "obs.txt").write_bytes(b"12345 obs\n")
-    written = capture.take(1)
+    written = origin.take(1)
     (pump.src / "obs.txt").rename(pump.src / "moved.txt")
-    later = capture.take(1)
+    later = origin.take(1)
     (pump.src / "link.txt").symlink_to("moved.txt")
     assert wait_for(lambda: "symbolic link" in watcher.text(), timeout=20)
     (pump.src / "moved.txt").unlink()
-    later += capture.take(1)
+    later += origin.take(1)
     watcher.stop()
     log = watcher.text()
     messages = [valid_wnm(m.body) for m in written + later]
@@ -592,4 +594,4 @@ def test_a_wis2_node_on_dd_watch_announces_writes_renames_and_deletions_but_not_
     assert messages[0]["properties"]["content"] == {"encoding": "utf-8", "value": "12345 obs\n", "size": 10}
     assert messages[1]["properties"]["integrity"] == messages[0]["properties"]["integrity"]
     assert "not announced" in log and "symbolic link has no WIS2 form" in log
-    assert not capture.take(1, timeout=2)
+    assert not origin.take(1, timeout=2)
