@@ -29,12 +29,21 @@ setup(
         "humanize>=4.4.0",
         "urllib3>=1.26.12",
         "bcrypt>=3.2.2",
+        "tqdm>=4.64.1",
+        # The web console (dd_ctl web): Flask pages served by cheroot, which speaks TLS (waitress does not).
+        "flask>=2.2.2",
+        "cheroot>=9.0.0",
+        "prometheus_client>=0.16.0",
     ],
+    # The console's page templates and the files its pages load.
+    package_data={"dd.admin.console": ["templates/*.html", "static/*"]},
     # mypy 2 no longer checks code for Python 3.9 (pyproject.toml's python_version).
     extras_require={"test": ["pytest>=7.2", "pytest-xdist>=3.1", "hypothesis>=6.85", "build>=0.10", "twine>=4.0",
                              "docutils>=0.19", "packaging>=23.0", "ruff>=0.6", "mypy>=1.19,<2", "types-paramiko>=4.0",
                              # The FTP server of the transfer tests, and what its FTPS needs.
                              "pyftpdlib>=1.5.7", "pyOpenSSL>=23.0.0",
+                             # test_console drives Debian's chromium and chromedriver.
+                             "selenium>=4.8",
                              # The WIS2 peer (its message validator and downloader) and the WNM schema's.
                              "pywis-pubsub>=0.12", "jsonschema>=4.10"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"]},

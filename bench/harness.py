@@ -172,9 +172,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives=""):
+def _accepts(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives="", accepts=_accepts):
     """nginx on a free port of `host` serving `root`, its command after `prefix` (e.g.
-    ip netns exec), with more http `directives`; returns (process, base URL)."""
+    ip netns exec), with more http `directives`; returns (process, base URL) once
+    `accepts(host, port)` (from where nginx can be reached)."""
     base.mkdir()
     port = free_port()
     text = nginx.config(base=base, root=root, port=port, host=host, user=("root", "root"))
@@ -182,15 +191,11 @@ def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives=""):
     process = spawn([*prefix, *nginx.command(NGINX, base)],
                     env=os.environ, cwd=base, log=base / "nginx.out")
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return process, f"http://{host}:{port}/"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: nginx did not start on port {port}: "
-                                 f"{last_line(base / 'nginx.out')}") from None
-            time.sleep(0.05)
+    while not accepts(host, port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"bench: nginx did not start on port {port}: {last_line(base / 'nginx.out')}")
+        time.sleep(0.05)
+    return process, f"http://{host}:{port}/"
 
 
 def amqp_connect(vhost):

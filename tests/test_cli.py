@@ -7,7 +7,7 @@ import io
 import pytest
 
 from dd.cli import main
-from dd.core import commandline, commands
+from dd.core import commandline, commands, config
 from dd.core.environment import Environment
 
 
@@ -109,3 +109,31 @@ def test_after_a_double_dash_everything_is_a_path(env):
                                                             "--post_exchange"], env, "post")
     assert (args.paths, args.delete, options) == (["--delete", "-x", "--post_exchange"], False,
                                                   [("post_exchange", "xs_a")])
+
+
+@pytest.mark.parametrize("command", sorted(commands.ABOUT))
+def test_help_gives_purpose_actions_common_options_and_a_working_example(command, env, tmp_path):
+    about = commands.ABOUT[command]
+    status, out, _ = dd(command, "--help", env=env)
+    assert status == 0
+    assert " ".join(about.purpose.split()) in " ".join(out.split())
+    assert about.purpose.endswith(".") and about.purpose.count(". ") == 0     # one sentence
+    daemon = command in commands.COMPONENTS and command != "post"
+    assert ("actions:" in out) == daemon
+    if daemon:
+        assert all(f"\n  {action} " in out for action in commands.ACTIONS)
+    assert all(f"\n  {name} " in out for name in about.options)
+    assert about.example in out
+    assert max(map(len, out.splitlines())) <= 88
+    # The example works: its configuration loads, and its command line parses with it.
+    name = commandline._config_name(about.example)
+    (env.config_dir / command).mkdir(parents=True)
+    (env.config_dir / command / f"{name}.conf").write_text(about.config)
+    cfg = config.load(command, name, [], env)
+    assert cfg.name == name
+    argv = about.example.split()[1:]
+    assert about.example.split()[0] == f"dd_{command}"
+    args, _ = commandline.parse(main.parser(command), argv, env, command)
+    if daemon:
+        assert (args.action, args.config) == (argv[0], name)
+        assert dd(command, "show", name, env=env)[0] == 0

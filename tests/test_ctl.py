@@ -166,6 +166,40 @@ def test_check_compares_the_backlog_with_the_thresholds(pump, ctl):
     assert wait_for(lambda: ctl("check")[0] == 0)
 
 
+def test_check_json_says_what_the_nagios_line_says(pump, ctl):
+    configure(pump, "alpha", extra="instances 1\ncheck_backlog 3\ncheck_backlog_critical 6")
+    status, line, _ = ctl("check")
+    status_json, out, err = ctl("check", "--json")
+    assert status_json == status == 1, out + err   # stopped: a warning
+    report = json.loads(out)
+    assert (report["status"], report["state"]) == (1, "WARNING")
+    assert report["summary"] == "1 configurations, 0/1 instances"
+    assert line.startswith(f"DD WARNING - {report['summary']}")
+    assert {"status": 1, "state": "WARNING", "configuration": "subscribe/alpha", "problem": "stopped"} \
+        in report["findings"]
+    perf = {p["label"]: p for p in report["perfdata"]}
+    assert perf["instances"] == {"label": "instances", "value": 0, "warning": None, "critical": None, "min": 0}
+    assert perf["dead"]["critical"] == 1
+    assert "instances=0;;;0 dead=0;;1;0" in line
+    assert ctl("start")[0] == 0
+    assert wait_for(lambda: ctl("check", "--json")[0] == 0)
+    report = json.loads(ctl("check", "--json")[1])
+    assert report["findings"] == [] and report["state"] == "OK"
+    assert perf_of(report, "backlog_subscribe/alpha") == {"label": "backlog_subscribe/alpha", "value": 0,
+                                                          "warning": 3, "critical": 6, "min": 0}
+
+
+def perf_of(report, label):
+    return next(p for p in report["perfdata"] if p["label"] == label)
+
+
+def test_check_json_of_a_check_that_cannot_run_is_unknown(pump, ctl):
+    status, out, _ = ctl("check", "--json", "nosuch/thing")
+    report = json.loads(out)
+    assert status == report["status"] == 3 and report["state"] == "UNKNOWN"
+    assert "nosuch" in report["summary"]
+
+
 def test_check_warns_when_a_running_configuration_is_idle_too_long(pump, ctl):
     configure(pump, "alpha", extra="instances 1\ncheck_idle 1h")
     assert ctl("start")[0] == 0
@@ -291,3 +325,33 @@ def test_metrics_rates_come_from_the_last_minute():
         record = metrics.sample(counters, ring, 1, start, start + seconds)
     assert record["received_per_minute"] == 0.0  # nothing new in the last minute
     assert (record["received"], record["pid"], record["started"]) == (40, 1, start)
+
+
+def test_metrics_record_transfers_in_flight_as_activity_and_carry_totals_over_a_restart(tmp_path):
+    now = [10_000.0]
+    transfers = metrics.Transfers(clock=lambda: now[0])
+    counters = Counters()
+    counters.last_activity, counters.delivered, counters.bytes = now[0], 3, 300
+    tracker = transfers.begin("big.bin", 1000)
+    now[0] += 100
+    tracker.advance(400)
+    record = metrics.sample(counters, collections.deque(), 1, 9_000.0, now[0], transfers=transfers)
+    assert record["last_activity"] == now[0]       # the bytes of a long transfer are activity
+    path = tmp_path / "i001.json"
+    metrics.write(path, record)
+    flying, = metrics.in_flight(metrics.read(path))
+    assert flying == metrics.InFlight("big.bin", 400, 1000, 10_000.0, 4.0, 150.0)
+    transfers.abort()
+    with pytest.raises(KeyboardInterrupt):
+        tracker.advance(1)
+    tracker.end()
+    assert transfers.in_flight() == []
+    # A restarted instance goes on from its previous totals.
+    counters.error_times.append(now[0])
+    metrics.write(path, metrics.sample(counters, collections.deque(), 1, 9_000.0, now[0]))
+    restarted = Counters()
+    restarted.delivered, restarted.bytes = 1, 50
+    again = metrics.sample(restarted, collections.deque(), 2, now[0], now[0] + 10,
+                           base=metrics.carried(metrics.read(path)))
+    assert (again["delivered"], again["bytes"], again["errors_last_hour"]) == (4, 350, 1)
+    assert metrics.in_flight(None) == [] and metrics.carried("garbage") == {}

@@ -13,6 +13,7 @@ users are removed at the end.
 """
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -238,10 +239,28 @@ def _service(walk, output):
     assert [line.split()[0] for line in lines[:4]] == configurations
     for configuration in configurations:
         assert any(line.split()[:2] == [configuration, "running"] for line in lines), configuration
-    assert lines[-1].startswith("DD OK - 4 configurations, 4/4 instances |"), lines[-1]
+    at = next(i for i, line in enumerate(lines) if line.startswith("DD OK - "))
+    nagios = lines[at]
+    assert nagios.startswith("DD OK - 4 configurations, 4/4 instances |"), nagios
     # The line the guide shows, but for the counts.
     shown = next(line.strip() for line in walk.readme.splitlines() if line.strip().startswith("DD OK - "))
-    assert re.sub(r"\d+", "N", lines[-1]) == re.sub(r"\d+", "N", shown), shown
+    assert re.sub(r"\d+", "N", nagios) == re.sub(r"\d+", "N", shown), shown
+    # check --json: the same check as one object.
+    report = json.loads("\n".join(lines[at + 1:]))
+    assert (report["state"], report["findings"]) == ("OK", [])
+    assert report["summary"] == "4 configurations, 4/4 instances"
+    assert {p["label"] for p in report["perfdata"]} >= {"instances", "dead", "backlog_subscribe/bob"}
+
+
+def _watched_pump(walk, output):
+    lines = output.splitlines()
+    # dd_log --trace: the relay took the file in, bob got it.
+    assert lines[0].startswith(f"obs/today/temperature.txt  (source {walk.names['ann']})"), output
+    assert any(line.split()[2:3] == ["ingested"] and f" {walk.names['feeder']}@" in line for line in lines), output
+    assert any(line.split()[2:3] == ["delivered"] and f" {walk.names['bob']}@" in line for line in lines), output
+    # /metrics: bob's subscription has delivered what the guides gave it so far.
+    bob = [line for line in lines if 'configuration="bob"' in line]
+    assert len(bob) == 1 and float(bob[0].split()[-1]) >= 2, output
 
 
 def _linked(walk, output):
@@ -291,6 +310,7 @@ AFTER = {
     "watched": _watched,
     "private-fetched": _private,
     "service": _service,
+    "metrics": _watched_pump,
     "linked": _linked,
     "pushed": _pushed,
     "teardown": _torn_down,

@@ -19,11 +19,13 @@ DEBIAN = ROOT / "debian"
 SPEC = ROOT / "rpm" / "metpx-dd.spec"
 
 
-def _minimums():
-    """{python3-<distribution>: minimum version} from setup.py's install_requires."""
+def _minimums(debian=False):
+    """{python3-<distribution>: minimum version} from setup.py's install_requires; Debian
+    names python3-prometheus-client what Fedora names python3-prometheus_client."""
     requirements = setup_arguments()["install_requires"]
     pins = (re.fullmatch(r"([A-Za-z0-9_.-]+)>=([\w.]+)", r) for r in requirements)
-    return {f"python3-{pin[1].lower()}": pin[2] for pin in pins if pin}
+    names = {f"python3-{pin[1].lower()}": pin[2] for pin in pins if pin}
+    return {name.replace("_", "-"): version for name, version in names.items()} if debian else names
 
 
 def test_every_requirement_has_a_minimum():
@@ -34,7 +36,7 @@ def test_debian_depends_on_the_setup_py_minimums():
     control = (DEBIAN / "control").read_text(encoding="utf-8")
     depends = re.search(r"^Package: metpx-dd$.*?^Depends:(.*?)^\S", control, re.M | re.S)[1]
     pinned = dict(re.findall(r"(python3-[\w.-]+) \(>= ([\w.]+)\)", depends))
-    assert pinned == _minimums()
+    assert pinned == _minimums(debian=True)
 
 
 def test_debian_version_is_the_package_version():

@@ -17,6 +17,7 @@ from typing import Optional
 import platformdirs
 
 from dd.admin import logs
+from dd.core import commands
 from dd.store import pidfile
 from dd.core.environment import APP
 from dd.core.errors import LsbStatus
@@ -86,10 +87,12 @@ def start(ctx, config_arg):
             continue
         log_path = logs.log_file(env.log_dir, state.component, state.config_name, instance)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        # dd_ctl's own services (the web console) are no command of their own: dd_ctl runs them.
+        words = (["ctl", "foreground", f"{state.component}/{config_arg}"] if state.component in commands.SERVICES
+                 else [state.component, "foreground", str(config_arg)])
         with open(log_path, "a") as log_stream:
             process = subprocess.Popen(
-                [sys.executable, "-m", "dd.cli.main", state.component, "foreground", str(config_arg),
-                 "--instance", str(instance)],
+                [sys.executable, "-m", "dd.cli.main", *words, "--instance", str(instance)],
                 env=child_env, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=log_stream,
                 start_new_session=True, close_fds=True)
         # The child writes its own pid file; write it too so status is right at once.

@@ -1,18 +1,49 @@
-"""Logging: one rotated file per component/config/instance, or stderr in the foreground."""
+"""Logging: one rotated file per component/config/instance, or stderr in the foreground;
+as text for people, or as one JSON object a line (log_format json) for log stacks."""
+import datetime
+import json
 import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from typing import Optional
 
 FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+#: The attribute a log call sets (extra={REL_PATH: ...}) when its message is about one notice.
+REL_PATH = "rel_path"
 
 
 def log_file(log_dir, component, config_name, instance):
     return Path(log_dir) / f"{component}_{config_name}_{instance:02d}.log"
 
 
-def setup(*, level="info", stream=None, path=None, days=7):
-    """Send dd's logging to `path` (rotated daily, `days` kept) or to `stream`."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (ISO 8601, UTC), level, component, configuration,
+    instance, logger, message, and rel_path when the message is about one notice; an
+    exception's traceback as `exception`.  dd_options(5) log_format names the fields."""
+
+    def __init__(self, component: Optional[str] = None, configuration: Optional[str] = None,
+                 instance: Optional[int] = None) -> None:
+        super().__init__()
+        self.where = {"component": component, "configuration": configuration, "instance": instance}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+                .isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), **self.where, "logger": record.name,
+                "message": record.getMessage()}
+        rel_path = getattr(record, REL_PATH, None)
+        if rel_path is not None:
+            line[REL_PATH] = rel_path
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup(*, level="info", stream=None, path=None, days=7, log_format="text", component=None,
+          configuration=None, instance=None):
+    """Send dd's logging to `path` (rotated daily, `days` kept) or to `stream`, as text or
+    as JSON lines naming `component`, `configuration` and `instance`."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -22,7 +53,8 @@ def setup(*, level="info", stream=None, path=None, days=7):
                                                             encoding="utf-8")
     else:
         handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter(component, configuration, instance) if log_format == "json"
+                         else logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Library chatter (connection setup, HTTP pools) only when debugging dd itself.

@@ -128,8 +128,10 @@ def connect(url: Url, *, heartbeat: float = 60, timeout: float = 10.0, name: str
         raise BrokerRefusal(f"broker {url} refused the login of user '{url.user}'",
                             fix="check the password in credentials.conf") from None
     except amqp.exceptions.NotAllowed:
-        raise BrokerRefusal(f"broker {url}: user '{url.user}' may not use virtual host '{vhost_of(url)}'",
-                            fix="ask the broker administrator for permissions") from None
+        raise BrokerRefusal(f"broker {url}: user '{url.user}' may not use virtual host '{vhost_of(url)}', "
+                            f"or it does not exist",
+                            fix="check the virtual host in the broker URL; if it is right, ask the broker "
+                                "administrator for permissions on it") from None
     except ssl.SSLCertVerificationError as error:  # before OSError: a subclass
         raise BrokerRefusal(f"broker {url}: its TLS certificate is refused: {error.verify_message}",
                             fix=CERTIFICATE_FIX) from None

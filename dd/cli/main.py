@@ -82,7 +82,7 @@ def _component_parser(module: Component) -> commandline.Parser:
     if not module.DAEMON:  # dd_post
         top = commandline.Parser(
             prog=prog, usage="%(prog)s [--config CONFIG] [--option value ...] [--delete | --rename OLD] PATH...",
-            epilog=commandline.OPTIONS_EPILOG)
+            **commandline.described(module.NAME))
         top.add_argument("--config", help="the configuration: a path, or a name in dd's config directory")
         how = top.add_mutually_exclusive_group()
         how.add_argument("--delete", action="store_true", help="announce that the PATHs were removed")
@@ -91,9 +91,8 @@ def _component_parser(module: Component) -> commandline.Parser:
         top.add_argument("paths", nargs="*", metavar="PATH", help="a file, or a directory to walk")
         return top
     top = commandline.Parser(prog=prog, usage="%(prog)s ACTION CONFIG [--option value ...]",
-                             epilog=f"{commandline.OPTIONS_EPILOG} The action show prints the configuration's "
-                                    "effective values and where each comes from.")
-    top.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION", help=", ".join(ACTIONS))
+                             **commandline.described(module.NAME, actions=True))
+    top.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION", help="one of the actions below")
     top.add_argument("config", nargs="?", metavar="CONFIG",
                      help="the configuration: a path, or a name in dd's config directory")
     # The number of a background instance: `start` runs each with its own (dd.admin.instances).

@@ -7,6 +7,7 @@ individual option comes from dd.core.options, escaped by _roff.
 import sys
 
 from dd import __version__
+from dd.core import commands
 from dd.core.options import COMPONENTS, OPTIONS
 from dd.transfer.http import ASKED_LIMIT
 
@@ -204,7 +205,7 @@ def _default(option):
 
 
 def _entry(option):
-    users = ", ".join(f"dd_{c}" for c in COMPONENTS if c in option.components)
+    users = ", ".join(commands.command_of(c) for c in COMPONENTS if c in option.components)
     notes = [n for n, flag in (("order\\-sensitive", option.ordered),
                                ("repeatable", option.repeat),
                                ("never shown", option.sensitive)) if flag]

@@ -20,6 +20,7 @@ from dd.core.credentials import Credentials
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError
 from dd.flow import Flow
+from dd.store.metrics import Progress
 from dd.store.state import ConfigState
 
 
@@ -37,6 +38,7 @@ class Context:
     arguments: tuple[str, ...] = ()     # dd_post's PATHs
     deleted: bool = False       # dd_post --delete: the PATHs were deleted
     renamed_from: str | None = None     # dd_post --rename OLD: the one PATH was OLD
+    progress: Progress | None = None    # where transfers report their progress (status, a bar)
 
 
 class Service(Protocol):

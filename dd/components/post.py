@@ -1,6 +1,6 @@
 """dd_post: announce files and trees — paths in, confirmed notices out."""
-import logging
 import os
+import stat
 
 from dd import flow
 from dd.core import walk
@@ -15,14 +15,15 @@ subscription = consumer = services = None
 #: Notices per round of confirms: the first round is small so the first notices go out
 #: at once, the later ones large so that waiting for confirms costs little.
 FIRST_BATCH, BATCH = 50, 1000
-log = logging.getLogger("dd.post")
 
 
 class FileGatherer:
     """Walks the paths named on the command line and turns each file into a notice."""
 
-    def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None):
-        self.announcer = announce.Announcer(cfg)
+    def __init__(self, cfg, arguments, *, deleted=False, renamed_from=None, progress=None):
+        # One bar for the run: the bytes summed, of all the files to announce.
+        self.tracker = progress.begin("announcing", _total(arguments)) if progress and not deleted else None
+        self.announcer = announce.Announcer(cfg, self.tracker.advance if self.tracker else None)
         self.deleted = deleted
         self.refused = []           # (path, reason): what could not be announced
         self._pending = self._walk(arguments) if renamed_from is None else self._renamed(renamed_from, *arguments)
@@ -44,7 +45,8 @@ class FileGatherer:
         pass
 
     def close(self):
-        pass
+        if self.tracker:
+            self.tracker.end()
 
     def _walk(self, arguments):
         for argument in arguments:
@@ -79,22 +81,34 @@ class FileGatherer:
             yield Item(notice, outgoing=None)
 
     def _refuse(self, path, reason):
-        log.error("not announced: %s: %s", path, reason)
+        # Said once, by dd_post's summary of what was not announced (dd.admin.daemon.run_once).
         self.refused.append((path, reason))
 
 
 def build(ctx):
     cfg = ctx.cfg
     cfg.require("post_broker", "post_base_url", "post_base_dir")
-    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from)
-    the_flow = flow.Flow(gatherer=gatherer, accept=lambda item: _accept(cfg, item),
+    gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from,
+                            progress=ctx.progress)
+    the_flow = flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx),
                          work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
     the_flow.refused = gatherer.refused
     return the_flow
 
 
-def _accept(cfg, item):
-    return cfg.match(item.notice.rel_path) is not None
+def _total(arguments):
+    """Bytes of the files named and of those below the directories named, for the bar's time
+    left: a walk of the tree before the one that reads it, made only for a person watching."""
+    total = 0
+    for argument in arguments:
+        tree = os.path.isdir(argument) and not os.path.islink(argument)
+        for path in walk.entries(argument) if tree else [argument]:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue    # said when it is announced
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def _announce(item):

@@ -23,6 +23,7 @@ from typing import Optional
 from dd import flow
 from dd.core import options, report
 from dd.core.credentials import Url
+from dd.pump import provenance
 from dd.pump.indexing import same_broker
 from dd.store import logindex
 from dd.core.errors import NoticeError
@@ -49,7 +50,7 @@ def build(ctx):
     if not cfg.route_logs:
         gatherer = flow.BrokerGatherer(consumer(ctx), flow.notices(
             max_notice_size=cfg.max_notice_size, allowed_schemes=None), stop=ctx.stop)
-        return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=_forward,
+        return flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx), work=_forward,
                          poster=flow.poster(ctx), stop=ctx.stop)
     local = flow.publisher(ctx, cfg.post_broker)
     index = logindex.of(cfg, ctx.env.state_dir)
@@ -59,7 +60,7 @@ def build(ctx):
     if cfg.report_upstream:
         upstream_url = ctx.credentials.complete(cfg.report_upstream)
         fallback = logindex.Upstream(str(upstream_url), cfg.report_upstream_exchange or f"xs_{upstream_url.user}")
-    router = _Router(local, cfg.cluster, index, fallback=fallback,
+    router = _Router(local, cfg.cluster, index, provenance.of(cfg, ctx.env.state_dir), fallback=fallback,
                      here=lambda upstream: same_broker(Url.parse(upstream.broker), cfg.post_broker))
     trusted = frozenset(cfg.report_feeders or ())
     gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
@@ -67,12 +68,8 @@ def build(ctx):
     posters = flow.Posters(flow.Poster(local, lambda item: item.destination.exchange, _published_to(None),
                                        timeout=cfg.post_timeout),
                            _Upstreams(ctx))
-    return flow.Flow(gatherer=gatherer, accept=lambda item: _accepts(cfg, item), work=router.route,
+    return flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx), work=router.route,
                      poster=posters, stop=ctx.stop)
-
-
-def _accepts(cfg, item):
-    return cfg.match(item.payload.rel_path) is not None
 
 
 def _forward(item):
@@ -148,15 +145,24 @@ def _summed(checksum):
 
 
 class _Router:
-    def __init__(self, publisher, cluster, index, *, fallback, here):
+    def __init__(self, publisher, cluster, index, kept, *, fallback, here):
         self.publisher = publisher
         self.cluster = cluster
         self.index = index
+        self.kept = kept            # the provenance store: what was routed, for the console
         self.fallback = fallback    # report_upstream, for notices whose entries name no upstream
         self.here = here            # whether an upstream is this very pump
         self._known = {}            # exchange -> (exists, when asked)
 
     def route(self, item):
+        self._route(item)
+        if item.destination is not None:
+            try:
+                self.kept.keep([item.report])
+            except sqlite3.Error as error:  # the console's history: routing goes on without it
+                log.warning("provenance store %s: %s", self.kept.path, error)
+
+    def _route(self, item):
         made = item.report
         match = self._relayed(item)
         if match is None:

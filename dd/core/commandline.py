@@ -9,16 +9,51 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import textwrap
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from dd.core import config
+from dd.core import commands, config
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError
-from dd.core.options import OPTIONS
+from dd.core.options import BY_NAME, OPTIONS
 
 #: The epilog of the commands that read a configuration.
 OPTIONS_EPILOG = "Options of the configuration (dd_options(5)) are also accepted as --name value."
+
+
+def described(command: str, epilog: str = OPTIONS_EPILOG, actions: bool = False) -> dict[str, Any]:
+    """The Parser arguments that give dd_<command>'s --help its purpose, its actions (a daemon's),
+    its common options and its example, as commands.ABOUT declares them."""
+    about = commands.ABOUT[command]
+    sections = []
+    if actions:
+        sections.append("actions:\n" + _rows(commands.ACTIONS.items()))
+    sections.append("common options (in the configuration, or as --name value; all in dd_options(5)):\n"
+                    + _rows((name, _first_clause(BY_NAME[name].help)) for name in about.options))
+    config_lines = textwrap.indent(about.config, "    ")
+    sections.append(f"example: with this in {command}/NAME.conf of dd's config directory (~/.config/dd),\n"
+                    f"{config_lines}  where NAME is {_config_name(about.example)}, run\n    {about.example}")
+    sections.append(textwrap.fill(epilog, 79))
+    return dict(description=textwrap.fill(about.purpose, 79), epilog="\n\n".join(sections),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _config_name(example: str) -> str:
+    words = example.split()
+    return words[words.index("--config") + 1] if "--config" in words else \
+        next(w for w in words[1:] if not w.startswith("-") and w not in commands.ACTIONS)
+
+
+def _first_clause(text: str) -> str:
+    return text.split("; ")[0]
+
+
+def _rows(pairs: Any, width: int = 79) -> str:
+    pairs = list(pairs)
+    left = max(len(name) for name, _ in pairs) + 4
+    return "\n".join(textwrap.fill(text, width, initial_indent=f"  {name}".ljust(left),
+                                    subsequent_indent=" " * left) for name, text in pairs)
 
 
 class HelpShown(Exception):

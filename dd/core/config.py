@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
-from dd.core import remote_include
+from dd.core import commands, remote_include
 from dd.core.credentials import Credentials, Url
 from dd.core.errors import ConfigError
 from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, NEVER_REMOTE, OPTIONS, Option
@@ -118,6 +118,17 @@ class Config:
         mask = self.decide(rel_path)
         return mask if mask and mask.accept else None
 
+    def accepting(self) -> list[Mask]:
+        """The masks that take notices: accept lines, and accept_unmatched's when it is on."""
+        return [m for m in self.masks if m.accept] + ([self._unmatched] if self.accept_unmatched else [])
+
+    def refusal(self, rel_path: str) -> str:
+        """The rule that refuses `rel_path`, for a log line: its reject line, or no accept line."""
+        mask = self.decide(rel_path)
+        if mask is None:
+            return "no accept line matches it and accept_unmatched is off"
+        return f"reject {mask.pattern.pattern} ({mask.origin})"
+
     def require(self, *names: str) -> None:
         """ConfigError naming the first of `names` that is unset."""
         for name in names:
@@ -185,7 +196,7 @@ def config_file(component: str, config: StrPath, env: Environment) -> Path:
     name = config.removesuffix(".conf")
     path = Path(env.config_dir) / component / f"{name}.conf"
     if not path.is_file():
-        raise ConfigError(f"no configuration '{name}' for dd_{component}: {path} does not exist",
+        raise ConfigError(f"no configuration '{name}' for {commands.command_of(component)}: {path} does not exist",
                           fix=f"create it, or give a path like ./{name}.conf")
     return path
 
@@ -212,8 +223,8 @@ def take_options(argv: Sequence[str], component: str) -> tuple[list[tuple[str, s
             rest.append(arg)
             continue
         if component not in option.components:
-            users = ", ".join(f"dd_{c}" for c in COMPONENTS if c in option.components)
-            raise ConfigError(f"option --{name} is not used by dd_{component}",
+            users = ", ".join(commands.command_of(c) for c in COMPONENTS if c in option.components)
+            raise ConfigError(f"option --{name} is not used by {commands.command_of(component)}",
                               fix=f"only {users} use it")
         if not has_value:
             if option.kind is BOOL:

@@ -408,6 +408,11 @@ OPTIONS = (
             "the system's (or SSL_CERT_FILE's); certificates are always checked"),
     _option("timeout", DURATION, "30s", SENDING + " poll",
             "a transfer making no progress for this long fails and is retried"),
+    _option("parallel", integer(1), "1", DELIVERY,
+            "connections one download of a big whole file is fetched over at once, in pieces of 8 to "
+            "64 MiB written into its one temporary file (a server answering with the whole file "
+            "instead of a range gets one connection); on a long round trip each TCP stream carries at "
+            "most its window per round trip, and N streams carry N of them"),
     _option("rate_max", SIZE, "0", SENDING,
             "download (dd_sender: sending) bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
     _option("destination", url("sftp", "ftp", "ftps", "file", example="sftp://user@host/dir"), None, "sender",
@@ -547,8 +552,9 @@ OPTIONS = (
     _option("declare", DECLARATION, None, "audit",
             "a user of the pump and its role; its password comes from credentials.conf; repeat "
             "for every user", repeat=True),
-    _option("management_url", url("http", "https", example="http://localhost:15672/"), None, "audit",
-            "RabbitMQ's management API; unset: port 15672 of the admin broker's host"),
+    _option("management_url", url("http", "https", example="http://localhost:15672/"), None, "audit web",
+            "RabbitMQ's management API; unset: port 15672 of the admin broker's host (the console: of "
+            "web_broker's host)"),
     _option("queue_limit", INT, "0", "audit",
             "dd_audit cleanup removes q_ queues holding more notices than this; 0: no limit"),
     # The pump (dd_sara).
@@ -575,6 +581,10 @@ OPTIONS = (
     # Logging.
     _option("log_level", choice("debug", "info", "warning", "error", "critical"), "info", ALL,
             "least severe messages logged"),
+    _option("log_format", choice("text", "json"), "text", ALL,
+            "text: a line for people; json: one JSON object a line for log stacks, with time "
+            "(ISO 8601, UTC), level, component, configuration, instance, logger, message, and "
+            "rel_path when the message is about one notice"),
     _option("log_days", INT, "5", DAEMONS,
             "days of rotated daily logs kept"),
     _option("log_reports", BOOL, "on", SENDING,
@@ -591,6 +601,45 @@ OPTIONS = (
     _option("check_idle", DURATION, None, DAEMONS,
             "dd_ctl check warns when a running configuration has received nothing for this long; "
             "unset: never (quiet feeds are normal)"),
+    # The states the web console (dd_ctl web) shows, per configuration.
+    _option("state_hung", DURATION, "1m", DAEMONS,
+            "the console calls a running configuration hung when no instance has written its metrics for "
+            "this long (they are written every 5 s)"),
+    _option("state_idle", DURATION, "15m", DAEMONS,
+            "the console calls a running configuration idle when it has received nothing for this long"),
+    _option("state_lag", DURATION, "5m", CONSUMERS,
+            "the console calls a configuration lagging when the oldest notice in its queue was posted longer "
+            "ago than this, or its backlog is over check_backlog"),
+    _option("state_errors", integer(1), "10", DAEMONS,
+            "the console calls a configuration failing when it logged this many errors in the last hour"),
+    _option("late_after", DURATION, None, DAEMONS,
+            "the console shows the last activity of a configuration as late when it is older than this; "
+            "unset: never late"),
+    # The web console (dd_ctl web, config web/console.conf) and the provenance store it searches.
+    _option("web_port", integer(1), "8470", "web",
+            "port the web console listens on"),
+    _option("web_host", WORD, "127.0.0.1", "web",
+            "address the web console listens on; any other than a loopback one needs web_certificate "
+            "and web_key"),
+    _option("web_certificate", PATH, None, "web",
+            "certificate (PEM, with its chain) of the web console: it serves HTTPS; unset: plain HTTP, "
+            "on a loopback address only"),
+    _option("web_key", PATH, None, "web",
+            "private key (PEM) of web_certificate, readable by the console's user only"),
+    _option("web_broker", BROKER, None, "web",
+            "the pump's broker and virtual host: amqp://ADMIN@HOST/VHOST; a user signs in to the console "
+            "with the broker user and password it has there (the console connects to check them), and "
+            "ADMIN's password (credentials.conf) reads the management API"),
+    _option("web_admins", LIST, None, "web",
+            "broker users who see everything in the console; any other user who signs in sees the "
+            "provenance of its own files only; unset: web_broker's user"),
+    _option("provenance_file", PATH, None, "shovel web log",
+            "the provenance store: the log messages the log router routed, searched by the console and "
+            "dd_log --trace; unset: provenance.sqlite in the state directory"),
+    _option("provenance_days", DURATION, "7d", "shovel",
+            "the log router forgets log messages older than this from the provenance store"),
+    _option("provenance_entries", integer(1), "1000000", "shovel",
+            "most log messages the provenance store holds, about 300 bytes each; the oldest go first"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

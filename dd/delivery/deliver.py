@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 
 from dd import flow
 from dd.core import checksum, paths, route
-from dd.core.errors import NoticeError
+from dd.core.errors import ConfigError, NoticeError
 from dd.core.formats import wis2
 from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
@@ -125,8 +125,11 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     if sending:
         receiver, placement = sending(transports, gatherer.tick)
     else:
+        if relaying is None:
+            check_directories(ctx.cfg, ctx.cfg.component)
         receiver = Receiver(transports, download_checksum=cfg.checksum, rate_max=cfg.rate_max,
-                            fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl)
+                            fsync=cfg.fsync, tick=gatherer.tick, stale_after=cfg.retry_ttl,
+                            progress=ctx.progress, parallel=cfg.parallel)
         placement = relaying.placement if relaying else PLAIN_TREE
     if cfg.on_file:
         hook = on_file or hooks.Hook(cfg.on_file, timeout=cfg.on_file_timeout, tick=gatherer.tick, stop=ctx.stop)
@@ -141,6 +144,22 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads)
+
+
+def check_directories(cfg, component):
+    """A ConfigError for a directory of the accept lines that this user cannot write into:
+    found at start, not after a day of quiet retries.  One that does not exist yet is made
+    when a file lands in it, so the nearest one that exists is checked."""
+    for directory in sorted({str(mask.directory) for mask in cfg.accepting()}):
+        existing = os.path.abspath(directory)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ConfigError(f"directory {directory}: {existing} is not a directory",
+                              fix="set directory to a directory, before the accept lines")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"directory {directory}: permission denied: dd_{component} cannot write into "
+                              f"{existing}", fix="give its user write permission there, or set another directory")
 
 
 def transport_options(cfg) -> dict:
@@ -173,6 +192,8 @@ class Delivery:
             log.debug("not for this way: %s is for %s", notice.rel_path, ", ".join(notice.to_clusters))
             return False
         item.mask = self.cfg.match(notice.rel_path)
+        if item.mask is None:
+            item.refused_by = self.cfg.refusal(notice.rel_path)
         return item.mask is not None
 
     def _claim(self, item, where):

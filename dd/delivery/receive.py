@@ -21,8 +21,8 @@ from dd.core import checksum
 from dd.core.errors import ChecksumMismatch, DDError, PathError, TransferError
 from dd.core.notice import Checksum, Op
 from dd.core.outcome import Code, Outcome
-from dd.delivery import assembly
-from dd.transfer import WRITING, temporary_name
+from dd.delivery import assembly, ranges, resume
+from dd.transfer import WRITING, RangeIgnored, temporary_name
 from dd.transfer.copy import copy
 
 SUM_CACHE_SIZE = 1024
@@ -34,8 +34,10 @@ class Receiver:
     """Delivers notices into trees; one per flow instance."""
 
     def __init__(self, transports, *, download_checksum="sha512", rate_max=0, fsync=False,
-                 tick=None, attempts=3, stale_after=86400.0):
+                 tick=None, attempts=3, stale_after=86400.0, progress=None, parallel=1):
         self.transports = transports
+        self.progress = progress or _NO_PROGRESS   # a dd.store.metrics.Progress
+        self.parallel = parallel         # connections a big whole file is fetched over
         self.download_checksum = download_checksum
         self.rate_max = rate_max
         self.fsync = fsync
@@ -74,8 +76,11 @@ class Receiver:
         except DDError as error:
             outcome = Outcome(Code.REFUSED_NOTICE, str(error), error.rule)
         except OSError as error:
+            # Permissions are the configuration's to fix: say so, rather than only "failed".
+            fix = (" (give dd's user write permission there, or change directory)"
+                   if error.errno in (errno.EACCES, errno.EPERM) else "")
             outcome = Outcome(Code.NO_SPACE if error.errno == errno.ENOSPC else Code.FAILED,
-                              f"cannot write {tree.path(rel_path)}: {error.strerror}", "filesystem")
+                              f"cannot write {tree.path(rel_path)}: {error.strerror}{fix}", "filesystem")
         outcome.local_path = outcome.local_path or _display(tree, rel_path)
         outcome.duration = time.monotonic() - started
         return outcome
@@ -142,10 +147,11 @@ class Receiver:
             prefix = (checksum.new(whole.method), 0)
         follow = prefix is not None and prefix[1] == slot.offset
         slot.file.seek(slot.offset)
-        with transport.open_read(path, slot.offset, slot.length) as data:
+        with transport.open_read(path, slot.offset, slot.length) as data, \
+                _tracking(self.progress, f"{notice.rel_path} ({label})", slot.length) as tracker:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
                           also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, tick=self.tick,
-                          name=f"{notice.url} {label}")
+                          progress=tracker.advance, name=f"{notice.url} {label}")
         if verify and result.checksum != part.checksum.value:
             raise ChecksumMismatch(
                 f"{notice.url} {label}: {method} checksum {result.checksum[:16]}... does not match "
@@ -199,24 +205,85 @@ class Receiver:
         return value == notice.checksum.value
 
     def _fetch(self, transport, path, notice, tree, fd, leaf, method, verify):
-        """Download to a temporary name, verify, set attributes, rename into place."""
+        """Download to a temporary name, verify, set attributes, rename into place.  A big
+        file's temporary copy is kept when the transfer fails, so that the next attempt
+        (or the notice's return after a crash) continues it (dd.delivery.resume)."""
         tmp, out_fd = _open_temporary(fd, leaf)
+        keep = False
         try:
             with os.fdopen(out_fd, "wb", buffering=0) as out:
-                with transport.open_read(path, 0, notice.size) as source:
-                    result = copy(source, out, length=notice.size, hasher=checksum.new(method),
-                                  rate_max=self.rate_max, tick=self.tick)
-                if verify and result.checksum != notice.checksum.value:
+                start = resume.prefix(out_fd, notice) if verify else 0
+                try:
+                    with _tracking(self.progress, notice.rel_path, notice.size) as tracker:
+                        digest = self._download(transport, path, notice, out, start, method, tracker)
+                except (TransferError, KeyboardInterrupt, SystemExit) as error:
+                    # Cut off, or stopped: the next attempt continues.  Refused: it starts over.
+                    keep = getattr(error, "retryable", True) and resume.identity(notice) is not None
+                    raise
+                if verify and digest != notice.checksum.value:
+                    if start:   # the prefix was of another file after all: fetch it all again
+                        resume.forget(out_fd)
+                        log.warning("%s: the %d bytes resumed from %s were not of this file; fetching "
+                                    "it again", notice.url, start, tmp)
                     raise ChecksumMismatch(
-                        f"{notice.url}: {method} checksum {result.checksum[:16]}... does not match "
+                        f"{notice.url}: {method} checksum {digest[:16]}... does not match "
                         f"the announced {notice.checksum.value[:16]}...")
+                if resume.identity(notice) is not None:
+                    resume.forget(out_fd)
                 self._finish(out, notice, tree)
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
-            return result.checksum
+            return digest
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=fd)
+            if not keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
             raise
+
+    def _download(self, transport, path, notice, out, start, method, tracker, streams=None):
+        """Fetch `notice`'s file into `out` after its first `start` bytes (already there);
+        its hex digest of `method`.  Over `parallel` connections when it is big enough and
+        the server answers ranges."""
+        streams = self.parallel if streams is None else streams
+        fd, size = out.fileno(), notice.size
+        tracker.advance(start)
+        if start:
+            log.info("%s: resuming after %d of %d bytes", notice.url, start, size)
+            hasher = resume.summed(fd, method, start)
+        else:
+            hasher = checksum.new(method)
+        # What a killed instance left past the prefix (pieces out of order, holes) goes: a
+        # file written in order is trusted up to its size.  On ext4 even an empty truncate
+        # costs 0.1 ms.
+        if os.fstat(fd).st_size > start:
+            os.ftruncate(fd, start)
+        try:
+            # Under rate_max the process's bytes are paced as one: more streams would not help.
+            if (size is not None and transport.concurrent_reads and not self.rate_max
+                    and ranges.worth_it(size - start, streams)):
+                resume.mark(fd, notice, start)
+                done = [start]
+
+                def reached(offset):
+                    resume.mark(fd, notice, offset)
+                    tracker.advance(offset - done[0])
+                    done[0] = offset
+                return ranges.fetch(lambda offset, length: transport.open_read(path, offset, length), fd,
+                                    start=start, end=size, hasher=hasher, streams=streams,
+                                    attempts=self.attempts, tick=self.tick,
+                                    reached=reached, name=notice.url)
+            resume.mark(fd, notice)
+            out.seek(start)
+            length = size - start if start else size
+            with transport.open_read(path, start, length) as source:
+                return copy(source, out, length=length, hasher=hasher, rate_max=self.rate_max,
+                            tick=self.tick, progress=tracker.advance).checksum
+        except RangeIgnored:
+            if not start and streams == 1:
+                raise
+            log.warning("%s: the server answers byte ranges with the whole file; fetching it whole, "
+                        "on one connection", notice.url)
+            resume.forget(fd)
+            return self._download(transport, path, notice, out, 0, method, tracker, streams=1)
 
     def _rename_local(self, notice, tree, fd, leaf, old):
         """Move our copy of rename_from if it holds the announced content."""
@@ -269,11 +336,12 @@ class Receiver:
 def _open_temporary(fd, leaf):
     """(name, fd) of the one temporary file a whole download of `leaf` is written to, ours
     alone while we hold its lock.  A name of its own per leaf, not a random one, so that
-    what an instance killed mid-download left there is taken over and overwritten when
-    its notice comes back, never left behind; a live writer of the same leaf holds the
-    lock, and this attempt is tried again later."""
+    what an instance killed mid-download left there is taken over (continued, or
+    overwritten) when its notice comes back, never left behind; a live writer of the same
+    leaf holds the lock, and this attempt is tried again later."""
     tmp = temporary_name(leaf, WRITING)
-    out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+    # Read and write: a prefix left there is read again into the checksum (dd.delivery.resume).
+    out_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
     try:
         try:
             fcntl.flock(out_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -285,8 +353,6 @@ def _open_temporary(fd, leaf):
                             rule="symlink")
         if os.stat(tmp, dir_fd=fd, follow_symlinks=False).st_ino != mine.st_ino:
             raise TransferError(f"{leaf}: another instance is writing it now")  # we locked a removed one
-        if mine.st_size:  # what a killed instance left; on ext4 even an empty truncate costs 0.1 ms
-            os.ftruncate(out_fd, 0)
     except BaseException:
         os.close(out_fd)
         raise
@@ -313,6 +379,31 @@ def refuse_directory(fd, leaf, rel_path):
         return
     if stat.S_ISDIR(st.st_mode):
         raise PathError(f"{rel_path!r} is a directory here; a file cannot replace it", rule="is-a-directory")
+
+
+class _NoProgress:
+    """Progress nobody watches."""
+
+    def begin(self, name, total):
+        return self
+
+    def advance(self, nbytes):
+        pass
+
+    def end(self):
+        pass
+
+
+_NO_PROGRESS = _NoProgress()
+
+
+@contextlib.contextmanager
+def _tracking(progress, name, total):
+    tracker = progress.begin(name, total)
+    try:
+        yield tracker
+    finally:
+        tracker.end()
 
 
 def _display(tree, rel_path):

@@ -5,7 +5,7 @@ from dd.flow.gatherers import BrokerGatherer, Retrying, notices, retry_key
 from dd.flow.item import Item
 from dd.flow.loop import TICK_INTERVAL, Counters, Flow
 from dd.flow.posting import Poster, Posters
-from dd.flow.wiring import consumer, poster, publisher, reporter, subscription
+from dd.flow.wiring import accept_lines, consumer, poster, publisher, reporter, subscription
 
 __all__ = ["TICK_INTERVAL", "BrokerGatherer", "Counters", "Flow", "Item", "Poster", "Posters", "Retrying",
-           "consumer", "notices", "poster", "publisher", "reporter", "retry_key", "subscription"]
+           "accept_lines", "consumer", "notices", "poster", "publisher", "reporter", "retry_key", "subscription"]

@@ -27,6 +27,7 @@ class Item:
     destination: Any = None                 # where a post step routing each item its own way sends it
     skipped: bool = False                   # not accepted by subtopic/accept/reject: no work, no report
     mask: Optional[Mask] = None             # the accept line that took it
+    refused_by: Optional[str] = None        # the rule that did not accept it, for the log
 
     @property
     def notice(self) -> Optional[Notice]:

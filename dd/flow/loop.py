@@ -37,12 +37,14 @@ class Counters:
         self.bytes = 0
         self.last_activity = 0.0
         self.error_times: collections.deque[float] = collections.deque(maxlen=self.ERRORS_KEPT)
+        self.last_error: Optional[dict[str, Any]] = None     # time, rel_path, message
 
     def snapshot(self) -> dict[str, Any]:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
                     failed=self.failed, rejected=self.rejected, bytes=self.bytes,
-                    last_activity=self.last_activity, error_times=list(self.error_times))
+                    last_activity=self.last_activity, error_times=list(self.error_times),
+                    last_error=self.last_error)
 
 
 def _lanes(items: list[Item]) -> list[list[Item]]:
@@ -76,6 +78,7 @@ class Flow:
         self.counters = Counters()
         self.unannounced: list[Item] = []       # the post step's, never confirmed
         self.refused: list[tuple[str, str]] = []  # (what, why): what the gatherer could not even gather
+        self._refusals_told: set[Optional[str]] = set()  # the rules whose first refusal was logged at info
 
     def run(self) -> Counters:
         """Process batches until the gatherer is exhausted or stop is set."""
@@ -167,8 +170,9 @@ class Flow:
 
     def _log(self, item: Item) -> None:
         counters, outcome = self.counters, item.outcome
+        about = {"rel_path": item.name} if item.payload is not None else {}
         if item.skipped:
-            log.debug("not accepted: %s", item.name)
+            self._log_refusal(item, about)
             return
         if outcome is None:
             return
@@ -176,9 +180,23 @@ class Flow:
             counters.delivered += 1
             counters.bytes += outcome.nbytes or 0
             log.info("%d %s: %s (%d bytes, %.3f s)", outcome.code, outcome.message,
-                     outcome.local_path or item.name, outcome.nbytes or 0, outcome.duration)
+                     outcome.local_path or item.name, outcome.nbytes or 0, outcome.duration, extra=about)
         else:
             counters.failed += outcome.failed
             counters.rejected += not outcome.failed
             counters.error_times.append(time.time())
-            log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule)
+            counters.last_error = {"time": counters.error_times[-1], "rel_path": item.name,
+                                   "message": f"{outcome.code} {outcome.message}"}
+            log.error("%d %s [%s]", outcome.code, outcome.message, outcome.rule, extra=about)
+
+    def _log_refusal(self, item: Item, about: dict[str, str]) -> None:
+        """The first notice each rule refuses at info, so that a pattern refusing what was
+        wanted shows; the rest at debug, so that a busy feed does not flood the log."""
+        rule = item.refused_by
+        why = f" ({rule})" if rule else ""
+        if rule in self._refusals_told:
+            log.debug("not accepted: %s%s", item.name, why, extra=about)
+            return
+        self._refusals_told.add(rule)
+        log.info("not accepted: %s%s; the other notices it refuses are logged at debug only",
+                 item.name, why, extra=about)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dd.core.config import Config
     from dd.core.credentials import Credentials
     from dd.core.environment import Environment
+    from dd.store.metrics import Progress
     from dd.store.state import ConfigState
 
 #: The filter step: whether an item is taken (subtopic, accept/reject, routes).
@@ -65,3 +66,6 @@ class Context(Protocol):
 
     @property
     def instance(self) -> int: ...
+
+    @property
+    def progress(self) -> Optional[Progress]: ...

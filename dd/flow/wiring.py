@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Optional
 
 from dd import broker
@@ -17,6 +18,20 @@ from dd.flow.posting import ExchangeOf, Poster
 from dd.flow.protocols import Context
 
 log = logging.getLogger("dd.flow")
+
+
+def accept_lines(ctx: Context) -> Callable[[Item], bool]:
+    """The filter step of a configuration's accept and reject lines; what they refuse names
+    its rule (item.refused_by) for the log."""
+    cfg = ctx.cfg
+
+    def accept(item: Item) -> bool:
+        rel_path = item.name
+        if cfg.match(rel_path) is not None:
+            return True
+        item.refused_by = cfg.refusal(rel_path)
+        return False
+    return accept
 
 
 def subscription(ctx: Context) -> broker.Subscription:

@@ -46,7 +46,8 @@ def _binary():
 
 
 def loopback(host):
-    """Whether the data server listens on this machine only."""
+    """Whether a server listening on `host` listens on this machine only (the data server, the
+    console)."""
     if host == "localhost":
         return True
     try:

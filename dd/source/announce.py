@@ -21,8 +21,9 @@ _O_PATH = getattr(os, "O_PATH", 0)     # Linux: a handle on a path, to ask the k
 class Announcer:
     """Turns paths below cfg.post_base_dir into notices with cfg's source, clusters and checksum."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, progress=None):
         self.cfg = cfg
+        self.progress = progress    # progress(nbytes) as files are summed, for a progress bar
         self.base_dir = os.path.abspath(cfg.post_base_dir)
         self.real_base = os.path.realpath(self.base_dir)
         self._prefix = os.path.join(self.base_dir, "")
@@ -78,7 +79,7 @@ class Announcer:
         if block_size and parts.layout(st.st_size, block_size)[0] > parts.MAX_BLOCK_COUNT:
             raise DDError(f"{path}: blocksize {block_size} cuts it into more than {parts.MAX_BLOCK_COUNT} parts",
                           fix="raise blocksize, or use 0 to choose it automatically")
-        sums = part_sums(path, rel_path, method, st.st_size, block_size)
+        sums = part_sums(path, rel_path, method, st.st_size, block_size, progress=self.progress)
         whole = Notice(op=Op.WRITE, size=st.st_size, checksum=Checksum(method, sums.pop()),
                        mtime=from_timestamp(st.st_mtime), atime=from_timestamp(st.st_atime),
                        mode=st.st_mode & 0o7777, **common)
@@ -114,14 +115,17 @@ def real_directory(path):
 OVERLAP_FROM = 4 << 20
 
 
-def part_sums(path, rel_path, method, size, block_size):
+def part_sums(path, rel_path, method, size, block_size, progress=None):
     """[checksum of each part..., checksum of the whole file], reading the file once
-    (one value, the whole file's, when it is not split)."""
+    (one value, the whole file's, when it is not split); progress(nbytes) as it reads."""
     spans = parts.spans(block_size, *parts.layout(size, block_size)) if block_size else []
     if method in ("name", "none"):
         return [checksum.of_name(rel_path) if method == "name" else ""] * (len(spans) + 1)
     if not spans and size < OVERLAP_FROM:
-        return [checksum.of_file(path, method)]
+        value = checksum.of_file(path, method)
+        if progress is not None:
+            progress(size)
+        return [value]
     whole, sums = checksum.new(method), []
     changed = "the file changed while being summed; post it again once written"
     try:
@@ -132,7 +136,7 @@ def part_sums(path, rel_path, method, size, block_size):
                 f.seek(offset)
                 # copy() hashes on lanes of its own while it reads ahead: a part's hasher beside the whole's.
                 copy(ReadStream(f, length, path), Nowhere(), length=length, hasher=part or whole,
-                     also_hash=[whole] if part else [], name=path)
+                     also_hash=[whole] if part else [], progress=progress, name=path)
             if part:
                 sums.append(part.hexdigest())
         if os.stat(path).st_size > size:

@@ -41,6 +41,12 @@ class PermanentError(TransferError):
     code = Code.NOT_FOUND
 
 
+class RangeIgnored(PermanentError):
+    """The server answered a byte range with the whole file: ask for the whole file instead."""
+
+    rule = "range"
+
+
 class DeniedError(PermanentError):
     """The server refused us: a wrong password, or private data we are not a reader of."""
 
@@ -121,6 +127,9 @@ class Transport(abc.ABC):
 
     capabilities: Capabilities
     per_request_credentials = False
+    #: Whether several threads may read through this transport at once, each on a
+    #: connection of its own (dd.delivery.ranges).
+    concurrent_reads = False
 
     def __init__(self, endpoint: Endpoint, *, password: Optional[str] = None, timeout: float = 30.0) -> None:
         self.endpoint = endpoint

@@ -95,13 +95,15 @@ _limiter = _Limiter()
 
 def copy(src: Source, dst: Sink, *, length: Optional[int] = None, hasher: Optional[Digest] = None,
          also_hash: Iterable[Digest] = (), rate_max: float = 0, tick: Optional[Callable[[], object]] = None,
-         chunk_size: int = CHUNK_SIZE, name: str = "source") -> CopyResult:
+         progress: Optional[Callable[[int], object]] = None, chunk_size: int = CHUNK_SIZE,
+         name: str = "source") -> CopyResult:
     """Copy `src` (readable) to `dst` (a writable binary file, buffered or not).
     `hasher` gives the result's checksum; `also_hash` are more hashers fed the
     same bytes side by side (the caller reads their digests).
     With `length`, a source that ends early or has more is a TransferError
     naming `name`.  `tick()` is called about every 0.5 s, also
-    while sleeping for `rate_max`, so a caller can keep a connection alive."""
+    while sleeping for `rate_max`, so a caller can keep a connection alive;
+    `progress(nbytes)` after each chunk read, for a progress bar or status."""
     # A small file needs no 1 MiB buffer: allocating and zeroing it cost more than the copy.
     size = chunk_size if length is None else max(1, min(chunk_size, length))
     readinto = getattr(src, "readinto", None)
@@ -152,6 +154,8 @@ def copy(src: Source, dst: Sink, *, length: Optional[int] = None, hasher: Option
                     h.update(data)
                 _write_all(dst, data)
             nbytes += len(data)
+            if progress is not None:
+                progress(len(data))
             if rate_max:
                 _sleep(_limiter.wait_for(len(data), rate_max), ticking)
             ticking()

@@ -35,6 +35,7 @@ from dd.transfer import (
     Endpoint,
     Entry,
     PermanentError,
+    RangeIgnored,
     ReadStream,
     Stat,
     Transport,
@@ -100,6 +101,7 @@ class HttpTransport(Transport):
     capabilities = Capabilities(ranged_read=True, write=False, stat=True, list=False,
                                 delete=False, rename=False, entries=True)
     per_request_credentials = True
+    concurrent_reads = True
 
     def __init__(self, endpoint: Endpoint, *, credentials: Iterable[Url] = (), timeout: float = 30.0,
                  verify: bool | str = True) -> None:
@@ -312,7 +314,7 @@ def _body_length(response: http.client.HTTPResponse, offset: int, length: int | 
                             fix="the file is shorter than announced; it may be changing")
     if offset == 0 and _size(response) == length:
         return length
-    raise PermanentError(f"{where}: server ignored the byte range asked for",
+    raise RangeIgnored(f"{where}: server ignored the byte range asked for",
                          fix="the server does not support ranges; fetch whole files")
 
 

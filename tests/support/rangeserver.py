@@ -1,9 +1,12 @@
 """A small HTTP server for tests: serves a directory with byte ranges and can
-serve given ranges wrong once (a flaky disk or proxy), on a free 127.0.0.1 port."""
+serve given ranges wrong once (a flaky disk or proxy) or not at all, cut a transfer short once,
+ignore ranges (an old server), and send slowly, counting the bytes it served, on a
+free 127.0.0.1 port."""
 import http.server
 import os
 import re
 import threading
+import time
 import urllib.parse
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -14,6 +17,13 @@ class RangeServer:
         self.root = str(root)
         self.corrupt_once = set()      # (relative path, first byte of a range) served wrong once
         self.corrupted = []            # what was actually served wrong
+        self.cut_once = {}             # (relative path, first byte of a range) -> bytes sent before a cut
+        self.unavailable = set()       # (relative path, first byte of a range) answered 503 while there
+        self.ignore_ranges = False     # answer every GET with the whole file (200)
+        self.rate = 0                  # bytes per second per connection; 0: as fast as it goes
+        self.served = 0                # body bytes sent, all requests
+        self.requests = []             # (relative path, first byte, bytes asked) of each GET
+        self.active = self.most_active = 0   # GETs being answered now, and at most at once
         self.lock = threading.Lock()
         server = self
 
@@ -37,8 +47,12 @@ class RangeServer:
                     return
                 size = os.path.getsize(path)
                 first, last, status = 0, size - 1, 200
+                asked = _RANGE.fullmatch(self.headers.get("Range", ""))
+                if (rel, int(asked[1]) if asked else 0) in server.unavailable:
+                    self.send_error(503)
+                    return
                 match = _RANGE.fullmatch(self.headers.get("Range", ""))
-                if match:
+                if match and not server.ignore_ranges:
                     first = int(match[1])
                     last = min(int(match[2]), size - 1) if match[2] else size - 1
                     status = 206
@@ -51,10 +65,15 @@ class RangeServer:
                 if not body:
                     return
                 with server.lock:
+                    server.requests.append((rel, first, length))
                     wrong = (rel, first) in server.corrupt_once
                     server.corrupt_once.discard((rel, first))
                     if wrong:
                         server.corrupted.append((rel, first))
+                    cut = server.cut_once.pop((rel, first), None)
+                with server.lock:
+                    server.active += 1
+                    server.most_active = max(server.most_active, server.active)
                 try:
                     with open(path, "rb") as f:
                         f.seek(first)
@@ -62,10 +81,16 @@ class RangeServer:
                             data = bytearray(f.read(length))
                             data[0] ^= 0xFF
                             self.wfile.write(data)
+                            server.count(length)
                         else:
-                            _copy(f, self.wfile, length)
+                            _copy(f, self.wfile, length if cut is None else cut, server)
+                    if cut is not None:
+                        self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
+                finally:
+                    with server.lock:
+                        server.active -= 1
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -77,6 +102,10 @@ class RangeServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def count(self, nbytes):
+        with self.lock:
+            self.served += nbytes
+
     def __enter__(self):
         self.thread.start()
         return self
@@ -86,11 +115,17 @@ class RangeServer:
         self.httpd.server_close()
 
 
-def _copy(src, dst, length):
+def _copy(src, dst, length, server):
+    step = 64 << 10 if server.rate else 1 << 20
+    started, sent = time.monotonic(), 0
     while length > 0:
-        chunk = src.read(min(length, 1 << 20))
+        chunk = src.read(min(length, step))
         if not chunk:
             return
         dst.write(chunk)
+        server.count(len(chunk))
+        sent += len(chunk)
         length -= len(chunk)
+        if server.rate:
+            time.sleep(max(0.0, started + sent / server.rate - time.monotonic()))
 

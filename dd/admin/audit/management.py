@@ -73,7 +73,8 @@ class Management:
         self._call("PUT", *path, body=body)
 
     def post(self, *path, body):
-        self._call("POST", *path, body=body)
+        """POST body to path; what the API answered, if anything."""
+        return self._call("POST", *path, body=body)
 
     def delete(self, *path, reason: str = ""):
         """Delete what path names, if it is still there; `reason` is what a closed

@@ -1,8 +1,7 @@
 """dd_ctl start, stop, restart, show, declare, cleanup: the components' own actions, per configuration."""
 import functools
 
-from dd import components
-from dd.admin import daemon
+from dd.admin import daemon, runners
 from dd.admin.ctl import selection
 from dd.core.errors import ConfigError, DDError, ExitStatus, exit_status
 
@@ -29,7 +28,7 @@ def run(action, args, env):
                           fix="dd_ctl cleanup component/name")
     worst = ExitStatus.OK
     for configuration in selection.select(env, args.configurations):
-        if action in QUEUE_ACTIONS and components.load(configuration.component).consumer is None:
+        if action in QUEUE_ACTIONS and runners.module_of(configuration.component).consumer is None:
             continue
         if action == "show":
             print(f"# {configuration}: {configuration.file}", file=env.stdout)

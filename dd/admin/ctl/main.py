@@ -1,10 +1,10 @@
 """dd_ctl's command line: one sub-command per verb module; errors become exit statuses in dd.cli.main."""
 from dd.admin import logs
-from dd.admin.ctl import actions, check, edit, foreground, listing, sanity, status
+from dd.admin.ctl import actions, check, edit, foreground, listing, sanity, status, web
 from dd.core import commandline
 from dd.core.environment import Environment
 
-VERBS = (status, check, sanity, actions, listing, edit, foreground)
+VERBS = (status, check, sanity, actions, listing, edit, foreground, web)
 DESCRIPTION = ("Run and watch every configuration of every dd daemon component as one service; "
                "see dd_ctl(8).")
 

@@ -8,8 +8,9 @@ from dd.core.errors import ConfigError
 
 
 def daemon_components():
-    """Names of the components that run as instances (DAEMON = True)."""
-    return sorted(name for name in commands.COMPONENTS if components.load(name).DAEMON)
+    """Names of the components that run as instances (DAEMON = True), and of dd_ctl's own
+    services (the web console)."""
+    return sorted([name for name in commands.COMPONENTS if components.load(name).DAEMON] + list(commands.SERVICES))
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -4,6 +4,7 @@ import json
 
 import humanize
 
+from dd.admin import progress
 from dd.admin.ctl import selection, survey
 from dd.core.errors import LsbStatus
 
@@ -56,6 +57,8 @@ def notes(facts):
         yield facts.error
     for instance in facts.dead:
         yield f"instance {instance} is dead (pid file left; `dd_ctl sanity` restarts it)"
+    for transfer in facts.in_flight:
+        yield f"in flight: {progress.describe(transfer)}"
 
 
 def _row(facts, now):

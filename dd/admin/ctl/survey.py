@@ -10,10 +10,10 @@ import dataclasses
 import logging
 from typing import Optional
 
-from dd import broker, components
+from dd import broker
 from dd.core import config
 from dd.store import metrics, retry
-from dd.admin import instances
+from dd.admin import instances, runners
 from dd.core.errors import BrokerError, DDError, LsbStatus
 from dd.store.state import ConfigState
 
@@ -44,6 +44,8 @@ class Facts:
     queue_depth: Optional[int] = None   # None: no queue, or the broker could not be asked
     consumers: Optional[int] = None
     retries: Optional[int] = None       # notices in the retry stores; None: a store unreadable
+    in_flight: list = dataclasses.field(default_factory=list)  # metrics.InFlight of the live instances
+    last_error: Optional[dict] = None   # time, rel_path, message of the latest failure
     error: Optional[str] = None
     cfg: object = dataclasses.field(default=None, repr=False)
 
@@ -51,6 +53,7 @@ class Facts:
         record = dataclasses.asdict(self)
         del record["cfg"]
         record["pids"] = {str(k): v for k, v in self.pids.items()}
+        record["in_flight"] = [dataclasses.asdict(f) for f in self.in_flight]
         return record
 
 
@@ -69,16 +72,29 @@ def _facts(configuration, env, depths):
     except DDError as error:
         return Facts(configuration.component, configuration.name, "error", LsbStatus.UNKNOWN,
                      error=str(error))
-    state = ConfigState(env.state_dir, configuration.component, cfg.name)
+    return facts_of(configuration.component, configuration.name, cfg, env, depths)
+
+
+def one(component, cfg, env):
+    """Facts of one loaded configuration, its queue depth asked of its broker."""
+    depths = _Depths()
+    try:
+        return facts_of(component, cfg.name, cfg, env, depths)
+    finally:
+        depths.close()
+
+
+def facts_of(component, name, cfg, env, depths):
+    state = ConfigState(env.state_dir, component, cfg.name)
     expected = cfg.instances
     status, count = instances.status(state, expected)
-    facts = Facts(configuration.component, configuration.name, instances.state_word(status, count),
+    facts = Facts(component, name, instances.state_word(status, count),
                   status, running=count, expected=expected, pids=instances.running(state),
                   dead=instances.dead(state), cfg=cfg)
     _add_metrics(facts, state)
     waiting = [retry.waiting(path) for path in state.retry_files()]
     facts.retries = None if None in waiting else sum(waiting)
-    module = components.load(configuration.component)
+    module = runners.module_of(component)
     if module.consumer is not None and cfg.broker:
         facts.queue = cfg.queue or state.known_queue()
         if depths is not None and facts.queue:
@@ -99,7 +115,11 @@ def _add_metrics(facts, state):
         facts.bytes += record.get("bytes", 0)
         facts.errors_last_hour += record.get("errors_last_hour", 0)
         activity = max(activity, record.get("last_activity", 0.0))
+        last_error = record.get("last_error")
+        if last_error and (facts.last_error is None or last_error["time"] > facts.last_error["time"]):
+            facts.last_error = last_error
         if facts.pids.get(instance) == record.get("pid"):
+            facts.in_flight += metrics.in_flight(record)
             facts.started = min(facts.started or record["started"], record["started"])
             facts.received_per_minute += record.get("received_per_minute", 0.0)
             facts.posted_per_minute += record.get("posted_per_minute", 0.0)
