@@ -88,6 +88,17 @@ class Tool:
         """Whether the subscriber is connected and waiting for notices."""
         raise NotImplementedError
 
+    def queued(self, bench):
+        """How many notices wait in the tool's queue."""
+        return bench.broker.depth(self.queue)[0]
+
+    def purge(self, bench):
+        bench.broker.purge(self.queue)
+
+    def notice_watch(self, bench):
+        """What notes when notices reach the tool's exchange (.first, .close())."""
+        return NoticeWatch(bench.vhost, self.exchange)
+
 
 class DdTool(Tool):
     name = "dd"
@@ -303,9 +314,9 @@ class Bench:
         self.rows.append(Row("1 post small", tool.name, seconds, count, count * SMALL_SIZE, cpu))
         # The queue must hold the notices before phase 2 starts its subscriber.
         deadline = time.monotonic() + 10
-        while self.broker.depth(tool.queue)[0] < count:
+        while tool.queued(self) < count:
             if time.monotonic() > deadline:
-                raise PhaseError(f"queue {tool.queue} holds {self.broker.depth(tool.queue)[0]} of "
+                raise PhaseError(f"queue {tool.queue} holds {tool.queued(self)} of "
                                  f"{count} notices after the post")
             time.sleep(0.05)
 
@@ -380,7 +391,7 @@ class Bench:
 
     def _posted_to_idle(self, tool, phase, path, files):
         """Start a subscriber, let it idle, post `path`; time until `files` are all mirrored."""
-        self.broker.purge(tool.queue)     # leftovers of a phase that timed out
+        tool.purge(self)     # leftovers of a phase that timed out
         mirror = Mirror(tool.dst, files)
         daemon = tool.subscriber(phase)
         watch = None
@@ -395,7 +406,7 @@ class Bench:
             while time.monotonic() < idle_until:
                 daemon.check()
                 time.sleep(0.05)
-            watch = NoticeWatch(self.vhost, tool.exchange)
+            watch = tool.notice_watch(self)
             log = tool.logs / f"post-{phase}.log"
             warm(path)
             started = time.monotonic()

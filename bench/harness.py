@@ -33,6 +33,7 @@ from dd.core.options import parse_size
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
 NGINX = "/usr/sbin/nginx"
+MOSQUITTO = "/usr/sbin/mosquitto"
 SMALL_SIZE = 1024
 PER_DIR = 100               # files per directory of a small tree
 STOP_GRACE = 10.0           # seconds a stopped process gets before SIGKILL
@@ -196,6 +197,28 @@ def start_nginx(base, root, *, host="127.0.0.1", prefix=(), directives="", accep
             raise SystemExit(f"bench: nginx did not start on port {port}: {last_line(base / 'nginx.out')}")
         time.sleep(0.05)
     return process, f"http://{host}:{port}/"
+
+
+def start_mosquitto(base):
+    """A Mosquitto of the bench's own on a free port (never the machine's on 1883), anonymous,
+    keeping every message queued for a session (max_queued_messages 0); returns (process, port)."""
+    base.mkdir()
+    port = free_port()
+    (base / "mosquitto.conf").write_text(
+        f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        f"max_inflight_messages 0\nlog_dest file {base / 'mosquitto.log'}\n")
+    process = spawn([MOSQUITTO, "-c", str(base / "mosquitto.conf")], env=os.environ, cwd=base,
+                    log=base / "mosquitto.out")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: mosquitto did not start on port {port}: "
+                                 f"{last_line(base / 'mosquitto.out')}") from None
+            time.sleep(0.05)
 
 
 def amqp_connect(vhost):

@@ -1,5 +1,6 @@
 """Shared fixtures: real servers (nginx, sshd) and a real broker, isolated per run."""
-pytest_plugins = ["tests.support.servers", "tests.support.brokers", "tests.support.pump"]
+pytest_plugins = ["tests.support.servers", "tests.support.brokers", "tests.support.pump", "tests.support.mosquitto",
+                  "tests.support.wsbridge", "tests.support.rabbitmq_mqtt", "tests.support.cluster"]
 
 
 def pytest_configure(config):

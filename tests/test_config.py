@@ -328,7 +328,8 @@ def test_require(env):
     with pytest.raises(ConfigError) as caught:
         cfg.require("post_broker")
     assert str(caught.value) == ("dd_post needs post_broker (set it in the configuration or "
-                                 "with --post_broker: a URL like amqps://user@host/)")
+                                 "with --post_broker: a URL like amqps://user@host/ or mqtts://user@host/, "
+                                 "or several separated by spaces)")
     load("post", None, [("post_broker", "amqp://h/")], env).require("post_broker")
 
 

@@ -13,6 +13,7 @@ import pytest
 from dd.store import metrics, pidfile
 from dd.admin import instances
 from dd.cli import main
+from dd.core.credentials import Url
 from dd.core.environment import Environment
 from dd.flow import Counters
 from dd.store.retry import RetryStore
@@ -68,6 +69,7 @@ def test_three_configurations_of_two_instances(pump, ctl):
     assert status == 0, out
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["CONFIGURATION", "STATE", "INSTANCES"]
+    assert lines[0].endswith("BROKER NODE")
     assert sorted(line.split()[:3] for line in lines[1:]) == [[f"subscribe/{n}", "running", "2/2"]
                                                            for n in NAMES]
     (pump.src / "one.txt").write_text("one")
@@ -78,7 +80,7 @@ def test_three_configurations_of_two_instances(pump, ctl):
 
     def recorded():  # instances write their counters every few seconds
         _, report = ctl.json()
-        return all(c["files"] == 2 for c in report["configurations"])
+        return all(c["files"] == 2 and all(c["broker_nodes"].values()) for c in report["configurations"])
     assert wait_for(recorded, timeout=3 * metrics.INTERVAL)
     status, report = ctl.json()
     assert status == report["status"] == 0
@@ -96,6 +98,8 @@ def test_three_configurations_of_two_instances(pump, ctl):
         assert entry["queue"] == state.known_queue()
         assert (entry["queue_depth"], entry["consumers"]) == (0, 2)
         assert entry["retries"] == 0 and entry["error"] is None
+        assert entry["broker_nodes"] == {"1": str(Url.parse(pump.broker_url)), "2": str(Url.parse(pump.broker_url))}
+        assert "guest:" not in json.dumps(entry)
     status, out, _ = ctl("stop")
     assert status == 0 and out.count("stopped 2 instance(s)") == 3
     status, report = ctl.json()
@@ -237,7 +241,7 @@ def test_retries_are_counted_and_check_warns_when_they_grow(pump, ctl):
     status, out, _ = ctl("check")
     assert status == 1
     assert "subscribe/alpha: retries growing: 1 -> 3" in out
-    assert ctl("status")[1].splitlines()[1].split()[-2:] == ["3", "0"]
+    assert ctl("status")[1].splitlines()[1].split()[-3:-1] == ["3", "0"]
 
 
 def test_an_unreachable_broker_leaves_the_queue_depth_unknown(pump, ctl):
@@ -249,7 +253,7 @@ def test_an_unreachable_broker_leaves_the_queue_depth_unknown(pump, ctl):
     assert (status, entry["state"], entry["queue"], entry["queue_depth"]) == (3, "stopped", "q_guest.away", None)
     status, out, err = ctl("status")
     assert status == 3 and "Traceback" not in err
-    assert out.splitlines()[1].split()[-3:] == ["unknown", "0", "0"]  # queue, retries, errors
+    assert out.splitlines()[1].split()[-4:] == ["unknown", "0", "0", "-"]  # queue, retries, errors, node
     status, out, _ = ctl("check")
     assert status == 1
     assert "subscribe/away: depth of queue q_guest.away unknown" in out

@@ -554,8 +554,8 @@ def dd_endpoints(broker_url, exchange):
     """dd's publisher, with `exchange` declared (sr3 binds to exchanges, never makes them), and a
     function returning the next delivery dd's consumer gets from all of it."""
     url = Url.parse(broker_url)
-    publisher = broker.Publisher(url)
-    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.dd_{exchange}", exchange, ("#",)))
+    publisher = broker.amqp.Publisher(url)
+    consumer = broker.amqp.Consumer(url, broker.Subscription(f"q_guest.dd_{exchange}", exchange, ("#",)))
     publisher.open()
     publisher.declare_exchange(exchange)
     consumer.start()

@@ -137,11 +137,12 @@ class Walk:
         # Whatever dd_ctl could not stop (a configuration it cannot read, say).
         # ... and the FTP and SFTP servers the guide starts.
         for pid_file in [*self.state_dir.rglob("i*.pid"), *self.state_dir.rglob("master.pid"),
-                         self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid"]:
+                         self.pump_dir / "provider/ftp.pid", self.pump_dir / "partner/sshd.pid",
+                         self.pump_dir / "mqtt/mosquitto.pid"]:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text().split()[0])  # a pid file's first line is the pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd")):
+                if any(name in command for name in (b"dd.cli.main", b"nginx", b"pyftpdlib", b"sshd", b"mosquitto")):
                     os.kill(pid, signal.SIGKILL)
         for name, value in self.names.items():
             if name == "pumpdir":
@@ -175,6 +176,9 @@ BEFORE = {
                and walk.logged("feeder_b", f"{walk.names['ann']}/obs/live/rain.txt")),
     "pushed": ("the FTP server's file in the partner's SFTP directory",
                lambda walk: (walk.pump_dir / PUSHED[1]).exists()),
+    "mqtt-mirrored": ("ann's three files at bob's, over MQTT",
+                      lambda walk: all(walk.path(f"~/bob/mqtt/obs/today/{name}").exists()
+                                       for name in ("temperature.txt", "pressure.txt", "notes.doc"))),
 }
 
 

@@ -27,7 +27,8 @@ COMMAND_PAGES = {"dd_post.1": "post", "dd_subscribe.1": "subscribe", "dd_watch.1
 #: that takes them; its parser must really handle each.
 NOT_OPTIONS = {"delete": {"post"}, "rename": {"post"}, "config": {"post", "audit"},
                "help": {"post", "subscribe", "watch", "poll", "sara", "sender"}, "dry": {"audit"}, "prune": {"audit"},
-               "json": {"audit", "log"}, "follow": {"log"}, "trace": {"log"}}
+               "json": {"audit", "log"}, "follow": {"log"}, "trace": {"log"}, "password": {"audit"},
+               "acl": {"audit"}}
 _OPTION = re.compile(r"\\-\\-([A-Za-z0-9_]+)")
 
 

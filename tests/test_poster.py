@@ -48,7 +48,7 @@ def queue(broker_url, exchange):
 
 def _poster(broker_url, exchange, confirm_later):
     name = f"dd-test-poster-{uuid.uuid4().hex[:8]}"
-    publisher = broker.Publisher(Url.parse(broker_url), heartbeat=0, name=name)
+    publisher = broker.amqp.Publisher(Url.parse(broker_url), heartbeat=0, name=name)
     return flow.Poster(publisher, exchange, lambda item: Message("v02.log.x", item.payload, {}, "application/json"),
                        timeout=20, confirm_later=confirm_later), name
 

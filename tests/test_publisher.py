@@ -2,6 +2,9 @@
 back as refused, whatever the order the broker confirms them in, and a batch that changes
 exchanges (a declaration in the middle of a corked batch) arrives whole.  The Consumer, reading
 ahead: every message whole and in order."""
+import threading
+import time
+
 import amqp
 import pytest
 
@@ -44,7 +47,7 @@ def test_a_batch_is_confirmed_and_what_a_full_queue_refuses_comes_back(broker_ur
     # The queue takes 300 messages and refuses the rest: the broker nacks those, acks the others,
     # one at a time or several in one frame.
     queue = queue_on(channel, exchange, **{"x-max-length": 300, "x-overflow": "reject-publish"})
-    publisher = broker.Publisher(Url.parse(broker_url))
+    publisher = broker.amqp.Publisher(Url.parse(broker_url))
     try:
         for n in range(1000):
             publisher.publish(exchange, message(n), n)
@@ -61,7 +64,7 @@ def test_a_batch_is_confirmed_and_what_a_full_queue_refuses_comes_back(broker_ur
 
 def test_a_batch_over_several_exchanges_arrives_whole_and_in_order(broker_url, exchange, channel):
     queues = [queue_on(channel, f"{exchange}_{i}") for i in range(3)]
-    publisher = broker.Publisher(Url.parse(broker_url))
+    publisher = broker.amqp.Publisher(Url.parse(broker_url))
     try:
         for n in range(900):
             # A first message to each exchange declares it in the middle of the batch.
@@ -78,8 +81,8 @@ def test_a_consumer_reading_ahead_gets_every_message_whole_and_in_order(broker_u
     # dd's connections read what the socket holds, up to READ_AHEAD bytes, and cut frames
     # from it: frames that span reads, bodies bigger than a read, many messages in one.
     url = Url.parse(broker_url)
-    publisher = broker.Publisher(url)
-    consumer = broker.Consumer(url, broker.Subscription(f"q_guest.readahead_{exchange}", exchange, ("#",)),
+    publisher = broker.amqp.Publisher(url)
+    consumer = broker.amqp.Consumer(url, broker.Subscription(f"q_guest.readahead_{exchange}", exchange, ("#",)),
                                prefetch=50)
     try:
         publisher.open()
@@ -103,3 +106,24 @@ def test_a_consumer_reading_ahead_gets_every_message_whole_and_in_order(broker_u
         consumer.delete()
         consumer.close()
         publisher.close()
+
+
+def test_what_the_broker_nacks_is_published_again_on_a_new_connection(broker_url, exchange, channel):
+    # A full queue refuses (nacks) until it is drained: a nack is not a loss, the batch publishes
+    # again until the broker takes it, or hands the message back once its time is up.
+    queue = queue_on(channel, exchange, **{"x-max-length": 1, "x-overflow": "reject-publish"})
+    channel.basic_publish(amqp.Message(b"filler", delivery_mode=2), exchange=exchange, routing_key="x")
+    publisher = broker.publisher(Url.parse(broker_url))
+    try:
+        started = time.monotonic()
+        assert broker.Batch(publisher, [broker.Envelope(exchange, message(1), 1)]).confirm(1.0) == [1]
+        assert time.monotonic() - started < 3.0
+        generation = publisher.generation
+        drained = threading.Timer(0.5, drain, (channel, queue))
+        drained.start()
+        assert broker.Batch(publisher, [broker.Envelope(exchange, message(2), 2)]).confirm(10.0) == []
+        assert publisher.generation > generation        # each nack: a new connection
+    finally:
+        publisher.close()
+    drained.join()
+    assert drain(channel, queue) == [message(2).body]

@@ -9,6 +9,7 @@ import pytest
 from dd import broker
 from dd.core import formats
 from dd.core.credentials import Url
+from dd.core.options import BY_NAME
 from dd.store.retry import RetryStore
 from tests.support.brokers import _rabbitmqctl
 from tests.support.pump import wait_for
@@ -22,7 +23,7 @@ def queue_type(vhost, queue):
 
 
 def publish(url, exchange, count, first=0):
-    publisher = broker.Publisher(url)
+    publisher = broker.amqp.Publisher(url)
     try:
         for n in range(first, first + count):
             publisher.publish(exchange, formats.Message(f"v02.post.n{n}", b"%d" % n, {}, "text/plain"))
@@ -43,7 +44,7 @@ def drain(consumer, quiet=1.0):
 def test_a_quorum_queue_is_declared_as_one_and_counts_deliveries(broker_url, vhost, exchange):
     url = Url.parse(broker_url)
     sub = broker.Subscription(f"q_guest.quorum_{exchange}", exchange, ("#",), queue_type="quorum")
-    consumer = broker.Consumer(url, sub, prefetch=10)
+    consumer = broker.amqp.Consumer(url, sub, prefetch=10)
     try:
         consumer.start()        # per-consumer prefetch: a global one would close the channel here
         assert queue_type(vhost, sub.queue) == "quorum"
@@ -65,7 +66,7 @@ def test_a_quorum_queue_is_declared_as_one_and_counts_deliveries(broker_url, vho
 def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
     url = Url.parse(broker_url)
     name = f"q_guest.stream_{exchange}"
-    first = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+    first = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
                                                      stream_offset="first"), prefetch=50)
     try:
         first.declare()
@@ -78,7 +79,7 @@ def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
         first.start()
         assert drain(first) == [b"%d" % n for n in range(10)]      # replayed from the start
         # A new reader from 'next' sees only what comes after it started...
-        later = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream"),
+        later = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream"),
                                 prefetch=50)
         later.start()
         assert drain(later) == []
@@ -86,7 +87,7 @@ def test_a_stream_is_read_from_its_offset(broker_url, vhost, exchange):
         assert drain(later) == [b"10"]
         later.close()
         # ... and one from a time, what arrived since.
-        timed = broker.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
+        timed = broker.amqp.Consumer(url, broker.Subscription(name, exchange, ("#",), queue_type="stream",
                                                          stream_offset=since), prefetch=50)
         timed.start()
         assert drain(timed) == [b"%d" % n for n in range(5, 11)]
@@ -138,3 +139,26 @@ def test_a_notice_whose_work_crashes_the_process_goes_to_the_retry_store_after_d
     finally:
         store.close()
     assert not (pump.dst / "poison.txt").exists()
+
+
+def test_stream_offset_takes_a_word_or_a_time():
+    kind = BY_NAME["stream_offset"].kind
+    assert [kind.parse(word) for word in ("first", " NEXT ", "last")] == ["first", "next", "last"]
+    moment = kind.parse("2026-12-03T06:00:00Z")
+    assert moment == datetime.datetime(2026, 12, 3, 6, tzinfo=datetime.timezone.utc)
+    assert kind.parse("2026-12-03T06:00:00") == moment            # no zone: UTC
+    assert kind.format(moment) == "2026-12-03T06:00:00+00:00"
+    for bad in ("yesterday", "", "2026-13-01"):
+        with pytest.raises(ValueError):
+            kind.parse(bad)
+
+
+@pytest.mark.parametrize("queue_type, arguments", [
+    ("classic", {"x-expires": 300_000, "x-message-ttl": 3_600_000}),
+    ("quorum", {"x-queue-type": "quorum", "x-expires": 300_000, "x-message-ttl": 3_600_000}),
+    # A stream refuses x-expires: it keeps what it holds for message_ttl instead.
+    ("stream", {"x-queue-type": "stream", "x-max-age": "3600s"}),
+])
+def test_each_queue_type_is_declared_with_the_arguments_it_accepts(queue_type, arguments):
+    sub = broker.Subscription("q", "x", ("#",), expire=300, message_ttl=3600, queue_type=queue_type)
+    assert sub.arguments() == arguments

@@ -250,13 +250,13 @@ def test_a_wis2_poster_without_a_topic_is_told_which_to_set():
 
 
 @pytest.mark.parametrize("prefix, why", [("origin/a/wis2/ca.eccc/data/core/weather", "has a dot"),
-                                         (None, "needs post_topic_prefix")])
+                                         (None, "needs post_topic")])
 def test_a_bad_or_missing_post_topic_prefix_stops_the_poster_at_start_up(pump, prefix, why):
     (pump.src / "a.txt").write_text("a\n")
     topic = {"post_topic_prefix": prefix} if prefix else {}
     result = pump.post(pump.src, check=False, post_format="wis2", **topic)
     assert result.returncode != 0
-    assert "post_topic_prefix" in result.stderr and why in result.stderr
+    assert "post_topic" in result.stderr and why in result.stderr
     assert "Traceback" not in result.stderr and "announced" not in result.stderr
 
 

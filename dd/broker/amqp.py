@@ -22,6 +22,7 @@ import amqp
 import amqp.exceptions
 import amqp.transport
 
+from dd.broker import failover
 from dd.core.credentials import Url
 from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 
@@ -160,13 +161,15 @@ def close_quietly(connection: Any) -> None:
 
 
 class _Endpoint:
-    """A connection with one channel that re-opens itself with backoff."""
+    """A connection with one channel that re-opens itself with backoff, on the next of the
+    broker's nodes when it names several (dd.broker.failover)."""
 
     #: What this kind of endpoint changes in py-amqp's negotiate_capabilities.
     CAPABILITIES: dict[str, bool] = {}
 
-    def __init__(self, url: Url, *, heartbeat: float, name: str, timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, url: Url, *, heartbeat: float, name: str, timeout: float = 10.0,
+                 shuffle: bool = False) -> None:
+        self.endpoints = failover.Endpoints(url, shuffle=shuffle)
         self.heartbeat = heartbeat
         self.name = name
         self.timeout = timeout
@@ -174,13 +177,29 @@ class _Endpoint:
         self.channel: Any = None
         self.generation = 0
 
+    @property
+    def url(self) -> Url:
+        """The URL of the node connected to (or to be tried next)."""
+        return self.endpoints.current
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None
+
     def open(self) -> Any:
         if self.connection is None:
-            self.connection = connect(self.url, heartbeat=self.heartbeat, timeout=self.timeout,
-                                      name=self.name, capabilities=self.CAPABILITIES)
-            self.channel = self.connection.channel()
-            self.generation += 1
-            self._on_open()
+            self._set_up(self.endpoints.first_answering(self._connect))
+        return self.channel
+
+    def _connect(self, url: Url) -> Any:
+        return connect(url, heartbeat=self.heartbeat, timeout=self.timeout, name=self.name,
+                       capabilities=self.CAPABILITIES)
+
+    def _set_up(self, connection: Any) -> Any:
+        self.connection = connection
+        self.channel = self.connection.channel()
+        self.generation += 1
+        self._on_open()
         return self.channel
 
     def _on_open(self) -> None:
@@ -192,26 +211,14 @@ class _Endpoint:
 
     def reopen(self, backoff_max: float = 30.0, give_up_after: Optional[float] = None,
                stop: Optional[threading.Event] = None) -> Any:
-        """Drop the connection and connect again, waiting longer after each failure.
-        With `give_up_after` (seconds), a refusal (BrokerRefusal) is raised at once.
+        """Drop the connection and connect again, to the broker's next node if it has several,
+        waiting longer after each round that failed (see failover.Endpoints.reconnect).
         Returns the channel, or None, unconnected, once `stop` (a threading.Event) is set:
         a component told to stop while its broker is away stops."""
         self.close()
-        delay, started = 0.5, time.monotonic()
-        while stop is None or not stop.is_set():
-            try:
-                return self.open()
-            except BrokerError as error:
-                if give_up_after is not None and (isinstance(error, BrokerRefusal)
-                                                  or time.monotonic() - started + delay > give_up_after):
-                    raise
-                log.warning("%s; retrying in %.1f s", error, delay)
-                if stop is None:
-                    time.sleep(delay)
-                else:
-                    stop.wait(delay)
-                delay = min(delay * 2, backoff_max)
-        return None
+        connection = self.endpoints.reconnect(self._connect, backoff_max=backoff_max,
+                                              give_up_after=give_up_after, stop=stop)
+        return None if connection is None else self._set_up(connection)
 
     def tick(self) -> None:
         """Read what arrived and keep heartbeats flowing; safe during long transfers."""
@@ -260,8 +267,14 @@ class Publisher(_Endpoint):
     #: Confirms are read in wait(), in bulk.
     CAPABILITIES = {"connection.blocked": False}
 
-    def __init__(self, url: Url, *, heartbeat: float = 60, name: str = "dd-publisher") -> None:
-        super().__init__(url, heartbeat=heartbeat, name=name)
+    #: Seconds between two warnings about returned (unroutable) messages.
+    RETURNS_LOGGED_EVERY = 60.0
+
+    def __init__(self, url: Url, *, heartbeat: float = 60, name: str = "dd-publisher",
+                 shuffle: bool = False) -> None:
+        super().__init__(url, heartbeat=heartbeat, name=name, shuffle=shuffle)
+        self.returned = 0       # messages the broker could route to no queue, since the last warning
+        self._returns_logged = 0.0
         self._next_tag = 0
         self._pending: dict[int, Any] = {}      # delivery tag -> caller's reference
         self._nacked: list[Any] = []
@@ -274,7 +287,20 @@ class Publisher(_Endpoint):
         self._corked = False
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_return"].add(self._on_return)
         self.channel.confirm_select()
+
+    def _on_return(self, error: Exception, exchange: str, topic: str, message: Any) -> None:
+        """A mandatory publish no queue took: none is bound for it (nobody subscribes to that
+        topic), or the node holding the classic queue bound for it is down, which would
+        otherwise be a silent loss.  The broker cannot tell which: it is counted and said."""
+        self.returned += 1
+        now = time.monotonic()
+        if now - self._returns_logged >= self.RETURNS_LOGGED_EVERY:
+            log.warning("%d message(s) to exchange '%s' on %s reached no queue (%s, e.g. topic %s): no queue "
+                        "is bound for them, or the node holding it is down (use queue_type quorum on a "
+                        "cluster)", self.returned, exchange, self.url, error, topic)
+            self.returned, self._returns_logged = 0, now
 
     def publish(self, exchange: str, message: Message, reference: Any = None) -> None:
         """Send `message` (dd.core.formats.Message); its confirm arrives later, see wait()."""
@@ -292,7 +318,7 @@ class Publisher(_Endpoint):
         self._next_tag += 1
         self._pending[self._next_tag] = reference
         channel.basic_publish(_Message(message.body, **properties), exchange=exchange,
-                              routing_key=message.topic)
+                              routing_key=message.topic, mandatory=True)
 
     def _cork(self, on: bool) -> None:
         """While corked, the kernel sends a batch's messages in full TCP segments rather than
@@ -429,8 +455,8 @@ class Consumer(_Endpoint):
     """Consumes from one durable queue with manual acks and a prefetch window."""
 
     def __init__(self, url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
-                 name: str = "dd-consumer") -> None:
-        super().__init__(url, heartbeat=heartbeat, name=name)
+                 name: str = "dd-consumer", shuffle: bool = False) -> None:
+        super().__init__(url, heartbeat=heartbeat, name=name, shuffle=shuffle)
         self.subscription = subscription
         self.prefetch = prefetch
         self._inbox: collections.deque[Delivery] = collections.deque()

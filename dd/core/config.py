@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Union, cast
 from dd.core import commands, remote_include
 from dd.core.credentials import Credentials, Url
 from dd.core.errors import ConfigError
-from dd.core.options import BOOL, BOOL_WORDS, BY_NAME, COMPONENTS, NEVER_REMOTE, OPTIONS, Option
+from dd.core.options import BOOL, BOOL_WORDS, BROKER, BY_NAME, COMPONENTS, NEVER_REMOTE, OPTIONS, Option
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
@@ -348,7 +348,7 @@ class _Reader:
                                   fix="set it in your own configuration")
             self.remote_lines.append((name, where))   # judged against the final include_allow
         value = _parse(option, self._expand(text, where), where)
-        if isinstance(value, Url) and value.scheme in ("amqp", "amqps"):
+        if isinstance(value, Url) and option.kind is BROKER:
             # Now, so that ${BROKER_USER} sees a user credentials.conf supplies.  Only brokers:
             # a data server's URL is announced as written, never with a user of credentials.conf.
             value = self.credentials.complete(value)

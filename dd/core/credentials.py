@@ -22,8 +22,8 @@ from dd.core.errors import ConfigError
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
-DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443, "sftp": 22,
-                 "ftp": 21, "ftps": 21}
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443,
+                 "http": 80, "https": 443, "sftp": 22, "ftp": 21, "ftps": 21}
 SCHEMES = (*DEFAULT_PORTS, "file")
 FILE_NAME = "credentials.conf"
 #: Schemes whose password goes with each request, so a line's path limits the requests that
@@ -45,6 +45,9 @@ class Url:
     path: str = "/"
     query: str = ""
     _password: str | None = dataclasses.field(default=None, compare=False)
+    #: A broker option's further URLs, the other nodes of its cluster, tried in turn when
+    #: this one does not answer (dd.broker.failover); a URL's text and equality are its own.
+    alternates: tuple[Url, ...] = dataclasses.field(default=(), compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Url:
@@ -69,6 +72,17 @@ class Url:
             query=parts.query,
             _password=urllib.parse.unquote(parts.password) if parts.password else None,
         )
+
+    @classmethod
+    def parse_several(cls, text: str) -> Url:
+        """The first of the URLs `text` names, separated by spaces, with the others as its alternates."""
+        first, *others = [cls.parse(word) for word in text.split()] or [cls.parse("")]
+        return dataclasses.replace(first, alternates=tuple(others))
+
+    @property
+    def every(self) -> tuple[Url, ...]:
+        """This URL and its alternates, in the order written."""
+        return (dataclasses.replace(self, alternates=()), *self.alternates)
 
     @property
     def password(self) -> str | None:
@@ -179,7 +193,10 @@ class Credentials:
     def complete(self, url: Url) -> Url:
         """`url` with its password (and user, if it named none) from credentials.conf."""
         entry = None if url.password is not None else self.lookup(url)
-        return url.with_password(entry.password, entry.user) if entry else url
+        done = url.with_password(entry.password, entry.user) if entry else url
+        if url.alternates:      # each node of a cluster has its own line
+            done = dataclasses.replace(done, alternates=tuple(self.complete(each) for each in url.alternates))
+        return done
 
 
 def _parse_line(line: str, where: str) -> Url:

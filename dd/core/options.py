@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from dd.core import checksum, commands, formats
+from dd.core import checksum, commands, formats, topic
 from dd.core.credentials import Url
 from dd.core.errors import NoticeError
 from dd.core.notice import USER_NAME
@@ -193,12 +193,17 @@ def choice(*values: str) -> Kind:
     return Kind("choice", f"one of {', '.join(values)}", parse)
 
 
-def url(*schemes: str, example: str) -> Kind:
+def url(*schemes: str, example: str, several: bool = False) -> Kind:
+    """A URL of one of these schemes; `several`: or several separated by spaces, the nodes of a
+    broker's cluster (the value is the first, the others its alternates)."""
     def parse(text: str) -> Url:
-        value = Url.parse(text)
-        if value.scheme not in schemes:
+        value = Url.parse_several(text) if several else Url.parse(text)
+        if any(each.scheme not in schemes for each in value.every):
             raise ValueError(f"scheme must be {' or '.join(schemes)}")
         return value
+    if several:
+        return Kind("url", f"a URL like {example}, or several separated by spaces", parse,
+                    lambda value: " ".join(str(each) for each in value.every))
     return Kind("url", f"a URL like {example}", parse)
 
 
@@ -255,7 +260,18 @@ HOOK = Kind("command", "a command line with balanced quotes, or python:package.m
 STREAM_OFFSET = Kind("offset", "first, next, last or a time like 2026-12-03T00:00:00Z",
                      _stream_offset, _format_offset)
 PATH = Kind("path", "a file or directory path", lambda text: Path(_non_empty(text)))
-BROKER = url("amqp", "amqps", example="amqps://user@host/")
+BROKER = url("amqp", "amqps", "mqtt", "mqtts", "ws", "wss", example="amqps://user@host/ or mqtts://user@host/",
+             several=True)
+
+
+def _verbatim_topic(text: str) -> str:
+    topic.verbatim(text)
+    return text.strip().strip("/")
+
+
+#: A whole topic, its levels separated by '/'.
+VERBATIM_TOPIC = Kind("str", "a topic with '/' between levels, like origin/a/wis2/ca-eccc-msc/data/core/weather",
+                      _verbatim_topic)
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
@@ -302,8 +318,8 @@ def _option(name: str, kind: Kind, default: str | None, components: str, help: s
 OPTIONS = (
     # Where notices come from.
     _option("broker", BROKER, None, READERS,
-            "broker to consume notices (dd_log: log messages) from; its password comes from "
-            "credentials.conf"),
+            "broker to consume notices (dd_log: log messages) from; several URLs separated by spaces are "
+            "the nodes of one cluster (broker_failover); passwords come from credentials.conf"),
     _option("exchange", WORD, "xpublic", READERS,
             "exchange the queue is bound to; dd_log reads xr_<broker user>, where the pump routes "
             "your log messages", component_defaults={"log": "xr_${BROKER_USER}"}),
@@ -313,6 +329,10 @@ OPTIONS = (
     _option("subtopic", TOPIC, "#", READERS,
             "topic below topic_prefix to bind the queue to (* is one word, # any number); "
             "repeat for several bindings", repeat=True),
+    _option("topic", VERBATIM_TOPIC, None, READERS,
+            "the whole topic subscribed to, levels separated by /, instead of exchange, "
+            "topic_prefix and subtopic: its first level is the exchange (on MQTT, simply the topic: "
+            "topic cache/a/wis2/#); + or * is one level, # any number"),
     _option("queue", WORD, None, READERS,
             "queue name; unset: q_<broker user>.<component>.<config> with a random suffix, "
             "kept in the state directory"),
@@ -323,7 +343,8 @@ OPTIONS = (
             "subscriber); a queue keeps its type: change it and run cleanup"),
     _option("expire", DURATION, "5m", READERS + " audit",
             "the broker deletes the queue after it has had no consumer this long "
-            "(Sarracenia's default); raise it, e.g. to 1d, when notices must survive outages; "
+            "(Sarracenia's default; on MQTT, the session expiry); raise it, e.g. to 1d, when notices "
+            "must survive outages; "
             "classic: renewed by each declaration and consumer; quorum: the same, checked by the broker "
             "every few seconds, so the queue may outlive it by that much; stream: not used, a stream "
             "stays until cleanup removes it; "
@@ -347,8 +368,14 @@ OPTIONS = (
             "as duplicates by the receiver"),
     _option("max_notice_size", SIZE, "1M", READERS,
             "larger notices are rejected unread"),
+    _option("broker_failover", choice("order", "shuffle"), "order", ALL + " log",
+            "which of a broker option's several URLs (the nodes of a cluster, separated by spaces) is "
+            "tried first: order, as written (every instance on the first that answers), or shuffle "
+            "(instances spread over the nodes); a lost connection moves to the next URL within seconds, "
+            "declares again what it needs and publishes again what was not confirmed (dd_cluster(7))"),
     _option("heartbeat", DURATION, "60s", ALL + " log",
-            "AMQP heartbeat interval: a connection silent for two intervals is dropped; 0 disables"),
+            "AMQP heartbeat (MQTT keepalive) interval: a connection silent for two intervals is "
+            "dropped; 0 disables"),
     _option("instances", integer(1), "1", CONSUMERS, "processes sharing the queue"),
     # Which files, delivered where: position matters (see ORDER MATTERS).
     _option("accept", PATTERN, None, ALL,
@@ -461,7 +488,8 @@ OPTIONS = (
             "to_clusters leave it out are not forwarded"),
     # Posting.
     _option("post_broker", BROKER, None, POSTERS,
-            "broker notices are published to; its password comes from credentials.conf"),
+            "broker notices are published to; several URLs separated by spaces are the nodes of one "
+            "cluster (broker_failover); passwords come from credentials.conf"),
     _option("post_exchange", WORD, "xpublic", POSTERS,
             "exchange notices are published to; dd_post, dd_watch and dd_poll default to "
             "xs_<post_broker user>, the exchange a broker grants each source",
@@ -473,10 +501,14 @@ OPTIONS = (
             "(v02.post, or v03 for sr_v03); with post_format wis2 the dataset's whole WIS2 topic "
             "(levels between / or .), its first level the exchange; unset on a relay, the one each "
             "message came on"),
+    _option("post_topic", VERBATIM_TOPIC, None, POSTERS,
+            "the whole topic every notice is published on, levels separated by /, instead of "
+            "post_exchange, post_topic_prefix and the file's directories: its first level is the "
+            "exchange (on MQTT, simply the topic: a WIS2 dataset's origin/a/wis2/...)"),
     _option("post_format", choice(*formats.FORMATS), formats.DEFAULT, POSTERS,
             "format of published notices: dd's v02 JSON, Sarracenia's v02 or v03, or a WMO WIS2 "
-            "notification message (wis2: post_topic_prefix is then the dataset's WIS2 topic, "
-            "origin/a/wis2/<centre-id>/data/core/<discipline>/...)"),
+            "notification message (wis2: post_topic, or post_topic_prefix, is then the dataset's "
+            "WIS2 topic, origin/a/wis2/<centre-id>/data/core/<discipline>/...)"),
     _option("wis_geometry", GEOMETRY, None, POSTERS,
             "with post_format wis2: where the data is about, 'LONGITUDE LATITUDE' or a GeoJSON "
             "Point or Polygon; unset: null (a relay keeps the one it received)"),

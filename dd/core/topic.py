@@ -40,3 +40,14 @@ def _fit(words: list[str], keep: int) -> str:
     while len(".".join(words).encode()) > MAX_TOPIC_BYTES and len(words) > keep:
         words.pop()
     return ".".join(words)
+
+
+def verbatim(text: str) -> tuple[str, str]:
+    """(exchange, topic) of a topic given whole (options post_topic and topic), with '/'
+    between levels as MQTT writes it: its first level is the exchange (an MQTT broker has
+    none: dd.broker.mqtt puts the exchange first), the others are the topic's words.
+    `+` is a one-level wildcard like `*`.  ValueError when a level is empty or has a dot."""
+    levels = text.strip().strip("/").split("/")
+    if len(levels) < 2 or not all(levels) or any("." in level for level in levels):
+        raise ValueError("levels must be non-empty and without dots, like origin/a/wis2/#")
+    return levels[0], ".".join("*" if level == "+" else level for level in levels[1:])

@@ -14,7 +14,7 @@ from dd.core.errors import NoticeError
 from dd.core.notice import Notice
 from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
-from dd.flow.protocols import Gatherer
+from dd.flow.protocols import Connected, Gatherer
 from dd.store.retry import Entry as RetryEntry
 from dd.store.retry import RetryStore
 
@@ -31,6 +31,9 @@ class BrokerGatherer:
     worked on again: it fails (500), so a retry store keeps it, rather than crashing every
     process that takes it from the queue in turn."""
 
+    #: Seconds between tries to consume from a queue no node that answers can serve.
+    RETRY_CONSUME = 5.0
+
     def __init__(self, consumer: broker.Consumer, decode: Decoder, *, stop: threading.Event,
                  delivery_limit: int = 0) -> None:
         self.consumer = consumer
@@ -43,6 +46,9 @@ class BrokerGatherer:
         if not self._started:
             self.consumer.start()
             self._started = True
+        if not self.consumer.connected:    # the last reconnection could not consume
+            self._reconnect()
+            return []
         try:
             deliveries = self.consumer.fetch(timeout)
         except broker.CONNECTION_ERRORS as error:
@@ -66,8 +72,21 @@ class BrokerGatherer:
                       delivery.earlier_deliveries + 1, self.delivery_limit)
 
     def _reconnect(self) -> None:
-        if self.consumer.reopen(stop=self.stop) is not None:
+        if self.consumer.reopen(stop=self.stop) is None:
+            return
+        try:
             self.consumer.start()
+        except broker.CONNECTION_ERRORS as error:
+            # A node answered but cannot serve the queue: a classic queue whose node is down.
+            log.error("cannot consume from queue %s on %s (%s); trying again in %g s",
+                      self.consumer.subscription.queue, self.consumer.url, error or type(error).__name__,
+                      self.RETRY_CONSUME)
+            self.consumer.close()
+            self.stop.wait(self.RETRY_CONSUME)
+
+    @property
+    def connected_to(self) -> str:
+        return str(self.consumer.url) if self.consumer.connected else ""
 
     def finish(self, items: list[Item]) -> None:
         try:
@@ -168,6 +187,10 @@ class Retrying:
             else:
                 outcome.message += f" (attempt {attempts}, kept for retry)"
         self.inner.finish(fresh)
+
+    @property
+    def connected_to(self) -> str:
+        return self.inner.connected_to if isinstance(self.inner, Connected) else ""
 
     def tick(self) -> None:
         self.inner.tick()

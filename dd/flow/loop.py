@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
-from dd.flow.protocols import Accept, Gatherer, PostStep, Work
+from dd.flow.protocols import Accept, Connected, Gatherer, PostStep, Work
 
 log = logging.getLogger("dd.flow")
 
@@ -35,6 +35,7 @@ class Counters:
     def __init__(self) -> None:
         self.received = self.posted = self.delivered = self.failed = self.rejected = 0
         self.bytes = 0
+        self.broker = ""        # the broker node the flow reads from (or publishes to): "" for none
         self.last_activity = 0.0
         self.error_times: collections.deque[float] = collections.deque(maxlen=self.ERRORS_KEPT)
         self.last_error: Optional[dict[str, Any]] = None     # time, rel_path, message
@@ -42,7 +43,7 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
-                    failed=self.failed, rejected=self.rejected, bytes=self.bytes,
+                    failed=self.failed, rejected=self.rejected, bytes=self.bytes, broker=self.broker,
                     last_activity=self.last_activity, error_times=list(self.error_times),
                     last_error=self.last_error)
 
@@ -76,6 +77,9 @@ class Flow:
         self.stop = stop or threading.Event()
         self.batch_timeout = batch_timeout
         self.counters = Counters()
+        # Where the flow meets its broker: the queue it reads, else where it publishes.
+        steps: list[object] = [gatherer, poster]
+        self._connected: Optional[Connected] = next((s for s in steps if isinstance(s, Connected)), None)
         self.unannounced: list[Item] = []       # the post step's, never confirmed
         self.refused: list[tuple[str, str]] = []  # (what, why): what the gatherer could not even gather
         self._refusals_told: set[Optional[str]] = set()  # the rules whose first refusal was logged at info
@@ -87,6 +91,8 @@ class Flow:
                 batch = self.gatherer.fetch(self.batch_timeout)
                 if batch is None:
                     break
+                if self._connected is not None:
+                    self.counters.broker = self._connected.connected_to
                 if batch:
                     self.process(batch)
         finally:

@@ -53,6 +53,10 @@ class Poster:
         self._waiting = batch
         return refused
 
+    @property
+    def connected_to(self) -> str:
+        return str(self.publisher.url) if self.publisher.connected else ""
+
     def _envelopes(self, items: list[Item]) -> Iterator[broker.Envelope]:
         """An envelope per item and exchange its message goes to."""
         for item in items:

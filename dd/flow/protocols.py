@@ -6,7 +6,7 @@ messages; every post step publishes with confirms (dd.flow.posting)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
 
 from dd.flow.item import Item
 
@@ -37,6 +37,15 @@ class Gatherer(Protocol):
 
     def close(self) -> None:
         """Let go of the source."""
+
+
+@runtime_checkable
+class Connected(Protocol):
+    """A step on a broker connection: the node it is on, for dd_ctl status."""
+
+    @property
+    def connected_to(self) -> str:
+        """The broker URL (without password) connected to; "" between connections."""
 
 
 class PostStep(Protocol):

@@ -1,6 +1,7 @@
 """A configuration's steps: its queue, consumer, publishers, post step and log step."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -41,8 +42,12 @@ def subscription(ctx: Context) -> broker.Subscription:
     url = ctx.credentials.complete(cfg.broker)
     assert ctx.state is not None, "a consuming configuration has a state directory"
     queue = cfg.queue or ctx.state.queue_name(url.user or "anonymous")
-    bindings = tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
-    return broker.Subscription(queue, cfg.exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
+    if cfg.topic:
+        exchange, binding = topic.verbatim(cfg.topic)
+        bindings: tuple[str, ...] = (binding,)
+    else:
+        exchange, bindings = cfg.exchange, tuple(topic.binding(cfg.topic_prefix, s) for s in cfg.subtopic)
+    return broker.Subscription(queue, exchange, bindings, expire=cfg.expire, message_ttl=cfg.message_ttl,
                                queue_type=cfg.queue_type, stream_offset=cfg.stream_offset)
 
 
@@ -51,15 +56,16 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg = ctx.cfg
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
-    return broker.Consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat,
+    return broker.consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
+                           heartbeat=cfg.heartbeat, instance=ctx.instance, shuffle=cfg.broker_failover == "shuffle",
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
 def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
     """A publisher on `url` (a configured broker URL), named for broker connection lists."""
     cfg = ctx.cfg
-    return broker.Publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+    return broker.publisher(ctx.credentials.complete(url), heartbeat=cfg.heartbeat,
+                            shuffle=cfg.broker_failover == "shuffle",
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
@@ -71,31 +77,38 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         return None
 
     post_format, post_topic_prefix = cfg.post_format, cfg.post_topic_prefix
+    post_exchange, post_topic = cfg.post_exchange, None
+    if cfg.post_topic:
+        post_exchange, post_topic = topic.verbatim(cfg.post_topic)
     wis2 = formats.wis2.Settings(geometry=cfg.wis_geometry, global_cache=cfg.wis_global_cache or "")
-    if post_format == formats.wis2.NAME and (post_topic_prefix or not cfg.broker):
+    # A WIS2 message names its own exchange and topic, the dataset's: post_topic or post_topic_prefix.
+    wis2_topic = cfg.post_topic or post_topic_prefix
+    if post_format == formats.wis2.NAME and (wis2_topic or not cfg.broker):
         # Refused at start-up, not on the first file; only a relay has topics to keep.
-        if not post_topic_prefix:
-            raise ConfigError("post_format wis2 needs post_topic_prefix, the dataset's WIS2 topic",
-                              fix="set post_topic_prefix origin/a/wis2/<centre-id>/data/core/<discipline>/...")
+        if not wis2_topic:
+            raise ConfigError("post_format wis2 needs post_topic, the dataset's WIS2 topic",
+                              fix="set post_topic origin/a/wis2/<centre-id>/data/core/<discipline>/...")
         try:
-            formats.wis2.check_topic(formats.wis2.split_topic(post_topic_prefix))
+            formats.wis2.check_topic(formats.wis2.split_topic(wis2_topic))
         except NoticeError as error:
-            raise ConfigError(f"post_topic_prefix: {error.message}", fix=error.fix) from None
+            raise ConfigError(f"post_topic: {error.message}", fix=error.fix) from None
     inline = post_format == formats.wis2.NAME and cfg.wis_inline and cfg.post_base_dir
 
     def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
-        content = inline_content(item.outgoing, cfg.post_base_dir) if inline else None
-        try:
-            return formats.encode(item.outgoing, post_format, post_topic_prefix, wis2_settings=wis2,
-                                  content=content)
-        except NoticeError as error:
-            if error.rule != "wis2-op":
-                raise
-            log.warning("not announced: %s", error)  # a link, among the data a WIS2 node announces
-            return None
-    return Poster(publisher(ctx, cfg.post_broker), exchange or cfg.post_exchange, message_of,
+        if post_format == formats.wis2.NAME:
+            content = inline_content(item.outgoing, cfg.post_base_dir) if inline else None
+            try:
+                return formats.encode(item.outgoing, post_format, wis2_topic, wis2_settings=wis2, content=content)
+            except NoticeError as error:
+                if error.rule != "wis2-op":
+                    raise
+                log.warning("not announced: %s", error)  # a link, among the data a WIS2 node announces
+                return None
+        message = formats.encode(item.outgoing, post_format, post_topic_prefix)
+        return message if post_topic is None else dataclasses.replace(message, topic=post_topic)
+    return Poster(publisher(ctx, cfg.post_broker), exchange or post_exchange, message_of,
                   timeout=cfg.post_timeout)
 
 
@@ -123,6 +136,11 @@ def reporter(ctx: Context) -> Optional[Poster]:
     broker the notices came from, to report_exchange; None when log_reports is off."""
     cfg = ctx.cfg
     if not (cfg.log_reports and cfg.broker):
+        return None
+    if not cfg.report_exchange:
+        # xs_${BROKER_USER} of an anonymous login (an MQTT broker may allow one).
+        log.warning("log messages are not sent: report_exchange is unset and broker %s names no user "
+                    "(set report_exchange, or log_reports off)", cfg.broker)
         return None
     consumer = dict(host=socket.gethostname(), user=ctx.credentials.complete(cfg.broker).user or "",
                     component=cfg.component)

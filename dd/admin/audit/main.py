@@ -3,13 +3,13 @@ import dataclasses
 import urllib.parse
 from pathlib import Path
 
-from dd.admin.audit import cleanup, declare, management, plan, reconcile, status
+from dd.admin.audit import cleanup, declare, management, mosquitto, plan, reconcile, status
 from dd.core import commandline, config
 from dd.core.credentials import url_host
 from dd.core.environment import Environment
 from dd.core.errors import ConfigError
 
-VERBS = {"declare": declare, "status": status, "cleanup": cleanup}
+VERBS = {"declare": declare, "status": status, "cleanup": cleanup, "mosquitto": mosquitto}
 CONFIG_FILE = "admin.conf"
 
 
@@ -24,7 +24,8 @@ class Context:
 
 def parser() -> commandline.Parser:
     top = commandline.Parser(
-        prog="dd_audit", description="Set up a pump's users, permissions and exchanges on RabbitMQ.",
+        prog="dd_audit", description="Set up a pump's users, permissions and exchanges on RabbitMQ "
+                                     "(or Mosquitto's password and ACL files).",
         epilog=commandline.OPTIONS_EPILOG)
     top.add_argument("--config", help=f"the admin configuration (default: {CONFIG_FILE} in dd's config directory)")
     verbs = top.add_verbs()

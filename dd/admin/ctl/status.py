@@ -6,11 +6,12 @@ import humanize
 
 from dd.admin import progress
 from dd.admin.ctl import selection, survey
+from dd.core.credentials import Url
 from dd.core.errors import LsbStatus
 
 HELP = "report state, instances, rates, transfers, queue depth and errors of each configuration"
 COLUMNS = ("CONFIGURATION", "STATE", "INSTANCES", "RECEIVED/MIN", "POSTED/MIN", "FILES", "BYTES",
-           "LAST ACTIVITY", "QUEUE", "RETRIES", "ERRORS/H")
+           "LAST ACTIVITY", "QUEUE", "RETRIES", "ERRORS/H", "BROKER NODE")
 #: The worst first: some instance dead, then a status that cannot be told, then stopped.
 _WORST_FIRST = (LsbStatus.DEAD, LsbStatus.UNKNOWN, LsbStatus.NOT_RUNNING)
 
@@ -69,7 +70,13 @@ def _row(facts, now):
     return (f"{facts.component}/{facts.name}", facts.state, f"{facts.running}/{facts.expected}",
             f"{facts.received_per_minute:g}", f"{facts.posted_per_minute:g}", str(facts.files),
             humanize.naturalsize(facts.bytes, binary=True), last, _queue(facts),
-            _or_dash(facts.retries), str(facts.errors_last_hour))
+            _or_dash(facts.retries), str(facts.errors_last_hour), _nodes(facts))
+
+
+def _nodes(facts):
+    """host:port of the broker nodes the running instances are on (a cluster's, when it has several)."""
+    nodes = sorted({Url.parse(url).netloc if url else "(reconnecting)" for url in facts.broker_nodes.values()})
+    return ",".join(nodes) or "-"
 
 
 def _queue(facts):

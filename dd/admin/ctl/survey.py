@@ -11,6 +11,7 @@ import logging
 from typing import Optional
 
 from dd import broker
+from dd.broker import failover
 from dd.core import config
 from dd.store import metrics, retry
 from dd.admin import instances, runners
@@ -46,6 +47,9 @@ class Facts:
     retries: Optional[int] = None       # notices in the retry stores; None: a store unreadable
     in_flight: list = dataclasses.field(default_factory=list)  # metrics.InFlight of the live instances
     last_error: Optional[dict] = None   # time, rel_path, message of the latest failure
+    #: The broker node each running instance is connected to (instance number as a string to
+    #: its URL, without password; "" between connections).
+    broker_nodes: dict = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
     cfg: object = dataclasses.field(default=None, repr=False)
 
@@ -123,6 +127,8 @@ def _add_metrics(facts, state):
             facts.started = min(facts.started or record["started"], record["started"])
             facts.received_per_minute += record.get("received_per_minute", 0.0)
             facts.posted_per_minute += record.get("posted_per_minute", 0.0)
+            if "broker" in record:
+                facts.broker_nodes[str(instance)] = record["broker"]
     facts.last_activity = activity or None
 
 
@@ -133,10 +139,13 @@ class _Depths:
         self._connections = {}
 
     def size(self, url, queue):
+        if broker.is_mqtt(url):
+            return None     # MQTT cannot ask how much waits in a session
         key = str(url)
         if key not in self._connections:
-            try:
-                self._connections[key] = broker.connect(url, timeout=BROKER_TIMEOUT, name="dd_ctl")
+            try:    # a cluster's first node that answers
+                self._connections[key] = failover.Endpoints(url).first_answering(
+                    lambda each: broker.connect(each, timeout=BROKER_TIMEOUT, name="dd_ctl"))
             except BrokerError as error:
                 log.warning("%s", error)
                 self._connections[key] = None
