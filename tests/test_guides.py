@@ -179,6 +179,9 @@ BEFORE = {
     "mqtt-mirrored": ("ann's three files at bob's, over MQTT",
                       lambda walk: all(walk.path(f"~/bob/mqtt/obs/today/{name}").exists()
                                        for name in ("temperature.txt", "pressure.txt", "notes.doc"))),
+    "wis2-mirrored": ("ann's three files at bob's, announced in WIS2 over MQTT",
+                      lambda walk: all(walk.path(f"~/bob/wis2/obs/today/{name}").exists()
+                                       for name in ("temperature.txt", "pressure.txt", "notes.doc"))),
 }
 
 
