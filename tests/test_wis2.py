@@ -595,3 +595,24 @@ def test_a_wis2_node_on_dd_watch_announces_writes_renames_and_deletions_but_not_
     assert messages[1]["properties"]["integrity"] == messages[0]["properties"]["integrity"]
     assert "not announced" in log and "symbolic link has no WIS2 form" in log
     assert not origin.take(1, timeout=2)
+
+
+def test_dd_mirrors_what_pywis_pubsub_publishes_over_mqtt(pump, mosquitto):
+    """pywis-pubsub's own MQTT client publishes its own message on the dataset's topic;
+    dd_subscribe, on exchange origin over MQTT (the topic origin/a/wis2/#), mirrors it."""
+    data = b"BUFR" + bytes(range(100))
+    (pump.src / "mqtt.bufr").write_bytes(data)
+    message = publish.create_message(TOPIC, "application/bufr", publish.get_url_info(pump.base_url + "mqtt.bufr"),
+                                     str(uuid.uuid4()), datetime_="2026-12-03T08:00:00Z")
+    pump.broker_url = mosquitto.url("dd")
+    wis2_subscriber(pump)                       # its persistent session holds what comes before it starts
+    client = importlib.import_module("pywis_pubsub.mqtt").MQTTPubSubClient(mosquitto.url("dd"))
+    sent = client.conn.publish(TOPIC, json.dumps(message), qos=1)
+    sent.wait_for_publish(10)
+    client.close()
+    subscriber = pump.foreground()
+    landed = pump.dst / urlpath(pump.base_url + "mqtt.bufr")
+    arrived = wait_for(landed.exists, timeout=30)
+    status, log = pump.stop(subscriber)
+    assert arrived, log[-2000:]
+    assert landed.read_bytes() == data
