@@ -29,7 +29,8 @@ import time
 import amqp
 import psutil
 
-from harness import (BROKER_HOST, BROKER_PORT, Broker, Daemon, Mirror, NGINX, NoticeWatch,
+import harness
+from harness import (BROKER_HOST, Daemon, Mirror, NGINX, NoticeWatch,
                      PhaseError, SMALL_SIZE, byte_size, cell, checksum_speed, children_cpu,
                      create_cost, format_table, last_line, make_big_file, make_small_tree,
                      parse_size, positive, print_notes, publish_rate, rate_text, run, run_checked,
@@ -186,46 +187,16 @@ class Row:
     status: str = ""            # "timeout" or "failed" replaces the time
 
 
-class Bench:
+class Bench(harness.Bench):
     def __init__(self, args, work):
-        self.args = args
-        self.work = work
+        super().__init__(args, work)
         self.rows = []
-        self.notes = []
         self.limits = {}        # name -> (value, unit)
         self.curl_big = {}      # tool name -> curl's MB/s on the big file just before and after its mirror
         self.sum_big = {}       # tool name -> MB/s of summing the big file alone, just before its post
+        self.publish_rate = self.curl_small = None      # py-amqp's msg/s, curl's small files/s
         # Other work on the machine skews every number: the report shows how busy it was.
         self.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        self._cleanups = []     # undone in reverse order, at most once
-
-    # setup and cleanup
-
-    def on_exit(self, function, *arguments, **keywords):
-        self._cleanups.append((function, arguments, keywords))
-
-    def cleanup(self):
-        while self._cleanups:
-            function, arguments, keywords = self._cleanups.pop()
-            try:
-                function(*arguments, **keywords)
-            except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
-                print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
-
-    def make_vhost(self, name):
-        """A private vhost for the run, removed at exit, and self.broker on it."""
-        self.vhost = f"{name}-{os.getpid()}"
-        run_checked(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
-        self.on_exit(run_checked, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=60,
-                     what="rabbitmqctl delete_vhost")
-        run_checked(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-             timeout=60, what="rabbitmqctl set_permissions")
-        try:
-            self.broker = Broker(self.vhost)
-        except (OSError, amqp.exceptions.AMQPError) as error:
-            raise SystemExit(f"bench: cannot reach RabbitMQ at {BROKER_HOST}:{BROKER_PORT} as guest: "
-                             f"{error}") from None
-        self.on_exit(self.broker.close)
 
     def setup(self):
         args = self.args
@@ -254,7 +225,7 @@ class Bench:
     def measure_limits(self):
         args = self.args
         count = max(5 * args.small_count, 1000)
-        rate = publish_rate(self.vhost, count)
+        rate = self.publish_rate = publish_rate(self.vhost, count)
         self.limits["RabbitMQ publish, confirmed (1 py-amqp process)"] = (f"{rate:,.0f}", "msg/s")
 
         curl_dir = self.work / "curl"
@@ -263,6 +234,7 @@ class Bench:
                                        for rel in self.small["small_a"]))
         seconds, cpu = timed_run(["curl", "-sS", "--fail", "--create-dirs", "-K", str(curl_config)],
                                  timeout=args.timeout)
+        self.curl_small = args.small_count / seconds
         self.limits[f"curl, {args.small_count} x 1 KiB, keep-alive (1 process)"] = (
             rate_text(args.small_count, seconds), f"files/s  ({cpu:.2f} CPU s)")
         # curl's copies stay until the end, for the reason Tool.clear_destination gives.
@@ -505,16 +477,25 @@ def targets_report(rows, bench):
     lines = []
 
     def target(name, wanted, row, value, unit, met):
-        shown = "not measured" if row is None else f"{value:,.{1 if value < 100 else 0}f} {unit}"
+        digits = 2 if unit == "x" else 1 if value and value < 100 else 0
+        shown = "not measured" if row is None else f"{value:,.{digits}f} {unit}"
         verdict = "" if row is None else ("met" if met else "MISSED")
         lines.append([name, wanted, shown, verdict])
 
     post = dd("1 post small")
     target("dd_post small files", ">= 3,000 files/s", post,
            post and post.files / post.seconds, "files/s", post and post.files / post.seconds >= 3000)
+    publish = bench.publish_rate
+    if publish:
+        target("  against py-amqp's confirmed publish", f">= 0.6 x {publish:,.0f} msg/s", post,
+               post and post.files / post.seconds / publish, "x", post and post.files / post.seconds >= 0.6 * publish)
     full = dd("2 launch -> all files")
     target("one dd_subscribe, full queue", ">= 1,000 files/s", full,
            full and full.files / full.seconds, "files/s", full and full.files / full.seconds >= 1000)
+    curl = bench.curl_small
+    if curl:
+        target("  against curl over keep-alive", f">= 0.6 x {curl:,.0f} files/s", full,
+               full and full.files / full.seconds / curl, "x", full and full.files / full.seconds >= 0.6 * curl)
     react = dd("3 first notice -> first file")
     target("idle start: first file", "<= 100 ms", react, react and react.seconds * 1000, "ms",
            react and react.seconds <= 0.1)

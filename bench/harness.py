@@ -524,6 +524,42 @@ def spread_parent():
     return parent
 
 
+class Bench:
+    """What every bench holds: clean-ups run in reverse at its end, and its own vhost."""
+
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+        self.notes = []
+        self._cleanups = []     # undone in reverse order, at most once
+
+    def on_exit(self, function, *arguments, **keywords):
+        self._cleanups.append((function, arguments, keywords))
+
+    def cleanup(self):
+        while self._cleanups:
+            function, arguments, keywords = self._cleanups.pop()
+            try:
+                function(*arguments, **keywords)
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - clean up the rest regardless
+                print(f"bench: cleanup: {function.__name__}: {error}", file=sys.stderr)
+
+    def make_vhost(self, name):
+        """A private vhost for the run, removed at exit, and self.broker on it."""
+        self.vhost = f"{name}-{os.getpid()}"
+        run_checked(["rabbitmqctl", "-q", "add_vhost", self.vhost], timeout=60, what="rabbitmqctl add_vhost")
+        self.on_exit(run_checked, ["rabbitmqctl", "-q", "delete_vhost", self.vhost], timeout=120,
+                     what="rabbitmqctl delete_vhost")
+        run_checked(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
+                    timeout=60, what="rabbitmqctl set_permissions")
+        try:
+            self.broker = Broker(self.vhost)
+        except (OSError, amqp.exceptions.AMQPError) as error:
+            raise SystemExit(f"bench: cannot reach RabbitMQ at {BROKER_HOST}:{BROKER_PORT} as guest: "
+                             f"{error}") from None
+        self.on_exit(self.broker.close)
+
+
 def run(bench_class, args, prefix, report_function):
     """Set up, run and report a bench in a new work directory; whatever ends it,
     its processes, vhost and (unless --keep) work directory go.  The exit status."""

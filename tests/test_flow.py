@@ -110,3 +110,63 @@ def test_an_internal_error_in_one_item_is_its_500_and_the_flow_goes_on():
     outcomes = {i.notice.rel_path: i.outcome for i in gatherer.finished}
     assert outcomes["bad"].code == 500 and "boom" in outcomes["bad"].message
     assert counters.delivered == 2 and counters.failed == 1
+
+
+def test_a_pipelined_flow_finishes_a_batch_while_the_next_is_worked_on():
+    first, second = items(f"a/f{i}" for i in range(3)), items(f"b/f{i}" for i in range(3))
+    gatherer = ListGatherer([first, second])
+    first_finished = threading.Event()
+    finish = gatherer.finish
+
+    def finishing(batch):
+        finish(batch)
+        first_finished.set()
+    gatherer.finish = finishing
+    seen_while_working = []
+
+    def work(item):
+        if item.notice.rel_path.startswith("b/"):
+            # The second batch waits until the first is acknowledged: with a barrier per
+            # batch, that would never happen while it works.
+            seen_while_working.append(first_finished.wait(10))
+        item.outcome = Outcome(201, "delivered")
+    counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, pipelined=True).run()
+    assert seen_while_working == [True, True, True]
+    assert counters.delivered == 6 and gatherer.finished == first + second
+
+
+def test_a_pipelined_flow_keeps_each_paths_order_across_batches():
+    work = Recorder()
+    batches = [items(f"d/f{i % 3}" for i in range(n, n + 6)) for n in range(0, 30, 6)]
+    for n, item in enumerate(item for batch in batches for item in batch):
+        item.sequence = n
+    gatherer = ListGatherer(batches)
+    flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, pipelined=True, threads=4).run()
+    assert [n for _, n, _ in work.done] == list(range(30))
+    assert [item.sequence for item in gatherer.finished] == list(range(30))
+
+
+def test_a_stop_finishes_the_work_under_way_and_leaves_the_batch_not_started_unfinished():
+    stop = threading.Event()
+    first, second = items(["a"]), items(["b"])
+    gatherer = ListGatherer([first, second])
+    fetch = gatherer.fetch
+    started = threading.Event()
+
+    def fetching(timeout):
+        batch = fetch(timeout)
+        if batch is second:
+            started.wait(10)    # the first is being worked on, the second waits for the work thread
+            stop.set()
+        return batch
+    gatherer.fetch = fetching
+    worked = []
+
+    def work(item):
+        started.set()
+        time.sleep(0.2)
+        worked.append(item.notice.rel_path)
+        item.outcome = Outcome(201, "delivered")
+    counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, stop=stop, pipelined=True).run()
+    assert worked == ["a"] and gatherer.finished == first      # "b" is not acknowledged: it comes again
+    assert counters.delivered == 1

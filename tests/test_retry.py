@@ -139,3 +139,34 @@ def test_a_failed_download_is_kept_acked_and_delivered_after_a_restart(pump):
     assert manifest(pump.dst) == manifest(source)
     assert "Traceback" not in log
     assert sqlite3.connect(retry_db).execute("SELECT count(*) FROM retry").fetchone() == (0,)
+
+
+class NoMoreFromTheBroker:
+    def fetch(self, timeout):
+        return []
+
+    def finish(self, items):
+        pass
+
+
+def test_a_kept_notice_is_not_handed_out_again_while_its_batch_is_under_way(tmp_path, clock):
+    from dd.core import formats
+    from dd.core.notice import Checksum, Notice, now
+    from dd.core.outcome import Outcome
+    from dd.flow import Retrying
+    store = store_at(tmp_path / "r.db", clock)
+    store.put([(f"f{n}", formats.v02.encode(Notice(
+        pubtime=now(), base_url="http://h/", rel_path=f"f{n}", size=1, checksum=Checksum("md5", "0" * 32)))[0], "502")
+        for n in range(3)])
+    clock.now += 10
+    retrying = Retrying(NoMoreFromTheBroker(), store, max_notice_size=1 << 20, allowed_schemes=None)
+    first = retrying.fetch(0)
+    # A pipelined flow gathers the next batch before this one is finished: the entries are still due.
+    assert sorted(i.notice.rel_path for i in first) == ["f0", "f1", "f2"]
+    assert retrying.fetch(0) == []
+    for item in first:
+        item.outcome = Outcome(502, "still failing")
+    retrying.finish(first)
+    assert retrying.fetch(0) == []      # kept for a later attempt
+    clock.now += MAX_DELAY
+    assert sorted(i.notice.rel_path for i in retrying.fetch(0)) == ["f0", "f1", "f2"]

@@ -204,6 +204,39 @@ def test_a_missing_watched_directory_is_a_one_line_config_error(pump):
     assert result.returncode == 2 and "dd_watch needs path" in result.stderr
 
 
+def test_too_few_inotify_watches_is_an_error_naming_the_limit_and_how_to_raise_it(pump):
+    """In a user namespace of its own, whose user.max_inotify_watches is below what the tree
+    needs (watchdog 7 would leave the rest unwatched without a word)."""
+    if subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -U (a user namespace) is not allowed here")
+    for n in range(30):
+        (pump.src / f"d{n}" / "sub").mkdir(parents=True)
+    config = pump.base / "config" / "watch" / "w.conf"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"post_broker {pump.broker_url}\npost_exchange {pump.exchange}\n"
+                      f"post_base_url {pump.base_url}\npost_base_dir {pump.src}\npath {pump.src}\n")
+    command = [sys.executable, "-m", "dd.cli.main", "watch", "foreground", "w"]
+
+    def watch_with(limit):
+        return subprocess.run(["unshare", "-U", "-r", "sh", "-c",
+                               f'echo {limit} > /proc/sys/user/max_inotify_watches && exec "$@"', "sh", *command],
+                              env=pump.env, capture_output=True, text=True, timeout=60)
+    result = watch_with(20)
+    assert result.returncode != 0
+    assert (f"cannot watch all of {pump.src}: its 61 directories need as many inotify watches, "
+            f"and user.max_inotify_watches is 20") in result.stderr
+    assert "sysctl -w user.max_inotify_watches=65536" in result.stderr
+    assert "Traceback" not in result.stderr
+    log = pump.base / "enough.log"
+    with open(log, "w") as out, subprocess.Popen(
+            ["unshare", "-U", "-r", "sh", "-c", 'echo 100 > /proc/sys/user/max_inotify_watches && exec "$@"',
+             "sh", *command], env=pump.env, stdout=out, stderr=out) as enough:
+        try:
+            assert wait_for(lambda: "change(s) since the last run" in log.read_text(), timeout=30), log.read_text()
+        finally:
+            enough.terminate()
+
+
 def test_cleanup_forgets_what_was_announced_and_declare_has_nothing_to_do(watched):
     pump, recorder, watcher = watched
     (pump.src / "a.txt").write_text("a")

@@ -539,16 +539,17 @@ class Consumer(_Endpoint):
         return batch
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
-        """Acknowledge deliveries; tags from an earlier connection are stale and never sent.
-        When they are all that is outstanding, one frame acknowledges them all."""
+        """Acknowledge deliveries, in any order; tags from an earlier connection are stale and
+        never sent.  Those that are the oldest outstanding are acknowledged by one frame."""
         tags = sorted(d.tag for d in deliveries if d.generation == self.generation)
         if not tags or self.channel is None:
             return
-        if set(tags) == self._unacked:
-            self.channel.basic_ack(tags[-1], multiple=True)
-        else:
-            for tag in tags:
-                self.channel.basic_ack(tag)
+        oldest = sorted(self._unacked)[:len(tags)]
+        run = next((n for n, (tag, old) in enumerate(zip(tags, oldest)) if tag != old), len(oldest))
+        if run:     # multiple=True acknowledges every tag up to this one: exactly these
+            self.channel.basic_ack(tags[run - 1], multiple=True)
+        for tag in tags[run:]:
+            self.channel.basic_ack(tag)
         self._unacked.difference_update(tags)
 
     def delete(self) -> None:

@@ -91,7 +91,9 @@ def build(ctx):
     gatherer = FileGatherer(cfg, ctx.arguments, deleted=ctx.deleted, renamed_from=ctx.renamed_from,
                             progress=ctx.progress)
     the_flow = flow.Flow(gatherer=gatherer, accept=flow.accept_lines(ctx),
-                         work=_announce, poster=flow.poster(ctx), stop=ctx.stop)
+                         # Nothing is acknowledged on a confirm: a batch's confirms come back
+                         # while the next is walked and summed, and all of them before the end.
+                         work=_announce, poster=flow.poster(ctx, confirm_later=True), stop=ctx.stop)
     the_flow.refused = gatherer.refused
     return the_flow
 

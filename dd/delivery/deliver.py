@@ -143,7 +143,7 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
         poster, reporter = relaying.record(poster, reporter)
     return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
-                     stop=ctx.stop, threads=cfg.threads)
+                     stop=ctx.stop, threads=cfg.threads, pipelined=True)
 
 
 def check_directories(cfg, component):
@@ -184,7 +184,7 @@ class Delivery:
         self.relay = relay
         self.store = store
         self.placement = placement or PLAIN_TREE
-        self.claims = {}            # id(item) -> its nodupe keys, for this batch
+        self.claims = {}            # id(item) -> its nodupe keys, of the batches not yet posted
 
     def accept(self, item):
         notice = item.notice
@@ -237,7 +237,12 @@ class Delivery:
         # A changed rel_path says where the file lands; the data stays where the source put it,
         # on the (maybe changed) base_url's server.
         fetched = notice if notice is item.notice else dataclasses.replace(notice, rel_path=item.notice.rel_path)
-        item.outcome = self.receiver.receive(fetched, tree, rel_path, old)
+        try:
+            item.outcome = self.receiver.receive(fetched, tree, rel_path, old)
+        finally:
+            # Failed or refused: the next copy of the notice is handled.
+            if (item.outcome is None or not item.outcome.ok) and id(item) in self.claims:
+                self.store.release(self.claims.pop(id(item)))
         code = item.outcome.code
         if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store:
             # The path may now be created again with the same content: not a duplicate.
@@ -303,13 +308,14 @@ class Recorder:
 
     def post(self, items):
         unconfirmed = self.poster.post(items) if self.poster else []
-        claims, self.delivery.claims = self.delivery.claims, {}
+        # Only this batch's: the next one may be claiming meanwhile (a pipelined flow).
+        claims = {id(i): key for i in items if (key := self.delivery.claims.pop(id(i), None))}
         store = self.delivery.store
         if store and claims:
             held = {id(i) for i in unconfirmed}
             done = {id(i) for i in items if id(i) not in held}
             store.confirm([k for i, keys in claims.items() if i in done for k in keys])
-            # Failed, refused or unconfirmed: the next copy of the notice is handled.
+            # Unconfirmed: the next copy of the notice is handled (a failed one's went at once).
             store.release([k for i, keys in claims.items() if i not in done for k in keys])
         return unconfirmed
 

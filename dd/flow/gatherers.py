@@ -2,6 +2,7 @@
 and the retry store in front of it."""
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -141,20 +142,29 @@ class Retrying:
         self.store = store
         self.max_notice_size = max_notice_size
         self.allowed_schemes = allowed_schemes
+        # The ids of the entries in each batch handed out and not yet finished, oldest first:
+        # a pipelined flow fetches before the batch before is finished, whose entries are still due.
+        self._out: collections.deque[set[int]] = collections.deque()
 
     def fetch(self, timeout: float) -> Optional[list[Item]]:
-        entries = self.store.due(self.BATCH)
+        out = set().union(*self._out)
+        entries = [entry for entry in self.store.due(self.BATCH + len(out)) if entry.id not in out][:self.BATCH]
         if entries:
             self.store.postpone(entries)
         items = [self._revive(entry) for entry in entries]
         if self.store.full:
             if not items:
                 time.sleep(min(timeout, 1.0))
-            return items
+            return self._handed_out(items)
         batch = self.inner.fetch(0 if items else timeout)
         if batch is None:
-            return items or None
-        return items + batch
+            return self._handed_out(items) or None
+        return self._handed_out(items + batch)
+
+    def _handed_out(self, items: list[Item]) -> list[Item]:
+        if items:
+            self._out.append({i.receipt.id for i in items if isinstance(i.receipt, RetryEntry)})
+        return items
 
     def _revive(self, entry: RetryEntry) -> Item:
         try:
@@ -176,6 +186,8 @@ class Retrying:
                 outcome.message += "; kept for retry"
         self.store.remove(retry_key(i.notice) for i in fresh if i.notice is not None and not _retryable(i))
         kept = [(i.receipt, _retryable(i)) for i in items if isinstance(i.receipt, RetryEntry)]
+        if self._out:   # finished once per batch, in the order handed out
+            self._out.popleft()
         again = [(entry, outcome) for entry, failure in kept if failure for _, outcome in (failure,)]
         self.store.remove(entry.key for entry, failure in kept if not failure)
         given_up = {e.id for e in self.store.failed_again([(entry, o.message) for entry, o in again])}

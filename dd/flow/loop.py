@@ -61,15 +61,25 @@ def _lanes(items: list[Item]) -> list[list[Item]]:
 
 class Flow:
     """The loop.  `accept(item) -> bool` filters, `work(item)` sets item.outcome and
-    item.outgoing, `poster` (optional) announces outgoing notices."""
+    item.outgoing, `poster` (optional) announces outgoing notices.
+
+    `pipelined`: the work of a batch runs on a thread of its own while this thread gathers
+    the next batch and finishes (posts, acknowledges, reports, logs) the one before, for
+    gatherers that may hand out a batch before the one before is finished.  Batches are
+    worked on and finished in the order gathered, so notices about one path keep theirs."""
+
+    #: Batches gathered and not yet finished, at most, when pipelined.
+    DEPTH = 2
 
     def __init__(self, *, gatherer: Gatherer, accept: Accept, work: Optional[Work] = None,
                  poster: Optional[PostStep] = None, reporter: Optional[PostStep] = None,
-                 stop: Optional[threading.Event] = None, batch_timeout: float = 1.0, threads: int = 1) -> None:
+                 stop: Optional[threading.Event] = None, batch_timeout: float = 1.0, threads: int = 1,
+                 pipelined: bool = False) -> None:
         self.gatherer = gatherer
         # Work items of a batch run side by side: transfers and file creation wait on
         # the network and the disk, not on the interpreter.
         self.pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+        self.runner = concurrent.futures.ThreadPoolExecutor(1, "flow-work") if pipelined and work else None
         self.accept = accept
         self.work = work
         self.poster = poster
@@ -83,28 +93,40 @@ class Flow:
         self.unannounced: list[Item] = []       # the post step's, never confirmed
         self.refused: list[tuple[str, str]] = []  # (what, why): what the gatherer could not even gather
         self._refusals_told: set[Optional[str]] = set()  # the rules whose first refusal was logged at info
+        self._in_flight: collections.deque[tuple[list[Item], concurrent.futures.Future[bool]]] = \
+            collections.deque()
 
     def run(self) -> Counters:
         """Process batches until the gatherer is exhausted or stop is set."""
         try:
             while not self.stop.is_set():
-                batch = self.gatherer.fetch(self.batch_timeout)
+                batch = self.gatherer.fetch(0 if self._in_flight else self.batch_timeout)
                 if batch is None:
                     break
                 if self._connected is not None:
                     self.counters.broker = self._connected.connected_to
                 if batch:
-                    self.process(batch)
+                    self._in_flight.append((batch, self._start(batch)))
+                # Wait for the oldest batch when the pipeline is full or there is nothing new.
+                self._finish_done(wait=len(self._in_flight) >= self.DEPTH or not batch)
+            self._settle()
+            if self.poster:
+                # What a post step confirming later still waits for, confirmed (or not) before the end.
+                late = self.poster.post([])
+                self.unannounced.extend(late)
+                self.counters.posted -= len(late)
         finally:
-            if self.pool:
-                self.pool.shutdown()
+            for executor in (self.runner, self.pool):
+                if executor:
+                    executor.shutdown(cancel_futures=True)
             self.gatherer.close()
             for publisher in (self.poster, self.reporter):
                 if publisher:
                     publisher.close()
         return self.counters
 
-    def process(self, batch: list[Item]) -> None:
+    def _start(self, batch: list[Item]) -> concurrent.futures.Future[bool]:
+        """Filter the batch and start its work: on the work thread when pipelined, here otherwise."""
         counters = self.counters
         counters.received += len(batch)
         counters.last_activity = time.time()
@@ -114,6 +136,51 @@ class Flow:
                 item.skipped = True
             elif item.outcome is None and self.work:
                 todo.append(item)
+        if self.runner and todo:
+            return self.runner.submit(self._work_unless_stopped, todo)
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self._work_batch(todo)
+        done.set_result(True)
+        return done
+
+    def _work_unless_stopped(self, todo: list[Item]) -> bool:
+        """Work on a batch, unless a stop came while it waited for the work thread: False then."""
+        if self.stop.is_set():
+            return False
+        self._work_batch(todo)
+        return True
+
+    def _finish_done(self, *, wait: bool) -> None:
+        """Finish the batches whose work is done, oldest first; with `wait`, wait for the
+        oldest, serving the source meanwhile."""
+        while self._in_flight:
+            batch, work = self._in_flight[0]
+            if wait:
+                while not work.done():
+                    concurrent.futures.wait((work,), timeout=TICK_INTERVAL)
+                    self.gatherer.tick()
+                wait = False
+            elif not work.done():
+                return
+            self._in_flight.popleft()
+            if work.result():
+                self._finish(batch)
+            else:
+                self._left(batch)
+
+    def _settle(self) -> None:
+        """The work under way is waited for and finished; at a stop, the work not started is
+        left unfinished (not acknowledged, so it comes again)."""
+        while self.stop.is_set() and self._in_flight and self._in_flight[-1][1].cancel():
+            self._left(self._in_flight.pop()[0])
+        while self._in_flight:
+            self._finish_done(wait=True)
+
+    @staticmethod
+    def _left(batch: list[Item]) -> None:
+        log.info("stopping: %d notice(s) left for the next start", len(batch))
+
+    def _work_batch(self, todo: list[Item]) -> None:
         rest = self._work_while_computing(todo) if self.pool else todo
         lanes = _lanes(rest) if self.pool else [rest]
         if len(lanes) > 1 and self.pool is not None:
@@ -123,6 +190,10 @@ class Flow:
                 self.gatherer.tick()
         else:
             self._work_lane(rest)
+
+    def _finish(self, batch: list[Item]) -> None:
+        """Post, then acknowledge (or keep for retry), then report and log a worked batch."""
+        counters = self.counters
         if self.poster:
             done = [i for i in batch if not i.skipped and (i.outcome is None or i.outcome.ok)]
             unconfirmed = self.poster.post(done)

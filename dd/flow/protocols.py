@@ -30,7 +30,9 @@ class Gatherer(Protocol):
         """The next batch (maybe empty) within `timeout` seconds; None once there is no more."""
 
     def finish(self, items: list[Item]) -> None:
-        """The items are done with (acknowledged, recorded): they never come back."""
+        """The items are done with (acknowledged, recorded): they never come back.  Called
+        once for each batch fetched that was not empty, in the order fetched (some items may
+        be left out: those not finished come back)."""
 
     def tick(self) -> None:
         """Serve the source while a batch is worked on (heartbeats)."""

@@ -69,9 +69,10 @@ def publisher(ctx: Context, url: Url, role: str = "") -> broker.Publisher:
                             name=f"dd_{cfg.component} {cfg.name} #{ctx.instance}{role}")
 
 
-def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Poster]:
+def poster(ctx: Context, exchange: Optional[ExchangeOf] = None, *, confirm_later: bool = False) -> Optional[Poster]:
     """The post step a configuration asks for (post_broker, post_exchange, ...), or None.
-    `exchange(item) -> name(s)` routes each item its own way instead of to post_exchange."""
+    `exchange(item) -> name(s)` routes each item its own way instead of to post_exchange;
+    `confirm_later`: see Poster (for a flow whose gatherer finishes nothing on a confirm)."""
     cfg = ctx.cfg
     if not cfg.post_broker:
         return None
@@ -109,7 +110,7 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None) -> Optional[Post
         message = formats.encode(item.outgoing, post_format, post_topic_prefix)
         return message if post_topic is None else dataclasses.replace(message, topic=post_topic)
     return Poster(publisher(ctx, cfg.post_broker), exchange or post_exchange, message_of,
-                  timeout=cfg.post_timeout)
+                  timeout=cfg.post_timeout, confirm_later=confirm_later)
 
 
 def inline_content(notice: Notice, base_dir: str) -> Optional[bytes]:

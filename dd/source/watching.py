@@ -30,6 +30,7 @@ from watchdog import version as watchdog_version
 from watchdog.observers import Observer
 
 from dd.core.errors import DDError
+from dd.source import inotify
 
 log = logging.getLogger("dd.watching")
 
@@ -48,8 +49,9 @@ _KINDS = {
     events.DirMovedEvent: MOVED,
 }
 START_TIMEOUT = 60.0    # seconds the helper may take to start and put its watches in place
-# What the helper sends besides batches of events (lists): (what, text) tuples.
+# What the helper sends besides batches of events (lists): (what, text, fix) tuples.
 _READY, _FAILED, _UNWATCHED = "ready", "failed", "unwatched"
+_FIX = "check the path lines, and the inotify limits (fs.inotify.max_user_watches)"
 
 
 class Changes:
@@ -81,15 +83,15 @@ class Changes:
         try:
             if not self._pipe.poll(START_TIMEOUT):
                 raise DDError(f"the process watching {watched} did not start within {START_TIMEOUT:g} s")
-            what, text = self._pipe.recv()
+            what, text, fix = self._pipe.recv()
         except (EOFError, OSError):
-            what, text = _FAILED, f"the process watching {watched} ended before it watched"
+            what, text, fix = _FAILED, f"the process watching {watched} ended before it watched", _FIX
         except DDError:
             self.stop()
             raise
         if what != _READY:
             self.stop()
-            raise DDError(text, fix="check the path lines, and the inotify limits (fs.inotify.max_user_watches)")
+            raise DDError(text, fix=fix)
         self._watching = True
 
     def take(self, timeout, settle):
@@ -206,11 +208,16 @@ def _watch(directories, pipe):
                 # dispatch keeps the same few.
                 observer.schedule(collector, directory, recursive=True)
         observer.start()
+        short = inotify.shortage(directories)
     except OSError as error:
-        pipe.send((_FAILED, f"cannot watch {', '.join(directories)}: {error.strerror or error}"))
+        short = inotify.shortage(directories, error) or (
+            f"cannot watch {', '.join(directories)}: {error.strerror or error}", _FIX)
+    if short:
+        pipe.send((_FAILED, *short))
+        observer.stop()
         return
     try:
-        pipe.send((_READY, ""))
+        pipe.send((_READY, "", ""))
         # A batch is what arrived while the previous one was sent: one write for many events
         # when they come fast, one each when they come slowly.
         while not pipe.poll():       # the parent never writes: readable means it closed the pipe
@@ -221,7 +228,7 @@ def _watch(directories, pipe):
                 # A directory is gone: what its watch saw last is sent first.
                 _settle(observer)
                 pipe.send(collector.take(0))
-                pipe.send((_UNWATCHED, ""))
+                pipe.send((_UNWATCHED, "", ""))
                 break
     except (BrokenPipeError, ConnectionResetError):
         pass    # the parent is gone

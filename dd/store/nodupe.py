@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS seen (
     key TEXT PRIMARY KEY,
     at REAL NOT NULL,          -- when claimed, then when confirmed
     owner TEXT NOT NULL        -- the claimant's identity, 'pid:start time:boot id'; '' once confirmed
-)"""
+);
+-- The purge finds expired keys and open claims through it, not by reading every key: without
+-- it a purge read the whole store, and a claim cost 1 ms at a million keys, 10 ms at ten.
+CREATE INDEX IF NOT EXISTS seen_by_owner ON seen (owner, at);"""
 
 
 def key(scope: str, rel_path: str, content: Checksum | str, part: Part | None = None) -> str:
@@ -128,7 +131,7 @@ class Store:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM seen WHERE owner = '' AND at <= ?", (now - self.ttl,))
-            stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner != ''")
+            stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner > ''")
                      if owner != self.owner and not pidfile.running(owner)]
             self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
 
