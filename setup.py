@@ -46,7 +46,9 @@ setup(
                              # test_console drives Debian's chromium and chromedriver.
                              "selenium>=4.8",
                              # MQTT over WebSockets: the tests' bridge to Mosquitto, and paho for MQTT.
-                             "websockets>=10.4", "paho-mqtt>=2.1"],
+                             "websockets>=10.4", "paho-mqtt>=2.1",
+                             # The WIS2 peer (its message validator and downloader) and the WNM schema's.
+                             "pywis-pubsub>=0.12", "jsonschema>=4.10"],
                     "bench": ["psutil>=5.9.4", "metpx-sr3>=3.0"],
                     # MQTT brokers (mqtt://, mqtts://, ws://, wss://): Debian 12 ships paho-mqtt 1.6 only.
                     "mqtt": ["paho-mqtt>=2.1"]},

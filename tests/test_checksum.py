@@ -10,6 +10,10 @@ from dd.core.errors import DDError
 REFERENCES = {
     "sha512": lambda data: hashlib.sha512(data).hexdigest(),
     "sha256": lambda data: hashlib.sha256(data).hexdigest(),
+    "sha384": lambda data: hashlib.sha384(data).hexdigest(),
+    "sha3-256": lambda data: hashlib.sha3_256(data).hexdigest(),
+    "sha3-384": lambda data: hashlib.sha3_384(data).hexdigest(),
+    "sha3-512": lambda data: hashlib.sha3_512(data).hexdigest(),
     "md5": lambda data: hashlib.md5(data).hexdigest(),
     "xxh128": lambda data: xxhash.xxh3_128(data).hexdigest(),
     "none": lambda data: "",
@@ -74,7 +78,7 @@ def test_name_sums_the_relative_path_not_the_data():
 
 def test_verifiable():
     assert [m for m in checksum.METHODS if checksum.verifiable(m)] == [
-        "sha512", "sha256", "md5", "xxh128"]
+        "sha512", "sha256", "sha384", "sha3-256", "sha3-384", "sha3-512", "md5", "xxh128"]
 
 
 @pytest.mark.parametrize("call", [checksum.new, checksum.verifiable,
@@ -83,5 +87,6 @@ def test_unknown_method_names_it_and_the_valid_ones(call):
     with pytest.raises(DDError) as raised:
         call("crc32")
     assert str(raised.value) == ("unknown checksum method 'crc32' "
-                                 "(use one of: sha512, sha256, md5, xxh128, name, none)")
+                                 "(use one of: sha512, sha256, sha384, sha3-256, sha3-384, sha3-512, "
+                                 "md5, xxh128, name, none)")
 

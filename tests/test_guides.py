@@ -191,6 +191,9 @@ BEFORE = {
                       lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES)),
     "node-died": ("ann's five more files on nodes 2 and 3",
                   lambda walk: len(_on_nodes(walk)) >= len(NODE_FILES) + len(LATER_FILES)),
+    "wis2-mirrored": ("ann's three files at bob's, announced in WIS2 over MQTT",
+                      lambda walk: all(walk.path(f"~/bob/wis2/obs/today/{name}").exists()
+                                       for name in ("temperature.txt", "pressure.txt", "notes.doc"))),
 }
 
 

@@ -17,7 +17,7 @@ from dd.core.errors import DDError
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrPath
 
-METHODS = ("sha512", "sha256", "md5", "xxh128", "name", "none")
+METHODS = ("sha512", "sha256", "sha384", "sha3-256", "sha3-384", "sha3-512", "md5", "xxh128", "name", "none")
 DEFAULT = "sha512"
 BUFFER_SIZE = 1 << 20
 SMALLEST_BUFFER = 1 << 16
@@ -34,6 +34,11 @@ class Digest(Protocol):
 _CONTENT: dict[str, Callable[[], Digest]] = {
     "sha512": hashlib.sha512,
     "sha256": hashlib.sha256,
+    # The rest of what WIS2 notifications may carry (WNM properties.integrity).
+    "sha384": hashlib.sha384,
+    "sha3-256": hashlib.sha3_256,
+    "sha3-384": hashlib.sha3_384,
+    "sha3-512": hashlib.sha3_512,
     # md5 checks integrity, not security: allowed even where FIPS forbids it.
     "md5": lambda: hashlib.md5(usedforsecurity=False),
     "xxh128": xxhash.xxh3_128,

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import decimal
 import fractions
+import json
 import re
 import shlex
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from dd.core import checksum, commands, formats, topic
 from dd.core.credentials import Url
+from dd.core.errors import NoticeError
 from dd.core.notice import USER_NAME
 
 #: The commands whose options the table declares.
@@ -89,6 +91,13 @@ def parse_bool(text: str) -> bool:
         return BOOL_WORDS[text.strip().lower()]
     except KeyError:
         raise ValueError("") from None
+
+
+def _geometry(text: str) -> dict[str, Any]:
+    try:
+        return formats.wis2.parse_geometry(text)
+    except NoticeError as error:
+        raise ValueError(error.message) from None
 
 
 def _non_empty(text: str) -> str:
@@ -266,6 +275,9 @@ VERBATIM_TOPIC = Kind("str", "a topic with '/' between levels, like origin/a/wis
 DECLARATION = Kind("declaration", "a role and a user name, like: source ann (roles: "
                    f"{', '.join(ROLES)})", _declaration, " ".join)
 SERVER = url("http", "https", "sftp", "file", example="https://host/path or sftp://user@host/")
+GEOMETRY = Kind("geometry", "a point like '6.15 46.22' or GeoJSON like "
+                "{\"type\":\"Polygon\",\"coordinates\":[[[0,0],[1,0],[1,1],[0,0]]]}",
+                _geometry, lambda value: json.dumps(value, separators=(",", ":")))
 POLLED = url("http", "https", "sftp", "ftp", "ftps", "file", example="https://host/path/ or sftp://user@host/path/")
 
 
@@ -500,14 +512,26 @@ OPTIONS = (
                                 "poll": "xs_${POST_BROKER_USER}"}),
     _option("post_topic_prefix", WORD, None, POSTERS,
             "first words of the topics published on; unset: the format's own "
-            "(v02.post, or v03 for sr_v03)"),
+            "(v02.post, or v03 for sr_v03); with post_format wis2 the dataset's whole WIS2 topic "
+            "(levels between / or .), its first level the exchange; unset on a relay, the one each "
+            "message came on"),
     _option("post_topic", VERBATIM_TOPIC, None, POSTERS,
             "the whole topic every notice is published on, levels separated by /, instead of "
             "post_exchange, post_topic_prefix and the file's directories: its first level is the "
             "exchange (on MQTT, simply the topic: a WIS2 dataset's origin/a/wis2/...)"),
-    _option("post_format", choice(formats.v02.NAME, formats.sr_v02.NAME, formats.sr_v03.NAME),
-            formats.DEFAULT, POSTERS,
-            "format of published notices: dd's v02 JSON, Sarracenia's v02, or Sarracenia's v03"),
+    _option("post_format", choice(*formats.FORMATS), formats.DEFAULT, POSTERS,
+            "format of published notices: dd's v02 JSON, Sarracenia's v02 or v03, or a WMO WIS2 "
+            "notification message (wis2: post_topic, or post_topic_prefix, is then the dataset's "
+            "WIS2 topic, origin/a/wis2/<centre-id>/data/core/<discipline>/...)"),
+    _option("wis_geometry", GEOMETRY, None, POSTERS,
+            "with post_format wis2: where the data is about, 'LONGITUDE LATITUDE' or a GeoJSON "
+            "Point or Polygon; unset: null (a relay keeps the one it received)"),
+    _option("wis_inline", BOOL, "off", POSTERS,
+            "with post_format wis2: put a file's data in the message (properties.content) too, "
+            "when its encoded form is at most 4096 bytes and the message stays within 8 KiB"),
+    _option("wis_global_cache", WORD, None, "sara",
+            "with post_format wis2: act as a WIS2 global cache with this centre id: the copies "
+            "are announced on cache/a/wis2/..., with new ids, and carry properties.global-cache"),
     _option("post_base_url", SERVER, None, "post subscribe watch sara sender",
             "URL the posted files are downloaded from; a file's path below post_base_dir "
             "(dd_sender: below destination) is appended to it"),

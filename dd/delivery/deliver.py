@@ -24,6 +24,7 @@ from typing import Callable, Optional, Protocol
 from dd import flow
 from dd.core import checksum, paths, route
 from dd.core.errors import ConfigError, NoticeError, StoreUnavailable
+from dd.core.formats import wis2
 from dd.core.notice import Notice, Op, validate
 from dd.core.notice import now as notice_now
 from dd.core.options import python_spec
@@ -195,7 +196,7 @@ class Delivery:
         self.relay = relay
         self.store = store
         self.placement = placement or PLAIN_TREE
-        self.claims = {}            # id(item) -> nodupe key, of the batches not yet posted
+        self.claims = {}            # id(item) -> its nodupe keys, of the batches not yet posted
 
     def accept(self, item):
         notice = item.notice
@@ -212,13 +213,20 @@ class Delivery:
         about the same path (a delete in between makes the same content new again).
         StoreUnavailable: a shared store did not answer, or another node has the key in hand."""
         notice = item.notice
-        if self.store is None or notice.op is Op.DELETE:
+        if self.store is None:
             return True
-        content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
-        key = nodupe.key(*where, content, notice.part)
-        if not self.store.claim(key):
-            return False
-        self.claims[id(item)] = key
+        keys = nodupe.message_keys(where[0], notice)
+        if notice.op is not Op.DELETE:
+            content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
+            keys.append(nodupe.key(*where, content, notice.part))
+        claimed = []
+        for key in keys:
+            if not self.store.claim(key):
+                self.store.release(claimed)
+                return False
+            claimed.append(key)
+        if claimed:
+            self.claims[id(item)] = claimed
         return True
 
     def _scope(self, tree, mask):
@@ -261,7 +269,7 @@ class Delivery:
         finally:
             # Failed or refused: the next copy of the notice is handled.
             if (item.outcome is None or not item.outcome.ok) and id(item) in self.claims:
-                self.store.release([self.claims.pop(id(item))])
+                self.store.release(self.claims.pop(id(item)))
         code = item.outcome.code
         if code in (Code.DELIVERED, Code.UNCHANGED) and notice.op is Op.DELETE and self.store is not None:
             # The path may now be created again with the same content: not a duplicate.
@@ -333,9 +341,9 @@ class Recorder:
         if store is not None and claims:
             held = {id(i) for i in unconfirmed}
             done = {id(i) for i in items if id(i) not in held}
-            store.confirm([k for i, k in claims.items() if i in done])
+            store.confirm([k for i, keys in claims.items() if i in done for k in keys])
             # Unconfirmed: the next copy of the notice is handled (a failed one's went at once).
-            store.release([k for i, k in claims.items() if i not in done])
+            store.release([k for i, keys in claims.items() if i not in done for k in keys])
         return unconfirmed
 
     def close(self):
@@ -371,4 +379,6 @@ def derive_outgoing(cfg, item, *, relay=False, placement: Optional[Placement] = 
     base_url, rel_path = (placement or PLAIN_TREE).announced(notice, str(cfg.post_base_url), rel_path)
     item.outgoing = dataclasses.replace(
         notice, pubtime=notice.pubtime if relay else notice_now(), base_url=base_url,
-        rel_path=rel_path, checksum=verified, part=None, extra=dict(notice.extra))
+        rel_path=rel_path, checksum=verified, part=None,
+        # Our copy is announced by a message of its own (a new WIS2 id).
+        extra={k: v for k, v in notice.extra.items() if k not in wis2.MESSAGE_FIELDS})

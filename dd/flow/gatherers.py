@@ -114,7 +114,8 @@ def notices(*, max_notice_size: int, allowed_schemes: Optional[Collection[str]])
     def decode(delivery: broker.Delivery) -> Item:
         try:
             notice = formats.decode(delivery.body, delivery.headers, max_size=max_notice_size,
-                                    allowed_schemes=allowed_schemes)
+                                    allowed_schemes=allowed_schemes, exchange=delivery.exchange,
+                                    topic=delivery.topic)
         except NoticeError as error:
             return Item(None, delivery, Outcome(
                 Code.REFUSED_NOTICE, f"refused notice on topic {delivery.topic}: {error}", error.rule))

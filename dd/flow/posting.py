@@ -63,7 +63,7 @@ class Poster:
             message = self.message_of(item)
             if message is None:
                 continue
-            exchanges = self.exchange_of(item)
+            exchanges = message.exchange or self.exchange_of(item)
             for exchange in (exchanges,) if isinstance(exchanges, str) else exchanges:
                 yield broker.Envelope(exchange, message, item)
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Optional
 
 from dd import broker
-from dd.core import formats, report, topic
+from dd.core import checksum, formats, paths, report, topic
 from dd.core.credentials import Url
+from dd.core.errors import ConfigError, NoticeError
+from dd.core.notice import Notice, Op
 from dd.core.notice import now as notice_now
 from dd.flow.item import Item
 from dd.flow.posting import ExchangeOf, Poster
@@ -78,14 +81,55 @@ def poster(ctx: Context, exchange: Optional[ExchangeOf] = None, *, confirm_later
     post_exchange, post_topic = cfg.post_exchange, None
     if cfg.post_topic:
         post_exchange, post_topic = topic.verbatim(cfg.post_topic)
+    wis2 = formats.wis2.Settings(geometry=cfg.wis_geometry, global_cache=cfg.wis_global_cache or "")
+    # A WIS2 message names its own exchange and topic, the dataset's: post_topic or post_topic_prefix.
+    wis2_topic = cfg.post_topic or post_topic_prefix
+    if post_format == formats.wis2.NAME and (wis2_topic or not cfg.broker):
+        # Refused at start-up, not on the first file; only a relay has topics to keep.
+        if not wis2_topic:
+            raise ConfigError("post_format wis2 needs post_topic, the dataset's WIS2 topic",
+                              fix="set post_topic origin/a/wis2/<centre-id>/data/core/<discipline>/...")
+        try:
+            formats.wis2.check_topic(formats.wis2.split_topic(wis2_topic))
+        except NoticeError as error:
+            raise ConfigError(f"post_topic: {error.message}", fix=error.fix) from None
+    inline = post_format == formats.wis2.NAME and cfg.wis_inline and cfg.post_base_dir
 
     def message_of(item: Item) -> Optional[formats.Message]:
         if item.outgoing is None:
             return None
+        if post_format == formats.wis2.NAME:
+            content = inline_content(item.outgoing, cfg.post_base_dir) if inline else None
+            try:
+                return formats.encode(item.outgoing, post_format, wis2_topic, wis2_settings=wis2, content=content)
+            except NoticeError as error:
+                if error.rule != "wis2-op":
+                    raise
+                log.warning("not announced: %s", error)  # a link, among the data a WIS2 node announces
+                return None
         message = formats.encode(item.outgoing, post_format, post_topic_prefix)
         return message if post_topic is None else dataclasses.replace(message, topic=post_topic)
     return Poster(publisher(ctx, cfg.post_broker), exchange or post_exchange, message_of,
                   timeout=cfg.post_timeout, confirm_later=confirm_later)
+
+
+def inline_content(notice: Notice, base_dir: str) -> Optional[bytes]:
+    """The data of a small file announced below `base_dir`, for a WIS2 message to carry;
+    None when it is large, unreadable, or no longer what the notice's checksum says."""
+    if (notice.op not in (Op.WRITE, Op.RENAME) or notice.size is None or notice.size > formats.wis2.MAX_CONTENT
+            or notice.checksum is None or not checksum.verifiable(notice.checksum.method)):
+        return None
+    try:
+        # Through the safe path builder, never following a link: what is read is below base_dir.
+        with paths.Tree(base_dir).parent(notice.rel_path, create=False) as (directory, name):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        with os.fdopen(fd, "rb") as file:
+            data = file.read(formats.wis2.MAX_CONTENT + 1)
+    except (OSError, NoticeError):
+        return None
+    hasher = checksum.new(notice.checksum.method)
+    hasher.update(data)
+    return data if hasher.hexdigest() == notice.checksum.value else None
 
 
 def reporter(ctx: Context) -> Optional[Poster]:

@@ -9,7 +9,9 @@ configurations at once, give one delivery and one downstream notice.  A key is
 (kill -9, power loss) is taken over: a crash makes the work happen again rather
 than never: a claimant is a process identity (dd.store.pidfile), so a pid reused by another
 process, or after a reboot, does not keep the claim.  Confirmed keys expire after `ttl`
-seconds and are purged.
+seconds and are purged.  A notice's keys are its content at its path (key), and, for a
+message that names itself (WIS2), its id and its data_id with pubtime (message_keys): a
+duplicate by any of them is a duplicate.
 
 Several hosts share one through Redis instead (dd.store.nodupe_redis): `opened` gives the
 one a configuration names, both being a `Claims`.
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from _typeshed import StrPath
 
     from dd.core.credentials import Url
-    from dd.core.notice import Part
+    from dd.core.notice import Notice, Part
 
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
@@ -53,6 +55,18 @@ def key(scope: str, rel_path: str, content: Checksum | str, part: Part | None = 
     if part is not None:
         fields.append(f"{part.block_number}/{part.block_count}:{part.block_size}")
     return "\0".join(fields)
+
+
+def message_keys(scope: str, notice: Notice) -> list[str]:
+    """The identities a message names besides its data (WIS2's): its id, and its data_id
+    with its pubtime, so that a copy on another route is a duplicate and a newer pubtime
+    an update.  Kept apart from path keys (an empty path): a deletion does not forget them."""
+    keys, extra = [], notice.extra
+    if isinstance(extra.get("id"), str):
+        keys.append(f"{scope}\0\0id:{extra['id']}")
+    if isinstance(extra.get("data_id"), str):
+        keys.append(f"{scope}\0\0data_id:{extra['data_id']}\0{notice.pubtime.isoformat()}")
+    return keys
 
 
 def _prefix(scope: str, rel_path: str) -> str:

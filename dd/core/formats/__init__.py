@@ -1,4 +1,4 @@
-"""Wire formats: dd's own v02 JSON and Sarracenia's v02 and v03.
+"""Wire formats: dd's own v02 JSON, Sarracenia's v02 and v03, and WMO WIS2 notification messages.
 
 Each format module offers the same face: NAME, TOPIC_PREFIX, CONTENT_TYPE,
 ``recognizes(body, headers, fields=None)``, ``encode(notice) -> (body, headers)`` and
@@ -16,7 +16,7 @@ from dd.core import notice as notice_mod
 from dd.core import topic as topic_mod
 from dd.core.errors import NoticeError
 from dd.core.formats.fields import load_json
-from dd.core.formats import sr_v02, sr_v03, v02
+from dd.core.formats import sr_v02, sr_v03, v02, wis2
 from dd.core.notice import Notice
 
 
@@ -35,7 +35,7 @@ class Codec(Protocol):
 
 
 #: Checked in this order when recognising an incoming message.
-FORMATS: dict[str, Codec] = {f.NAME: f for f in (v02, sr_v03, sr_v02)}
+FORMATS: dict[str, Codec] = {f.NAME: f for f in (v02, wis2, sr_v03, sr_v02)}
 DEFAULT = v02.NAME
 DEFAULT_MAX_SIZE = 1 << 20
 
@@ -48,22 +48,32 @@ class Message:
     body: bytes
     headers: dict[str, Any]
     content_type: str
+    exchange: str | None = None     # where it goes when its format says (WIS2), not the poster
 
 
-def encode(notice: Notice, fmt: str = DEFAULT, topic_prefix: str | None = None) -> Message:
+def encode(notice: Notice, fmt: str = DEFAULT, topic_prefix: str | None = None, *,
+           wis2_settings: wis2.Settings = wis2.PLAIN, content: bytes | None = None) -> Message:
+    """`wis2_settings` and `content` (the file's bytes, to inline) are for post_format wis2."""
     codec = FORMATS[fmt]
     if notice.readers and fmt != v02.NAME:
-        # Sarracenia has no private files: its pumps would serve this one to anybody.
+        # Sarracenia and WIS2 have no private files: their pumps would serve this one to anybody.
         raise NoticeError(f"a private notice (readers) cannot be posted in {fmt}",
                           fix=f"use post_format {v02.NAME}", rule="format")
+    if codec is wis2:
+        # A WIS2 topic names the dataset, not the directory.
+        body, headers = wis2.encode(notice, wis2_settings, content)
+        exchange, topic = wis2.topic(notice, topic_prefix, wis2_settings)
+        return Message(topic, body, headers, wis2.CONTENT_TYPE, exchange)
     body, headers = codec.encode(notice)
     topic = topic_mod.for_path(topic_prefix or codec.TOPIC_PREFIX, notice.rel_path)
     return Message(topic, body, headers, codec.CONTENT_TYPE)
 
 
 def decode(body: bytes, headers: Mapping[str, Any] | None = None, *, max_size: int = DEFAULT_MAX_SIZE,
-           allowed_schemes: Collection[str] | None = None) -> Notice:
-    """Recognise the format of an incoming message, decode and validate it."""
+           allowed_schemes: Collection[str] | None = None, exchange: str = "",
+           topic: str | None = None) -> Notice:
+    """Recognise the format of an incoming message, decode and validate it.  `exchange`
+    and `topic`: where it came from, which a WIS2 notice keeps (its dataset)."""
     headers = headers or {}
     if len(body) > max_size:
         raise NoticeError(f"notice is {len(body)} bytes, over the {max_size}-byte limit",
@@ -74,8 +84,10 @@ def decode(body: bytes, headers: Mapping[str, Any] | None = None, *, max_size: i
         if codec.recognizes(body, headers, fields):
             break
     else:
-        raise NoticeError("message is in no known notice format (dd v02, Sarracenia v02 or v03)",
+        raise NoticeError("message is in no known notice format (dd v02, Sarracenia v02 or v03, WIS2)",
                           rule="format")
     notice = codec.decode(body, headers, fields)
+    if codec is wis2 and topic:
+        wis2.with_topic(notice, exchange, topic)
     return notice_mod.validate(notice, allowed_schemes=allowed_schemes)
 
