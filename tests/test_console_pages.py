@@ -93,3 +93,19 @@ def test_a_search_by_time_finds_what_happened_between_since_and_until(console):
     assert found("until=2026-12-01T12:30") == ["obs/early.txt"]
     assert found("since=2026-12-01T11:00&until=2026-12-01T14:00") == ["obs/early.txt", "obs/late.txt"]
     assert T0.isoformat().startswith("2026-12-01T12:00")
+
+
+def test_a_files_route_starts_when_its_source_posted_it(console):
+    from tests.test_provenance import made
+    client, _ = console
+    store = client.application.config["DD_PROVENANCE"]
+    # Posted at 11:59:58, taken in by the pump at 12:00:00 (after 0.25 s), delivered to bob at 12:00:01.5.
+    store.keep([made("obs/a.txt", "ann", "pump", "sara", at=0, posted=-2),
+                made("ann/obs/a.txt", "ann", "bob", at=1.5, posted=-2)])
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+    page = client.get(f"/file/{store.search(provenance.Query(consumer='bob'))[0].id}").get_data(as_text=True)
+    steps = [" ".join(step.split()) for step in page.split('<li class="step')[1:]]
+    assert "posted by <strong>ann</strong> at" in steps[0] and "2026-12-01 11:59:58.000" in steps[0]
+    assert "picked up at 2026-12-01 11:59:59.750" in steps[0]
+    assert "2.000 s after it was posted" in steps[1] and "latency 3.500 s after it was posted" in steps[2]
