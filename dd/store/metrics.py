@@ -171,7 +171,7 @@ def sample(counters: Counters, ring: Ring, pid: int, started: float, now: float,
     for name in CARRIED:
         totals[name] += base.get(name, 0)
     for name in LATEST:
-        totals[name] = max(totals.get(name, 0.0), base.get(name, 0.0))
+        totals[name] = max(totals[name], base.get(name, 0.0))
     recent = [t for t in itertools.chain(base.get("error_times", ()), totals.pop("error_times"))
               if now - t < HOUR][-ERRORS_KEPT:]
     totals["last_error"] = totals.get("last_error") or base.get("last_error")
