@@ -178,6 +178,8 @@ def test_the_console_shows_the_pump_and_each_source_only_its_own_files(pump, sit
     consumers = [e.text for e in browser.find_elements(By.CLASS_NAME, "consumer")]
     assert sorted(consumers) == sorted([n["pump"], n["bob"], n["eve"]]), route
     assert "ingested on the pump" in route and route.count("delivered to") == 2
+    # The route starts when ann posted it (the notice's pubtime, carried by each log message).
+    assert route.startswith(f"posted by {n['ann']} at ") and route.count("after it was posted") == 3, route
     console.open("/provenance?name=obs/*.txt", "provenance")
 
     # /metrics: what bob and eve delivered, counted by prometheus_client's own parser (the
