@@ -11,6 +11,7 @@ in are refused.  /metrics parses with prometheus_client's parser and counts what
 delivered.  Screenshots of each page are kept in the test's directory.
 """
 import base64
+import datetime
 import os
 import shutil
 import subprocess
@@ -177,6 +178,8 @@ def test_the_console_shows_the_pump_and_each_source_only_its_own_files(pump, sit
     consumers = [e.text for e in browser.find_elements(By.CLASS_NAME, "consumer")]
     assert sorted(consumers) == sorted([n["pump"], n["bob"], n["eve"]]), route
     assert "ingested on the pump" in route and route.count("delivered to") == 2
+    # The route starts when ann posted it (the notice's pubtime, carried by each log message).
+    assert route.startswith(f"posted by {n['ann']} at ") and route.count("after it was posted") == 3, route
     console.open("/provenance?name=obs/*.txt", "provenance")
 
     # /metrics: what bob and eve delivered, counted by prometheus_client's own parser (the
@@ -267,9 +270,10 @@ def test_dd_log_trace_prints_a_files_route_from_the_provenance_store(tmp_path):
     from dd.core import report
     state = tmp_path / "state"
     store = provenance.Store(state / provenance.DEFAULT_NAME)
-    notice = Notice(pubtime=now(), base_url="file:///tree/", rel_path="obs/a.txt", source="ann",
+    posted = now() - datetime.timedelta(seconds=30)
+    notice = Notice(pubtime=posted, base_url="file:///tree/", rel_path="obs/a.txt", source="ann",
                     checksum=Checksum("sha512", "ab" * 64))
-    relayed = Notice(pubtime=now(), base_url="http://pump/", rel_path="ann/obs/a.txt", source="ann",
+    relayed = Notice(pubtime=posted, base_url="http://pump/", rel_path="ann/obs/a.txt", source="ann",
                      checksum=notice.checksum)
 
     def made(what, user, component, code, rule=""):
@@ -288,8 +292,11 @@ def test_dd_log_trace_prints_a_files_route_from_the_provenance_store(tmp_path):
     lines = found.stdout.splitlines()
     assert lines[0] == "obs/a.txt  (source ann)"
     steps = [line.split() for line in lines[2:]]
-    assert [(s[2], s[4]) for s in steps] == [("ingested", "pump@h/sara"), ("delivered", "bob@h/subscribe"),
-                                             ("refused", "eve@h/subscribe")]
+    assert [(s[2], s[4]) for s in steps] == [("posted", "ann"), ("ingested", "pump@h/sara"),
+                                             ("delivered", "bob@h/subscribe"), ("refused", "eve@h/subscribe")]
+    # Seconds since ann posted the file: the posting is step 0, the rest came about 30 s later.
+    assert steps[0][1] == posted.strftime("%H:%M:%S.%f")[:-3] and steps[0][3] == "0.000"
+    assert all(30 <= float(s[3]) < 90 for s in steps[1:]), lines
     assert "403 refused [reject] ann/obs/a.txt" in lines[-1]
     missing = dd_log("--trace", "b.txt")
     assert missing.returncode == 1 and "no file matching 'b.txt'" in missing.stderr

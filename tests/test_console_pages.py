@@ -93,3 +93,45 @@ def test_a_search_by_time_finds_what_happened_between_since_and_until(console):
     assert found("until=2026-12-01T12:30") == ["obs/early.txt"]
     assert found("since=2026-12-01T11:00&until=2026-12-01T14:00") == ["obs/early.txt", "obs/late.txt"]
     assert T0.isoformat().startswith("2026-12-01T12:00")
+
+
+def test_a_files_route_starts_when_its_source_posted_it(console):
+    from tests.test_provenance import made
+    client, _ = console
+    store = client.application.config["DD_PROVENANCE"]
+    # Posted at 11:59:58, taken in by the pump at 12:00:00 (after 0.25 s), delivered to bob at 12:00:01.5.
+    store.keep([made("obs/a.txt", "ann", "pump", "sara", at=0, posted=-2),
+                made("ann/obs/a.txt", "ann", "bob", at=1.5, posted=-2)])
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+    page = client.get(f"/file/{store.search(provenance.Query(consumer='bob'))[0].id}").get_data(as_text=True)
+    steps = [" ".join(step.split()) for step in page.split('<li class="step')[1:]]
+    assert "posted by <strong>ann</strong> at" in steps[0] and "2026-12-01 11:59:58.000" in steps[0]
+    assert "picked up at 2026-12-01 11:59:59.750" in steps[0]
+    assert "2.000 s after it was posted" in steps[1] and "latency 3.500 s after it was posted" in steps[2]
+
+
+def test_the_overview_and_metrics_show_last_received_and_last_sent_each_late_past_late_after(console):
+    from prometheus_client.parser import text_string_to_metric_families
+    client, env = console
+    with open(env.config_dir / "subscribe" / "bob.conf", "a") as conf:
+        conf.write("late_after 1h\n")
+    state = ConfigState(env.state_dir, "subscribe", "bob")
+    state.dir.mkdir(parents=True)
+    pidfile.write(state.pid_file(1))    # this very process plays the live instance
+    now = env.clock()
+    state.metrics_file(1).write_text(json.dumps({
+        "pid": os.getpid(), "started": now - 3 * 3600, "updated": now, "received": 5, "delivered": 4,
+        "last_activity": now - 60, "last_received": now - 2 * 3600, "last_sent": now - 60}))
+    with client.session_transaction() as session:
+        session["user"] = "guest"
+    page = client.get("/overview").get_data(as_text=True)
+    received = page.split('class="last-received')[1].split("</td>")[0]
+    sent = page.split('class="last-sent')[1].split("</td>")[0]
+    assert "2 h ago" in received and "<strong>late</strong>" in received
+    assert "60 s ago" in sent and "late" not in sent
+    scraped = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    labels = {"component": "subscribe", "configuration": "bob", "instance": "1"}
+    assert [(s.labels, s.value) for s in scraped["dd_last_received_timestamp_seconds"].samples] == \
+        [(labels, now - 2 * 3600)]
+    assert [(s.labels, s.value) for s in scraped["dd_last_sent_timestamp_seconds"].samples] == [(labels, now - 60)]

@@ -13,8 +13,8 @@ CFG = types.SimpleNamespace(state_hung=60.0, state_errors=10, state_lag=300.0, s
 
 
 def facts(state="running", **values):
-    return Facts("subscribe", "bob", state, LsbStatus.RUNNING, running=1, expected=1, cfg=CFG,
-                 **{"last_activity": NOW - 5, **values})
+    return Facts("subscribe", "bob", state, LsbStatus.RUNNING, running=1, expected=1,
+                 **{"cfg": CFG, "last_activity": NOW - 5, **values})
 
 
 @pytest.mark.parametrize("given, updated, lag, expected", [
@@ -40,3 +40,13 @@ def test_each_state_holds_past_its_threshold(given, updated, lag, expected):
 def test_ages_read_as_a_person_says_them():
     assert [overview.age(s) for s in (None, 5, 119, 120, 7200, 3 * 86400)] == \
         ["never", "5 s", "119 s", "2 min", "2 h", "3 d"]
+
+
+def test_last_received_or_sent_is_late_past_late_after_and_only_while_running():
+    cfg = types.SimpleNamespace(**vars(CFG), late_after=3600.0)
+    running = facts(cfg=cfg, started=NOW - 7200)
+    assert running.late(NOW - 3601, NOW) and not running.late(NOW - 3599, NOW)
+    assert running.late(None, NOW)                          # nothing since it started, 2 h ago
+    assert not facts(cfg=cfg, started=NOW - 60).late(None, NOW)
+    assert not facts("stopped", cfg=cfg, started=NOW - 7200).late(NOW - 7200, NOW)
+    assert not facts(started=NOW - 7200).late(NOW - 7200, NOW)   # late_after unset: never late

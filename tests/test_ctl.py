@@ -95,6 +95,9 @@ def test_three_configurations_of_two_instances(pump, ctl):
             assert [b"foreground", entry["name"].encode()] == cmdline[4:6]
         assert (entry["files"], entry["bytes"], entry["errors_last_hour"]) == (2, 7, 0)
         assert entry["last_activity"] <= report["time"]
+        # A file delivered is sent after its notice was received; without late_after, never late.
+        assert entry["last_received"] <= entry["last_sent"] <= report["time"]
+        assert (entry["received_late"], entry["sent_late"]) == (False, False)
         assert entry["queue"] == state.known_queue()
         assert (entry["queue_depth"], entry["consumers"]) == (0, 2)
         assert entry["retries"] == 0 and entry["error"] is None
@@ -205,11 +208,17 @@ def test_check_json_of_a_check_that_cannot_run_is_unknown(pump, ctl):
 
 
 def test_check_warns_when_a_running_configuration_is_idle_too_long(pump, ctl):
-    configure(pump, "alpha", extra="instances 1\ncheck_idle 1h")
+    configure(pump, "alpha", extra="instances 1\ncheck_idle 1h\nlate_after 1h")
     assert ctl("start")[0] == 0
     assert wait_for(lambda: ctl.json()[1]["configurations"][0]["started"] is not None)
     assert ctl("check")[0] == 0
+
+    def late():
+        entry = ctl.json()[1]["configurations"][0]
+        return entry["last_received"], entry["last_sent"], entry["received_late"], entry["sent_late"]
+    assert late() == (None, None, False, False)
     ctl.later = 2 * 3600
+    assert late() == (None, None, True, True)     # nothing received nor sent since it started, 2 h ago
     status, out, _ = ctl("check")
     assert status == 1
     assert "subscribe/alpha: no activity for 720" in out and "(check_idle 3600 s)" in out
@@ -219,8 +228,13 @@ def test_check_warns_when_a_running_configuration_is_idle_too_long(pump, ctl):
     assert wait_for(lambda: ctl.json()[1]["configurations"][0]["last_activity"] is not None,
                     timeout=3 * metrics.INTERVAL)
     assert "LAST ACTIVITY" in ctl("status")[1] and "never" not in ctl("status")[1]
+    assert wait_for(lambda: late()[1] is not None, timeout=3 * metrics.INTERVAL)
+    received, sent, *lateness = late()
+    assert received <= sent and lateness == [False, False]
     ctl.later = 1800
-    assert ctl("check")[0] == 0
+    assert ctl("check")[0] == 0 and late()[2:] == (False, False)
+    ctl.later = 2 * 3600
+    assert late()[2:] == (True, True)
 
 
 def test_retries_are_counted_and_check_warns_when_they_grow(pump, ctl):
@@ -336,11 +350,13 @@ def test_metrics_record_transfers_in_flight_as_activity_and_carry_totals_over_a_
     transfers = metrics.Transfers(clock=lambda: now[0])
     counters = Counters()
     counters.last_activity, counters.delivered, counters.bytes = now[0], 3, 300
+    counters.last_received, counters.last_sent = 9_500.0, 9_900.0
     tracker = transfers.begin("big.bin", 1000)
     now[0] += 100
     tracker.advance(400)
     record = metrics.sample(counters, collections.deque(), 1, 9_000.0, now[0], transfers=transfers)
     assert record["last_activity"] == now[0]       # the bytes of a long transfer are activity
+    assert (record["last_received"], record["last_sent"]) == (9_500.0, 9_900.0)   # but nothing sent yet
     path = tmp_path / "i001.json"
     metrics.write(path, record)
     flying, = metrics.in_flight(metrics.read(path))
@@ -358,4 +374,9 @@ def test_metrics_record_transfers_in_flight_as_activity_and_carry_totals_over_a_
     again = metrics.sample(restarted, collections.deque(), 2, now[0], now[0] + 10,
                            base=metrics.carried(metrics.read(path)))
     assert (again["delivered"], again["bytes"], again["errors_last_hour"]) == (4, 350, 1)
+    # So do the times it last received and sent: a restart does not make it look fresh, nor never.
+    assert (again["last_received"], again["last_sent"]) == (9_500.0, 9_900.0)
+    restarted.last_received = now[0] + 5
+    assert metrics.sample(restarted, collections.deque(), 2, now[0], now[0] + 10,
+                          base=metrics.carried(metrics.read(path)))["last_received"] == now[0] + 5
     assert metrics.in_flight(None) == [] and metrics.carried("garbage") == {}

@@ -1,6 +1,7 @@
 """The provenance store the log router fills (dd.pump.provenance) and the console's history
 (dd.store.history): what a search finds, whom it shows, and that both stay bounded."""
 import datetime
+import sqlite3
 
 from dd.core import report
 from dd.core.notice import Checksum, Notice
@@ -10,8 +11,10 @@ from dd.store import history
 T0 = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc)
 
 
-def made(rel_path, source, user, component="subscribe", code=201, at=0.0, checksum="ab", rule=""):
-    notice = Notice(pubtime=T0, base_url="file:///t/", rel_path=rel_path, source=source,
+def made(rel_path, source, user, component="subscribe", code=201, at=0.0, checksum="ab", rule="", posted=-1.0):
+    """The log message of `user` about a file posted at T0 + `posted`, finished at T0 + `at`."""
+    notice = Notice(pubtime=T0 + datetime.timedelta(seconds=posted), base_url="file:///t/", rel_path=rel_path,
+                    source=source,
                     checksum=Checksum("sha512", checksum) if checksum else None)
     return report.of(notice, code=code, message="delivered" if code == 201 else "refused", rule=rule, host="h",
                      user=user, component=component, duration=0.25, nbytes=3,
@@ -52,11 +55,35 @@ def test_a_route_is_one_sources_file_by_checksum_whatever_its_paths(tmp_path):
     assert [e.consumer for e in route.hops] == ["pump"] and [e.consumer for e in route.deliveries] == ["bob", "eve"]
     assert route.names == ["obs/a.txt", "ann/obs/a.txt"]
     assert route.picked_up == T0.timestamp() - 0.25
+    # The route starts when ann posted the file: each step's latency counts from there.
+    assert route.posted == route.start == T0.timestamp() - 1.0
     files = provenance.files(store.search(provenance.Query(name="a.txt")))
     assert [(f.name, f.source, len(f.events)) for f in files] == [("obs/a.txt", "carl", 1), ("obs/a.txt", "ann", 3)]
     # Without a checksum, a file is its path.
     unsummed = store.search(provenance.Query(name="n.txt"))[0]
     assert [e.rel_path for e in store.route(unsummed).events] == ["obs/n.txt"]
+
+
+def test_a_store_made_before_posting_times_were_kept_gains_their_column(tmp_path):
+    path = tmp_path / "p.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""CREATE TABLE events (id INTEGER PRIMARY KEY, at REAL NOT NULL, rel_path TEXT NOT NULL,
+        source TEXT NOT NULL, checksum TEXT NOT NULL, consumer TEXT NOT NULL, host TEXT NOT NULL,
+        component TEXT NOT NULL, code INTEGER NOT NULL, message TEXT NOT NULL, rule TEXT NOT NULL,
+        bytes INTEGER NOT NULL, duration REAL NOT NULL);
+        INSERT INTO events VALUES (1, 100.0, 'obs/a.txt', 'ann', 'sha512:ab', 'pump', 'h', 'sara', 201,
+                                   'delivered', '', 3, 0.5);""")
+    old.commit()
+    old.close()
+    store = provenance.Store(path)
+    kept = store.event(1)
+    assert kept is not None and kept.rel_path == "obs/a.txt" and kept.posted is None
+    # Without a posting time, the route starts when the first pump took the file up.
+    assert store.route(kept).posted is None and store.route(kept).start == 99.5
+    store.keep([made("ann/obs/a.txt", "ann", "bob", at=1)])
+    assert store.search(provenance.Query(consumer="bob"))[0].posted == T0.timestamp() - 1.0
+    store.close()
+    assert provenance.Store(path).search(provenance.Query(consumer="bob"))[0].posted == T0.timestamp() - 1.0
 
 
 def test_the_store_forgets_what_is_older_than_its_retention_and_beyond_its_limit(tmp_path):

@@ -15,11 +15,12 @@ from dd.core.notice import Checksum, Notice, Part
 from tests.support.pump import wait_for
 
 WHEN = datetime.datetime(2026, 11, 29, 6, 30, 1, 123456, tzinfo=datetime.timezone.utc)
+POSTED = WHEN - datetime.timedelta(seconds=2)      # when ann posted the file
 names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
 
 
 def sample(**changes):
-    notice = Notice(pubtime=WHEN, base_url="https://pump.example.com/", rel_path="obs/today/a b.txt",
+    notice = Notice(pubtime=POSTED, base_url="https://pump.example.com/", rel_path="obs/today/a b.txt",
                     source="ann", from_cluster="pumpA", checksum=Checksum("sha512", "ab" * 64))
     fields = dict(code=201, message="delivered", rule="", host="h1", user="bob", component="subscribe",
                   duration=0.25, nbytes=1024, pubtime=WHEN)
@@ -35,8 +36,17 @@ def test_a_log_message_names_the_notice_the_outcome_and_the_consumer():
                       "base_url": "https://pump.example.com/", "source": "ann", "from_cluster": "pumpA",
                       "checksum": {"method": "sha512", "value": "ab" * 64}, "code": 201,
                       "message": "delivered", "rule": "", "host": "h1", "user": "bob",
-                      "component": "subscribe", "duration": 0.25, "bytes": 1024}
+                      "component": "subscribe", "duration": 0.25, "bytes": 1024,
+                      "posted": "2026-11-29T06:29:59.123456Z"}
     assert sample().topic == "v02.log.obs.today"
+
+
+def test_a_log_message_without_the_posting_time_is_read_without_it():
+    """As consumers that predate the field send it: the route then starts at the pick-up."""
+    fields = json.loads(report.encode(sample())[0])
+    del fields["posted"]
+    made = report.decode(json.dumps(fields).encode())
+    assert made.posted is None and made.pubtime == WHEN
 
 
 def test_a_part_is_named_by_its_block_number():
@@ -65,6 +75,8 @@ def test_round_trip(rel_path, message, code, nbytes, duration, user):
     ({"duration": -1}, "type"),
     ({"user": "bo\nb"}, "control-character"),
     ({"pubtime": "yesterday"}, "time"),
+    ({"posted": "yesterday"}, "time"),
+    ({"posted": 12}, "type"),
     ({"rel_path": None}, "missing-field"),
 ])
 def test_malformed_log_messages_are_refused_naming_the_rule(change, rule):

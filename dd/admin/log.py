@@ -22,7 +22,8 @@ from dd.store.state import ConfigState
 IDLE = 1.0
 #: Widths are minimums: nothing is cut, so no name can hide behind a cut.
 COLUMNS = "{when:<19}  {outcome:<28}  {size:>9}  {time:>8}  {who:<28}  {file}"
-#: --trace: one line per step of a file's route; SECONDS since the first pump took the file up.
+#: --trace: one line per step of a file's route; SECONDS since its source posted it (since the
+#: first pump took it up when no log message told when it was posted).
 TRACE = "  {when:<23}  {step:<9}  {latency:>8}  {who:<36}  {outcome}"
 
 
@@ -77,12 +78,15 @@ def trace(pattern, cfg, env):
             print(f"{shown.text(file.name)}  (source {shown.name(file.source)})", file=env.stdout)
             print(TRACE.format(when="WHEN (UTC)", step="STEP", latency="SECONDS", who="WHO", outcome="OUTCOME"),
                   file=env.stdout)
+            if route.posted is not None:
+                print(TRACE.format(when=_when(route.posted, precise=True), step="posted", latency="0.000",
+                                   who=shown.name(file.source), outcome=""), file=env.stdout)
             for event in route.hops + route.deliveries:
                 ingested = event.component in provenance.RELAYS and event.outcome == "delivered"
                 rule = f" [{event.rule}]" if event.rule else ""
                 outcome = shown.text(f"{event.code} {event.message}{rule} {event.rel_path}")
                 print(TRACE.format(when=_when(event.at, precise=True), step="ingested" if ingested else event.outcome,
-                                   latency=f"{event.at - route.picked_up:.3f}",
+                                   latency=f"{event.at - route.start:.3f}",
                                    who=shown.who(event.consumer, event.host, event.component), outcome=outcome),
                       file=env.stdout)
     finally:

@@ -659,8 +659,9 @@ OPTIONS = (
     _option("state_errors", integer(1), "10", DAEMONS,
             "the console calls a configuration failing when it logged this many errors in the last hour"),
     _option("late_after", DURATION, None, DAEMONS,
-            "the console shows the last activity of a configuration as late when it is older than this; "
-            "unset: never late"),
+            "the console and dd_ctl status --json show a running configuration's last notice received and "
+            "last file or notice sent as late when it is older than this (or, none since it started, its "
+            "start); unset: never late"),
     # The web console (dd_ctl web, config web/console.conf) and the provenance store it searches.
     _option("web_port", integer(1), "8470", "web",
             "port the web console listens on"),

@@ -38,6 +38,7 @@ class Report:
     component: str
     duration: float                 # seconds
     bytes: int
+    posted: Optional[datetime.datetime] = None  # the notice's pubtime: when its source posted it
 
     @property
     def topic(self) -> str:
@@ -51,7 +52,7 @@ def of(notice: Notice, *, code: int, message: str, rule: str, host: str, user: s
                   from_cluster=notice.from_cluster, checksum=notice.checksum,
                   block_number=notice.part.block_number if notice.part else None, code=code,
                   message=message, rule=rule, host=host, user=user, component=component,
-                  duration=round(duration, 6), bytes=nbytes)
+                  duration=round(duration, 6), bytes=nbytes, posted=notice.pubtime)
 
 
 def encode(report: Report) -> tuple[bytes, dict[str, Any]]:
@@ -67,6 +68,8 @@ def encode(report: Report) -> tuple[bytes, dict[str, Any]]:
         fields["checksum"] = {"method": report.checksum.method, "value": report.checksum.value}
     if report.block_number is not None:
         fields["block_number"] = report.block_number
+    if report.posted is not None:
+        fields["posted"] = report.posted.strftime(TIME_FORMAT)
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), {}
 
 
@@ -79,6 +82,7 @@ def decode(body: bytes) -> Report:
     if given is not None:
         given = dict(given)
         checksum = Checksum(take(given, "method", str), take(given, "value", str))
+    posted = take(fields, "posted", str, None)
     duration = fields.pop("duration", None)
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
             or duration < 0:
@@ -90,7 +94,8 @@ def decode(body: bytes) -> Report:
         checksum=checksum, block_number=take(fields, "block_number", int, None),
         code=take(fields, "code", int), message=take(fields, "message", str), rule=take(fields, "rule", str),
         host=take(fields, "host", str), user=take(fields, "user", str),
-        component=take(fields, "component", str), duration=float(duration), bytes=take(fields, "bytes", int))
+        component=take(fields, "component", str), duration=float(duration), bytes=take(fields, "bytes", int),
+        posted=parse_time(posted, "posted", (TIME_FORMAT,)) if posted is not None else None)
     if not 100 <= report.code <= 599:
         raise NoticeError(f"log message code {report.code} is not between 100 and 599", rule="code")
     if report.bytes < 0 or (report.block_number is not None and report.block_number < 0):

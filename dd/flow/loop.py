@@ -44,6 +44,8 @@ class Counters:
         self.bytes = 0
         self.broker = ""        # the broker node the flow reads from (or publishes to): "" for none
         self.last_activity = 0.0
+        self.last_received = 0.0    # when the latest notice came in
+        self.last_sent = 0.0        # when the latest file was delivered or notice posted
         self.error_times: collections.deque[float] = collections.deque(maxlen=self.ERRORS_KEPT)
         self.last_error: Optional[dict[str, Any]] = None     # time, rel_path, message
 
@@ -51,7 +53,8 @@ class Counters:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
                     failed=self.failed, rejected=self.rejected, bytes=self.bytes, broker=self.broker,
-                    last_activity=self.last_activity, error_times=list(self.error_times),
+                    last_activity=self.last_activity, last_received=self.last_received,
+                    last_sent=self.last_sent, error_times=list(self.error_times),
                     last_error=self.last_error)
 
 
@@ -136,7 +139,7 @@ class Flow:
         """Filter the batch and start its work: on the work thread when pipelined, here otherwise."""
         counters = self.counters
         counters.received += len(batch)
-        counters.last_activity = time.time()
+        counters.last_activity = counters.last_received = time.time()
         todo: list[Item] = []
         for item in batch:
             if item.outcome is None and not self.accept(item):
@@ -209,7 +212,10 @@ class Flow:
                 self.unannounced.extend(unconfirmed)
                 held = {id(i) for i in unconfirmed}
                 batch = [i for i in batch if id(i) not in held]
-            counters.posted += sum(1 for i in done if i.outgoing is not None) - len(unconfirmed)
+            posted = sum(1 for i in done if i.outgoing is not None) - len(unconfirmed)
+            counters.posted += posted
+            if posted > 0:
+                counters.last_sent = time.time()
         self.gatherer.finish(batch)
         if self.reporter:
             unreported = self.reporter.post(batch)
@@ -265,6 +271,7 @@ class Flow:
             return
         if outcome.ok:
             counters.delivered += 1
+            counters.last_sent = time.time()
             counters.bytes += outcome.nbytes or 0
             log.info("%d %s: %s (%d bytes, %.3f s)", outcome.code, outcome.message,
                      outcome.local_path or item.name, outcome.nbytes or 0, outcome.duration, extra=about)

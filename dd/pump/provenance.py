@@ -53,12 +53,14 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     rule TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    duration REAL NOT NULL
+    duration REAL NOT NULL,
+    posted REAL                -- when the source posted the file (the notice's pubtime), NULL if untold
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE INDEX IF NOT EXISTS events_file ON events (source, checksum);
 """
-_COLUMNS = "id, at, rel_path, source, checksum, consumer, host, component, code, message, rule, bytes, duration"
+_COLUMNS = ("id, at, rel_path, source, checksum, consumer, host, component, code, message, rule, bytes, duration, "
+            "posted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Event:
     rule: str
     bytes: int
     duration: float
+    posted: float | None = None
 
     @property
     def outcome(self) -> str:
@@ -145,6 +148,17 @@ class Route:
         return min(e.started for e in self.events)
 
     @property
+    def posted(self) -> float | None:
+        """When the source posted the file, if a log message of it said so."""
+        return min((e.posted for e in self.events if e.posted is not None), default=None)
+
+    @property
+    def start(self) -> float:
+        """Where each step's latency counts from: the posting, else the pick-up."""
+        posted = self.posted
+        return self.picked_up if posted is None else posted
+
+    @property
     def hops(self) -> list[Event]:
         return [e for e in self.events if e.component in RELAYS]
 
@@ -187,6 +201,7 @@ class Store:
         try:
             # A power cut may lose the last messages kept: a history, not a ledger.
             self._db = database.open_shared(self.path, _SCHEMA)
+            _add_posted(self._db)
         except (OSError, sqlite3.Error) as error:
             raise ConfigError(f"cannot open the provenance store {self.path}: {error}",
                               fix="set provenance_file to a file in a directory this user may write") from None
@@ -195,12 +210,13 @@ class Store:
         """Remember what each routed log message says."""
         rows = [(r.pubtime.timestamp(), r.rel_path, r.source,
                  f"{r.checksum.method}:{r.checksum.value}" if r.checksum is not None else "", r.user, r.host,
-                 r.component, r.code, r.message, r.rule, r.bytes, r.duration) for r in reports]
+                 r.component, r.code, r.message, r.rule, r.bytes, r.duration,
+                 r.posted.timestamp() if r.posted is not None else None) for r in reports]
         if not rows:
             return
         with self._lock:
             self._db.executemany(f"INSERT INTO events ({_COLUMNS.partition(', ')[2]}) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         before, self._kept = self._kept, self._kept + len(rows)
         if before // PURGE_EVERY != self._kept // PURGE_EVERY:
             self.purge()
@@ -263,6 +279,16 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _add_posted(db: sqlite3.Connection) -> None:
+    """Give a store made before posting times were kept their column (NULL in old rows)."""
+    if "posted" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:
+        try:
+            db.execute("ALTER TABLE events ADD COLUMN posted REAL")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error):  # another process added it meanwhile
+                raise
 
 
 def of(cfg: Config, state_dir: StrPath) -> Store:

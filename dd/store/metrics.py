@@ -7,7 +7,8 @@ small ring of recent samples kept by the writer.  The record also lists the
 transfers in flight (Transfers: file, bytes done of total, rate, ETA; read back
 with in_flight()), and a transfer's progress counts as activity, so a long
 download does not look stalled.  The totals carry over from the instance's
-previous record: a restart does not reset files, bytes or errors of the last hour.
+previous record: a restart does not reset files, bytes, errors of the last hour, or the
+times of the last notice received and the last file or notice sent.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class Counters(Protocol):
 Ring = collections.deque[tuple[float, int, int]]
 #: The totals a restarted instance carries over from its previous record.
 CARRIED = ("received", "posted", "delivered", "failed", "rejected", "bytes")
+#: The times a restarted instance carries over, so a restart does not hide that nothing came or went.
+LATEST = ("last_received", "last_sent")
 #: Error times of the last hour kept in the record, so errors/h survives a restart.
 ERRORS_KEPT = 1000
 
@@ -151,6 +154,7 @@ def carried(record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         return {}
     totals = {name: record[name] for name in CARRIED if isinstance(record.get(name), int)}
+    totals.update({name: record[name] for name in LATEST if isinstance(record.get(name), (int, float))})
     totals["error_times"] = [t for t in record.get("error_times") or [] if isinstance(t, (int, float))]
     last_error = record.get("last_error")
     if isinstance(last_error, dict):
@@ -166,6 +170,8 @@ def sample(counters: Counters, ring: Ring, pid: int, started: float, now: float,
     base = base or {}
     for name in CARRIED:
         totals[name] += base.get(name, 0)
+    for name in LATEST:
+        totals[name] = max(totals[name], base.get(name, 0.0))
     recent = [t for t in itertools.chain(base.get("error_times", ()), totals.pop("error_times"))
               if now - t < HOUR][-ERRORS_KEPT:]
     totals["last_error"] = totals.get("last_error") or base.get("last_error")

@@ -25,6 +25,14 @@ COUNTERS = (
     ("refusals", "rejected", "notices refused (a rule broken, a refusing plugin)"),
     ("failures", "failed", "transfers that failed (kept in the retry store)"),
 )
+#: (metric name, key in an instance's record, help) of the times an instance last did something.
+TIMES = (
+    ("dd_last_activity_timestamp_seconds", "last_activity",
+     "when the instance last received or acted on a notice (Unix time)"),
+    ("dd_last_received_timestamp_seconds", "last_received", "when the instance last received a notice (Unix time)"),
+    ("dd_last_sent_timestamp_seconds", "last_sent",
+     "when the instance last delivered a file or posted a notice (Unix time)"),
+)
 INSTANCE_LABELS = ["component", "configuration", "instance"]
 LABELS = ["component", "configuration"]
 
@@ -41,9 +49,7 @@ class DDCollector(Collector):
         rows = [r for r in self.rows() if not r.facts.error]
         counters = {name: CounterMetricFamily(f"dd_{name}", text, labels=INSTANCE_LABELS)
                     for name, _, text in COUNTERS}
-        activity = GaugeMetricFamily("dd_last_activity_timestamp_seconds",
-                                     "when the instance last received or acted on a notice (Unix time)",
-                                     labels=INSTANCE_LABELS)
+        times = {key: GaugeMetricFamily(name, text, labels=INSTANCE_LABELS) for name, key, text in TIMES}
         for row in rows:
             facts = row.facts
             state = ConfigState(self.env.state_dir, facts.component, facts.name)
@@ -54,10 +60,11 @@ class DDCollector(Collector):
                 labels = [facts.component, facts.name, str(number)]
                 for name, key, _ in COUNTERS:
                     counters[name].add_metric(labels, record.get(key, 0))
-                if record.get("last_activity"):
-                    activity.add_metric(labels, record["last_activity"])
+                for key, gauge in times.items():
+                    if record.get(key):
+                        gauge.add_metric(labels, record[key])
         yield from counters.values()
-        yield activity
+        yield from times.values()
         gauges = {
             "running": GaugeMetricFamily("dd_instances_running", "instances running", labels=LABELS),
             "expected": GaugeMetricFamily("dd_instances_expected", "instances configured", labels=LABELS),

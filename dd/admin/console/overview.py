@@ -31,7 +31,6 @@ class Row:
     state: str
     updated: float | None = None        # when an instance last wrote its metrics
     lag: float | None = None            # age in seconds of the oldest queued notice
-    late: bool = False
 
     @property
     def key(self) -> str:
@@ -71,11 +70,7 @@ def rows(env: Any, management: Management | None, selectors: list[str] | None = 
     for facts in everything:
         updated = None if facts.error else _updated(facts, env)
         lag = oldest_lag(management, facts, now) if management and facts.queue_depth else None
-        row = Row(facts, judge(facts, now, updated, lag), updated, lag)
-        late_after = getattr(facts.cfg, "late_after", None)
-        row.late = bool(late_after and facts.state == "running"
-                        and now - (facts.last_activity or facts.started or now) > late_after)
-        found.append(row)
+        found.append(Row(facts, judge(facts, now, updated, lag), updated, lag))
     return found
 
 

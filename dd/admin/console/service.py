@@ -42,7 +42,7 @@ class Requests:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return dict(received=self.count, posted=0, delivered=0, failed=0, rejected=0, bytes=0,
-                        last_activity=self.last, error_times=[])
+                        last_activity=self.last, last_received=self.last, last_sent=self.last, error_times=[])
 
 
 class Serving:

@@ -39,6 +39,10 @@ class Facts:
     files: int = 0
     bytes: int = 0
     last_activity: Optional[float] = None
+    last_received: Optional[float] = None   # the latest notice received, by any instance
+    last_sent: Optional[float] = None       # the latest file delivered or notice posted
+    received_late: bool = False             # last_received (or the start) older than late_after
+    sent_late: bool = False                 # last_sent (or the start) older than late_after
     started: Optional[float] = None     # when the earliest live instance started
     errors_last_hour: int = 0
     queue: Optional[str] = None
@@ -52,6 +56,13 @@ class Facts:
     broker_nodes: dict = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
     cfg: object = dataclasses.field(default=None, repr=False)
+
+    def late(self, when, now):
+        """Whether a running configuration last did something (at `when`, None: not since it
+        started) longer than late_after ago; never when late_after is unset."""
+        late_after = getattr(self.cfg, "late_after", None)
+        since = when or self.started
+        return bool(late_after and self.state == "running" and since is not None and now - since > late_after)
 
     def as_json(self):
         record = dataclasses.asdict(self)
@@ -96,6 +107,8 @@ def facts_of(component, name, cfg, env, depths):
                   status, running=count, expected=expected, pids=instances.running(state),
                   dead=instances.dead(state), cfg=cfg)
     _add_metrics(facts, state)
+    now = env.clock()
+    facts.received_late, facts.sent_late = facts.late(facts.last_received, now), facts.late(facts.last_sent, now)
     waiting = [retry.waiting(path) for path in state.retry_files()]
     facts.retries = None if None in waiting else sum(waiting)
     module = runners.module_of(component)
@@ -110,7 +123,7 @@ def facts_of(component, name, cfg, env, depths):
 
 def _add_metrics(facts, state):
     """Sum what this configuration's instances recorded; rates only from live ones."""
-    activity = 0.0
+    activity = received = sent = 0.0
     for instance in range(1, facts.expected + 1):
         record = metrics.read(state.metrics_file(instance))
         if record is None:
@@ -119,6 +132,8 @@ def _add_metrics(facts, state):
         facts.bytes += record.get("bytes", 0)
         facts.errors_last_hour += record.get("errors_last_hour", 0)
         activity = max(activity, record.get("last_activity", 0.0))
+        received = max(received, record.get("last_received", 0.0))
+        sent = max(sent, record.get("last_sent", 0.0))
         last_error = record.get("last_error")
         if last_error and (facts.last_error is None or last_error["time"] > facts.last_error["time"]):
             facts.last_error = last_error
@@ -129,7 +144,7 @@ def _add_metrics(facts, state):
             facts.posted_per_minute += record.get("posted_per_minute", 0.0)
             if "broker" in record:
                 facts.broker_nodes[str(instance)] = record["broker"]
-    facts.last_activity = activity or None
+    facts.last_activity, facts.last_received, facts.last_sent = activity or None, received or None, sent or None
 
 
 class _Depths:
