@@ -245,7 +245,8 @@ SUM = Checksum("sha512", "ab" * 64)
 
 def routed(index, made, *, cluster="B", fallback=None):
     """Where a router on `cluster` sends `made`: (the item's outcome's rule, its destination)."""
-    router = shovel._Router(None, cluster, index, fallback=fallback, here=lambda upstream: "pump-b" in upstream.broker)
+    router = shovel._Router(None, cluster, index, None, fallback=fallback,
+                            here=lambda upstream: "pump-b" in upstream.broker)
     item = Item(made)
     router.route(item)
     return item.outcome.rule, item.destination

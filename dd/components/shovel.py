@@ -149,14 +149,14 @@ class _Router:
         self.publisher = publisher
         self.cluster = cluster
         self.index = index
-        self.kept = kept            # the provenance store: what was routed, for the console
+        self.kept = kept            # the provenance store: what was routed, for the console (or None)
         self.fallback = fallback    # report_upstream, for notices whose entries name no upstream
         self.here = here            # whether an upstream is this very pump
         self._known = {}            # exchange -> (exists, when asked)
 
     def route(self, item):
         self._route(item)
-        if item.destination is not None:
+        if item.destination is not None and self.kept is not None:
             try:
                 self.kept.keep([item.report])
             except sqlite3.Error as error:  # the console's history: routing goes on without it

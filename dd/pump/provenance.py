@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ DEFAULT_NAME = "provenance.sqlite"
 #: Messages kept between two purges.
 PURGE_EVERY = 1000
 #: At most this many rows answer one search.
-SEARCH_LIMIT = 500
+SEARCH_LIMIT = 512
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -93,15 +94,15 @@ class Event:
 
 
 def outcome_of(code: int) -> str:
-    if 200 <= code < 300:
+    """Done or nothing to do (2xx, 3xx), refused (4xx) or failed (5xx), as dd.core.outcome says."""
+    if code < HTTPStatus.BAD_REQUEST:
         return "delivered"
-    return "refused" if 400 <= code < 500 else "failed"
+    return "refused" if code < HTTPStatus.INTERNAL_SERVER_ERROR else "failed"
 
 
 #: What a search's outcome may be.
 OUTCOMES = ("delivered", "refused", "failed")
-_OUTCOME_SQL = {"delivered": "code BETWEEN 200 AND 299", "refused": "code BETWEEN 400 AND 499",
-                "failed": "(code < 200 OR code >= 500 OR code BETWEEN 300 AND 399)"}
+_OUTCOME_SQL = {"delivered": "code < 400", "refused": "code BETWEEN 400 AND 499", "failed": "code >= 500"}
 
 
 @dataclasses.dataclass(frozen=True)

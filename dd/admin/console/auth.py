@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import flask
@@ -113,9 +114,9 @@ def required(admin: bool = False) -> Callable[[Callable[..., Any]], Callable[...
             user = current()
             if user is None:
                 return flask.render_template("signin.html", error="sign in first",
-                                             target=flask.request.full_path), 401
+                                             target=flask.request.full_path), HTTPStatus.UNAUTHORIZED
             if admin and not user.admin:
-                return flask.render_template("refused.html"), 403
+                return flask.render_template("refused.html"), HTTPStatus.FORBIDDEN
             return view(*args, **kwargs)
         return guarded
     return decorate

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def signin() -> Any:
     name = flask.request.form.get("user", "")
     why = auth.check(_cfg(), name, flask.request.form.get("password", ""))
     if why is not None:
-        return _render("signin.html", error=why, target=target), 401
+        return _render("signin.html", error=why, target=target), HTTPStatus.UNAUTHORIZED
     flask.session.clear()
     flask.session["user"] = name
     return flask.redirect(target)
@@ -103,7 +104,7 @@ def _tail(path: Path, lines: int) -> list[str]:
         with open(path, "rb") as log_file:
             log_file.seek(0, 2)
             size = log_file.tell()
-            log_file.seek(max(size - lines * 400, 0))
+            log_file.seek(max(size - lines * 256, 0))   # generous for a log line
             text = log_file.read().decode(errors="replace")
     except OSError:
         return []
@@ -118,7 +119,7 @@ def _log_lines(row: overview.Row, lines: int) -> dict[int, list[str]]:
 
 def _errors(row: overview.Row) -> list[str]:
     """The latest error lines of the configuration's logs."""
-    found = [line for lines in _log_lines(row, 500).values() for line in lines
+    found = [line for lines in _log_lines(row, 512).values() for line in lines
              if "[ERROR]" in line or "[CRITICAL]" in line]
     return sorted(found)[-LATEST_ERRORS:]
 
@@ -129,7 +130,7 @@ def configuration(component: str, name: str) -> Any:
     try:
         found = _rows([str(selection.one(_env(), f"{component}/{name}"))])
     except DDError as error:
-        return _render("refused.html", why=str(error)), 404
+        return _render("refused.html", why=str(error)), HTTPStatus.NOT_FOUND
     row = found[0]
     cfg = row.facts.cfg
     events = []
@@ -193,7 +194,7 @@ def route(event_id: int) -> Any:
     sources = user.sources()
     if event is None or (sources is not None and event.source not in sources):
         # Another source's file is not there, as far as this user can tell.
-        return _render("refused.html", why=f"no file {event_id} of yours"), 404
+        return _render("refused.html", why=f"no file {event_id} of yours"), HTTPStatus.NOT_FOUND
     return _render("file.html", event=event, route=_store().route(event))
 
 
@@ -201,7 +202,7 @@ def route(event_id: int) -> Any:
 def prometheus() -> Any:
     user = auth.current() or auth.basic(_cfg(), flask.request.authorization)
     if user is None or not user.admin:
-        return flask.Response("sign in as an administrator (HTTP basic authentication)\n", 401,
+        return flask.Response("sign in as an administrator (HTTP basic authentication)\n", HTTPStatus.UNAUTHORIZED,
                               {"WWW-Authenticate": 'Basic realm="dd console"'})
     registry = exporter.registry(_rows, _env())
     return flask.Response(prometheus_client.generate_latest(registry),
