@@ -2,6 +2,7 @@
 rule, each dd_post error said once, a broker's refusal that names the likely cause."""
 import fcntl
 import json
+import logging
 import os
 import pty
 import select
@@ -15,6 +16,7 @@ import urllib.parse
 
 import pytest
 
+from dd.admin import logs
 from dd.store import metrics
 from tests.support.pump import wait_for
 from tests.support.servers import free_port
@@ -22,6 +24,16 @@ from tests.support.servers import free_port
 
 def _json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_the_console_finds_the_errors_of_a_log_in_either_format():
+    def line(formatter, level, message):
+        return formatter.format(logging.LogRecord("dd.flow", level, __file__, 1, message, (), None))
+    for formatter in (logs.JsonFormatter("subscribe", "sub", 1), logging.Formatter(logs.FORMAT)):
+        assert logs.is_error(line(formatter, logging.ERROR, "no space left on /data"))
+        assert logs.is_error(line(formatter, logging.CRITICAL, "cannot run"))
+        # A message that only quotes a level is not one.
+        assert not logs.is_error(line(formatter, logging.INFO, 'a file named "[ERROR]" or "level": "error"'))
 
 
 def test_log_format_json_gives_one_object_a_line_with_the_fields(pump):

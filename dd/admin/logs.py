@@ -40,6 +40,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+def is_error(line: str) -> bool:
+    """Whether a line of a log written here, as text or as JSON (log_format), says an error."""
+    if line.startswith("{"):
+        try:
+            return json.loads(line).get("level") in ("error", "critical")
+        except (ValueError, AttributeError):
+            return False
+    # FORMAT: the date, the time, then the level in brackets (a message may quote one later).
+    level = line.split(" ", 3)[2:3]
+    return level in (["[ERROR]"], ["[CRITICAL]"])
+
+
 def setup(*, level="info", stream=None, path=None, days=7, log_format="text", component=None,
           configuration=None, instance=None):
     """Send dd's logging to `path` (rotated daily, `days` kept) or to `stream`, as text or

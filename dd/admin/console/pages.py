@@ -120,7 +120,7 @@ def _log_lines(row: overview.Row, lines: int) -> dict[int, list[str]]:
 def _errors(row: overview.Row) -> list[str]:
     """The latest error lines of the configuration's logs."""
     found = [line for lines in _log_lines(row, 512).values() for line in lines
-             if "[ERROR]" in line or "[CRITICAL]" in line]
+             if logs.is_error(line)]
     return sorted(found)[-LATEST_ERRORS:]
 
 
