@@ -99,6 +99,20 @@ def test_a_broker_restarted_mid_flow_loses_nothing(mqtt_pump, mosquitto):
     assert "reconnecting" in log and "Traceback" not in log
 
 
+def test_what_is_published_after_a_broker_restart_waits_for_a_subscriber_still_away(mqtt_pump, mosquitto):
+    # Mosquitto 2.0 forgets shared subscriptions at a restart: one instance subscribes plainly.
+    pump = mqtt_pump
+    expected = make_tree(pump.src, count=20, seed=12)
+    pump.subscriber_config()    # the session and its subscription, kept by the broker
+    mosquitto.restart()
+    pump.post(pump.src)         # before the subscriber ever connects again
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-3000:]
+    assert arrived and status == 0
+
+
 def test_a_user_cannot_publish_where_the_acl_does_not_let_it(mqtt_pump, mosquitto):
     pump = mqtt_pump
     (pump.src / "a.txt").write_text("x")

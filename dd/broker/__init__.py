@@ -34,13 +34,13 @@ def publisher(url: Url, *, heartbeat: float = 60, name: str = "dd-publisher", sh
 
 
 def consumer(url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
-             name: str = "dd-consumer", instance: int = 1, shuffle: bool = False) -> Consumer:
-    """A consumer of `subscription` on `url`; `instance` tells apart the processes sharing it
-    (an MQTT session each)."""
+             name: str = "dd-consumer", instance: int = 1, instances: int = 1, shuffle: bool = False) -> Consumer:
+    """A consumer of `subscription` on `url`; `instance` tells apart the `instances` processes
+    sharing it (an MQTT session each)."""
     if is_mqtt(url):
         from dd.broker import mqtt
         return mqtt.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name,
-                             instance=instance, shuffle=shuffle)
+                             instance=instance, instances=instances, shuffle=shuffle)
     from dd.broker import amqp
     return amqp.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name, shuffle=shuffle)
 

@@ -364,12 +364,13 @@ class Consumer(_Endpoint):
     PERSISTENT: bool = True
 
     def __init__(self, url: Url, subscription: Subscription, *, prefetch: int = 25, heartbeat: float = 60,
-                 name: str = "dd-consumer", instance: int = 1, protocol: Optional[int] = None,
+                 name: str = "dd-consumer", instance: int = 1, instances: int = 1, protocol: Optional[int] = None,
                  shuffle: bool = False) -> None:
         super().__init__(url, heartbeat=heartbeat, name=name, protocol=protocol, shuffle=shuffle)
         self.subscription = subscription
         self.prefetch = prefetch
         self.instance = instance
+        self.instances = instances      # of the configuration: more than one share a subscription
         self._inbox: collections.deque[Delivery] = collections.deque()
         self._granted: Optional[list[Any]] = None
 
@@ -404,11 +405,16 @@ class Consumer(_Endpoint):
             self._granted = None if codes is None else list(codes)
             self._changed.notify_all()
 
-    def filters(self) -> list[tuple[str, str]]:
-        """(topic filter, exchange) of each subscription: shared ones on MQTT 5."""
+    def filters(self, shared: Optional[bool] = None) -> list[tuple[str, str]]:
+        """(topic filter, exchange) of each subscription: shared ones on MQTT 5 when several
+        instances share the work.  One instance subscribes plainly in its session: Mosquitto
+        (2.0) does not keep shared subscriptions across its restart, and what is published
+        before the instance is back would be lost."""
         sub = self.subscription
         exchanges = [sub.exchange] + ([sub.private_exchange] if sub.private_exchange else [])
-        share = f"$share/{sub.queue}/" if self.mqtt5 else ""
+        if shared is None:
+            shared = self.mqtt5 and self.instances > 1
+        share = f"$share/{sub.queue}/" if shared else ""
         return [(share + topic_filter(exchange, key), exchange) for exchange in exchanges for key in sub.bindings]
 
     def declare(self) -> None:
@@ -426,6 +432,10 @@ class Consumer(_Endpoint):
         with self._changed:
             self._changed.wait_for(lambda: self._granted is not None or self._lost is not None, self.timeout)
             granted = self._granted
+        if self.mqtt5:
+            # Instances went from one to several, or back: the other form would deliver twice.
+            shared = self.instances > 1
+            client.unsubscribe([topic for topic, _ in self.filters(shared=not shared)])
         if granted is None:
             raise ConnectionError(f"broker {self.url} did not answer the subscription: {self._lost or 'timed out'}")
         for (topic, exchange), code in zip(filters, granted):
@@ -464,7 +474,7 @@ class Consumer(_Endpoint):
         """End the persistent session, and with it the subscription and what waits in it."""
         self.close()
         ending = Consumer(self.url, self.subscription, heartbeat=self.heartbeat, name=self.name,
-                          instance=self.instance, protocol=self.protocol)
+                          instance=self.instance, instances=self.instances, protocol=self.protocol)
         ending.PERSISTENT = False    # clean start, session expiry 0: the broker forgets the session
         ending.open()
         ending.close()

@@ -57,7 +57,9 @@ def consumer(ctx: Context, queue: Optional[broker.Subscription] = None) -> broke
     cfg.require("broker")
     assert ctx.state is not None, "a consuming configuration has a state directory"
     return broker.consumer(ctx.credentials.complete(cfg.broker), queue or subscription(ctx), prefetch=cfg.prefetch,
-                           heartbeat=cfg.heartbeat, instance=ctx.instance, shuffle=cfg.broker_failover == "shuffle",
+                           heartbeat=cfg.heartbeat, instance=ctx.instance,
+                           instances=getattr(cfg, "instances", 1),   # dd_log: one process, no option
+                           shuffle=cfg.broker_failover == "shuffle",
                            name=f"dd_{cfg.component} {ctx.state.config_name} #{ctx.instance}")
 
 
