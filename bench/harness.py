@@ -248,26 +248,23 @@ class Broker:
             self.connection.close()
 
 
-class NoticeWatch(threading.Thread):
-    """Notes when notices reach an exchange, through a private queue bound with '#'."""
+class ExchangeWatch(threading.Thread):
+    """Reads what reaches some exchanges, through private queues bound with '#', on a thread
+    of its own; a subclass says what it notes of each message (_on_message)."""
 
-    def __init__(self, vhost, exchange):
+    def __init__(self, vhost, exchanges):
         super().__init__(daemon=True)
-        self.first = self.last = None
-        self.count = 0
         self._done = threading.Event()
         self._connection = amqp_connect(vhost)
         channel = self._connection.channel()
-        queue, _, _ = channel.queue_declare("", exclusive=True, auto_delete=True)
-        channel.queue_bind(queue, exchange, "#")
-        channel.basic_consume(queue, callback=self._on_message, no_ack=True)
+        for exchange in exchanges:
+            queue, _, _ = channel.queue_declare("", exclusive=True, auto_delete=True)
+            channel.queue_bind(queue, exchange, "#")
+            channel.basic_consume(queue, callback=self._on_message, no_ack=True)
         self.start()
 
     def _on_message(self, message):
-        now = time.monotonic()
-        self.first = self.first or now
-        self.last = now
-        self.count += 1
+        raise NotImplementedError
 
     def run(self):
         while not self._done.is_set():
@@ -281,8 +278,23 @@ class NoticeWatch(threading.Thread):
     def close(self):
         self._done.set()
         self.join(2)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):     # the broker may be gone already
             self._connection.close()
+
+
+class NoticeWatch(ExchangeWatch):
+    """Notes when notices reach an exchange: the first, the last, how many."""
+
+    def __init__(self, vhost, exchange):
+        self.first = self.last = None
+        self.count = 0
+        super().__init__(vhost, [exchange])
+
+    def _on_message(self, message):
+        now = time.monotonic()
+        self.first = self.first or now
+        self.last = now
+        self.count += 1
 
 
 def make_small_tree(root, count):

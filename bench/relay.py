@@ -20,19 +20,16 @@ rabbitmqctl; nginx-light; curl):
 It measures and reports; it never fails on a missed target.  See bench/README.rst.
 """
 import argparse
-import contextlib
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
 
 import amqp
 
 import harness
 from dd.core import formats
-from harness import (BROKER_HOST, Daemon, Mirror, NGINX, PhaseError, SMALL_SIZE, amqp_connect, byte_size,
+from harness import (BROKER_HOST, Daemon, Mirror, NGINX, PhaseError, SMALL_SIZE, byte_size,
                      format_table, make_big_file, make_small_tree, parse_size, positive, print_notes, run,
                      run_checked, size_text, spawn, start_nginx, stop_group, timed_run, wait_mirror, warm)
 from core import curl_fetch, require, sum_alone
@@ -40,20 +37,12 @@ from core import curl_fetch, require, sum_alone
 RELAYS = "ABC"
 
 
-class Sightings(threading.Thread):
+class Sightings(harness.ExchangeWatch):
     """When each notice was first seen on each of some exchanges: {(exchange, rel_path): time}."""
 
     def __init__(self, vhost, exchanges):
-        super().__init__(daemon=True)
         self.seen = {}
-        self._done = threading.Event()
-        self._connection = amqp_connect(vhost)
-        channel = self._connection.channel()
-        for exchange in exchanges:
-            queue, _, _ = channel.queue_declare("", exclusive=True, auto_delete=True)
-            channel.queue_bind(queue, exchange, "#")
-            channel.basic_consume(queue, callback=self._on_message, no_ack=True)
-        self.start()
+        super().__init__(vhost, exchanges)
 
     def _on_message(self, message):
         notice = formats.decode(message.body, message.properties.get("application_headers"))
@@ -65,21 +54,6 @@ class Sightings(threading.Thread):
 
     def when(self, exchange, name):
         return self.seen.get((exchange, name))
-
-    def run(self):
-        while not self._done.is_set():
-            try:
-                self._connection.drain_events(timeout=0.1)
-            except socket.timeout:
-                pass
-            except (OSError, amqp.exceptions.AMQPError):
-                return
-
-    def close(self):
-        self._done.set()
-        self.join(2)
-        with contextlib.suppress(Exception):     # the broker may be gone already
-            self._connection.close()
 
 
 class Relay(harness.Bench):
