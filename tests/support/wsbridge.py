@@ -41,8 +41,11 @@ class WebSocketBridge:
             await self._stop.wait()
 
     async def _connection(self, socket, *legacy_path):
+        # The path asked for: websockets 13+ has the request; 10-12 (Debian 12's 10.4) the
+        # connection's own path, or an argument when the handler takes two.
         request = getattr(socket, "request", None)
-        self.paths.append(request.path if request is not None else legacy_path[0])
+        self.paths.append(request.path if request is not None else
+                          legacy_path[0] if legacy_path else socket.path)
         reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
 
         async def upstream():
