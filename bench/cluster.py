@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (Daemon, Mirror, PhaseError, byte_size, format_table, make_big_file, make_small_tree,
-                     positive, print_notes, run, run_checked, spawn, start_nginx, stop_group, wait_mirror)
+from harness import (Daemon, Mirror, PhaseError, byte_size, dd_environment, format_table, make_big_file,
+                     make_small_tree, positive, print_notes, run, run_checked, spawn, start_nginx, stop_group,
+                     wait_mirror)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,10 +80,7 @@ class Bench:
         pass
 
     def env(self, name):
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        for kind in ("config", "state", "log"):
-            env[f"DD_{kind.upper()}_DIR"] = str(self.work / name / kind)
-        return env
+        return dd_environment(self.work / name, PYTHONPATH=str(ROOT))
 
     def dd(self, env, component, *args, timeout=300):
         return run_checked([sys.executable, "-m", "dd.cli.main", component, *map(str, args)], env=env,

@@ -105,9 +105,7 @@ class DdTool(Tool):
     name = "dd"
 
     def configure(self):
-        env = dict(os.environ)
-        for kind in ("config", "state", "log"):
-            env[f"DD_{kind.upper()}_DIR"] = str(self.dir / kind)
+        env = harness.dd_environment(self.dir)
         config = self.dir / "config" / "subscribe"
         config.mkdir(parents=True)
         (config / "bench.conf").write_text(

@@ -221,6 +221,13 @@ def start_mosquitto(base):
             time.sleep(0.05)
 
 
+def dd_environment(root, **extra):
+    """The environment of dd commands whose configuration, state and log directories are
+    below `root` (DD_CONFIG_DIR, DD_STATE_DIR, DD_LOG_DIR), apart from the user's own."""
+    return dict(os.environ, **extra, **{f"DD_{kind.upper()}_DIR": str(Path(root) / kind)
+                                        for kind in ("config", "state", "log")})
+
+
 def amqp_connect(vhost):
     connection = amqp.Connection(host=f"{BROKER_HOST}:{BROKER_PORT}", userid="guest", password="guest",
                                  virtual_host=vhost, connect_timeout=5)

@@ -79,9 +79,7 @@ class Relay(harness.Bench):
             (self.src / "chain" / f"c{k:03d}.dat").write_bytes(bytes(SMALL_SIZE))
         nginx, self.base_url = start_nginx(self.work / "nginx", self.src)
         self.on_exit(stop_group, nginx)
-        self.env = dict(os.environ)
-        for kind in ("config", "state", "log"):
-            self.env[f"DD_{kind.upper()}_DIR"] = str(self.work / kind)
+        self.env = harness.dd_environment(self.work)
         self.broker_url = f"amqp://guest:guest@{BROKER_HOST}/{self.vhost}"
         (self.work / "log").mkdir()
         # The data servers' workers (www-data) search their way to the relays' trees.

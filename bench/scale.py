@@ -74,9 +74,7 @@ class Scale(harness.Bench):
         self.src.mkdir()
         nginx, self.base_url = start_nginx(self.work / "nginx", self.src)
         self.on_exit(stop_group, nginx)
-        self.env = dict(os.environ)
-        for kind in ("config", "state", "log"):
-            self.env[f"DD_{kind.upper()}_DIR"] = str(self.work / kind)
+        self.env = harness.dd_environment(self.work)
         self.broker_url = f"amqp://guest:guest@{BROKER_HOST}/{self.vhost}"
 
     def measure_limits(self):
