@@ -37,20 +37,26 @@ def delivered_paths(log):
     return [path.rsplit("/", 1)[-1] for path in re.findall(r"201 delivered\S* (\S+)", log)]
 
 
+def posted_and_mirrored(pump, expected, count, timeout=60):
+    """Declare the subscriber, post the whole tree (`count` files), mirror it in the
+    foreground: byte-identical, cleanly stopped; the subscriber's log."""
+    pump.subscriber_config()        # declares the persistent session: notices wait in it
+    posted = pump.post(pump.src)
+    assert f"{count} announced, 0 not announced" in posted.stderr, posted.stderr
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=timeout)
+    status, log = pump.stop(subscriber)
+    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
+    assert arrived and status == 0 and "Traceback" not in log
+    return log
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["mqtt", "mqtts"])
 def test_the_awkward_tree_mirrors_byte_identical_over_mqtt(mqtt_pump, mosquitto, tls):
     pump = mqtt_pump
     pump.broker_url = mosquitto.url("dd", tls=tls)
-    expected = make_tree(pump.src)
-    pump.subscriber_config()        # declares the persistent session: notices wait in it
-    posted = pump.post(pump.src)
-    assert "300 announced, 0 not announced" in posted.stderr
-    subscriber = pump.foreground()
-    arrived = wait_for(mirrored(pump, expected), timeout=90)
-    status, log = pump.stop(subscriber)
-    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
-    assert arrived and status == 0
-    assert "Traceback" not in log and "3.1.1" not in log
+    log = posted_and_mirrored(pump, make_tree(pump.src), 300, timeout=90)
+    assert "3.1.1" not in log
 
 
 def test_a_certificate_the_client_does_not_trust_is_refused_by_name(mqtt_pump, mosquitto):
@@ -341,15 +347,7 @@ def test_the_tree_mirrors_over_mqtt_over_websockets(mqtt_pump, websocket_bridge,
     pump = mqtt_pump
     bridge = websocket_bridge(tls=tls)
     pump.broker_url = f"{'wss' if tls else 'ws'}://dd:dd-secret@127.0.0.1:{bridge.port}/mqtt"
-    expected = make_tree(pump.src, count=60, seed=3)
-    pump.subscriber_config()
-    posted = pump.post(pump.src)
-    assert "60 announced, 0 not announced" in posted.stderr, posted.stderr
-    subscriber = pump.foreground()
-    arrived = wait_for(mirrored(pump, expected), timeout=60)
-    status, log = pump.stop(subscriber)
-    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
-    assert arrived and status == 0 and "Traceback" not in log
+    posted_and_mirrored(pump, make_tree(pump.src, count=60, seed=3), 60)
     assert set(bridge.paths) == {"/mqtt"}
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.pump import Pump, compare, manifest, wait_for
 from tests.test_mirror import make_tree, mirrored
+from tests.test_mqtt import posted_and_mirrored
 
 pytestmark = pytest.mark.broker
 
@@ -21,15 +22,7 @@ def rabbit_pump(tmp_path, rabbitmq_mqtt, nginx_server):
 def test_the_awkward_tree_mirrors_over_rabbitmq_mqtt_3_1_1(rabbit_pump, rabbitmq_mqtt, scheme):
     pump = rabbit_pump
     pump.broker_url = rabbitmq_mqtt.mqtt_url if scheme == "mqtt" else rabbitmq_mqtt.ws_url
-    expected = make_tree(pump.src)
-    pump.subscriber_config()
-    posted = pump.post(pump.src)
-    assert "300 announced, 0 not announced" in posted.stderr, posted.stderr
-    subscriber = pump.foreground()
-    arrived = wait_for(mirrored(pump, expected), timeout=120)
-    status, log = pump.stop(subscriber)
-    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
-    assert arrived and status == 0 and "Traceback" not in log
+    log = posted_and_mirrored(pump, make_tree(pump.src), 300, timeout=120)
     assert "speaks MQTT 3.1.1, not 5" in log      # said plainly
 
 
@@ -69,12 +62,4 @@ def test_the_tree_mirrors_over_wss_through_an_nginx_in_front_of_rabbitmq(rabbit_
     pump = rabbit_pump
     pump.broker_url, ca_file = nginx_wss
     pump.env["SSL_CERT_FILE"] = str(ca_file)
-    expected = make_tree(pump.src, count=60, seed=4)
-    pump.subscriber_config()
-    posted = pump.post(pump.src)
-    assert "60 announced, 0 not announced" in posted.stderr, posted.stderr
-    subscriber = pump.foreground()
-    arrived = wait_for(mirrored(pump, expected), timeout=60)
-    status, log = pump.stop(subscriber)
-    assert compare(expected, manifest(pump.dst)) == ([], [], []), log[-2000:]
-    assert arrived and status == 0 and "Traceback" not in log
+    posted_and_mirrored(pump, make_tree(pump.src, count=60, seed=4), 60)
