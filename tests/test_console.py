@@ -77,11 +77,17 @@ class Console:
 
     def sign_in(self, user, password, path="/overview"):
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
         self.driver.delete_all_cookies()
         driver = self.open(path)
         driver.find_element(By.ID, "user").send_keys(user)
         driver.find_element(By.ID, "password").send_keys(password)
-        driver.find_element(By.ID, "submit").click()
+        submit = driver.find_element(By.ID, "submit")
+        submit.click()
+        # The click returns before the broker has judged the password: wait for the answer's page.
+        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(submit))
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#who, #error"))
         return driver
 
     def state_of(self, configuration):
