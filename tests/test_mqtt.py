@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from dd import broker
+from dd.core import report
 from dd.core.credentials import Url
 from dd.core.errors import BrokerRefusal
 from dd.core.formats import Message
@@ -369,3 +370,50 @@ def test_poll_and_sender_over_mqtt(mqtt_pump):
     status, log = pump.stop(sender)
     assert arrived, (compare(expected, manifest(destination)), log[-2000:], poller.text()[-1000:])
     assert status == 0 and "Traceback" not in log + poller.text()
+
+
+def test_log_messages_go_back_to_their_source_over_mqtt_and_forged_ones_nowhere(mqtt_pump, mosquitto):
+    # ann posts on xs_ann/, the pump's relay announces on xpublic/, bob downloads; the log router
+    # reads every consumer's log messages through one wildcard and sends them to xr_ann/, where
+    # ann's dd_log reads them. Mosquitto names no publisher: the ACL lets only bob (and the pump)
+    # write under xs_bob/, so a log message read there is bob's, and one naming ann is forged.
+    from tests.test_logroute import conf, delivered, start, stop
+    pump = mqtt_pump
+    config, tree, rel = pump.base / "config", pump.base / "tree", f"{pump.base.name}/a.txt"
+    for component, name, text in (
+            ("sara", "ingest", conf(broker=pump.broker_url, exchange="xs_ann", post_broker=pump.broker_url,
+                                    post_exchange="xpublic", post_base_url=f"file://{tree}/", directory=tree,
+                                    allowed_schemes="http file")),
+            ("shovel", "logs", conf(broker=pump.broker_url, topic="+/v02/log/#", route_logs="on",
+                                    post_broker=pump.broker_url)),
+            ("subscribe", "bob", conf(broker=mosquitto.url("bob"), exchange="xpublic", allowed_schemes="file",
+                                      directory=pump.dst))):
+        (config / component).mkdir(parents=True, exist_ok=True)
+        (config / component / f"{name}.conf").write_text(text)
+        pump.command(component, "declare", name, check=True)
+    ann_log = ["--broker", mosquitto.url("ann")]
+    pump.command("log", *ann_log, check=True)     # ann's session collects from now on
+    processes = [start(pump, "shovel", "logs"), start(pump, "sara", "ingest"), start(pump, "subscribe", "bob")]
+    (pump.src / "a.txt").write_text("for bob")
+    pump.command("post", f"--post_broker={mosquitto.url('ann')}", "--post_exchange=xs_ann",
+                 f"--post_base_url={pump.base_url.removesuffix(pump.base.name + '/')}",
+                 f"--post_base_dir={pump.src.parent}", pump.src / "a.txt", check=True)
+    assert wait_for(lambda: (pump.dst / "ann" / rel).exists(), timeout=30), processes[1].log.read_text()
+    forged = delivered("ann", "ann", f"ann/{rel}", "for bob")
+    body, _ = report.encode(forged)
+    publisher = broker.publisher(Url.parse(mosquitto.url("bob")))
+    publisher.publish("xs_bob", Message(forged.topic, body, {}, report.CONTENT_TYPE), "forged")
+    assert publisher.wait(10) == []
+    publisher.close()
+    seen = []
+
+    def ann_has(*reports):
+        shown = pump.command("log", *ann_log, "--json", check=True).stdout
+        seen.extend(report.decode(line.encode()) for line in shown.splitlines())
+        return {(made.user, made.rel_path) for made in seen} >= set(reports)
+    assert wait_for(lambda: ann_has(("dd", rel), ("bob", f"ann/{rel}")), timeout=30, interval=0.5), \
+        processes[0].log.read_text()[-3000:]
+    assert wait_for(lambda: "[forged-log]" in processes[0].log.read_text(), timeout=10)
+    router_log = stop(pump, processes[0])
+    assert not any(made.user == "ann" for made in seen), seen
+    assert "published by bob" in router_log and "Traceback" not in router_log

@@ -5,7 +5,8 @@ a link between pumps or exchanges where the data needs no copy.  With
 ``route_logs on`` it is a pump's log router: it reads the log messages every
 user's consumers publish to xs_<user> (dd_audit binds each of those to
 ``xreport``), keeps only those published by the very user they name as the
-consumer (RabbitMQ vouches for the publisher through user_id) and about a
+consumer (RabbitMQ vouches for the publisher through user_id; an MQTT broker names
+nobody, and there the pump's ACL makes the owner of xs_<user>/ its publisher) and about a
 notice this pump relayed to that consumer (dd.store.logindex, which the pump's
 relays fill), and copies each to the exchange of the notice's source,
 xr_<source>, where only that source may read it, or, when the notice came from
@@ -20,8 +21,8 @@ import sqlite3
 import time
 from typing import Optional
 
-from dd import flow
-from dd.core import options, report
+from dd import broker, flow
+from dd.core import options, report, route
 from dd.core.credentials import Url
 from dd.pump import provenance
 from dd.pump.indexing import same_broker
@@ -63,7 +64,12 @@ def build(ctx):
     router = _Router(local, cfg.cluster, index, provenance.of(cfg, ctx.env.state_dir), fallback=fallback,
                      here=lambda upstream: same_broker(Url.parse(upstream.broker), cfg.post_broker))
     trusted = frozenset(cfg.report_feeders or ())
-    gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted),
+    by_exchange = broker.is_mqtt(cfg.broker)
+    if by_exchange:
+        log.info("an MQTT broker does not say who published a log message: the user of the exchange it "
+                 "was read on (xs_<user>/) is taken as its publisher, as the pump's ACL lets only that "
+                 "user and the pump's own write there (dd_audit mosquitto)")
+    gatherer = flow.BrokerGatherer(consumer(ctx), lambda d: _read_log(d, cfg.max_notice_size, trusted, by_exchange),
                                    stop=ctx.stop)
     posters = flow.Posters(flow.Poster(local, lambda item: item.destination.exchange, _published_to(None),
                                        timeout=cfg.post_timeout),
@@ -76,9 +82,11 @@ def _forward(item):
     item.outgoing = item.notice
 
 
-def _read_log(delivery, max_size, trusted):
+def _read_log(delivery, max_size, trusted, by_exchange=False):
     """A log message as an item (its Report in the notice's place), or a refusal.  Only
-    its consumer may publish it, or a trusted pump forwarding its users' log messages."""
+    its consumer may publish it, or a trusted pump forwarding its users' log messages.
+    The publisher is the one the broker names (RabbitMQ's user_id) or, `by_exchange` (an
+    MQTT broker names nobody), the owner of the exchange it was published on."""
     where = f"log message on topic {delivery.topic}"
     try:
         if len(delivery.body) > max_size:
@@ -86,10 +94,16 @@ def _read_log(delivery, max_size, trusted):
         made = report.decode(delivery.body)
     except NoticeError as error:
         return Item(None, delivery, Outcome(Code.REFUSED_NOTICE, f"refused {where}: {error}", error.rule))
-    if not delivery.user_id or (delivery.user_id != made.user and delivery.user_id not in trusted):
+    publisher = delivery.user_id
+    if by_exchange and not publisher:
+        publisher = route.owner_of(delivery.exchange)
+        if publisher is None:
+            # Read through a wildcard (+/v02/log/#): the router's own copies to xr_<source> come back.
+            return Item(made, delivery, skipped=True, refused_by="not on a consumer's exchange xs_<user>")
+    if not publisher or (publisher != made.user and publisher not in trusted):
         return Item(None, delivery, Outcome(
             Code.DENIED, f"refused {where} about {made.rel_path!r}: it names consumer {made.user!r} but was "
-                         f"published by {delivery.user_id or 'a user the broker did not name'}", "forged-log"))
+                         f"published by {publisher or 'a user the broker did not name'}", "forged-log"))
     return Item(made, delivery)
 
 

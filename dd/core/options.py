@@ -566,9 +566,10 @@ OPTIONS = (
             "what the first listing of a tree does: announce every file in it, or take them as "
             "announced and announce only what changes afterwards"),
     _option("route_logs", BOOL, "off", "shovel",
-            "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log), "
-            "keep those published by the consumer they name about a notice this pump relayed to it "
-            "(log_index), and copy each to xr_<its source>"),
+            "be the pump's log router: read log messages (exchange xreport, topic_prefix v02.log; "
+            "on MQTT, topic +/v02/log/#), keep those published by the consumer they name (on MQTT, "
+            "the owner of xs_<user>/, as the broker's ACL says) about a notice this pump relayed to "
+            "it (log_index), and copy each to xr_<its source>"),
     _option("report_upstream", BROKER, None, "sara shovel",
             "dd_sara: the pump whose sender pushes here the notices this relay reads (from the "
             "exchange of that pump's feeder): they keep their source, and its consumers' log "

@@ -142,9 +142,11 @@ class Flow:
         counters.last_activity = counters.last_received = time.time()
         todo: list[Item] = []
         for item in batch:
-            if item.outcome is None and not self.accept(item):
+            if item.skipped or item.outcome is not None:
+                continue        # skipped or refused by the gatherer already
+            if not self.accept(item):
                 item.skipped = True
-            elif item.outcome is None and self.work:
+            elif self.work:
                 todo.append(item)
         if self.runner and todo:
             return self.runner.submit(self._work_unless_stopped, todo)

@@ -16,13 +16,14 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 #: User -> password; what each may do is in ACL.
 USERS = {"dd": "dd-secret", "ann": "ann-secret", "bob": "bob-secret"}
 #: dd is the pump's own user (anything); ann and bob are sources: each publishes under its own
-#: xs_<user>/ only, and reads xpublic/.
+#: xs_<user>/ only, and reads xpublic/ and the log messages routed to it on xr_<user>/.
 ACL = """\
 user dd
 topic readwrite #
 
 pattern readwrite xs_%u/#
 pattern read xpublic/#
+pattern read xr_%u/#
 """
 
 
