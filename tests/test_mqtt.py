@@ -2,7 +2,8 @@
 dd_post → Mosquitto → nginx → dd_subscribe mirrors the awkward tree over mqtt://, mqtts://,
 ws:// and wss://; instances share a subscription; a broker restart loses nothing; the ACL
 holds (and dd_audit writes one that does); dd_shovel bridges AMQP and MQTT both ways; watch,
-sara, log, poll and sender work over MQTT."""
+sara, log, poll and sender work over MQTT, and so does the log router; dd and sr3 (metpx-sr3)
+mirror each other's posts over MQTT."""
 import os
 import re
 import secrets
@@ -18,6 +19,7 @@ from dd.core.errors import BrokerRefusal
 from dd.core.formats import Message
 from tests.support.pump import Pump, compare, manifest, reachable_by_workers, wait_for
 from tests.support.servers import free_port
+from tests.support.sr3peer import Sr3Peer
 from tests.test_mirror import make_tree, mirrored
 from tests.test_poll import Poller
 from tests.test_watch import Watcher
@@ -417,3 +419,32 @@ def test_log_messages_go_back_to_their_source_over_mqtt_and_forged_ones_nowhere(
     router_log = stop(pump, processes[0])
     assert not any(made.user == "ann" for made in seen), seen
     assert "published by bob" in router_log and "Traceback" not in router_log
+
+
+def test_dd_subscribe_mirrors_what_sr3_posts_over_mqtt(mqtt_pump):
+    pump = mqtt_pump
+    expected = make_tree(pump.src, count=40, seed=5)
+    pump.subscriber_config(extra="topic_prefix v03")
+    with Sr3Peer(pump.base / "sr3home", pump.broker_url) as peer:
+        files = sorted(p for p in pump.src.rglob("*") if p.is_file())
+        peer.post(files, exchange=pump.exchange, post_base_url=pump.base_url, post_base_dir=str(pump.src),
+                  checksum="sha512")
+    subscriber = pump.foreground()
+    arrived = wait_for(mirrored(pump, expected), timeout=60)
+    _, log = pump.stop(subscriber)
+    assert arrived, log[-3000:]
+    assert log.count("201 delivered") == 40 and "[ERROR]" not in log
+
+
+def test_sr3_subscribe_mirrors_what_dd_posts_over_mqtt(mqtt_pump):
+    pump = mqtt_pump
+    expected = make_tree(pump.src, count=40, seed=6)
+    target = pump.base / "sr3mirror"
+    with Sr3Peer(pump.base / "sr3home", pump.broker_url) as peer:
+        # sr3 3.3.1 in the foreground only declares its MQTT sessions: its daemon consumes.
+        peer.mirror("fromdd", pump.exchange, target)
+        peer.start("subscribe", "fromdd")
+        posted = pump.post(pump.src, post_format="sr_v03")
+        assert "40 announced" in posted.stderr, posted.stderr
+        arrived = wait_for(lambda: compare(expected, manifest(target)) == ([], [], []), timeout=90)
+        assert arrived, peer.log("subscribe", "fromdd")[-3000:]

@@ -46,7 +46,7 @@ class Sr3Run:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise Sr3Error(f"{' '.join(self.args[2:])} still running after {timeout}s: "
+            raise Sr3Error(f"{' '.join(self.args[-2:])} still running after {timeout}s: "
                            f"{self.output[-2000:]}") from None
 
     def stop(self, grace=10.0):
@@ -62,10 +62,17 @@ class Sr3Run:
                 continue
 
 
+#: sr3 3.3.1's MQTT publisher calls copy.copy without importing copy (a NameError at its
+#: first publish): its commands run with the module put where that code looks for it.
+_WITH_COPY = ("import builtins, copy, runpy, sys; builtins.copy = copy; sys.argv.pop(0); "
+              "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+
+
 class Sr3Peer:
     def __init__(self, home, broker_url, *, timeout=20.0):
         self.home = Path(home)
         self.timeout = timeout
+        self.mqtt = broker_url.startswith("mqtt")
         url = urllib.parse.urlsplit(broker_url)
         netloc = url.hostname + (f":{url.port}" if url.port else "")
         # Configurations name the broker without its password, which sr3 finds in credentials.conf.
@@ -162,6 +169,8 @@ class Sr3Peer:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
     def _command(self, module, *args):
+        if self.mqtt:
+            return [sys.executable, "-c", _WITH_COPY, module, *args]
         return [sys.executable, "-m", module, *args]
 
     def _run(self, module, *args):
@@ -169,6 +178,6 @@ class Sr3Peer:
         result = subprocess.run(command, env=self.env, capture_output=True, text=True,
                                 timeout=self.timeout, stdin=subprocess.DEVNULL)
         if result.returncode:
-            raise Sr3Error(f"{' '.join(command[2:])} exited {result.returncode}: "
+            raise Sr3Error(f"{' '.join(command[command.index(module):])} exited {result.returncode}: "
                            f"{(result.stdout + result.stderr)[-2000:]}")
         return result
