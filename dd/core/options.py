@@ -620,6 +620,11 @@ OPTIONS = (
             "user the data server's workers run as when dd_sara runs as root; it must be able to reach "
             "the tree, and private data is readable by its group only; run by another user, the "
             "workers run as that user"),
+    _option("data_server_websocket", url("ws", example="ws://127.0.0.1:15675/ws"), None, "sara",
+            "the broker's MQTT-over-WebSocket listener (RabbitMQ's web-MQTT plugin), proxied by the "
+            "data server at the same path, so that MQTT subscribers reach the broker through the data "
+            "server's port: wss://HOST:data_server_port/ws with data_server_certificate, the way "
+            "through a firewall that passes only HTTPS"),
     _option("retention", DURATION, None, "sara",
             "files that arrived longer ago than this are deleted from the directory trees, "
             "e.g. 7d; unset: kept forever"),

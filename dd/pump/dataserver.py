@@ -66,6 +66,7 @@ class DataServer:
         self.host = cfg.data_server_host
         self.port = cfg.data_server_port
         self.certificate, self.key = cfg.data_server_certificate, cfg.data_server_key
+        self.websocket = cfg.data_server_websocket
         self.scheme = "https" if self.certificate else "http"
         self.base = Path(state.dir) / "dataserver"
         self.url = f"{self.scheme}://{self.host}:{self.port}/"
@@ -148,7 +149,7 @@ class DataServer:
         workers = (self.workers.pw_name, grp.getgrgid(self.workers.pw_gid).gr_name) if self.workers else None
         text = nginx.config(base=self.base, root=self.root, port=None if tls else self.port, host=self.host,
                             tls=tls, user=workers, private=self.private_dir,
-                            private_refused=not tls and not loopback(self.host))
+                            private_refused=not tls and not loopback(self.host), websocket=self.websocket)
         (self.base / "nginx.conf").write_text(text)
         return self.base / "nginx.conf"
 

@@ -13,7 +13,7 @@ TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def config(*, base, root, port, host="127.0.0.1", tls=None, user=None, autoindex=False, private=None,
-           private_refused=False):
+           private_refused=False, websocket=None):
     """nginx.conf text serving `root` on host:port, run from private directory `base`.
 
     `port` None: no plain HTTP listener.  `tls` is (port, certificate file, key file) to
@@ -21,7 +21,8 @@ def config(*, base, root, port, host="127.0.0.1", tls=None, user=None, autoindex
     as root; None leaves nginx's default.  `private`, a pump's directory of htpasswd
     files (dd.pump.private), makes /private/<readers>/ ask for a password, and hides partial
     files (dot names); `private_refused` refuses /private/ instead (plain HTTP on a
-    network: passwords and data would travel in clear).
+    network: passwords and data would travel in clear).  `websocket`, a ws:// URL, is a
+    WebSocket listener (a broker's MQTT over WebSockets) proxied at its URL's path.
     """
     temp_paths = "\n".join(f"    {kind}_temp_path {base}/{kind};" for kind in TEMP_KINDS)
     listen = [f"listen {host}:{port};"] if port is not None else []
@@ -41,6 +42,18 @@ def config(*, base, root, port, host="127.0.0.1", tls=None, user=None, autoindex
             location ~ ^/private/([A-Za-z0-9_,-]+)/ {{
                 auth_basic "private data";
                 auth_basic_user_file {private}/$1;
+            }}""")
+    if websocket is not None:
+        # The Upgrade handshake needs HTTP/1.1 and its headers passed on; an MQTT session is
+        # idle between keepalives, longer than nginx's default minute.
+        server += textwrap.dedent(f"""
+            location = {websocket.path or "/"} {{
+                proxy_pass http://{websocket.host}:{websocket.port or 80};
+                proxy_http_version 1.1;
+                proxy_set_header Upgrade $http_upgrade;
+                proxy_set_header Connection "upgrade";
+                proxy_read_timeout 1h;
+                proxy_send_timeout 1h;
             }}""")
     workers = f"user {user[0]} {user[1]};\n" if user else ""
     # keepalive_requests: nginx's default of 1000 would close a subscriber's connection

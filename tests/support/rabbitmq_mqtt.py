@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dd.core.credentials import Url
+from dd.pump import nginx
 from tests.support.pump import reachable_by_workers
 from tests.support.servers import free_port
 
@@ -99,32 +101,13 @@ def nginx_wss(tmp_path_factory, rabbitmq_mqtt):
     base = tmp_path_factory.mktemp("nginx-wss")
     self_signed(base / "cert.pem", base / "key.pem")
     port = free_port()
-    temp_paths = "\n".join(f"    {kind}_temp_path {base}/{kind};"
-                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (base / "nginx.conf").write_text(f"""\
-daemon off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-{temp_paths}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {base}/cert.pem;
-        ssl_certificate_key {base}/key.pem;
-        location /ws {{
-            proxy_pass http://127.0.0.1:{rabbitmq_mqtt.ws_port};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_read_timeout 1h;
-        }}
-    }}
-}}
-""")
-    process = _start([NGINX, "-p", str(base), "-e", f"{base}/error.log", "-c", f"{base}/nginx.conf"], port,
-                     base / "nginx.out")
+    (base / "root").mkdir()
+    for kind in nginx.TEMP_KINDS:
+        (base / kind).mkdir()
+    # The data server's own configuration (dd.pump.nginx), as dd_sara writes it for data_server_websocket.
+    (base / "nginx.conf").write_text(nginx.config(
+        base=base, root=base / "root", port=None, tls=(port, base / "cert.pem", base / "key.pem"),
+        user=("root", "root"), websocket=Url.parse(f"ws://127.0.0.1:{rabbitmq_mqtt.ws_port}/ws")))
+    process = _start(nginx.command(NGINX, base), port, base / "nginx.out")
     yield f"wss://guest:guest@127.0.0.1:{port}/ws", base / "cert.pem"
     _stop(process)
