@@ -35,7 +35,12 @@ def test_a_second_instance_is_refused_where_there_are_no_shared_subscriptions(ra
     arrived = wait_for(lambda: (pump.dst / "a.txt").exists(), timeout=30)
     second = pump.base / "logs" / "subscribe_sub_02.log"
     refused = wait_for(lambda: second.exists() and "set instances 1" in second.read_text(), timeout=30)
+    # Status says it too, of the instance that runs.
+    said = wait_for(lambda: "speaks MQTT 3.1.1 only: no shared subscriptions (one instance per subscription)"
+                    in pump.command("ctl", "status").stdout, timeout=30)
+    status = pump.command("ctl", "status")
     pump.command("subscribe", "stop", name)
+    assert said, status.stdout + status.stderr
     assert arrived
     assert refused, second.read_text() if second.exists() else "no log of instance 2"
     assert "speaks MQTT 3.1.1 only, without shared subscriptions" in second.read_text()

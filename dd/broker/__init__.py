@@ -12,7 +12,7 @@ from __future__ import annotations
 from dd.broker.amqp import (CONNECTION_ERRORS, READ_AHEAD, Delivery, Subscription, close_quietly, connect,
                             queue_size, vhost_of)
 from dd.broker.batch import Batch, Envelope
-from dd.broker.interface import Consumer, Publisher
+from dd.broker.interface import Consumer, Endpoint, Publisher
 from dd.core.credentials import Url
 
 #: The URL schemes of MQTT brokers (dd.broker.mqtt).
@@ -45,6 +45,6 @@ def consumer(url: Url, subscription: Subscription, *, prefetch: int = 25, heartb
     return amqp.Consumer(url, subscription, prefetch=prefetch, heartbeat=heartbeat, name=name, shuffle=shuffle)
 
 
-__all__ = ["CONNECTION_ERRORS", "MQTT_SCHEMES", "READ_AHEAD", "Batch", "Consumer", "Delivery", "Envelope",
+__all__ = ["CONNECTION_ERRORS", "MQTT_SCHEMES", "READ_AHEAD", "Batch", "Consumer", "Delivery", "Endpoint", "Envelope",
            "Publisher", "Subscription", "close_quietly", "connect", "consumer", "is_mqtt", "publisher",
            "queue_size", "vhost_of"]

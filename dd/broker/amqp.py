@@ -186,6 +186,10 @@ class _Endpoint:
     def connected(self) -> bool:
         return self.connection is not None
 
+    @property
+    def limits(self) -> str:
+        return ""
+
     def open(self) -> Any:
         if self.connection is None:
             self._set_up(self.endpoints.first_answering(self._connect))

@@ -28,6 +28,10 @@ class Endpoint(Protocol):
     def connected(self) -> bool:
         """Whether a connection is open now (False between a loss and the reconnection)."""
 
+    @property
+    def limits(self) -> str:
+        """What the broker connected to cannot do that dd would use, for dd_ctl status; "" for nothing."""
+
     def open(self) -> Any:
         """Connect if not connected (BrokerError, or BrokerRefusal when retrying cannot help)."""
 

@@ -142,6 +142,11 @@ class _Endpoint:
     def connected(self) -> bool:
         return self.client is not None
 
+    @property
+    def limits(self) -> str:
+        return "" if self.protocol == paho.MQTTv5 else (
+            "speaks MQTT 3.1.1 only: no shared subscriptions (one instance per subscription), no headers")
+
     def open(self) -> Any:
         if self.client is None:
             self.client = self.endpoints.first_answering(self._speaking)

@@ -86,8 +86,8 @@ class BrokerGatherer:
             self.stop.wait(self.RETRY_CONSUME)
 
     @property
-    def connected_to(self) -> str:
-        return str(self.consumer.url) if self.consumer.connected else ""
+    def endpoint(self) -> Optional[broker.Endpoint]:
+        return self.consumer if self.consumer.connected else None
 
     def finish(self, items: list[Item]) -> None:
         try:
@@ -201,8 +201,8 @@ class Retrying:
         self.inner.finish(fresh)
 
     @property
-    def connected_to(self) -> str:
-        return self.inner.connected_to if isinstance(self.inner, Connected) else ""
+    def endpoint(self) -> Optional[broker.Endpoint]:
+        return self.inner.endpoint if isinstance(self.inner, Connected) else None
 
     def tick(self) -> None:
         self.inner.tick()

@@ -43,6 +43,7 @@ class Counters:
         self.received = self.posted = self.delivered = self.failed = self.rejected = 0
         self.bytes = 0
         self.broker = ""        # the broker node the flow reads from (or publishes to): "" for none
+        self.broker_limits = ""     # what that broker cannot do that dd would use: "" for nothing
         self.last_activity = 0.0
         self.last_received = 0.0    # when the latest notice came in
         self.last_sent = 0.0        # when the latest file was delivered or notice posted
@@ -53,6 +54,7 @@ class Counters:
         """The totals as a dict, safe to take from another thread."""
         return dict(received=self.received, posted=self.posted, delivered=self.delivered,
                     failed=self.failed, rejected=self.rejected, bytes=self.bytes, broker=self.broker,
+                    broker_limits=self.broker_limits,
                     last_activity=self.last_activity, last_received=self.last_received,
                     last_sent=self.last_sent, error_times=list(self.error_times),
                     last_error=self.last_error)
@@ -114,7 +116,9 @@ class Flow:
                 if batch is None:
                     break
                 if self._connected is not None:
-                    self.counters.broker = self._connected.connected_to
+                    endpoint = self._connected.endpoint
+                    self.counters.broker = str(endpoint.url) if endpoint else ""
+                    self.counters.broker_limits = endpoint.limits if endpoint else ""
                 if batch:
                     self._in_flight.append((batch, self._start(batch)))
                 # Wait for the oldest batch when the pipeline is full or there is nothing new.

@@ -54,8 +54,8 @@ class Poster:
         return refused
 
     @property
-    def connected_to(self) -> str:
-        return str(self.publisher.url) if self.publisher.connected else ""
+    def endpoint(self) -> Optional[broker.Endpoint]:
+        return self.publisher if self.publisher.connected else None
 
     def _envelopes(self, items: list[Item]) -> Iterator[broker.Envelope]:
         """An envelope per item and exchange its message goes to."""

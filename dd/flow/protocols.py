@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dd.core.environment import Environment
     from dd.store.metrics import Progress
     from dd.store.state import ConfigState
+    from dd.broker import Endpoint
 
 #: The filter step: whether an item is taken (subtopic, accept/reject, routes).
 Accept = Callable[[Item], bool]
@@ -46,8 +47,8 @@ class Connected(Protocol):
     """A step on a broker connection: the node it is on, for dd_ctl status."""
 
     @property
-    def connected_to(self) -> str:
-        """The broker URL (without password) connected to; "" between connections."""
+    def endpoint(self) -> Optional[Endpoint]:
+        """The broker connection, while it is open; None between connections."""
 
 
 class PostStep(Protocol):

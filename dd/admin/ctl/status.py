@@ -60,6 +60,7 @@ def notes(facts):
         yield f"instance {instance} is dead (pid file left; `dd_ctl sanity` restarts it)"
     for transfer in facts.in_flight:
         yield f"in flight: {progress.describe(transfer)}"
+    yield from facts.broker_limits
 
 
 def _row(facts, now):

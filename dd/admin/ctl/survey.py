@@ -13,6 +13,7 @@ from typing import Optional
 from dd import broker
 from dd.broker import failover
 from dd.core import config
+from dd.core.credentials import Url
 from dd.store import metrics, retry
 from dd.admin import instances, runners
 from dd.core.errors import BrokerError, DDError, LsbStatus
@@ -54,6 +55,9 @@ class Facts:
     #: The broker node each running instance is connected to (instance number as a string to
     #: its URL, without password; "" between connections).
     broker_nodes: dict = dataclasses.field(default_factory=dict)
+    #: What those brokers cannot do that dd would use (an MQTT 3.1.1 broker's missing shared
+    #: subscriptions), one phrase each.
+    broker_limits: list = dataclasses.field(default_factory=list)
     error: Optional[str] = None
     cfg: object = dataclasses.field(default=None, repr=False)
 
@@ -144,6 +148,10 @@ def _add_metrics(facts, state):
             facts.posted_per_minute += record.get("posted_per_minute", 0.0)
             if "broker" in record:
                 facts.broker_nodes[str(instance)] = record["broker"]
+            limits = record.get("broker_limits")
+            said = limits and f"broker {Url.parse(record['broker']).netloc} {limits}"
+            if said and said not in facts.broker_limits:
+                facts.broker_limits.append(said)
     facts.last_activity, facts.last_received, facts.last_sent = activity or None, received or None, sent or None
 
 
