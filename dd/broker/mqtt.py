@@ -33,11 +33,13 @@ from dd.core.errors import CERTIFICATE_FIX, BrokerError, BrokerRefusal
 paho: Any = None       # paho-mqtt is an extra: dd speaks AMQP without it
 PacketTypes: Any = None
 Properties: Any = None
+_encoding: Any = None   # paho.mqtt.properties: its encoders of strings and lengths
 paho_version = ""
 try:
     paho = importlib.import_module("paho.mqtt.client")
     PacketTypes = importlib.import_module("paho.mqtt.packettypes").PacketTypes
-    Properties = importlib.import_module("paho.mqtt.properties").Properties
+    _encoding = importlib.import_module("paho.mqtt.properties")
+    Properties = _encoding.Properties
     paho_version = importlib.import_module("paho.mqtt").__version__
 except ImportError:
     pass
@@ -272,6 +274,32 @@ class _Endpoint:
         """Nothing to declare: a topic exists once published on."""
 
 
+class _PublishProperties:
+    """A PUBLISH's content type and user properties, as paho sends them: it only calls pack().
+    paho's own Properties scans every property MQTT defines at each assignment and each
+    pack, a third of a small publish's CPU; these are packed once, with paho's encoders."""
+
+    __slots__ = ("content_type", "headers", "_packed")
+    CONTENT_TYPE = b"\x03"     # the property identifiers of MQTT 5 (3.3.2.3.9, 3.3.2.3.7)
+    USER_PROPERTY = b"\x26"
+
+    def __init__(self, content_type: str, headers: dict[str, Any]) -> None:
+        self.content_type = content_type
+        self.headers = [(str(k), str(v)) for k, v in headers.items()]
+        self._packed: Optional[bytes] = None
+
+    def pack(self) -> bytes:
+        if self._packed is None:
+            write = _encoding.writeUTF
+            body = self.CONTENT_TYPE + write(self.content_type) + b"".join(
+                self.USER_PROPERTY + write(key) + write(value) for key, value in self.headers)
+            self._packed = _encoding.VariableByteIntegers.encode(len(body)) + body
+        return self._packed
+
+    def __str__(self) -> str:   # paho's debug log
+        return f"[ContentType: {self.content_type}, UserProperty: {self.headers}]"
+
+
 class Publisher(_Endpoint):
     """Publishes at QoS 1; a publish is confirmed by its PUBACK."""
 
@@ -281,9 +309,8 @@ class Publisher(_Endpoint):
         self._pending: dict[int, tuple[Any, str]] = {}   # message id -> (caller's reference, topic)
         self._early: dict[int, Any] = {}       # PUBACKs that came before publish() returned
         self._refused: list[tuple[Any, str, str]] = []     # (reference, topic, reason)
-        #: content type -> the properties of a message without headers: made once, as making
-        #: them costs more than the rest of a publish.
-        self._plain: dict[str, Any] = {}
+        #: content type -> the properties of a message without headers, made and packed once.
+        self._plain: dict[str, _PublishProperties] = {}
 
     def _on_open(self) -> None:
         self._pending, self._early = {}, {}
@@ -313,11 +340,8 @@ class Publisher(_Endpoint):
         if self.mqtt5:
             properties = self._plain.get(message.content_type) if not message.headers else None
             if properties is None:
-                properties = Properties(PacketTypes.PUBLISH)
-                properties.ContentType = message.content_type
-                if message.headers:
-                    properties.UserProperty = [(str(k), str(v)) for k, v in message.headers.items()]
-                else:
+                properties = _PublishProperties(message.content_type, message.headers)
+                if not message.headers:
                     self._plain[message.content_type] = properties
         elif message.headers:
             raise BrokerRefusal(f"broker {self.url} speaks MQTT 3.1.1, which carries no headers, and this "
