@@ -112,27 +112,42 @@ def test_an_internal_error_in_one_item_is_its_500_and_the_flow_goes_on():
     assert counters.delivered == 2 and counters.failed == 1
 
 
-def test_a_pipelined_flow_finishes_a_batch_while_the_next_is_worked_on():
-    first, second = items(f"a/f{i}" for i in range(3)), items(f"b/f{i}" for i in range(3))
-    gatherer = ListGatherer([first, second])
-    first_finished = threading.Event()
+def test_a_pipelined_flow_finishes_a_batch_while_the_next_is_worked_on_when_work_waits():
+    a, b, c = (items(f"{name}/f{i}" for i in range(3)) for name in "abc")
+    gatherer = ListGatherer([a, b, c])
+    c_started = threading.Event()
     finish = gatherer.finish
+    c_started_while_b_finished = []
 
     def finishing(batch):
+        if batch is b:
+            # With a barrier per batch, c would not start before b is finished: never.
+            c_started_while_b_finished.append(c_started.wait(10))
         finish(batch)
-        first_finished.set()
     gatherer.finish = finishing
-    seen_while_working = []
 
     def work(item):
-        if item.notice.rel_path.startswith("b/"):
-            # The second batch waits until the first is acknowledged: with a barrier per
-            # batch, that would never happen while it works.
-            seen_while_working.append(first_finished.wait(10))
+        if item.notice.rel_path.startswith("c/"):
+            c_started.set()
+        else:
+            time.sleep(0.02)    # waiting, as on a distant server: worth a thread of its own
         item.outcome = Outcome(201, "delivered")
     counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, pipelined=True).run()
-    assert seen_while_working == [True, True, True]
-    assert counters.delivered == 6 and gatherer.finished == first + second
+    assert c_started_while_b_finished == [True]
+    assert counters.delivered == 9 and gatherer.finished == a + b + c
+
+
+def test_a_pipelined_flow_keeps_work_that_computes_on_its_own_thread():
+    # A second thread would only contend for the interpreter lock with the flow's.
+    threads = set()
+
+    def work(item):
+        threads.add(threading.current_thread())
+        sum(range(20_000))
+        item.outcome = Outcome(201, "delivered")
+    gatherer = ListGatherer([items(f"d{n}/f{i}" for i in range(20)) for n in range(5)])
+    counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, pipelined=True).run()
+    assert threads == {threading.current_thread()} and counters.delivered == 100
 
 
 def test_a_pipelined_flow_keeps_each_paths_order_across_batches():
