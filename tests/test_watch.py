@@ -355,3 +355,30 @@ def test_removing_the_watched_directory_ends_dd_watch_after_announcing_the_delet
     notices += recorder.drain()
     assert [(n.op, n.rel_path) for n in notices] == [(Op.WRITE, "a.txt"), (Op.DELETE, "a.txt")]
     assert f"no longer watching {pump.src}" in watcher.text() and "Traceback" not in watcher.text()
+
+
+def test_a_name_renamed_then_deleted_or_rewritten_at_once_takes_its_old_name_away(watched):
+    # The rename and what follows come in one burst: the old names must be announced gone,
+    # or subscribers keep them forever.
+    pump, recorder, watcher = watched
+    watcher.start()
+    (pump.src / "a.txt").write_text("a")
+    (pump.src / "c.txt").write_text("c")
+    notices = []
+
+    def announced(name):
+        notices.extend(recorder.drain())
+        return any(n.rel_path == name for n in notices)
+    assert wait_for(lambda: announced("a.txt") and announced("c.txt"))
+    os.rename(pump.src / "a.txt", pump.src / "b.txt")
+    os.unlink(pump.src / "b.txt")
+    os.rename(pump.src / "c.txt", pump.src / "d.txt")
+    (pump.src / "d.txt").write_text("d, written again")
+    (pump.src / "sentinel.txt").write_text("s")
+    assert wait_for(lambda: announced("sentinel.txt") and announced("d.txt"))
+    watcher.stop()
+    notices.extend(recorder.drain())
+    said = {(n.op, n.rel_path) for n in notices}
+    assert (Op.DELETE, "a.txt") in said and (Op.DELETE, "c.txt") in said, sorted(said)
+    assert [(n.op, n.size) for n in notices if n.rel_path == "d.txt"] == [(Op.WRITE, 16)]
+    assert not any(n.rel_path == "b.txt" for n in notices)

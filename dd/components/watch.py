@@ -180,7 +180,11 @@ class WatchGatherer:
             self._want(dest, RENAME, source)
 
     def _want(self, path, what, source=None):
-        self._todo.pop(path, None)   # the latest event decides, and is done last
+        _, renamed_from = self._todo.pop(path, (None, None))   # the latest event decides, and is done last
+        if renamed_from is not None and renamed_from != source:
+            # Renamed, then deleted, written again or replaced before it was announced: the old
+            # name still goes.
+            self._want(renamed_from, DELETE)
         self._todo[path] = (what, source)
 
     # -- things to do → items -----------------------------------------------
