@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,7 +23,17 @@ def open_shared(path: StrPath, schema: str, *, synchronous: str = "NORMAL") -> s
     corrupt the file."""
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     db = sqlite3.connect(os.fspath(path), timeout=60, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    # Turning a new file to WAL takes it whole, and SQLite answers "database is locked" at once,
+    # without waiting `timeout`, when another process does the same (routers starting together).
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.executescript(schema)
     return db
