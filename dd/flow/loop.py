@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import logging
 import resource
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 from dd.core.outcome import Code, Outcome
@@ -36,6 +38,17 @@ def _blocked() -> int:
     """How many times this thread gave up the CPU to wait (I/O, a lock, a sleep), as opposed
     to being preempted."""
     return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def _timed(call: Callable[[], None]) -> tuple[float, float]:
+    """Run `call` on this thread: (CPU seconds, seconds it waited).  Time off the CPU is
+    waiting (a server, a disk) only when the thread gave the CPU up itself; preempted only
+    (a busy machine), it computed, and that is no reason for another thread."""
+    wall, cpu, blocked = time.perf_counter(), time.thread_time(), _blocked()
+    call()
+    cpu = time.thread_time() - cpu
+    return cpu, (time.perf_counter() - wall - cpu if _blocked() > blocked else 0.0)
+
 
 class Counters:
     """What a flow instance did, for status and for the exit status of one-shot runs."""
@@ -179,11 +192,7 @@ class Flow:
         """Work on a batch here; whether it waited more than it computed.  Measured only on
         this thread, with the work thread idle: there, waiting for the interpreter lock
         would look like waiting for a server."""
-        wall, cpu, blocked = time.perf_counter(), time.thread_time(), _blocked()
-        self._work_batch(todo)
-        cpu = time.thread_time() - cpu
-        # Preempted only (a busy machine), it computed: time off the CPU is no reason for a thread.
-        waited = time.perf_counter() - wall - cpu if _blocked() > blocked else 0.0
+        cpu, waited = _timed(lambda: self._work_batch(todo))
         return waited > max(cpu, WAIT_BEFORE_THREADS)
 
     def _work_unless_stopped(self, todo: list[Item]) -> bool:
@@ -266,14 +275,10 @@ class Flow:
         waited = computed = 0.0
         ticked = time.perf_counter()
         for n, item in enumerate(items):
-            wall, cpu, blocked = time.perf_counter(), time.thread_time(), _blocked()
-            self._work_one(item)
-            now, cpu = time.perf_counter(), time.thread_time() - cpu
+            cpu, off_cpu = _timed(functools.partial(self._work_one, item))
             computed += cpu
-            if _blocked() > blocked:
-                # It waited (a server, a disk): the time off the CPU counts.  Preempted only
-                # (a busy machine), it computed: its time off the CPU is no reason for threads.
-                waited += now - wall - cpu
+            waited += off_cpu
+            now = time.perf_counter()
             if waited > max(computed, WAIT_BEFORE_THREADS):
                 return items[n + 1:]
             if now - ticked >= TICK_INTERVAL:   # heartbeats, through a long batch of quick items
