@@ -111,8 +111,8 @@ def _slow_subscriber(pump, extra="", rate=SLOW):
     return pump.subscriber_config("sub", extra=f"rate_max {rate}\n{extra}")
 
 
-def _ctl_json(pump):
-    result = subprocess.run([sys.executable, "-m", "dd.cli.main", "ctl", "status", "--json", "subscribe/sub"],
+def _ctl_json(pump, configuration="subscribe/sub"):
+    result = subprocess.run([sys.executable, "-m", "dd.cli.main", "ctl", "status", "--json", configuration],
                             env=pump.env, capture_output=True, text=True, timeout=60)
     return json.loads(result.stdout)["configurations"][0]
 
@@ -158,6 +158,29 @@ def test_status_shows_a_long_transfer_in_flight_and_its_activity_stays_fresh(pum
         assert wait_for(lambda: not _ctl_json(pump)["in_flight"], timeout=3 * metrics.INTERVAL)
     finally:
         pump.command("subscribe", "stop", "sub")
+
+
+def test_status_shows_a_long_send_in_flight(pump):
+    destination = pump.base / "pushed"
+    config = pump.base / "config" / "sender" / "push.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"broker {pump.broker_url}\nexchange {pump.exchange}\ndestination file:{destination}\n"
+                      "rate_max 3M\n")                # about 8 s
+    pump.command("sender", "declare", "push", check=True)
+    _big_file(pump)
+    assert pump.command("sender", "start", "push").returncode == 0
+    try:
+        pump.post(pump.src / "big.bin")
+        assert wait_for(lambda: _ctl_json(pump, "sender/push")["in_flight"], timeout=30)
+        first = _ctl_json(pump, "sender/push")["in_flight"][0]
+        assert first["file"] == "big.bin" and first["total"] == BIG and 0 < first["done"] < BIG
+        table = pump.command("ctl", "status", "sender/push").stdout
+        assert "sender/push: in flight: big.bin (" in table, table
+        assert wait_for(lambda: (destination / "big.bin").exists(), timeout=60)
+        assert (destination / "big.bin").read_bytes() == (pump.src / "big.bin").read_bytes()
+        assert wait_for(lambda: not _ctl_json(pump, "sender/push")["in_flight"], timeout=3 * metrics.INTERVAL)
+    finally:
+        pump.command("sender", "stop", "push")
 
 
 def test_subscribe_status_shows_retries_the_last_error_and_the_queue_and_keeps_counters(pump):

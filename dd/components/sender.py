@@ -30,5 +30,5 @@ def build(ctx):
 
     def sending(transports, tick):
         return send.Sender(transports, rate_max=cfg.rate_max, pace=deliver.pace(ctx), verify_sent=cfg.verify_sent,
-                           tick=tick), destination
+                           tick=tick, progress=ctx.progress), destination
     return deliver.build(ctx, sending=sending)

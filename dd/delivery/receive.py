@@ -36,7 +36,7 @@ class Receiver:
     def __init__(self, transports, *, download_checksum="sha512", rate_max=0, pace=None, fsync=False,
                  tick=None, attempts=3, stale_after=86400.0, progress=None, parallel=1):
         self.transports = transports
-        self.progress = progress or _NO_PROGRESS   # a dd.store.metrics.Progress
+        self.progress = progress or NO_PROGRESS   # a dd.store.metrics.Progress
         self.parallel = parallel         # connections a big whole file is fetched over
         self.download_checksum = download_checksum
         self.rate_max = rate_max
@@ -149,7 +149,7 @@ class Receiver:
         follow = prefix is not None and prefix[1] == slot.offset
         slot.file.seek(slot.offset)
         with transport.open_read(path, slot.offset, slot.length) as data, \
-                _tracking(self.progress, f"{notice.rel_path} ({label})", slot.length) as tracker:
+                tracking(self.progress, f"{notice.rel_path} ({label})", slot.length) as tracker:
             result = copy(data, slot.file, length=slot.length, hasher=hasher,
                           also_hash=[prefix[0]] if follow else (), rate_max=self.rate_max, pace=self.pace,
                           tick=self.tick, progress=tracker.advance, name=f"{notice.url} {label}")
@@ -215,7 +215,7 @@ class Receiver:
             with os.fdopen(out_fd, "wb", buffering=0) as out:
                 start = resume.prefix(out_fd, notice) if verify else 0
                 try:
-                    with _tracking(self.progress, notice.rel_path, notice.size) as tracker:
+                    with tracking(self.progress, notice.rel_path, notice.size) as tracker:
                         digest = self._download(transport, path, notice, out, start, method, tracker)
                 except (TransferError, KeyboardInterrupt, SystemExit) as error:
                     # Cut off, or stopped: the next attempt continues.  Refused: it starts over.
@@ -395,11 +395,12 @@ class _NoProgress:
         pass
 
 
-_NO_PROGRESS = _NoProgress()
+NO_PROGRESS = _NoProgress()
 
 
 @contextlib.contextmanager
-def _tracking(progress, name, total):
+def tracking(progress, name, total):
+    """The transfer of `name` (`total` bytes) shown in flight (dd_ctl status, a bar) while it lasts."""
     tracker = progress.begin(name, total)
     try:
         yield tracker

@@ -23,7 +23,7 @@ from dd.core.credentials import Url
 from dd.core.errors import ChecksumMismatch, ConfigError, DDError, PathError, TransferError
 from dd.core.notice import Checksum, Op
 from dd.core.outcome import Code, Outcome
-from dd.delivery.receive import retrying
+from dd.delivery.receive import NO_PROGRESS, retrying, tracking
 from dd.transfer import DeniedError, PermanentError, transport_class
 from dd.transfer.copy import Nowhere, copy
 
@@ -100,8 +100,10 @@ class Sender:
     """Sends notices' files to a destination; one per flow instance.  The receiver of the
     delivering flow (dd.delivery.deliver) when it is a sender: the same `receive`."""
 
-    def __init__(self, transports, *, rate_max=0, pace=None, verify_sent=False, tick=None, attempts=3):
+    def __init__(self, transports, *, rate_max=0, pace=None, verify_sent=False, tick=None, attempts=3,
+                 progress=None):
         self.transports = transports
+        self.progress = progress or NO_PROGRESS     # a dd.store.metrics.Progress
         self.rate_max = rate_max
         self.pace = pace        # rate_max's budget: None, this process's
         self.verify_sent = verify_sent
@@ -164,10 +166,11 @@ class Sender:
                                            "of the data sent")
 
         def attempt():
-            with source.open_read(source_path, 0, notice.size) as data:
+            with source.open_read(source_path, 0, notice.size) as data, \
+                    tracking(self.progress, notice.rel_path, notice.size) as tracker:
                 return destination.write(path, data, check=check, length=notice.size,
                                          hasher=checksum.new(hash_method), rate_max=self.rate_max, pace=self.pace,
-                                         tick=self.tick, name=notice.url)
+                                         tick=self.tick, progress=tracker.advance, name=notice.url)
 
         result = retrying(attempt, self.attempts)
         return Outcome(Code.DELIVERED, "sent and read back" if self.verify_sent else "sent", nbytes=result.nbytes,
