@@ -123,6 +123,11 @@ def test_dd_post_publishes_through_the_death_of_its_node(cluster_pump, rabbit_cl
     reversed_urls = " ".join(node.url(pump.vhost) for node in reversed(cluster.nodes))
     config.write_text(config.read_text().replace(pump.broker_url, reversed_urls) + QUIET)
     subscriber = pump.foreground()
+    # The subscriber consumes before dd_post starts: dd_post announces a thousand files in
+    # well under a second, and a subscriber still starting under a loaded CI let it finish
+    # before the node's death (a file of the tree, announced again below as unchanged).
+    pump.post(pump.src / sorted(expected)[0])
+    assert wait_for(lambda: delivered(pump, expected) == 1, timeout=60)
     post_urls = " ".join(node.url(pump.vhost) for node in cluster.nodes)
     poster = subprocess.Popen(
         [sys.executable, "-m", "dd.cli.main", "post", f"--post_broker={post_urls}",
