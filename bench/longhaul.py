@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 import core
 import delayline
 import harness
@@ -74,6 +76,7 @@ class Bench(parts.Bench):
                          prefix=self.line.exec_prefix("server"), accepts=self.accepts)
         self.ceiling = delayline.ceiling(self.line, CEILING_BYTES)
         self.results = {}   # (rtt ms, tool, streams) -> MB/s
+        self.line_cpu = {}  # (rtt ms, tool, streams) -> the carrier's CPU seconds per second of the transfer
 
     def accepts(self, host, port):
         probe = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)"
@@ -95,6 +98,21 @@ class Bench(parts.Bench):
             raise PhaseError("curl failed")
         return size / (time.monotonic() - started) / 1e6
 
+    def carrier_cpu(self):
+        """CPU seconds the delay line's carrier has used: on this 2-core machine it competes
+        with the tools for the CPU, and a tool that computes more (dd sums what it fetches)
+        loses more to it."""
+        times = psutil.Process(self.line.carrier.pid).cpu_times()
+        return times.user + times.system
+
+    def timed_case(self, rtt, tool, streams, measure, *arguments):
+        """Run `measure(*arguments)` (MB/s, or None), keeping its rate and the carrier's CPU
+        share meanwhile."""
+        cpu = self.carrier_cpu()
+        rate = self.results[rtt, tool, streams] = measure(*arguments)
+        if rate:
+            self.line_cpu[rtt, tool, streams] = (self.carrier_cpu() - cpu) / (self.args.size / 1e6 / rate)
+
     def run_phases(self):
         args = self.args
         dd_tool = self.tools[0]
@@ -102,9 +120,9 @@ class Bench(parts.Bench):
         for rtt in args.rtts:
             self.line.carry(rtt / 1000)
             for streams in args.streams:
-                self.results[rtt, "curl", streams] = self.curl(streams)
+                self.timed_case(rtt, "curl", streams, self.curl, streams)
                 dd_tool.set_options(f"parallel {streams}\n")
-                self.results[rtt, "dd", streams] = self.measure(dd_tool, parts.BLOCK_WHOLE, streams)
+                self.timed_case(rtt, "dd", streams, self.measure, dd_tool, parts.BLOCK_WHOLE, streams)
             if sr3_tool:
                 self.results[rtt, "sr3", 1] = self.measure(sr3_tool, str(SR3_BLOCK), 1)
         if args.resume_size:
@@ -208,8 +226,9 @@ def report(bench):
         for streams in args.streams:
             curl, dd = bench.results.get((rtt, "curl", streams)), bench.results.get((rtt, "dd", streams))
             sr3 = bench.results.get((rtt, "sr3", streams))
+            line = "/".join(_cores(bench.line_cpu.get((rtt, tool, streams))) for tool in ("curl", "dd"))
             rows.append([f"{rtt}", streams, _mb(curl), _mb(dd), _ratio(dd, curl), _ratio(dd, one),
-                         _mb(sr3) if streams == 1 and not args.skip_sr3 else "-", ceiling])
+                         _mb(sr3) if streams == 1 and not args.skip_sr3 else "-", ceiling, line])
             if rtt == TARGET_RTT and dd is not None and curl is not None:
                 targets.append((f"dd, {streams} stream(s) at {rtt} ms >= 0.85 x {streams} parallel curl(s)",
                                 dd / curl, 0.85))
@@ -222,7 +241,7 @@ def report(bench):
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.uname().release}")
     print(f"TCP in both namespaces: {buffers} (stock); line ceiling at 0 ms, one TCP stream: {ceiling} MB/s\n")
     print(format_table(["rtt ms", "streams", "curl MB/s", "dd MB/s", "dd/curl", "dd/dd 1", "sr3 MB/s",
-                        "ceiling MB/s"], rows))
+                        "ceiling MB/s", "line CPU curl/dd"], rows))
     block = harness.size_text(SR3_BLOCK)
     smallest, largest = (harness.size_text(size) for size in (ranges.PIECE_MIN, ranges.PIECE_MAX))
     print(f"""
@@ -233,7 +252,9 @@ def report(bench):
   sr3       one sr3 subscribe instance, the file posted with blockSize {block}; sr3 --no N with N > 1
             logs nothing bench/parts.py can follow, so only one instance is measured
   ceiling   the delay line itself at 0 ms: one TCP stream between two Python sockets that do
-            nothing else, 512 MiB (what the carrier can move)""")
+            nothing else, 512 MiB (what the carrier can move)
+  line CPU  the carrier's CPU during curl's and dd's transfer, in cores (1.00: one of the
+            machine's {os.cpu_count()} busy all along): what the line takes from the tools""")
     resumed = getattr(bench, "resumed", None)
     if resumed:
         clean, killed = resumed
@@ -254,6 +275,10 @@ def report(bench):
 
 def _mb(value):
     return "-" if value is None else f"{value:,.0f}"
+
+
+def _cores(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _ratio(a, b):
