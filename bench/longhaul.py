@@ -99,9 +99,8 @@ class Bench(parts.Bench):
         return size / (time.monotonic() - started) / 1e6
 
     def carrier_cpu(self):
-        """CPU seconds the delay line's carrier has used: on this 2-core machine it competes
-        with the tools for the CPU, and a tool that computes more (dd sums what it fetches)
-        loses more to it."""
+        """CPU seconds the delay line's carrier has used: on a 2-core machine what it takes
+        is not the tools', so the table shows it beside their rates."""
         times = psutil.Process(self.line.carrier.pid).cpu_times()
         return times.user + times.system
 
