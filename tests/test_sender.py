@@ -96,6 +96,7 @@ def test_a_300_file_tree_with_a_big_file_is_pushed_byte_identical_over_sftp_and_
     def arrived():
         return all(compare(expected, manifest(d)) == ([], [], []) for d in (sftp_dir, ftp_dir))
     done = wait_for(arrived, timeout=180, interval=0.5)
+    missing_then = {d.name: compare(expected, manifest(d))[:2] for d in (sftp_dir, ftp_dir)} if not done else {}
     assert wait_for(lambda: sender.queue_depth("to_sftp") == 0 and sender.queue_depth("to_ftp") == 0)
     logs = [sender.stop(process) for process in running]
     for (status, log), where in zip(logs, (sftp_dir, ftp_dir)):
@@ -103,7 +104,8 @@ def test_a_300_file_tree_with_a_big_file_is_pushed_byte_identical_over_sftp_and_
         assert status == 0 and "Traceback" not in log
         assert temporaries(where) == []
         assert log.count("201 sent") == 300, log[-3000:]
-    assert done
+    # Everything came, but late: say what was missing at the deadline and what the senders said.
+    assert done, (missing_then, [log[-4000:] for _, log in logs])
     assert "201 sent and read back" in logs[0][1] and "read back" not in logs[1][1]
 
 
