@@ -21,7 +21,7 @@ from tests.support.pump import compare, manifest, wait_for
 from tests.support.rangeserver import RangeServer
 
 MiB = 1 << 20
-SIZE = 40 * MiB + 12345     # five pieces over 4 connections, the last one short
+SIZE = 40 * MiB + 12345     # ten pieces over 4 connections, the last one short
 
 
 def write(path, size, seed=0):
@@ -48,13 +48,14 @@ def big(tmp_path):
     return write(src / "big.bin", SIZE), src, paths.Tree(dst)
 
 
-def test_pieces_over_several_connections_make_the_file_from_nginx(big, nginx_server):
+@pytest.mark.parametrize("streams", [2, 4])
+def test_pieces_over_several_connections_make_the_file_from_nginx(big, nginx_server, streams):
     f, _, tree = big
     target = nginx_server.root / f"ranges-{os.getpid()}-{time.monotonic_ns()}.bin"
     target.write_bytes(f.read_bytes())
     try:
         notice = notice_of(target, nginx_server.root, nginx_server.url)
-        outcome = Receiver(Transports(), parallel=4).receive(notice, tree, "big.bin")
+        outcome = Receiver(Transports(), parallel=streams).receive(notice, tree, "big.bin")
         assert outcome.code == Code.DELIVERED, outcome.message
         assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
         assert os.listdir(tree.root) == ["big.bin"]
@@ -92,6 +93,39 @@ def test_pieces_go_over_n_connections_at_once_and_never_appear_under_the_final_n
     assert seen.is_set() and not seen_final
     assert sorted(first for _, first, _ in server.requests) == [offset for offset, _ in ranges.plan(0, SIZE, 4)]
     assert server.most_active == 4      # each piece takes 0.4 s or more at 20 MiB/s: all four overlap
+    assert server.served == SIZE
+
+
+def test_each_stream_asks_for_its_next_piece_before_the_last_has_arrived(big):
+    """On a long round trip a stream that asked only once a piece had all arrived would sit
+    idle a round trip per piece: over HTTP the next request goes out on the same connection
+    while the last answer is still coming (pipelining), and no more connections are opened."""
+    f, src, tree = big
+    with RangeServer(src) as server:
+        server.rate = 20 * MiB    # each piece takes 0.4 s or more
+        outcome = Receiver(Transports(), parallel=2).receive(notice_of(f, src, server.url), tree, "big.bin")
+    assert outcome.code == Code.DELIVERED, outcome.message
+    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    connections = {}
+    for port, first, ahead in server.answered:
+        connections.setdefault(port, []).append(ahead)
+    assert len(connections) == 2, server.answered
+    assert len(server.answered) == len(ranges.plan(0, SIZE, 2)) > 2
+    for asked_ahead in connections.values():   # all but each connection's last answer
+        assert asked_ahead == [True] * (len(asked_ahead) - 1) + [False], server.answered
+    assert server.served == SIZE
+
+
+def test_a_server_that_closes_after_each_answer_gets_no_request_ahead(big):
+    f, src, tree = big
+    with RangeServer(src) as server:
+        server.close_each = True
+        outcome = Receiver(Transports(), parallel=2).receive(notice_of(f, src, server.url), tree, "big.bin")
+    assert outcome.code == Code.DELIVERED, outcome.message
+    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    assert len(server.answered) == len(ranges.plan(0, SIZE, 2))
+    assert not any(ahead for _, _, ahead in server.answered), server.answered
+    assert len({port for port, _, _ in server.answered}) == len(server.answered)
     assert server.served == SIZE
 
 

@@ -438,10 +438,12 @@ OPTIONS = (
     _option("timeout", DURATION, "30s", SENDING + " poll",
             "a transfer making no progress for this long fails and is retried"),
     _option("parallel", integer(1), "1", DELIVERY,
-            "connections one download of a big whole file is fetched over at once, in pieces of 8 to "
-            "64 MiB written into its one temporary file (a server answering with the whole file "
-            "instead of a range gets one connection); on a long round trip each TCP stream carries at "
-            "most its window per round trip, and N streams carry N of them"),
+            "connections one download of a big whole file is fetched over at once, in pieces of 4 to "
+            "64 MiB written into its one temporary file, each connection asking for its next piece "
+            "while the last is still arriving (HTTP pipelining; one at a time through a proxy); a "
+            "server answering with the whole file instead of a range gets one connection; on a long "
+            "round trip each TCP stream carries at most its window per round trip, and N streams "
+            "carry N of them"),
     _option("rate_max", SIZE, "0", SENDING,
             "download (dd_sender: sending) bandwidth limit in bytes per second, e.g. 10M; 0: unlimited"),
     _option("rate_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,

@@ -268,7 +268,7 @@ class Receiver:
                     resume.mark(fd, notice, offset)
                     tracker.advance(offset - done[0])
                     done[0] = offset
-                return ranges.fetch(lambda offset, length: transport.open_read(path, offset, length), fd,
+                return ranges.fetch(lambda: transport.range_reader(path), fd,
                                     start=start, end=size, hasher=hasher, streams=streams,
                                     attempts=self.attempts, tick=self.tick,
                                     reached=reached, name=notice.url)

@@ -140,9 +140,44 @@ class Transport(abc.ABC):
     def open_read(self, path: str, offset: int = 0, length: Optional[int] = None) -> "ReadStream":
         """A readable binary stream of the file, or of exactly `length` bytes from `offset`."""
 
+    def range_reader(self, path: str) -> "RangeReader":
+        """What one thread reads byte ranges of `path` with, one after the other (dd.delivery.ranges)."""
+        return OneAtATime(self, path)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; never raises."""
+
+
+class RangeReader(Protocol):
+    """One thread's byte-range reads of one file, opened one after the other, each stream
+    closed before the next is opened."""
+
+    def ask(self, offset: int, length: int) -> None:
+        """Say that ``open(offset, length)`` comes next: a transport that can ask for it while
+        the last range is still arriving (HTTP pipelining) loses no round trip between the
+        two.  Only a hint: opening another range instead is always right."""
+
+    def open(self, offset: int, length: int) -> "ReadStream": ...
+
+    def close(self) -> None: ...
+
+
+class OneAtATime:
+    """The RangeReader of a transport that cannot ask ahead: each range asked for when opened."""
+
+    def __init__(self, transport: Transport, path: str) -> None:
+        self._transport = transport
+        self._path = path
+
+    def ask(self, offset: int, length: int) -> None:
+        pass
+
+    def open(self, offset: int, length: int) -> "ReadStream":
+        return self._transport.open_read(self._path, offset, length)
+
+    def close(self) -> None:
+        pass
 
 
 #: What write calls before the rename: (temporary path, what the copy did); raises to stop it.

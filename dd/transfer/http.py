@@ -19,13 +19,14 @@ import email.utils
 import http.client
 import io
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dd.core.credentials import Url, url_host, within
 from dd.core.errors import CERTIFICATE_FIX, TransferError
@@ -34,8 +35,10 @@ from dd.transfer import (
     DeniedError,
     Endpoint,
     Entry,
+    OneAtATime,
     PermanentError,
     RangeIgnored,
+    RangeReader,
     ReadStream,
     Stat,
     Transport,
@@ -71,11 +74,20 @@ def _usable(connection: http.client.HTTPConnection) -> bool:
     return connection.sock is None or not closed_by_server(connection.sock)
 
 
+class _Connections(Protocol):
+    """Where a request takes its connection from and its fully read body gives it back to:
+    the transport's pool (Idle), or a pipeline's one connection."""
+
+    def take(self) -> tuple[http.client.HTTPConnection, bool]: ...
+
+    def give_back(self, connection: http.client.HTTPConnection) -> None: ...
+
+
 class _Body(io.RawIOBase):
     """A response body; closing it hands a fully read connection back for the next request."""
 
     def __init__(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
-                 connections: Idle[http.client.HTTPConnection]) -> None:
+                 connections: _Connections) -> None:
         super().__init__()
         self._response = response
         self._connection = connection
@@ -141,24 +153,32 @@ class HttpTransport(Transport):
         return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
 
     def open_read(self, path: str, offset: int = 0, length: int | None = None) -> ReadStream:
+        return self._open_read(path, offset, length, self._connections)
+
+    def range_reader(self, path: str) -> RangeReader:
+        # A proxy in between may not keep pipelined answers apart: one range at a time there.
+        return OneAtATime(self, path) if self._proxy else _Pipeline(self, path)
+
+    def _open_read(self, path: str, offset: int, length: int | None, connections: _Connections) -> ReadStream:
         where = self.endpoint.url(path)
         if length == 0:
             # An empty range cannot be asked for; HEAD still checks that the file is there.
-            self._finish(*self._request("HEAD", path, {}))
+            self._finish(*self._request("HEAD", path, {}, connections), connections)
             return ReadStream(io.BytesIO(), 0, where)
-        headers: dict[str, str] = {}
         ranged = offset > 0 or length is not None
-        if ranged:
-            last = "" if length is None else offset + length - 1
-            headers["Range"] = f"bytes={offset}-{last}"
-        response, connection = self._request("GET", path, headers)
+        response, connection = self._request("GET", path, _range(offset, length) if ranged else {}, connections)
+        return self._body(response, connection, connections, offset, length if ranged else None, where)
+
+    def _body(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
+              connections: _Connections, offset: int, length: int | None, where: str) -> ReadStream:
+        """The stream of a 2xx response; a range other than the one asked for is an error."""
         try:
-            expected = _body_length(response, offset, length, where) if ranged else _size(response)
+            expected = _body_length(response, offset, length, where) if offset or length else _size(response)
         except TransferError:
             response.close()
             connection.close()
             raise
-        return ReadStream(_Body(response, connection, self._connections), expected, where,
+        return ReadStream(_Body(response, connection, connections), expected, where,
                           transient=(http.client.HTTPException,))
 
     def stat(self, path: str) -> Stat:
@@ -188,32 +208,34 @@ class HttpTransport(Transport):
     def close(self) -> None:
         self._connections.close()
 
-    def _finish(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> None:
+    def _finish(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
+                connections: _Connections | None = None) -> None:
         """Read what is left of a response we do not need, so its connection can serve again."""
         try:
             response.read()
         except (OSError, http.client.HTTPException):
             connection.close()
             return
-        self._connections.give_back(connection)
+        (connections or self._connections).give_back(connection)
 
-    def _request(self, method: str, path: str,
-                 headers: dict[str, str]) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    def _request(self, method: str, path: str, headers: dict[str, str], connections: _Connections | None = None
+                 ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         """(response, connection) of a successful request; failures are TransferErrors."""
+        connections = connections or self._connections
         where = self.endpoint.url(path)
-        target = self._target_prefix + urllib.parse.quote(path or "/")
+        target = self._target(path)
         authorization = self._authorization(path) if self._keys else None
-        response, connection = self._send(method, target, headers, authorization, where)
+        response, connection = self._send(method, target, headers, authorization, where, connections)
         if response.status == HTTPStatus.UNAUTHORIZED and authorization is None and self._keys:
             authorization = self._authorization(path, asked=True)
             if authorization is not None:
-                self._finish(response, connection)
+                self._finish(response, connection, connections)
                 self._remember(path)
-                response, connection = self._send(method, target, headers, authorization, where)
+                response, connection = self._send(method, target, headers, authorization, where, connections)
         status = response.status
         if status < HTTPStatus.MULTIPLE_CHOICES:      # 2xx
             return response, connection
-        self._finish(response, connection)
+        self._finish(response, connection, connections)
         if status < HTTPStatus.BAD_REQUEST:           # 3xx: a redirect, not followed
             raise PermanentError(f"{where}: HTTP {status} {response.reason}, to "
                                  f"{response.getheader('Location', 'nowhere')!r}",
@@ -243,14 +265,21 @@ class HttpTransport(Transport):
             kept = [asked for asked in self._asked if asked != directory][-(ASKED_LIMIT - 1):]
             self._asked = (*kept, directory)
 
-    def _send(self, method: str, target: str, headers: dict[str, str], authorization: str | None,
-              where: str) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
-        """(response, connection) of one request, whatever its status; failures are TransferErrors."""
+    def _target(self, path: str) -> str:
+        return self._target_prefix + urllib.parse.quote(path or "/")
+
+    def _headers_with(self, headers: dict[str, str], authorization: str | None) -> dict[str, str]:
         headers = {**self._headers, **headers}
         if authorization is not None:
             headers["Authorization"] = authorization
+        return headers
+
+    def _send(self, method: str, target: str, headers: dict[str, str], authorization: str | None,
+              where: str, connections: _Connections) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+        """(response, connection) of one request, whatever its status; failures are TransferErrors."""
+        headers = self._headers_with(headers, authorization)
         while True:
-            connection, reused = self._connections.take()
+            connection, reused = connections.take()
             try:
                 connection.request(method, target, headers=headers)
                 response = connection.getresponse()
@@ -271,6 +300,98 @@ class HttpTransport(Transport):
                 connection.close()
                 raise TransferError(f"{where}: {_reason(error)}") from error
         return response, connection
+
+
+class _WholeAnswer(http.client.HTTPResponse):
+    """A response that reads nothing past its own end.  On a pipelined connection the next
+    answer is already arriving behind it, and http.client's reader, buffered 8 KiB at a time,
+    would take that answer's first bytes with this one's last.  Headers are read a byte a
+    call, which costs nothing beside a piece of 4 MiB or more."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()
+        self.fp = sock.makefile("rb", buffering=1)
+
+
+class _Pipeline:
+    """A RangeReader with a connection of its own, on which the next range is asked for while
+    the last is still arriving (HTTP/1.1 pipelining, RFC 9112 section 9.3.2): a stream on a
+    long round trip loses no round trip between pieces, with no more connections than
+    streams.  Only a 2xx answer is taken from the pipeline; after anything else, or a broken
+    connection, the range is asked for again the ordinary way, which says what is wrong."""
+
+    def __init__(self, transport: HttpTransport, path: str) -> None:
+        self._transport = transport
+        self._path = path
+        self._connection: http.client.HTTPConnection | None = None
+        self._asked: tuple[int, int] | None = None   # sent on the connection, its answer not read yet
+
+    def ask(self, offset: int, length: int) -> None:
+        connection = self._connection
+        # No socket: the server said it closes the connection after the answer being read.
+        if connection is None or connection.sock is None or self._asked is not None:
+            return
+        transport = self._transport
+        headers = transport._headers_with(_range(offset, length),
+                                          transport._authorization(self._path) if transport._keys else None)
+        try:
+            connection.request("GET", transport._target(self._path), headers=headers)
+        except (OSError, http.client.HTTPException):
+            self._drop()
+            return
+        self._asked = (offset, length)
+
+    def open(self, offset: int, length: int) -> ReadStream:
+        if self._asked == (offset, length):
+            stream = self._answer(offset, length)
+            if stream is not None:
+                return stream
+        return self._transport._open_read(self._path, offset, length, self)
+
+    def _answer(self, offset: int, length: int) -> ReadStream | None:
+        """The pipelined answer to the range asked for, if it is a good one."""
+        connection = self._connection
+        assert connection is not None
+        self._asked = None
+        try:
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException):
+            self._drop()
+            return None
+        if not HTTPStatus.OK <= response.status < HTTPStatus.MULTIPLE_CHOICES:
+            response.close()
+            self._drop()
+            return None
+        return self._transport._body(response, connection, self, offset, length,
+                                     self._transport.endpoint.url(self._path))
+
+    def take(self) -> tuple[http.client.HTTPConnection, bool]:
+        connection = self._connection
+        # Without a socket it would connect again by itself, and pass for one that served.
+        if connection is not None and connection.sock is not None and self._asked is None and _usable(connection):
+            return connection, True
+        self._drop()   # an answer still to come on it would be taken for the next one's
+        connection = self._transport._connect()
+        connection.response_class = _WholeAnswer
+        self._connection = connection
+        return connection, False
+
+    def give_back(self, connection: http.client.HTTPConnection) -> None:
+        if connection is not self._connection:
+            connection.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection, self._asked = None, None
+
+
+def _range(offset: int, length: int | None) -> dict[str, str]:
+    return {"Range": f"bytes={offset}-{'' if length is None else offset + length - 1}"}
 
 
 def _basic(user: str | None, password: str | None) -> str:

@@ -2,9 +2,12 @@
 serve given ranges wrong once (a flaky disk or proxy) or not at all, cut a transfer short once,
 ignore ranges (an old server), and send slowly, counting the bytes it served, on a
 free 127.0.0.1 port."""
+import contextlib
 import http.server
 import os
 import re
+import select
+import socket
 import threading
 import time
 import urllib.parse
@@ -20,10 +23,14 @@ class RangeServer:
         self.cut_once = {}             # (relative path, first byte of a range) -> bytes sent before a cut
         self.unavailable = set()       # (relative path, first byte of a range) answered 503 while there
         self.ignore_ranges = False     # answer every GET with the whole file (200)
+        self.close_each = False        # say "Connection: close" and close after every answer
         self.rate = 0                  # bytes per second per connection; 0: as fast as it goes
         self.served = 0                # body bytes sent, all requests
         self.requests = []             # (relative path, first byte, bytes asked) of each GET
         self.active = self.most_active = 0   # GETs being answered now, and at most at once
+        # (client port, first byte, whether the client's next request was already there when
+        # this answer ended) of each GET answered in full
+        self.answered = []
         self.lock = threading.Lock()
         server = self
 
@@ -61,6 +68,8 @@ class RangeServer:
                 self.send_header("Content-Length", str(length))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+                if server.close_each:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 if not body:
                     return
@@ -85,12 +94,29 @@ class RangeServer:
                         else:
                             _copy(f, self.wfile, length if cut is None else cut, server)
                     if cut is not None:
-                        self.close_connection = True
+                        self._cut()
+                    else:
+                        self.wfile.flush()
+                        ahead = bool(select.select([self.connection], [], [], 0)[0])
+                        with server.lock:
+                            server.answered.append((self.client_address[1], first, ahead))
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                 finally:
                     with server.lock:
                         server.active -= 1
+
+            def _cut(self):
+                """End the connection after what was sent, as a server that stops does: with
+                a request the client sent ahead still unread, closing at once would reset the
+                connection, and the client lose what it had not read yet of this answer."""
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(10)
+                with contextlib.suppress(OSError):
+                    while self.connection.recv(1 << 16):
+                        pass
+                self.close_connection = True
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
