@@ -48,6 +48,19 @@ def big(tmp_path):
     return write(src / "big.bin", SIZE), src, paths.Tree(dst)
 
 
+def fetched(big, parallel, **behaviour):
+    """The range server, set up with `behaviour`, after the big file came from it over
+    `parallel` connections and is in place, byte-identical."""
+    f, src, tree = big
+    with RangeServer(src) as server:
+        for name, value in behaviour.items():
+            setattr(server, name, value)
+        outcome = Receiver(Transports(), parallel=parallel).receive(notice_of(f, src, server.url), tree, "big.bin")
+    assert outcome.code == Code.DELIVERED, outcome.message
+    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    return server
+
+
 @pytest.mark.parametrize("streams", [2, 4])
 def test_pieces_over_several_connections_make_the_file_from_nginx(big, nginx_server, streams):
     f, _, tree = big
@@ -100,14 +113,9 @@ def test_each_stream_asks_for_its_next_piece_before_the_last_has_arrived(big):
     """On a long round trip a stream that asked only once a piece had all arrived would sit
     idle a round trip per piece: over HTTP the next request goes out on the same connection
     while the last answer is still coming (pipelining), and no more connections are opened."""
-    f, src, tree = big
-    with RangeServer(src) as server:
-        server.rate = 20 * MiB    # each piece takes 0.4 s or more
-        outcome = Receiver(Transports(), parallel=2).receive(notice_of(f, src, server.url), tree, "big.bin")
-    assert outcome.code == Code.DELIVERED, outcome.message
-    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    server = fetched(big, 2, rate=20 * MiB)    # each piece takes 0.2 s or more
     connections = {}
-    for port, first, ahead in server.answered:
+    for port, _, ahead in server.answered:
         connections.setdefault(port, []).append(ahead)
     assert len(connections) == 2, server.answered
     assert len(server.answered) == len(ranges.plan(0, SIZE, 2)) > 2
@@ -117,12 +125,7 @@ def test_each_stream_asks_for_its_next_piece_before_the_last_has_arrived(big):
 
 
 def test_a_server_that_closes_after_each_answer_gets_no_request_ahead(big):
-    f, src, tree = big
-    with RangeServer(src) as server:
-        server.close_each = True
-        outcome = Receiver(Transports(), parallel=2).receive(notice_of(f, src, server.url), tree, "big.bin")
-    assert outcome.code == Code.DELIVERED, outcome.message
-    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    server = fetched(big, 2, close_each=True)
     assert len(server.answered) == len(ranges.plan(0, SIZE, 2))
     assert not any(ahead for _, _, ahead in server.answered), server.answered
     assert len({port for port, _, _ in server.answered}) == len(server.answered)
@@ -130,26 +133,16 @@ def test_a_server_that_closes_after_each_answer_gets_no_request_ahead(big):
 
 
 def test_a_piece_cut_short_is_taken_up_where_it_stopped(big):
-    f, src, tree = big
     piece = ranges.plan(0, SIZE, 4)[1][0]    # where the second piece starts
-    with RangeServer(src) as server:
-        server.cut_once[("big.bin", piece)] = 3 * MiB
-        outcome = Receiver(Transports(), parallel=4).receive(notice_of(f, src, server.url), tree, "big.bin")
-    assert outcome.code == Code.DELIVERED, outcome.message
-    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    server = fetched(big, 4, cut_once={("big.bin", piece): 3 * MiB})
     firsts = [first for _, first, _ in server.requests]
     assert piece + 3 * MiB in firsts, firsts     # asked again from where the cut left it
     assert server.served == SIZE
 
 
 def test_a_piece_served_wrong_fails_the_checksum_and_the_file_is_fetched_again(big):
-    f, src, tree = big
-    with RangeServer(src) as server:
-        server.corrupt_once.add(("big.bin", ranges.plan(0, SIZE, 4)[2][0]))
-        outcome = Receiver(Transports(), parallel=4).receive(notice_of(f, src, server.url), tree, "big.bin")
+    server = fetched(big, 4, corrupt_once={("big.bin", ranges.plan(0, SIZE, 4)[2][0])})
     assert server.corrupted
-    assert outcome.code == Code.DELIVERED, outcome.message
-    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
 
 
 def test_a_piece_that_keeps_failing_fails_the_notice_and_nothing_is_in_place(big):
@@ -172,12 +165,7 @@ def test_a_piece_that_keeps_failing_fails_the_notice_and_nothing_is_in_place(big
 
 
 def test_a_server_that_ignores_ranges_gets_one_connection(big):
-    f, src, tree = big
-    with RangeServer(src) as server:
-        server.ignore_ranges = True
-        outcome = Receiver(Transports(), parallel=4).receive(notice_of(f, src, server.url), tree, "big.bin")
-    assert outcome.code == Code.DELIVERED, outcome.message
-    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    fetched(big, 4, ignore_ranges=True)
 
 
 # -- resuming ---------------------------------------------------------------------
