@@ -113,7 +113,7 @@ def test_each_stream_asks_for_its_next_piece_before_the_last_has_arrived(big):
     """On a long round trip a stream that asked only once a piece had all arrived would sit
     idle a round trip per piece: over HTTP the next request goes out on the same connection
     while the last answer is still coming (pipelining), and no more connections are opened."""
-    server = fetched(big, 2, rate=20 * MiB)    # each piece takes 0.2 s or more
+    server = fetched(big, 2, rate=10 * MiB)    # each piece takes 0.3 s or more
     connections = {}
     for port, _, ahead in server.answered:
         connections.setdefault(port, []).append(ahead)

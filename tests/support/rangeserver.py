@@ -6,7 +6,6 @@ import contextlib
 import http.server
 import os
 import re
-import select
 import socket
 import threading
 import time
@@ -97,14 +96,21 @@ class RangeServer:
                         self._cut()
                     else:
                         self.wfile.flush()
-                        ahead = bool(select.select([self.connection], [], [], 0)[0])
                         with server.lock:
-                            server.answered.append((self.client_address[1], first, ahead))
+                            server.answered.append((self.client_address[1], first, self._request_waiting()))
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                 finally:
                     with server.lock:
                         server.active -= 1
+
+            def _request_waiting(self):
+                """Whether the client's next request is already here (its end of the connection
+                closed is not one)."""
+                try:
+                    return bool(self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+                except OSError:   # nothing yet: BlockingIOError
+                    return False
 
             def _cut(self):
                 """End the connection after what was sent, as a server that stops does: with
