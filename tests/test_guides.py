@@ -13,6 +13,7 @@ users are removed at the end.
 """
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ import pytest
 import urllib3
 
 pytest.importorskip("docutils", reason="reading README.rst needs docutils (apt-get install python3-docutils)")
+import docutils.core  # noqa: E402
 from dd.core import report  # noqa: E402 - after the check above
 from tests.support import walkthrough  # noqa: E402
 from tests.support.metadata import console_scripts
@@ -379,6 +381,15 @@ def test_a_block_without_a_step_marker_is_refused():
         walkthrough.steps("Title\n=====\n\n.. code-block:: sh\n\n    rm -rf ~\n")
     with pytest.raises(ValueError, match="followed by no sh block"):
         walkthrough.steps("Title\n=====\n\n.. step: lost\n\n.. code-block:: text\n\n    words\n")
+
+
+@pytest.mark.parametrize("name", ["README.rst", "bench/README.rst"])
+def test_the_readmes_render_without_a_warning(name):
+    """A table one column short or a stray line renders as an error box on the page."""
+    warnings = io.StringIO()
+    docutils.core.publish_doctree((ROOT / name).read_text(encoding="utf-8"), settings_overrides={
+        "syntax_highlight": "none", "report_level": 2, "halt_level": 5, "warning_stream": warnings})
+    assert warnings.getvalue() == ""
 
 
 @pytest.mark.skipif(not shutil.which("nginx") and not os.access("/usr/sbin/nginx", os.X_OK),
