@@ -61,14 +61,16 @@ def fetched(big, parallel, **behaviour):
     return server
 
 
-@pytest.mark.parametrize("streams", [2, 4])
-def test_pieces_over_several_connections_make_the_file_from_nginx(big, nginx_server, streams):
+@pytest.mark.parametrize("scheme, streams", [("http", 2), ("http", 4), ("https", 3)])
+def test_pieces_over_several_connections_make_the_file_from_nginx(big, nginx_server, scheme, streams):
     f, _, tree = big
     target = nginx_server.root / f"ranges-{os.getpid()}-{time.monotonic_ns()}.bin"
     target.write_bytes(f.read_bytes())
+    base_url = nginx_server.https_url if scheme == "https" else nginx_server.url
     try:
-        notice = notice_of(target, nginx_server.root, nginx_server.url)
-        outcome = Receiver(Transports(), parallel=streams).receive(notice, tree, "big.bin")
+        notice = notice_of(target, nginx_server.root, base_url)
+        transports = Transports(options={"https": {"verify": str(nginx_server.ca_file)}})
+        outcome = Receiver(transports, parallel=streams).receive(notice, tree, "big.bin")
         assert outcome.code == Code.DELIVERED, outcome.message
         assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
         assert os.listdir(tree.root) == ["big.bin"]
