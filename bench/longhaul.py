@@ -221,25 +221,27 @@ def report(bench):
     ceiling = f"{bench.ceiling:,.0f}"
     buffers = bench.buffers
     for rtt in args.rtts:
-        one = bench.results.get((rtt, "dd", 1))
+        one, curl_one = bench.results.get((rtt, "dd", 1)), bench.results.get((rtt, "curl", 1))
         for streams in args.streams:
             curl, dd = bench.results.get((rtt, "curl", streams)), bench.results.get((rtt, "dd", streams))
             sr3 = bench.results.get((rtt, "sr3", streams))
             line = "/".join(_cores(bench.line_cpu.get((rtt, tool, streams))) for tool in ("curl", "dd"))
             rows.append([f"{rtt}", streams, _mb(curl), _mb(dd), _ratio(dd, curl), _ratio(dd, one),
-                         _mb(sr3) if streams == 1 and not args.skip_sr3 else "-", ceiling, line])
+                         _ratio(curl, curl_one), _mb(sr3) if streams == 1 and not args.skip_sr3 else "-",
+                         ceiling, line])
             if rtt == TARGET_RTT and dd is not None and curl is not None:
                 targets.append((f"dd, {streams} stream(s) at {rtt} ms >= 0.85 x {streams} parallel curl(s)",
                                 dd / curl, 0.85))
-        four = bench.results.get((rtt, "dd", 4))
+        four, curl_four = bench.results.get((rtt, "dd", 4)), bench.results.get((rtt, "curl", 4))
         if rtt == TARGET_RTT and one and four:
-            targets.append((f"dd, 4 streams at {rtt} ms >= 3 x one stream", four / one, 3.0))
+            given = f" (4 curls: {_ratio(curl_four, curl_one)} x one)" if curl_four and curl_one else ""
+            targets.append((f"dd, 4 streams at {rtt} ms >= 3 x one stream{given}", four / one, 3.0))
     print(f"\nlong-haul link: {harness.size_text(args.size)} over a userspace delay line (TUN, offload on), "
           f"checksum {args.checksum}, sr3 {'skipped' if args.skip_sr3 else core._sr3_version()}")
     print(f"machine: {os.cpu_count()} CPUs, load average at start {bench.load}, at end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.uname().release}")
     print(f"TCP in both namespaces: {buffers} (stock); line ceiling at 0 ms, one TCP stream: {ceiling} MB/s\n")
-    print(format_table(["rtt ms", "streams", "curl MB/s", "dd MB/s", "dd/curl", "dd/dd 1", "sr3 MB/s",
+    print(format_table(["rtt ms", "streams", "curl MB/s", "dd MB/s", "dd/curl", "dd/dd 1", "curl/curl 1", "sr3 MB/s",
                         "ceiling MB/s", "line CPU curl/dd"], rows))
     block = harness.size_text(SR3_BLOCK)
     smallest, largest = (harness.size_text(size) for size in (ranges.PIECE_MIN, ranges.PIECE_MAX))
@@ -248,6 +250,7 @@ def report(bench):
   dd        one dd_subscribe instance with `parallel N`, the file posted whole: from its notice on the
             exchange to the file verified and renamed into place (pieces of {smallest} to {largest},
             dd.delivery.ranges.plan)
+  x/x 1     the same tool with N streams against one stream at that round trip
   sr3       one sr3 subscribe instance, the file posted with blockSize {block}; sr3 --no N with N > 1
             logs nothing bench/parts.py can follow, so only one instance is measured
   ceiling   the delay line itself at 0 ms: one TCP stream between two Python sockets that do
