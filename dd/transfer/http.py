@@ -167,13 +167,14 @@ class HttpTransport(Transport):
             return ReadStream(io.BytesIO(), 0, where)
         ranged = offset > 0 or length is not None
         response, connection = self._request("GET", path, _range(offset, length) if ranged else {}, connections)
-        return self._body(response, connection, connections, offset, length if ranged else None, where)
+        return self._body(response, connection, connections, offset, length, where)
 
     def _body(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
               connections: _Connections, offset: int, length: int | None, where: str) -> ReadStream:
         """The stream of a 2xx response; a range other than the one asked for is an error."""
         try:
-            expected = _body_length(response, offset, length, where) if offset or length else _size(response)
+            ranged = offset > 0 or length is not None
+            expected = _body_length(response, offset, length, where) if ranged else _size(response)
         except TransferError:
             response.close()
             connection.close()
