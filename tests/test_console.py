@@ -77,7 +77,7 @@ class Console:
 
     def sign_in(self, user, password, path="/overview"):
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
         self.driver.delete_all_cookies()
         driver = self.open(path)
@@ -86,7 +86,14 @@ class Console:
         submit = driver.find_element(By.ID, "submit")
         submit.click()
         # The click returns before the broker has judged the password: wait for the answer's page.
-        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(submit))
+        # Mid-navigation Chrome may say "Node ... does not belong to the document" instead of "stale".
+        def left_the_form(_driver):
+            try:
+                submit.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+        WebDriverWait(driver, 30).until(left_the_form)
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#who, #error"))
         return driver
 
