@@ -208,8 +208,8 @@ class Scale(harness.Bench):
                 while filled < size:
                     chunk = range(filled, min(size, filled + 100_000))
                     db.execute("BEGIN")
-                    db.executemany("INSERT INTO seen (key, at, owner) VALUES (?, ?, '')",
-                                   ((key(n), now) for n in chunk))
+                    db.executemany("INSERT INTO claims (path, content, at, owner) VALUES (?, ?, ?, '')",
+                                   ((*nodupe.row_of(key(n)), now) for n in chunk))
                     db.execute("COMMIT")
                     filled = chunk.stop
                 seen = [key(random.randrange(size)) for _ in range(LOOKUPS)]

@@ -99,8 +99,9 @@ def test_a_claim_is_kept_by_its_live_claimant_only_not_by_its_pid_in_another_boo
         before_reboot = pidfile.Identity(me.pid, me.start_time, str(uuid.uuid4()))
         held, left = (nodupe.key("/tree", name, Checksum("md5", "00")) for name in ("held", "left"))
         with sqlite3.connect(path) as db:   # claims of two processes, one of another boot
-            db.executemany("INSERT INTO seen (key, at, owner) VALUES (?, ?, ?)",
-                           [(held, time.time(), str(me)), (left, time.time(), str(before_reboot))])
+            db.executemany("INSERT INTO claims (path, content, at, owner) VALUES (?, ?, ?, ?)",
+                           [(*nodupe.row_of(held), time.time(), str(me)),
+                            (*nodupe.row_of(left), time.time(), str(before_reboot))])
         db.close()
         store = nodupe.Store(path, ttl=300)
         assert not store.claim(held)
@@ -109,6 +110,39 @@ def test_a_claim_is_kept_by_its_live_claimant_only_not_by_its_pid_in_another_boo
         claimant.kill()
         claimant.wait()
     assert store.claim(held)                 # its claimant is gone
+
+
+def test_a_store_of_whole_keys_made_by_an_earlier_dd_keeps_what_it_knew(tmp_path):
+    path = tmp_path / "s.sqlite"
+    confirmed, expired, other = (nodupe.key("/tree", name, Checksum("md5", "00")) for name in ("a", "b", "c"))
+    with sqlite3.connect(path) as db:   # the schema of dd before digests
+        db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, at REAL NOT NULL, owner TEXT NOT NULL)")
+        db.executemany("INSERT INTO seen (key, at, owner) VALUES (?, ?, '')",
+                       [(confirmed, time.time()), (expired, time.time() - 600)])
+    db.close()
+    store = nodupe.Store(path, ttl=300)
+    assert not store.claim(confirmed)        # still a duplicate
+    assert store.claim(expired) and store.claim(other)
+    store.close()
+    with sqlite3.connect(path) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert tables == {"claims"}
+
+
+def test_a_store_row_is_small_whatever_the_length_of_the_path(tmp_path):
+    """Ten million keys must make a tree shallow enough to stay in memory: rows of digests, not of keys."""
+    store = nodupe.Store(tmp_path / "s.sqlite", ttl=300)
+    keys = [nodupe.key("/a/destination", f"{'deep/' * 40}{n:08d}.bin", Checksum("sha512", "ab" * 64))
+            for n in range(20_000)]
+    assert all(store.claim(k) for k in keys)
+    store.confirm(keys)
+    store.close()
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        pages, free, size = (db.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("page_count", "freelist_count", "page_size"))
+    db.close()
+    assert (pages - free) * size < 20_000 * 250, (pages - free) * size / 20_000   # whole keys: 930
 
 
 def test_processes_claiming_the_same_keys_at_once_win_each_key_exactly_once(tmp_path, opening):

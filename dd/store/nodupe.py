@@ -18,7 +18,9 @@ one a configuration names, both being a `Claims`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -36,14 +38,18 @@ if TYPE_CHECKING:
 #: Expired keys are purged once per this many claims, so the store stays bounded.
 PURGE_EVERY = 1000
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (
-    key TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS claims (
+    path BLOB NOT NULL,        -- digest of the key's scope and path: what forget removes
+    content BLOB NOT NULL,     -- digest of the rest of the key
     at REAL NOT NULL,          -- when claimed, then when confirmed
-    owner TEXT NOT NULL        -- the claimant's identity, 'pid:start time:boot id'; '' once confirmed
-);
+    owner TEXT NOT NULL,       -- the claimant's identity, 'pid:start time:boot id'; '' once confirmed
+    PRIMARY KEY (path, content)
+) WITHOUT ROWID;
 -- The purge finds expired keys and open claims through it, not by reading every key: without
 -- it a purge read the whole store, and a claim cost 1 ms at a million keys, 10 ms at ten.
-CREATE INDEX IF NOT EXISTS seen_by_owner ON seen (owner, at);"""
+CREATE INDEX IF NOT EXISTS claims_by_owner ON claims (owner, at);"""
+#: Bytes of each digest: a collision, even one made on purpose, is out of reach.
+_DIGEST_SIZE = 16
 
 
 def key(scope: str, rel_path: str, content: Checksum | str, part: Part | None = None) -> str:
@@ -77,6 +83,20 @@ def split(the_key: str) -> tuple[str, str]:
     """(scope and path, the rest) of a key: forget drops every key of one path."""
     scope, rel_path, rest = the_key.split("\0", 2)
     return _prefix(scope, rel_path), rest
+
+
+def row_of(the_key: str) -> tuple[bytes, bytes]:
+    """The (path, content) columns that stand for `the_key` in the SQLite store: fixed-size
+    digests keep a row small (keys are 200 bytes and more), so that ten million fit in a
+    tree shallow enough to stay in memory."""
+    path, rest = split(the_key)
+    return _digest(path), _digest(rest)
+
+
+def _digest(text: str) -> bytes:
+    # blake2b, not a faster non-cryptographic hash: a source must not be able to make its
+    # notice collide with another's and have that one refused as a duplicate.
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_SIZE).digest()
 
 
 class Claims(Protocol):
@@ -121,6 +141,7 @@ class Store:
         self.owner = pidfile.me()
         # A claim lost in a power cut makes the work happen again, never lost.
         self._db = database.open_shared(self.path, _SCHEMA)
+        _migrate(self._db)
         self._lock = threading.Lock()
         self._claims = 0
         self.purge()
@@ -131,14 +152,16 @@ class Store:
         now = time.time() if now is None else now
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT at, owner FROM seen WHERE key = ?", (the_key,)).fetchone()
+            path, content = row_of(the_key)
+            row = self._db.execute("SELECT at, owner FROM claims WHERE path = ? AND content = ?",
+                                   (path, content)).fetchone()
             if row is not None:
                 at, owner = row
                 fresh = at > now - self.ttl
                 if (owner == "" and fresh) or owner == self.owner or (owner and pidfile.running(owner)):
                     return False
-            self._db.execute("INSERT OR REPLACE INTO seen (key, at, owner) VALUES (?, ?, ?)",
-                             (the_key, now, self.owner))
+            self._db.execute("INSERT OR REPLACE INTO claims (path, content, at, owner) VALUES (?, ?, ?, ?)",
+                             (path, content, now, self.owner))
         self._claims += 1
         if self._claims % PURGE_EVERY == 0:
             self.purge(now)
@@ -147,19 +170,18 @@ class Store:
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
         """The work for `keys` is done (and announced): duplicates are refused for ttl from now."""
         now = time.time() if now is None else now
-        self._resolve("UPDATE seen SET at = ?, owner = '' WHERE key = ? AND owner = ?",
-                      [(now, k, self.owner) for k in keys])
+        self._resolve("UPDATE claims SET at = ?, owner = '' WHERE path = ? AND content = ? AND owner = ?",
+                      [(now, *row_of(k), self.owner) for k in keys])
 
     def release(self, keys: Iterable[str]) -> None:
         """The work for `keys` failed or was not announced: a later copy will be handled."""
-        self._resolve("DELETE FROM seen WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys])
+        self._resolve("DELETE FROM claims WHERE path = ? AND content = ? AND owner = ?",
+                      [(*row_of(k), self.owner) for k in keys])
 
     def forget(self, scope: str, rel_path: str) -> None:
         """Forget every key of a path, claimed or confirmed: it was deleted, and may come back
         as it was."""
-        prefix = _prefix(scope, rel_path) + "\0"
-        self._resolve("DELETE FROM seen WHERE key >= ? AND key < ?",
-                      [(prefix, prefix[:-1] + "\1")])
+        self._resolve("DELETE FROM claims WHERE path = ?", [(_digest(_prefix(scope, rel_path)),)])
 
     def _resolve(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -173,16 +195,31 @@ class Store:
         now = time.time() if now is None else now
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM seen WHERE owner = '' AND at <= ?", (now - self.ttl,))
-            stale = [k for k, owner in self._db.execute("SELECT key, owner FROM seen WHERE owner > ''")
+            self._db.execute("DELETE FROM claims WHERE owner = '' AND at <= ?", (now - self.ttl,))
+            stale = [(path, content) for path, content, owner
+                     in self._db.execute("SELECT path, content, owner FROM claims WHERE owner > ''")
                      if owner != self.owner and not pidfile.running(owner)]
-            self._db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in stale])
+            self._db.executemany("DELETE FROM claims WHERE path = ? AND content = ?", stale)
 
     def __len__(self) -> int:
         with self._lock:
-            count: int = self._db.execute("SELECT count(*) FROM seen").fetchone()[0]
+            count: int = self._db.execute("SELECT count(*) FROM claims").fetchone()[0]
         return count
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Moves the keys of a store made before digests (table `seen`, whole keys) into `claims`,
+    once, whichever process opens it first: what it knew stays known."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen'").fetchone():
+            return
+        db.create_function("dd_path", 1, lambda k: row_of(k)[0], deterministic=True)
+        db.create_function("dd_content", 1, lambda k: row_of(k)[1], deterministic=True)
+        db.execute("INSERT OR REPLACE INTO claims (path, content, at, owner) "
+                   "SELECT dd_path(key), dd_content(key), at, owner FROM seen")
+        db.execute("DROP TABLE seen")
