@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dd.core import paths
+from dd.core.credentials import Credentials, Url
 from dd.core.notice import Checksum, Notice, from_timestamp, now
 from dd.core.outcome import Code
 from dd.delivery import ranges, resume
@@ -131,6 +132,27 @@ def test_a_server_that_closes_after_each_answer_gets_no_request_ahead(big):
     assert len(server.answered) == len(ranges.plan(0, SIZE, 2))
     assert not any(ahead for _, _, ahead in server.answered), server.answered
     assert len({port for port, _, _ in server.answered}) == len(server.answered)
+    assert server.served == SIZE
+
+
+@pytest.mark.parametrize("password, delivered", [("secret", True), ("not it", False)])
+def test_pieces_of_private_data_are_asked_for_with_the_password_and_only_with_the_right_one(
+        big, password, delivered):
+    """Requests sent ahead carry the password as the others do; a wrong one gets nothing."""
+    f, src, tree = big
+    with RangeServer(src) as server:
+        server.password, server.rate = "secret", 10 * MiB
+        credentials = Credentials([Url.parse(server.url.replace("://", f"://dd:{password}@"))])
+        outcome = Receiver(Transports(credentials), parallel=2).receive(notice_of(f, src, server.url), tree, "big.bin")
+    if not delivered:
+        assert outcome.code != Code.DELIVERED and "password" in outcome.message, outcome.message
+        assert os.listdir(tree.root) == [] and server.served == 0
+        return
+    assert outcome.code == Code.DELIVERED, outcome.message
+    assert (Path(tree.root) / "big.bin").read_bytes() == f.read_bytes()
+    # Only the first request of each connection may go before the server said it asks.
+    assert len(server.refused) <= 2 and not any(came for _, came in server.refused), server.refused
+    assert any(ahead for _, _, ahead in server.answered), server.answered
     assert server.served == SIZE
 
 

@@ -2,6 +2,7 @@
 serve given ranges wrong once (a flaky disk or proxy) or not at all, cut a transfer short once,
 ignore ranges (an old server), and send slowly, counting the bytes it served, on a
 free 127.0.0.1 port."""
+import base64
 import contextlib
 import http.server
 import os
@@ -24,6 +25,8 @@ class RangeServer:
         self.ignore_ranges = False     # answer every GET with the whole file (200)
         self.close_each = False        # say "Connection: close" and close after every answer
         self.rate = 0                  # bytes per second per connection; 0: as fast as it goes
+        self.password = None           # when set, a GET without user "dd" and this password: 401
+        self.refused = []              # (first byte, whether a password came) of each GET refused 401
         self.served = 0                # body bytes sent, all requests
         self.requests = []             # (relative path, first byte, bytes asked) of each GET
         self.active = self.most_active = 0   # GETs being answered now, and at most at once
@@ -50,6 +53,8 @@ class RangeServer:
                 path = os.path.join(server.root, rel)
                 if ".." in rel.split("/") or not os.path.isfile(path):
                     self.send_error(404)
+                    return
+                if server.password is not None and not self._authorized():
                     return
                 size = os.path.getsize(path)
                 first, last, status = 0, size - 1, 200
@@ -103,6 +108,20 @@ class RangeServer:
                 finally:
                     with server.lock:
                         server.active -= 1
+
+            def _authorized(self):
+                """As a server of private data: 401 (the connection kept) unless the password came."""
+                given = self.headers.get("Authorization")
+                if given == "Basic " + base64.b64encode(f"dd:{server.password}".encode()).decode():
+                    return True
+                asked = _RANGE.fullmatch(self.headers.get("Range", ""))
+                with server.lock:
+                    server.refused.append((int(asked[1]) if asked else 0, given is not None))
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
 
             def _request_waiting(self):
                 """Whether the client's next request is already here (its end of the connection
