@@ -69,6 +69,18 @@ def measure(where, tag, count, processes, batch):
     return one, together
 
 
+def ping_rate(port, count):
+    """PINGs a second, one after the other: the round trips this machine allows one process."""
+    import redis
+    client = redis.Redis(host="127.0.0.1", port=port)
+    started = time.perf_counter()
+    for _ in range(count):
+        client.ping()
+    rate = count / (time.perf_counter() - started)
+    client.close()
+    return rate
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000, help="keys per process")
@@ -89,6 +101,8 @@ def main():
                          f"{TARGET:,.0f}/s {verdict}" if verdict else "-"])
         print(format_table(["store", f"claim+confirm (by {args.batch}), 1 process", "duplicate claim",
                             f"claim+confirm, {args.processes} processes (total)", "target"], rows))
+        print(f"\nbaseline (same run): a bare Redis PING, 1 process: {ping_rate(port, args.count):,.0f}/s; "
+              "a claim is one round trip, as a PING is")
     finally:
         redis.terminate()
         redis.wait(10)
