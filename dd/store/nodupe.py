@@ -150,9 +150,9 @@ class Store:
         """True when the caller should handle `the_key`: it is new, expired, or was
         claimed by a process that is gone.  False: a duplicate."""
         now = time.time() if now is None else now
+        path, content = row_of(the_key)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            path, content = row_of(the_key)
             row = self._db.execute("SELECT at, owner FROM claims WHERE path = ? AND content = ?",
                                    (path, content)).fetchone()
             if row is not None:
@@ -218,8 +218,8 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen'").fetchone():
             return
-        db.create_function("dd_path", 1, lambda k: row_of(k)[0], deterministic=True)
-        db.create_function("dd_content", 1, lambda k: row_of(k)[1], deterministic=True)
+        db.create_function("dd_path", 1, lambda k: _digest(split(k)[0]), deterministic=True)
+        db.create_function("dd_content", 1, lambda k: _digest(split(k)[1]), deterministic=True)
         db.execute("INSERT OR REPLACE INTO claims (path, content, at, owner) "
                    "SELECT dd_path(key), dd_content(key), at, owner FROM seen")
         db.execute("DROP TABLE seen")

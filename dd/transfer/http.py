@@ -165,15 +165,15 @@ class HttpTransport(Transport):
             # An empty range cannot be asked for; HEAD still checks that the file is there.
             self._finish(*self._request("HEAD", path, {}, connections), connections)
             return ReadStream(io.BytesIO(), 0, where)
-        ranged = offset > 0 or length is not None
-        response, connection = self._request("GET", path, _range(offset, length) if ranged else {}, connections)
+        headers = _range(offset, length) if _ranged(offset, length) else {}
+        response, connection = self._request("GET", path, headers, connections)
         return self._body(response, connection, connections, offset, length, where)
 
     def _body(self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
               connections: _Connections, offset: int, length: int | None, where: str) -> ReadStream:
         """The stream of a 2xx response; a range other than the one asked for is an error."""
         try:
-            ranged = offset > 0 or length is not None
+            ranged = _ranged(offset, length)
             expected = _body_length(response, offset, length, where) if ranged else _size(response)
         except TransferError:
             response.close()
@@ -389,6 +389,11 @@ class _Pipeline:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._asked = None, None
+
+
+def _ranged(offset: int, length: int | None) -> bool:
+    """Whether a read asks for part of the file rather than all of it."""
+    return offset > 0 or length is not None
 
 
 def _range(offset: int, length: int | None) -> dict[str, str]:
