@@ -209,15 +209,30 @@ def start_mosquitto(base):
         f"max_inflight_messages 0\nlog_dest file {base / 'mosquitto.log'}\n")
     process = spawn([MOSQUITTO, "-c", str(base / "mosquitto.conf")], env=os.environ, cwd=base,
                     log=base / "mosquitto.out")
+    return process, _listening(process, port, "mosquitto", base / "mosquitto.out")
+
+
+def start_redis(base):
+    """A Redis of the bench's own on a free loopback port, keeping nothing on disk; returns
+    (process, port)."""
+    base.mkdir()
+    port = free_port()
+    process = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(base),
+                     "--save", "", "--appendonly", "no"], env=os.environ, cwd=base, log=base / "redis.out")
+    return process, _listening(process, port, "redis-server", base / "redis.out")
+
+
+def _listening(process, port, what, log):
+    """`port`, once `process` accepts connections on it; SystemExit with its last words if it died
+    or took more than 10 s."""
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, port
+            return port
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: mosquitto did not start on port {port}: "
-                                 f"{last_line(base / 'mosquitto.out')}") from None
+                raise SystemExit(f"bench: {what} did not start on port {port}: {last_line(log)}") from None
             time.sleep(0.05)
 
 

@@ -2,10 +2,11 @@
 """The duplicate store's cost per notice, SQLite (one host) against Redis (a pump's nodes),
 in one run: prints a table.
 
-Each notice a relay handles costs one claim, and a share of one confirm of its batch (the
-flow confirms what a batch announced at once).  A process claims `--count` new keys one
-after the other, confirming them by batches of `--batch`, then claims them again
-(duplicates); then `--processes` processes do the same at once on one store.  The Redis is one of the
+Each notice a relay handles costs its share of one claim and one confirm of its batch (the
+flow claims a batch's keys at once before working on it, and confirms what it announced at
+once).  A process claims `--count` new keys by batches of `--batch` and confirms each
+batch, then claims them again (duplicates); then `--processes` processes do the same at
+once on one store.  The Redis is one of the
 benchmark's own, on a free loopback port, removed at the end.  Target: the Redis store
 keeps up with a relay of small files (dd_subscribe mirrors about 1,600 files/s here:
 bench/README.rst), i.e. at least 3,000 notices claimed and confirmed per second in one
@@ -19,13 +20,12 @@ It measures and reports; it never fails on a missed target.
 import argparse
 import multiprocessing
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import format_table, free_port
+from harness import format_table, start_redis, stop_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dd.core.credentials import Url  # noqa: E402 - after the path above
@@ -44,13 +44,13 @@ def _pairs(where, tag, count, prefix, batch):
     store = _open(where, tag)
     keys = [nodupe.key("/t", f"{prefix}/{n}", "sha512:00") for n in range(count)]
     started = time.perf_counter()
-    for first in range(0, count, batch):
-        claimed = keys[first:first + batch]
-        assert all(store.claim(key) for key in claimed)
+    batches = [keys[first:first + batch] for first in range(0, count, batch)]
+    for claimed in batches:
+        assert all(verdict is True for verdict in store.claim_each(claimed))
         store.confirm(claimed)
     new = count / (time.perf_counter() - started)
     started = time.perf_counter()
-    assert not any(store.claim(key) for key in keys)
+    assert not any(verdict is True for claimed in batches for verdict in store.claim_each(claimed))
     again = count / (time.perf_counter() - started)
     store.close()
     return new, again
@@ -88,24 +88,21 @@ def main():
     parser.add_argument("--batch", type=int, default=50, help="keys confirmed at once")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="dd-bench-nodupe-"))
-    port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(base),
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        _, port = start_redis(base / "redis")
         rows = []
         for name, where in (("sqlite", str(base / "nodupe.sqlite")), ("redis", f"redis://127.0.0.1:{port}/0")):
             (new, again), together = measure(where, name, args.count, args.processes, args.batch)
             verdict = "" if name == "sqlite" else ("met" if new >= TARGET else "missed")
             rows.append([name, f"{new:,.0f}/s", f"{again:,.0f}/s", f"{together:,.0f}/s",
                          f"{TARGET:,.0f}/s {verdict}" if verdict else "-"])
-        print(format_table(["store", f"claim+confirm (by {args.batch}), 1 process", "duplicate claim",
+        print(format_table(["store", f"claim+confirm (by {args.batch}), 1 process",
+                            f"duplicate claim (by {args.batch})",
                             f"claim+confirm, {args.processes} processes (total)", "target"], rows))
         print(f"\nbaseline (same run): a bare Redis PING, 1 process: {ping_rate(port, args.count):,.0f}/s; "
-              "a claim is one round trip, as a PING is")
+              "a batch's claims are one round trip, as a PING is")
     finally:
-        redis.terminate()
-        redis.wait(10)
+        stop_all()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -4,7 +4,9 @@
   small   2,000 files of 1 KiB announced on a source's exchange, then one dd_sara instance
           started on that full queue: launch to its last notice re-announced (each file
           downloaded, verified, stored in the pump's tree, announced from its data server);
-          against curl fetching the same files over keep-alive (1 process), in the same run
+          against curl fetching the same files over keep-alive (1 process), in the same run;
+          then the same files by a second relay whose duplicate store is a Redis (nodupe_store,
+          the bench's own), against the first, whose store is SQLite
   big     one 1 GiB file: its notice to the relay's notice of its copy; against curl fetching
           it just before and just after (their mean), and sha512 of the file alone
   chain   three relays A → B → C, each reading the one before from its data server, and a
@@ -63,11 +65,12 @@ class Relay(harness.Bench):
         self.limits = {}
         self.targets = []
         self.relays = {}        # name -> Daemon
+        self.small_rate = None  # files/s of the relay with the SQLite store
 
     def setup(self):
         self.make_vhost("ddrelay")
         channel = self.broker.channel
-        for exchange in ("xsrc", *(f"x{r}" for r in RELAYS)):
+        for exchange in ("xsrc", "xR", *(f"x{r}" for r in RELAYS)):
             channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
         self.src = self.work / "src"
         self.small = make_small_tree(self.src / "small", self.args.small_count)
@@ -85,11 +88,14 @@ class Relay(harness.Bench):
         # The data servers' workers (www-data) search their way to the relays' trees.
         for directory in (self.work, self.work.parent):
             directory.chmod(directory.stat().st_mode | 0o001)
-        self.sightings = Sightings(self.vhost, ["xsrc", *(f"x{r}" for r in RELAYS)])
+        self.sightings = Sightings(self.vhost, ["xsrc", "xR", *(f"x{r}" for r in RELAYS)])
         self.on_exit(self.sightings.close)
         self.configure("A", "xsrc")
+        _, redis_port = harness.start_redis(self.work / "redis")
+        # Declared now, so that its queue holds the small files' notices for its own phase.
+        self.configure("R", "xsrc", f"nodupe_store redis://127.0.0.1:{redis_port}/0\n")
 
-    def configure(self, name, exchange):
+    def configure(self, name, exchange, extra=""):
         """A relay reading `exchange`, storing in its own tree, serving it, posting to x<name>."""
         port = harness.free_port()
         config = self.work / "config" / "sara" / f"{name}.conf"
@@ -97,7 +103,7 @@ class Relay(harness.Bench):
         config.write_text(f"broker {self.broker_url}\nexchange {exchange}\nqueue q_guest.relay.{name}\nexpire 1h\n"
                           f"post_broker {self.broker_url}\npost_exchange x{name}\n"
                           f"post_base_url http://127.0.0.1:{port}/\ndata_server_port {port}\n"
-                          f"directory {self.work / 'pump' / name}\n")
+                          f"directory {self.work / 'pump' / name}\n{extra}")
         run_checked(["dd_sara", "declare", name], env=self.env, timeout=60, what=f"dd_sara declare {name}")
         self.on_exit(run_checked, ["dd_sara", "stop", name], env=self.env, timeout=60, what=f"dd_sara stop {name}")
 
@@ -148,7 +154,7 @@ class Relay(harness.Bench):
                                                                           f"files/s  ({cpu:.2f} CPU s)")
 
     def run_phases(self):
-        for phase in (self.phase_small, self.phase_big, self.phase_chain):
+        for phase in (self.phase_small, self.phase_small_redis, self.phase_big, self.phase_chain):
             try:
                 phase()
             except (PhaseError, OSError, amqp.exceptions.AMQPError) as error:
@@ -158,22 +164,39 @@ class Relay(harness.Bench):
         count = self.args.small_count
         warm(self.src / "small")
         self.post(self.src / "small")
-        deadline = time.monotonic() + 10
-        while self.broker.depth("q_guest.relay.A")[0] < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        started = time.monotonic()
-        self.relays["A"] = relay = self.start("sara", "A")
-        ended = self.wait_count("xA", count, relay)
-        first = min(when for (where, _), when in self.sightings.seen.items() if where == "xA")
-        self.rows.append(["small", f"one dd_sara, {count} x 1 KiB queued: launch to last notice out",
-                          f"{ended - started:.2f}", f"{count / (ended - started):,.0f}", "files/s"])
-        # Its start-up (connections, its data server) is the row above's; the rate is the relay's.
-        rate = (count - 1) / (ended - first)
-        self.rows.append(["small", "  first notice out to last", f"{ended - first:.2f}", f"{rate:,.0f}", "files/s"])
+        self.small_rate = rate = self.relay_small("A", "SQLite")
         self.target(f"relay {count} small files, one instance", ">= 1,000 files/s", f"{rate:,.0f} files/s",
                     rate >= 1000)
         self.target("  the same against curl", "(curl's rate, for scale)", f"{rate / self.curl_small:.2f} x curl",
                     None)
+
+    def phase_small_redis(self):
+        if self.small_rate is None:
+            raise PhaseError("no rate with the SQLite store to compare with")
+        rate = self.relay_small("R", "Redis")
+        self.relays.pop("R").stop()
+        # The store's own target is bench/nodupe.py's; this is what it costs a relay.
+        self.target("  the same, duplicate store in Redis", "(against SQLite's, for scale)",
+                    f"{rate:,.0f} files/s ({rate / self.small_rate:.2f} x)", None)
+
+    def relay_small(self, name, store):
+        """Files/s of relay `name` on its queue full of the small files' notices, first out to last."""
+        count, queue, exchange = self.args.small_count, f"q_guest.relay.{name}", f"x{name}"
+        warm(self.src / "small")
+        deadline = time.monotonic() + 10
+        while self.broker.depth(queue)[0] < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        self.relays[name] = relay = self.start("sara", name)
+        ended = self.wait_count(exchange, count, relay)
+        first = min(when for (where, _), when in self.sightings.seen.items() if where == exchange)
+        self.rows.append(["small", f"one dd_sara ({store} duplicate store), {count} x 1 KiB queued: "
+                          "launch to last notice out", f"{ended - started:.2f}", f"{count / (ended - started):,.0f}",
+                          "files/s"])
+        # Its start-up (connections, its data server) is the row above's; the rate is the relay's.
+        rate = (count - 1) / (ended - first)
+        self.rows.append(["small", "  first notice out to last", f"{ended - first:.2f}", f"{rate:,.0f}", "files/s"])
+        return rate
 
     def phase_big(self):
         if not self.args.big_size:

@@ -51,6 +51,17 @@ def test_a_key_is_claimed_once_until_released(open_store):
     assert store.claim(KEY)
 
 
+def test_a_batch_of_claims_gives_what_claims_one_after_the_other_give(open_store):
+    store = open_store()
+    new, other = (nodupe.key("/tree", name, Checksum("md5", "00")) for name in ("new", "other"))
+    assert store.claim(KEY)
+    # A relay claims a batch's keys at once: in flight or twice in the batch, a duplicate.
+    assert list(store.claim_each([new, KEY, new, other])) == [True, False, False, True]
+    store.release([new])
+    assert list(store.claim_each([new, new])) == [True, False]
+    assert list(store.claim_each([])) == []
+
+
 def test_a_confirmed_key_is_a_duplicate_for_ttl_then_purged(open_store):
     store = open_store()
     assert store.claim(KEY, now=1000.0)
@@ -190,6 +201,20 @@ def test_a_key_another_hosts_live_claimant_holds_is_retried_and_taken_over_when_
     started = time.monotonic()
     assert wait_for(lambda: _claimed(store, KEY), timeout=10)
     assert time.monotonic() - started < 3.0     # once its 1 s lease lapsed
+
+
+@pytest.mark.parametrize("opening", ["redis"], indirect=True)
+def test_in_a_batch_only_the_key_another_hosts_live_claimant_holds_is_held(opening, open_store, tmp_path):
+    ready, other = tmp_path / "ready", nodupe.key("/tree", "other", Checksum("md5", "00"))
+    claimant = _claimant(opening, [KEY], ready)
+    try:
+        assert wait_for(ready.exists)
+        held, won = open_store().claim_each([KEY, other])
+    finally:
+        os.kill(claimant.pid, signal.SIGKILL)
+        claimant.wait()
+    assert isinstance(held, nodupe_redis.Held) and "a/b.txt is being handled by another node" in str(held)
+    assert won is True
 
 
 def _claimed(store, key):

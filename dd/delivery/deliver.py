@@ -144,7 +144,7 @@ def build(ctx, relaying: Optional[Relaying] = None, sending: Optional[Callable] 
     poster, reporter = flow.poster(ctx, relaying.exchange_of if relaying else None), flow.reporter(ctx)
     if relaying:
         poster, reporter = relaying.record(poster, reporter)
-    return flow.Flow(gatherer=gatherer, accept=delivery.accept, work=delivery.work,
+    return flow.Flow(gatherer=gatherer, accept=delivery.accept, prepare=delivery.claim_ahead, work=delivery.work,
                      poster=Recorder(poster, delivery), reporter=reporter,
                      stop=ctx.stop, threads=cfg.threads, pipelined=True)
 
@@ -197,6 +197,7 @@ class Delivery:
         self.store = store
         self.placement = placement or PLAIN_TREE
         self.claims = {}            # id(item) -> its nodupe keys, of the batches not yet posted
+        self._ahead = {}            # id(item) -> (its place, its claim's verdict), of claim_ahead
 
     def accept(self, item):
         notice = item.notice
@@ -208,26 +209,65 @@ class Delivery:
             item.refused_by = self.cfg.refusal(notice.rel_path)
         return item.mask is not None
 
+    def claim_ahead(self, items):
+        """The duplicate claims of a batch, made at once (one round trip to a shared store)
+        before its items are worked on, each kept for its item's work.  Left to the item's
+        own work: a notice that on_notice may change, or one about a path that a delete
+        earlier in the batch makes new again (claimed after that delete forgets it)."""
+        if self.store is None or self.on_notice is not None:
+            return
+        planned, deleted = [], set()
+        for item in items:
+            try:
+                place = self._where(item.notice, item.mask)
+            except NoticeError:
+                continue        # refused by its work
+            where = (self._scope(place[0], item.mask), place[1])
+            if item.notice.op is Op.DELETE or where in deleted:
+                deleted.add(where)
+                continue
+            planned.append((item, place, self._keys(item.notice, where)))
+        if not planned:
+            return
+        try:
+            verdicts = iter(self.store.claim_each([key for *_, keys in planned for key in keys]))
+        except StoreUnavailable as error:
+            for item, place, _ in planned:
+                self._ahead[id(item)] = (place, error)
+            return
+        for item, place, keys in planned:
+            self._ahead[id(item)] = (place, self._verdict(item, keys, [next(verdicts) for _ in keys]))
+
     def _claim(self, item, where):
-        """False for a duplicate.  Claimed in the item's lane, after the notices before it
-        about the same path (a delete in between makes the same content new again).
-        StoreUnavailable: a shared store did not answer, or another node has the key in hand."""
-        notice = item.notice
-        if self.store is None:
-            return True
+        """Claimed (True), a duplicate (False), or why it cannot be said (StoreUnavailable:
+        a shared store did not answer, or another node has the key in hand).  Claimed in the
+        item's lane, after the notices before it about the same path (a delete in between
+        makes the same content new again)."""
+        keys = self._keys(item.notice, where)
+        try:
+            return self._verdict(item, keys, self.store.claim_each(keys))
+        except StoreUnavailable as error:
+            return error
+
+    @staticmethod
+    def _keys(notice, where):
         keys = nodupe.message_keys(where[0], notice)
         if notice.op is not Op.DELETE:
             content = notice.checksum if notice.op is not Op.LINK else f"link:{notice.link_target}"
             keys.append(nodupe.key(*where, content, notice.part))
-        claimed = []
-        for key in keys:
-            if not self.store.claim(key):
-                self.store.release(claimed)
-                return False
-            claimed.append(key)
-        if claimed:
-            self.claims[id(item)] = claimed
-        return True
+        return keys
+
+    def _verdict(self, item, keys, verdicts):
+        """The item's from its keys' (the first that is not a win decides); keys won for a
+        duplicate are released at once, so that a later copy is handled."""
+        won = [key for key, verdict in zip(keys, verdicts) if verdict is True]
+        verdict = next((v for v in verdicts if v is not True), True)
+        if verdict is True:
+            if won:
+                self.claims[id(item)] = won
+        else:
+            self.store.release(won)
+        return verdict
 
     def _scope(self, tree, mask):
         """Where duplicates are judged: the tree's directory, or, in a store that hosts
@@ -240,26 +280,31 @@ class Delivery:
         return os.path.join(line, *tree.namespace)
 
     def work(self, item: Item):
-        # The item keeps the notice as received: its log message and retry entry are about that one.
-        notice, item.outcome = self._judged(item.notice) if self.on_notice else (item.notice, None)
-        if item.outcome:
-            return
-        try:
-            tree, rel_path, old = self._where(notice, item.mask)
-        except NoticeError as error:
-            changed = "" if notice is item.notice else f" (as on_notice {self.on_notice.plugin.name} changed it)"
-            item.outcome = Outcome(Code.DENIED, f"{error}{changed}", error.rule)
-            return
+        ahead = self._ahead.pop(id(item), None)
+        if ahead:
+            (tree, rel_path, old), claimed = ahead
+            notice = item.notice
+        else:
+            # The item keeps the notice as received: its log message and retry entry are about that one.
+            notice, item.outcome = self._judged(item.notice) if self.on_notice else (item.notice, None)
+            if item.outcome:
+                return
+            try:
+                tree, rel_path, old = self._where(notice, item.mask)
+            except NoticeError as error:
+                changed = "" if notice is item.notice else f" (as on_notice {self.on_notice.plugin.name} changed it)"
+                item.outcome = Outcome(Code.DENIED, f"{error}{changed}", error.rule)
+                return
         # Duplicates are judged where the notice lands: the same product in one source's
         # namespace, never another source's file of the same name and content.
         local = isinstance(tree, paths.Tree)
         where = (self._scope(tree, item.mask), rel_path)
-        try:
-            if not self._claim(item, where):
-                item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
-                return
-        except StoreUnavailable as error:
-            item.outcome = Outcome(Code.FAILED, str(error), error.rule)
+        verdict = claimed if ahead else (self.store is None or self._claim(item, where))
+        if verdict is False:
+            item.outcome = Outcome(Code.UNCHANGED, "duplicate (seen within nodupe_ttl)")
+            return
+        if isinstance(verdict, StoreUnavailable):
+            item.outcome = Outcome(Code.FAILED, str(verdict), verdict.rule)
             return
         # A changed rel_path says where the file lands; the data stays where the source put it,
         # on the (maybe changed) base_url's server.

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from dd.core.outcome import Code, Outcome
 from dd.flow.item import Item
-from dd.flow.protocols import Accept, Connected, Gatherer, PostStep, Work
+from dd.flow.protocols import Accept, Connected, Gatherer, PostStep, Prepare, Work
 
 log = logging.getLogger("dd.flow")
 
@@ -88,8 +88,9 @@ def _lanes(items: list[Item]) -> list[list[Item]]:
 
 
 class Flow:
-    """The loop.  `accept(item) -> bool` filters, `work(item)` sets item.outcome and
-    item.outgoing, `poster` (optional) announces outgoing notices.
+    """The loop.  `accept(item) -> bool` filters, `prepare(items)` (optional) starts what is
+    done for a batch's accepted items at once, before `work(item)` sets each one's
+    item.outcome and item.outgoing; `poster` (optional) announces outgoing notices.
 
     `pipelined`: while its work waits (a distant server, a slow disk), a batch is worked on
     a thread of its own while this thread gathers the next batch and finishes (posts,
@@ -103,6 +104,7 @@ class Flow:
     DEPTH = 2
 
     def __init__(self, *, gatherer: Gatherer, accept: Accept, work: Optional[Work] = None,
+                 prepare: Optional[Prepare] = None,
                  poster: Optional[PostStep] = None, reporter: Optional[PostStep] = None,
                  stop: Optional[threading.Event] = None, batch_timeout: float = 1.0, threads: int = 1,
                  pipelined: bool = False) -> None:
@@ -115,6 +117,7 @@ class Flow:
         self._on_runner = 0         # batches handed to the work thread since
         self.accept = accept
         self.work = work
+        self.prepare = prepare
         self.poster = poster
         self.reporter = reporter
         self.stop = stop or threading.Event()
@@ -233,6 +236,11 @@ class Flow:
         log.info("stopping: %d notice(s) left for the next start", len(batch))
 
     def _work_batch(self, todo: list[Item]) -> None:
+        if self.prepare and todo:
+            try:
+                self.prepare(todo)
+            except Exception:   # noqa: BLE001 - each item's work does it for itself instead
+                log.exception("internal error preparing a batch of %d", len(todo))
         rest = self._work_while_computing(todo) if self.pool else todo
         lanes = _lanes(rest) if self.pool else [rest]
         if len(lanes) > 1 and self.pool is not None:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 Accept = Callable[[Item], bool]
 #: The work step: sets the item's outcome, and its outgoing notice when it announces one.
 Work = Callable[[Item], None]
+#: Before a batch's work: what is done best for all its items at once (one round trip).
+Prepare = Callable[[list[Item]], None]
 
 
 class Gatherer(Protocol):

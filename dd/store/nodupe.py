@@ -23,9 +23,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dd.core.errors import StoreUnavailable
 from dd.core.notice import Checksum
 from dd.store import database, pidfile
 
@@ -107,6 +108,10 @@ class Claims(Protocol):
 
     def claim(self, the_key: str, now: float | None = None) -> bool: ...
 
+    def claim_each(self, keys: Sequence[str], now: float | None = None) -> Sequence[bool | StoreUnavailable]:
+        """Each key's claim at once, in order, as one claim after the other would give them
+        (a key twice: the first wins); a key another host has in hand gets Held."""
+
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None: ...
 
     def release(self, keys: Iterable[str]) -> None: ...
@@ -149,22 +154,30 @@ class Store:
     def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`: it is new, expired, or was
         claimed by a process that is gone.  False: a duplicate."""
+        return self.claim_each([the_key], now)[0]
+
+    def claim_each(self, keys: Sequence[str], now: float | None = None) -> list[bool]:
+        """Each key's claim, in one transaction."""
         now = time.time() if now is None else now
-        path, content = row_of(the_key)
+        rows = [row_of(k) for k in keys]
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT at, owner FROM claims WHERE path = ? AND content = ?",
-                                   (path, content)).fetchone()
-            if row is not None:
-                at, owner = row
-                fresh = at > now - self.ttl
-                if (owner == "" and fresh) or owner == self.owner or (owner and pidfile.running(owner)):
-                    return False
-            self._db.execute("INSERT OR REPLACE INTO claims (path, content, at, owner) VALUES (?, ?, ?, ?)",
-                             (path, content, now, self.owner))
-        self._claims += 1
-        if self._claims % PURGE_EVERY == 0:
+            won = [self._take(path, content, now) for path, content in rows]
+        before, self._claims = self._claims, self._claims + sum(won)
+        if before // PURGE_EVERY != self._claims // PURGE_EVERY:
             self.purge(now)
+        return won
+
+    def _take(self, path: bytes, content: bytes, now: float) -> bool:
+        row = self._db.execute("SELECT at, owner FROM claims WHERE path = ? AND content = ?",
+                               (path, content)).fetchone()
+        if row is not None:
+            at, owner = row
+            fresh = at > now - self.ttl
+            if (owner == "" and fresh) or owner == self.owner or (owner and pidfile.running(owner)):
+                return False
+        self._db.execute("INSERT OR REPLACE INTO claims (path, content, at, owner) VALUES (?, ?, ?, ?)",
+                         (path, content, now, self.owner))
         return True
 
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:

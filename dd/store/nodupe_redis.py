@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dd.core.errors import StoreUnavailable
@@ -43,8 +43,10 @@ PREFIX = "dd:nodupe:"
 
 # A hash per path: field = the rest of the key, value = "at owner" (owner '' once confirmed).
 # Fields whose time is past, or whose claimant's lease lapsed, are pruned; the hash lives
-# as long as its longest field.  ARGV: now ('': the server's clock, one for every host),
-# ttl, owner, claim_max, field, mode.
+# as long as its longest field.  A script takes a batch: KEYS the paths' hashes, ARGV now
+# ('': the server's clock, one for every host), ttl, owner, claim_max, then (a resolve's
+# mode and) each key's field.  One command for a batch: packing one per key cost more of
+# the relay's time than the round trip.
 _COMMON = """
 local now, ttl, owner, claim_max = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 if not now then
@@ -60,8 +62,8 @@ local function live(at, who)
   if at <= now - claim_max then return false end
   return who == owner or redis.call('EXISTS', '""" + PREFIX + """alive:' .. who) == 1
 end
-local function prune()
-  local fields = redis.call('HGETALL', KEYS[1])
+local function prune(key)
+  local fields = redis.call('HGETALL', key)
   local last = 0
   for i = 1, #fields, 2 do
     local at, who = parse(fields[i + 1])
@@ -69,41 +71,53 @@ local function prune()
       local ends = (who == '' and at + ttl) or at + claim_max
       if ends > last then last = ends end
     else
-      redis.call('HDEL', KEYS[1], fields[i])
+      redis.call('HDEL', key, fields[i])
     end
   end
-  if last > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil((last - now) * 1000) + 1000) end
+  if last > 0 then redis.call('PEXPIRE', key, math.ceil((last - now) * 1000) + 1000) end
 end
 """
-# Returns 1: claimed; 0: a duplicate (confirmed, or claimed by us); -1: held by a live claimant.
+# Each key's answer, in order: 1 claimed; 0 a duplicate (confirmed, or claimed by us); -1
+# held by a live claimant.
 _CLAIM = _COMMON + """
-local value = redis.call('HGET', KEYS[1], ARGV[5])
-if value then
-  local at, who = parse(value)
-  if live(at, who) then
-    if who == '' or who == owner then return 0 end
-    return -1
+local answers = {}
+for i = 1, #KEYS do
+  local key, field, answer = KEYS[i], ARGV[4 + i], 1
+  local value = redis.call('HGET', key, field)
+  if value then
+    local at, who = parse(value)
+    if live(at, who) then
+      answer = ((who == '' or who == owner) and 0) or -1
+    end
+  end
+  if answer == 1 then
+    redis.call('HSET', key, field, string.format('%.6f %s', now, owner))
+    prune(key)
+  end
+  answers[i] = answer
+end
+return answers
+"""
+# ARGV[5]: 'confirm' or 'release'; only our own claims are resolved.
+_RESOLVE = _COMMON + """
+for i = 1, #KEYS do
+  local key, field = KEYS[i], ARGV[5 + i]
+  local value = redis.call('HGET', key, field)
+  if value then
+    local at, who = parse(value)
+    if who == owner then
+      if ARGV[5] == 'confirm' then
+        redis.call('HSET', key, field, string.format('%.6f ', now))
+      else
+        redis.call('HDEL', key, field)
+      end
+      prune(key)
+    end
   end
 end
-redis.call('HSET', KEYS[1], ARGV[5], string.format('%.6f %s', now, owner))
-prune()
-return 1
+return #KEYS
 """
-# ARGV[6]: 'confirm' or 'release'; only our own claim is resolved.
-_RESOLVE = _COMMON + """
-local value = redis.call('HGET', KEYS[1], ARGV[5])
-if not value then return 0 end
-local at, who = parse(value)
-if who ~= owner then return 0 end
-if ARGV[6] == 'confirm' then
-  redis.call('HSET', KEYS[1], ARGV[5], string.format('%.6f ', now))
-else
-  redis.call('HDEL', KEYS[1], ARGV[5])
-end
-prune()
-return 1
-"""
-_PRUNE = _COMMON + "prune()\nreturn redis.call('HLEN', KEYS[1])\n"
+_PRUNE = _COMMON + "for i = 1, #KEYS do prune(KEYS[i]) end\nreturn #KEYS\n"
 
 
 class Held(StoreUnavailable):
@@ -152,11 +166,12 @@ class RedisStore:
             except StoreUnavailable:
                 pass    # claims fail meanwhile, with the message; the lease comes back with Redis
 
-    def _run(self, script: Script, the_key: str, now: float | None, how: str = "",
+    def _run(self, script: Script, keys: Sequence[str], now: float | None, mode: str = "",
              client: Pipeline | None = None) -> Any:   # the script's answer, or the pipeline
-        path, rest = split(the_key)
-        return script(keys=[self.prefix + path],
-                      args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX), rest, how],
+        paths, fields = zip(*(split(k) for k in keys))
+        return script(keys=[self.prefix + path for path in paths],
+                      args=[self._now(now), repr(self.ttl), self.owner, repr(CLAIM_MAX),
+                            *([mode] if mode else []), *fields],
                       client=client)
 
     @staticmethod
@@ -186,16 +201,36 @@ class RedisStore:
     def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`, False for a duplicate; Held when
         another host's live claimant has it in hand."""
+        verdict = self.claim_each([the_key], now)[0]
+        if isinstance(verdict, StoreUnavailable):
+            raise verdict
+        return verdict
+
+    def claim_each(self, keys: Sequence[str], now: float | None = None) -> list[bool | StoreUnavailable]:
+        """Each key's claim, in one round trip: True, False, or Held."""
         self._catch_up()
-        with redisdb.answering(self.url, "nodupe_store"):
-            won = int(self._run(self._claim, the_key, now))
-        if won < 0:
-            raise Held(f"{the_key.split(chr(0))[1]} is being handled by another node",
-                       fix="retried: a duplicate once that node confirms it, ours if it dies")
-        return won == 1
+        if not keys:
+            return []
+        try:
+            with redisdb.answering(self.url, "nodupe_store"):
+                answers = self._run(self._claim, keys, now)
+        except StoreUnavailable:
+            # Redis may have taken them before the answer was lost: claims of ours, which the
+            # retry of their notices would take for duplicates.
+            self._later(self._resolving(keys, None, "release"))
+            raise
+        return [self._verdict(k, int(answer)) for k, answer in zip(keys, answers)]
+
+    @staticmethod
+    def _verdict(the_key: str, answer: int) -> bool | StoreUnavailable:
+        if answer < 0:
+            return Held(f"{the_key.split(chr(0))[1]} is being handled by another node",
+                        fix="retried: a duplicate once that node confirms it, ours if it dies")
+        return answer == 1
 
     def _resolving(self, keys: Iterable[str], now: float | None, how: str) -> list[Callable[[Pipeline], object]]:
-        return [functools.partial(self._run, self._resolve, k, now, how) for k in keys]
+        keys = list(keys)
+        return [functools.partial(self._run, self._resolve, keys, now, how)] if keys else []
 
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
         self._later(self._resolving(keys, now, "confirm"))
