@@ -185,3 +185,31 @@ def test_a_stop_finishes_the_work_under_way_and_leaves_the_batch_not_started_unf
     counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, work=work, stop=stop, pipelined=True).run()
     assert worked == ["a"] and gatherer.finished == first      # "b" is not acknowledged: it comes again
     assert counters.delivered == 1
+
+
+def test_a_batchs_accepted_items_are_prepared_at_once_before_any_of_their_work():
+    seen = []
+
+    def prepare(batch):
+        seen.append(("prepare", [i.notice.rel_path for i in batch]))
+
+    def work(item):
+        seen.append(("work", item.notice.rel_path))
+        item.outcome = Outcome(201, "delivered")
+    gatherer = ListGatherer([items(["a", "skip", "b"]), items(["c"])])
+    flow.Flow(gatherer=gatherer, accept=lambda item: item.notice.rel_path != "skip", prepare=prepare,
+              work=work, pipelined=True).run()
+    assert seen == [("prepare", ["a", "b"]), ("work", "a"), ("work", "b"), ("prepare", ["c"]), ("work", "c")]
+
+
+def test_an_internal_error_preparing_a_batch_leaves_each_item_to_its_own_work(caplog):
+    def prepare(batch):
+        raise RuntimeError("boom")
+    batch = items(["a", "b"])
+    for n, item in enumerate(batch):
+        item.sequence = n
+    gatherer = ListGatherer([batch])
+    counters = flow.Flow(gatherer=gatherer, accept=lambda item: True, prepare=prepare,
+                         work=Recorder()).run()
+    assert counters.delivered == 2 and len(gatherer.finished) == 2
+    assert "internal error preparing a batch of 2" in caplog.text
