@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from core import require
 from harness import format_table, start_redis, stop_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -87,6 +88,7 @@ def main():
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--batch", type=int, default=50, help="keys confirmed at once")
     args = parser.parse_args()
+    require(["redis-server"], "install it: apt install redis-server")
     base = Path(tempfile.mkdtemp(prefix="dd-bench-nodupe-"))
     try:
         _, port = start_redis(base / "redis")

@@ -308,7 +308,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    require(["rabbitmqctl", "curl", NGINX, "dd_post", "dd_sara", "dd_subscribe"], "install them")
+    require(["rabbitmqctl", "curl", NGINX, "redis-server", "dd_post", "dd_sara", "dd_subscribe"], "install them")
     return run(Relay, args, "ddrelay-", report)
 
 

@@ -227,27 +227,26 @@ class Delivery:
                 deleted.add(where)
                 continue
             planned.append((item, place, self._keys(item.notice, where)))
-        if not planned:
-            return
+        verdicts = self._claimed([(item, keys) for item, _, keys in planned])
+        for (item, place, _), verdict in zip(planned, verdicts):
+            self._ahead[id(item)] = (place, verdict)
+
+    def _claimed(self, claims):
+        """Each (item, its keys)'s verdict, from one call to the store: claimed (True), a
+        duplicate (False), or why it cannot be said (StoreUnavailable: a shared store did
+        not answer, or another node has a key in hand)."""
+        if not claims:
+            return []
         try:
-            verdicts = iter(self.store.claim_each([key for *_, keys in planned for key in keys]))
+            verdicts = iter(self.store.claim_each([key for _, keys in claims for key in keys]))
         except StoreUnavailable as error:
-            for item, place, _ in planned:
-                self._ahead[id(item)] = (place, error)
-            return
-        for item, place, keys in planned:
-            self._ahead[id(item)] = (place, self._verdict(item, keys, [next(verdicts) for _ in keys]))
+            return [error] * len(claims)
+        return [self._verdict(item, keys, [next(verdicts) for _ in keys]) for item, keys in claims]
 
     def _claim(self, item, where):
-        """Claimed (True), a duplicate (False), or why it cannot be said (StoreUnavailable:
-        a shared store did not answer, or another node has the key in hand).  Claimed in the
-        item's lane, after the notices before it about the same path (a delete in between
-        makes the same content new again)."""
-        keys = self._keys(item.notice, where)
-        try:
-            return self._verdict(item, keys, self.store.claim_each(keys))
-        except StoreUnavailable as error:
-            return error
+        """The item's verdict, claimed in its lane, after the notices before it about the
+        same path (a delete in between makes the same content new again)."""
+        return self._claimed([(item, self._keys(item.notice, where))])[0]
 
     @staticmethod
     def _keys(notice, where):
