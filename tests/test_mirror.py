@@ -343,3 +343,19 @@ def test_a_subscription_sets_its_sftp_key_known_hosts_and_https_ca(pump, nginx_s
     assert arrived, log[-3000:]
     assert (pump.dst / "over-https.txt").read_text() == "checked against the CA file"
     assert (pump.dst / "over-sftp.txt").read_text() == "with the key the configuration names"
+
+
+def test_dd_post_names_a_file_whose_name_is_not_utf8_and_announces_the_others(pump):
+    # Notices carry names as UTF-8: a Latin-1 name could be neither sent nor fetched.
+    (pump.src / "good.txt").write_text("g")
+    latin1 = os.fsdecode(b"caf\xe9.txt")
+    (pump.src / latin1).write_text("l")
+    pump.subscriber_config()
+    subscriber = pump.foreground()
+    result = pump.post(pump.src, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "1 announced, 1 not announced" in result.stderr
+    assert "its name is not UTF-8, as notices need (rename it in UTF-8" in result.stderr
+    assert wait_for(lambda: (pump.dst / "good.txt").exists())
+    pump.stop(subscriber)
+    assert sorted(os.listdir(pump.dst)) == ["good.txt"]

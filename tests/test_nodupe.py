@@ -249,25 +249,17 @@ def test_a_redis_that_does_not_answer_is_a_one_line_error_naming_it():
     store.close()
 
 
-def test_what_redis_did_not_take_is_done_before_the_next_claim(redis_url, caplog):
-    import redis
-
-    admin = redis.Redis.from_url(redis_url)
-    user, password = f"dd-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
-    url = Url.parse(redis_url.replace("redis://", f"redis://{user}:{password}@"))
-    store = nodupe.opened(url, "/nonexistent", 300, "sub/test")
-    other = nodupe.key("/tree", "other", Checksum("md5", "00"))
+def test_what_redis_did_not_take_is_done_before_the_next_claim(redis_user, caplog):
+    store = nodupe.opened(Url.parse(redis_user.url), "/nonexistent", 300, "sub/test")
+    other, third = (nodupe.key("/tree", name, Checksum("md5", "00")) for name in ("other", "third"))
     try:
-        assert store.claim(KEY)
-        admin.acl_setuser(user, enabled=True, commands=["-@all"])      # Redis stops answering us
-        store.release([KEY])            # the work failed: a later copy must be handled ...
-        assert "1 change(s) of the duplicate store kept until it answers" in caplog.text
+        assert list(store.claim_each([KEY, third])) == [True, True]
+        redis_user.answered(False)
+        store.release([KEY, third])     # the work failed: later copies must be handled ...
+        assert "2 change(s) of the duplicate store kept until it answers" in caplog.text
         with pytest.raises(StoreUnavailable, match="nodupe_store redis://dd-.*unavailable"):
             store.claim(other)          # ... so no claim before that release is done
-        admin.acl_setuser(user, enabled=True, commands=["+@all"])
+        redis_user.answered(True)
         assert store.claim(KEY)         # released first: the retried copy is ours to handle
     finally:
         store.close()
-        admin.acl_deluser(user)
-        admin.close()

@@ -1,6 +1,7 @@
 """dd_poll on real servers (nginx autoindex, sshd, pyftpdlib) → RabbitMQ → dd_subscribe: files
 added, changed and removed between polls are announced once, by one of two pollers of the
-same tree; a restart announces nothing twice; the subscriber's mirror ends identical."""
+same tree (on one host, or on two sharing a Redis); a restart announces nothing twice; the
+subscriber's mirror ends identical."""
 import collections
 import os
 import time
@@ -33,8 +34,15 @@ def served(kind, request, pump):
 
 
 class Poller(Daemon):
-    def __init__(self, pump, name, url, lines):
-        super().__init__(pump, "poll", name)
+    def __init__(self, pump, name, url, lines, host=None):
+        """A poller of `url`; on a `host` of its own (own state, logs), or on the pump's."""
+        env = None
+        if host:
+            env = dict(pump.env, DD_STATE_DIR=str(pump.base / host / "state"),
+                       DD_LOG_DIR=str(pump.base / host / "logs"))
+        super().__init__(pump, "poll", name, env)
+        if host:
+            self.log = pump.base / f"poll_{name}_{host}.log"
         config = pump.base / "config" / "poll" / f"{name}.conf"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(f"post_broker {pump.broker_url}\npost_exchange {pump.exchange}\n"
@@ -125,3 +133,100 @@ def test_a_missing_poll_url_is_one_line(pump):
     result = pump.command("poll", "foreground", "bad", timeout=30)
     assert result.returncode != 0 and time.monotonic() - started < 30
     assert "poll_url" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_pollers_on_hosts_sharing_a_redis_announce_each_change_once_and_a_new_host_nothing_old(
+        request, pump, redis_url):
+    import redis
+
+    root, url, lines = served("http", request, pump)
+    start = 1_700_000_040
+    put(root, "a.txt", b"first a", start)
+    put(root, "sub/b.txt", b"b" * 50, start)
+    lines += f"nodupe_store {redis_url}\n"
+    recorder = Recorder(pump)
+    announced = collections.Counter()
+    pollers = [Poller(pump, "feed", url, lines, host=host).start() for host in ("node1", "node2")]
+
+    def settled(expected):
+        """Each poller polled twice more; then what was announced since the last call."""
+        before = [p.polls() for p in pollers]
+        assert wait_for(lambda: all(p.polls() >= b + 2 for p, b in zip(pollers, before)), timeout=30), \
+            [p.text()[-2000:] for p in pollers]
+
+        def drained():
+            announced.update((n.op.value, n.rel_path, n.size) for n in recorder.drain())
+            return sum(announced.values()) >= expected
+        assert wait_for(drained, timeout=10), announced
+        got = dict(announced)
+        announced.clear()
+        return got
+
+    try:
+        assert settled(2) == {("write", "a.txt", 7): 1, ("write", "sub/b.txt", 50): 1}
+        put(root, "a.txt", b"second a, longer", start + 120)
+        put(root, "c.txt", b"c", start + 120)
+        (root / "sub/b.txt").unlink()
+        assert settled(3) == {("write", "a.txt", 16): 1, ("write", "c.txt", 1): 1,
+                              ("delete", "sub/b.txt", None): 1}
+
+        # Both down for longer than a claim lasts (its keys gone, as when they expire), and a
+        # change meanwhile; then node2 back and node3, new, with nothing of its own: the
+        # record they share says what was announced, so only that change, once.
+        for poller in pollers:
+            poller.stop()
+        store = redis.Redis.from_url(redis_url)
+        claims = list(store.scan_iter(match="dd:nodupe:*"))
+        assert claims
+        store.delete(*claims)
+        store.close()
+        put(root, "d.txt", b"dd", start + 240)
+        pollers = [pollers[1].start(), Poller(pump, "feed", url, lines, host="node3").start()]
+        assert settled(1) == {("write", "d.txt", 2): 1}
+        assert all("Traceback" not in p.text() for p in pollers)
+    finally:
+        recorder.close()
+
+
+def test_pollers_whose_redis_does_not_answer_say_so_and_announce_nothing(request, pump):
+    from tests.support.servers import free_port
+
+    root, url, lines = served("http", request, pump)
+    put(root, "a.txt", b"a", 1_700_000_040)
+    recorder = Recorder(pump)
+    try:
+        poller = Poller(pump, "feed", url, lines + f"nodupe_store redis://127.0.0.1:{free_port()}/0\n",
+                        host="node1").start()
+        said = "cannot compare the listing of " + url
+        assert wait_for(lambda: poller.text().count(said) >= 2, timeout=30), poller.text()[-2000:]
+        poller.stop()
+        assert recorder.drain() == []
+        assert "nodupe_store redis://127.0.0.1:" in poller.text() and "Traceback" not in poller.text()
+    finally:
+        recorder.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_name_that_is_not_utf8_is_named_and_the_rest_of_the_tree_announced(kind, request, pump):
+    root, url, lines = served(kind, request, pump)
+    put(root, "good.txt", b"g", 1_700_000_040)
+    put(root, "old/ok.txt", b"ok", 1_700_000_040)
+    put(root, os.fsdecode(b"old/caf\xe9.txt"), b"a Latin-1 name", 1_700_000_040)
+    recorder = Recorder(pump)
+    try:
+        poller = Poller(pump, "odd", url, lines).start()
+        assert wait_for(lambda: poller.polls() >= 3, timeout=30), poller.text()[-2000:]
+        poller.stop()
+        announced = sorted(notice.rel_path for notice in recorder.drain())
+        text = poller.text()
+        assert "Traceback" not in text and "internal error" not in text, text[-2000:]
+        if kind == "http":
+            # The listing gives each name as its bytes: that file only is left out, said once.
+            assert announced == ["good.txt", "old/ok.txt"]
+            assert text.count("its name is not UTF-8, as notices need") == 1, text[-2000:]
+        else:
+            # The client reads names as UTF-8: that directory is left as it was, said at each poll.
+            assert announced == ["good.txt"]
+            assert "old/: a name there is not UTF-8 (b'" in text, text[-2000:]
+    finally:
+        recorder.close()

@@ -186,6 +186,23 @@ def test_temporary_names_are_posted_when_an_accept_line_names_them(watched):
     assert sorted(names) == ["a.tmp", "b.txt", "last.txt"]
 
 
+def test_a_file_whose_name_is_not_utf8_is_named_in_the_log_and_the_others_announced(watched):
+    pump, recorder, watcher = watched
+    (pump.src / os.fsdecode(b"before caf\xe9.txt")).write_text("there at the start")
+    watcher.start()
+    (pump.src / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1")
+    (pump.src / "last.txt").write_text("utf-8")
+    names = []
+    assert wait_for(lambda: names.extend(n.rel_path for n in recorder.drain()) or "last.txt" in names)
+    watcher.stop()
+    assert names == ["last.txt"]
+    text = watcher.text()
+    # Both named, their bytes escaped, in the log file as in this one.
+    for name in ("before caf\\udce9.txt", "/caf\\udce9.txt"):
+        assert f"{name}: its name is not UTF-8, as notices need" in text, text[-2000:]
+    assert "Traceback" not in text and "Logging error" not in text
+
+
 def test_a_missing_watched_directory_is_a_one_line_config_error(pump):
     config = pump.base / "config" / "watch" / "bad.conf"
     config.parent.mkdir(parents=True)

@@ -61,8 +61,10 @@ def setup(*, level="info", stream=None, path=None, days=7, log_format="text", co
         root.removeHandler(handler)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # A file name that is not UTF-8 (its bytes as surrogates) is logged escaped, not lost
+        # in a logging error.
         handler = logging.handlers.TimedRotatingFileHandler(path, when="midnight", backupCount=days,
-                                                            encoding="utf-8")
+                                                            encoding="utf-8", errors="backslashreplace")
     else:
         handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(component, configuration, instance) if log_format == "json"

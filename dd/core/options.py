@@ -481,12 +481,14 @@ OPTIONS = (
             "on any host, of the same configuration), is skipped; 0 disables (the "
             "default of dd_subscribe, which recognises a file already in place by its checksum)",
             component_defaults={"subscribe": "0"}),
-    _option("nodupe_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING,
+    _option("nodupe_store", url("redis", "rediss", example="redis://host:6379/0"), None, SENDING + " poll",
             "a Redis (database number as its path; password from credentials.conf) holding the "
             "duplicate store instead of this host's SQLite file, so that the nodes of a pump consuming "
             "one queue handle each notice once: shared by every instance on every host of the same "
             "configuration (component and name); a copy another node is handling is retried, a notice "
-            "Redis does not answer for is kept for retry; unset: the SQLite file"),
+            "Redis does not answer for is kept for retry; unset: the SQLite file. dd_poll keeps there "
+            "both its claims and what it announced of each tree, shared by every poller of the "
+            "post_broker user on every host: the tree is announced once, whichever node polls it"),
     _option("retry_ttl", DURATION, "1d", CONSUMERS,
             "a notice whose transfer failed is kept in the instance's retry store and tried again "
             "for this long, then given up and logged"),

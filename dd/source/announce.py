@@ -46,7 +46,7 @@ class Announcer:
         parent = real_directory(os.path.dirname(path))
         if parent != self.real_base and not parent.startswith(self._real_prefix):
             raise PathError(f"{path} is reached through a symlink that leaves post_base_dir {self.base_dir}")
-        return rel_path
+        return utf8_name(rel_path)
 
     def notices(self, path, *, deleted=False, renamed_from=None, st=None):
         """The notices announcing `path` as it is now (or its deletion; or its content, moved
@@ -70,7 +70,8 @@ class Announcer:
             return [Notice(op=Op.DELETE, **common)]
         st = st or os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            return [Notice(op=Op.LINK, link_target=os.readlink(path), mtime=from_timestamp(st.st_mtime),
+            return [Notice(op=Op.LINK, link_target=utf8_name(os.readlink(path), "link target"),
+                           mtime=from_timestamp(st.st_mtime),
                            **common)]
         if not stat.S_ISREG(st.st_mode):
             raise PathError(f"{path} is not a regular file")
@@ -88,6 +89,18 @@ class Announcer:
         count, remainder = parts.layout(st.st_size, block_size)
         return [dataclasses.replace(whole, part=Part(block_size, count, remainder, n, Checksum(method, value)))
                 for n, value in enumerate(sums)]
+
+
+def utf8_name(name, what="name"):
+    """`name` as a notice carries it, in UTF-8; PathError when the file system gave bytes that
+    are not (a Latin-1 name): announced, it could be neither sent nor fetched by that name."""
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PathError(f"its {what} is not UTF-8, as notices need",
+                            fix="rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest", rule="encoding") from None
+    return name
 
 
 def real_directory(path):

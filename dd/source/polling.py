@@ -18,11 +18,12 @@ import time
 import urllib.parse
 from typing import NamedTuple, Optional
 
-from dd.core.errors import TransferError
+from dd.core.errors import PathError, StoreUnavailable, TransferError
 from dd.core.notice import Checksum, Notice, Op, from_timestamp, now
 from dd.flow import Item
+from dd.source.announce import utf8_name
 from dd.store import nodupe
-from dd.store.polled import Key, Polled
+from dd.store.polled import Key, Record
 from dd.transfer import Transports
 
 log = logging.getLogger("dd.poll")
@@ -45,7 +46,7 @@ class Change(NamedTuple):
 class PollGatherer:
     """Gathers notices from polls of cfg.poll_url every cfg.poll_interval."""
 
-    def __init__(self, cfg, transports: Transports, polled: Polled, claims: nodupe.Store,
+    def __init__(self, cfg, transports: Transports, polled: Record, claims: nodupe.Claims,
                  stop: threading.Event) -> None:
         self.cfg = cfg
         self.transports = transports
@@ -61,6 +62,7 @@ class PollGatherer:
         self._todo: list[Item] = []
         self._in_flight: dict[int, Item] = {}
         self._next = 0.0            # monotonic time of the next poll
+        self._refused: set[str] = set()     # names said to be not announceable
 
     # -- the gatherer interface ---------------------------------------------
 
@@ -106,22 +108,50 @@ class PollGatherer:
             listed, unlisted = self._walk()
         except TransferError as error:
             if not self.stop.is_set():
-                log.error("cannot list %s: %s", self.base_url, error)
+                log.error("cannot list %s", error)       # the error names the URL
             return []
-        first = not self.polled.listed_before()
-        if first and self.cfg.poll_first == "skip":
-            self.polled.record(listed.items())
+        try:
+            first = not self.polled.listed_before()
+            if first and self.cfg.poll_first == "skip":
+                self.polled.record(listed.items())
+                self.polled.mark_listed()
+                log.info("first poll of %s: %d file(s) taken as announced (poll_first skip)",
+                         self.base_url, len(listed))
+                return []
             self.polled.mark_listed()
-            log.info("first poll of %s: %d file(s) taken as announced (poll_first skip)", self.base_url, len(listed))
+            known = self.polled.known()
+        except StoreUnavailable as error:
+            log.error("cannot compare the listing of %s with what was announced: %s", self.base_url, error)
             return []
-        self.polled.mark_listed()
-        known = self.polled.known()
-        items = [self._item(rel_path, key) for rel_path, key in listed.items() if known.get(rel_path) != key]
-        items += [self._item(rel_path, None, known[rel_path]) for rel_path in sorted(set(known) - set(listed))
-                  if self._wanted(rel_path) and not rel_path.startswith(unlisted)]
-        items = [item for item in items if item is not None]
+        changes: list[tuple[str, Optional[Key], Optional[Key]]] = [
+            (rel_path, key, None) for rel_path, key in listed.items() if known.get(rel_path) != key]
+        changes += [(rel_path, None, known[rel_path]) for rel_path in sorted(set(known) - set(listed))
+                    if self._wanted(rel_path) and not rel_path.startswith(unlisted)]
+        items = self._claimed(changes)
         log.info("polled %s: %d file(s), %d change(s) (%.1f s)", self.base_url, len(listed), len(items),
                  time.monotonic() - started)
+        return items
+
+    def _claimed(self, changes: list[tuple[str, Optional[Key], Optional[Key]]]) -> list[Item]:
+        """The items announcing the `changes` (path, key, key it was when deleted) this
+        poller claimed; the others are another poller's to announce, or the next poll's."""
+        items, held = [], 0
+        for start in range(0, len(changes), BATCH):
+            batch = [(rel_path, key, self._claim_key(rel_path, key, was))
+                     for rel_path, key, was in changes[start:start + BATCH]]
+            try:
+                verdicts = self.claims.claim_each([claim for _, _, claim in batch])
+            except StoreUnavailable as error:
+                log.error("%s; %d change(s) of %s left for the next poll", error, len(changes) - start,
+                          self.base_url)
+                break
+            for (rel_path, key, claim), verdict in zip(batch, verdicts):
+                if verdict is True:
+                    items.append(self._item(rel_path, key, claim))
+                held += isinstance(verdict, StoreUnavailable)
+        if held:
+            log.info("%d change(s) of %s in hand of another poller: looked at again by the next poll",
+                     held, self.base_url)
         return items
 
     def _walk(self) -> tuple[dict[str, Key], tuple[str, ...]]:
@@ -137,11 +167,13 @@ class PollGatherer:
             except TransferError as error:
                 if not prefix:
                     raise
-                log.warning("cannot list %s: %s", self.base_url + urllib.parse.quote(prefix), error)
+                log.warning("cannot list %s", error)     # the error names the URL
                 unlisted.append(prefix)
                 continue
             for entry in entries:
                 rel_path = prefix + entry.name
+                if not self._announceable(rel_path):
+                    continue
                 if entry.directory:
                     directories.append(rel_path + "/")
                 elif self._wanted(rel_path):
@@ -151,6 +183,17 @@ class PollGatherer:
         if self.stop.is_set():
             raise TransferError(f"{self.base_url}: poll stopped")
         return found, tuple(unlisted)
+
+    def _announceable(self, rel_path: str) -> bool:
+        """Whether a notice can carry the name; said once for each that cannot."""
+        try:
+            utf8_name(rel_path)
+        except PathError as error:
+            if rel_path not in self._refused:
+                self._refused.add(rel_path)
+                log.warning("not announced: %s: %s", self.base_url + rel_path, error)
+            return False
+        return True
 
     def _key(self, rel_path: str, size: Optional[int], mtime: Optional[float]) -> Optional[Key]:
         """(size, mtime) of a listed file; what a listing rounds (an Apache page) is asked for."""
@@ -163,11 +206,12 @@ class PollGatherer:
             size, mtime = stat.size, stat.mtime if mtime is None else mtime
         return None if size is None or mtime is None else (size, mtime)
 
-    def _item(self, rel_path: str, key: Optional[Key], was: Optional[Key] = None) -> Optional[Item]:
-        """The item announcing `rel_path` as `key` (None: deleted, it was `was`), once claimed."""
-        claim = nodupe.key(self._scope_of(key), rel_path, "%d %r" % (key or was or (0, 0.0)))
-        if not self.claims.claim(claim):
-            return None   # another poller announces it
+    def _claim_key(self, rel_path: str, key: Optional[Key], was: Optional[Key]) -> str:
+        """The duplicate store's key of announcing `rel_path` as `key` (None: deleted, it was `was`)."""
+        return nodupe.key(self._scope_of(key), rel_path, "%d %r" % (key or was or (0, 0.0)))
+
+    def _item(self, rel_path: str, key: Optional[Key], claim: str) -> Item:
+        """The item announcing `rel_path` as `key` (None: deleted), claimed as `claim`."""
         if key is None:
             notice = Notice(pubtime=now(), rel_path=rel_path, op=Op.DELETE, **self._common)
         else:

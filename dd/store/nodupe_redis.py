@@ -146,7 +146,7 @@ class RedisStore:
         # which fails (and is retried) until they are taken (each is harmless twice).  A
         # release lost would make the retry of its notice a duplicate of our own claim; a
         # forget lost, a file made again after a delete one.
-        self._pending: list[Callable[[Pipeline], object]] = []
+        self._pending: list[tuple[Callable[[Pipeline], object], int]] = []    # and how many keys each changes
         self._lock = threading.Lock()
         try:
             self._renew()
@@ -183,20 +183,20 @@ class RedisStore:
             if not self._pending:
                 return
             pipe = self.db.pipeline(transaction=False)
-            for queue in self._pending:
+            for queue, _ in self._pending:
                 queue(pipe)
             with redisdb.answering(self.url, "nodupe_store"):
                 pipe.execute()
             self._pending.clear()
 
-    def _later(self, operations: list[Callable[[Pipeline], object]]) -> None:
+    def _later(self, operations: list[tuple[Callable[[Pipeline], object], int]]) -> None:
         """Run `operations` after the pending ones; what Redis does not take waits for the next claim."""
         with self._lock:
             self._pending += operations
         try:
             self._catch_up()
         except StoreUnavailable as error:
-            log.error("%s; %d change(s) of the duplicate store kept until it answers", error, len(self._pending))
+            log.error("%s; %d change(s) of the duplicate store kept until it answers", error, self._pending_keys())
 
     def claim(self, the_key: str, now: float | None = None) -> bool:
         """True when the caller should handle `the_key`, False for a duplicate; Held when
@@ -228,9 +228,13 @@ class RedisStore:
                         fix="retried: a duplicate once that node confirms it, ours if it dies")
         return answer == 1
 
-    def _resolving(self, keys: Iterable[str], now: float | None, how: str) -> list[Callable[[Pipeline], object]]:
+    def _resolving(self, keys: Iterable[str], now: float | None,
+                   how: str) -> list[tuple[Callable[[Pipeline], object], int]]:
         keys = list(keys)
-        return [functools.partial(self._run, self._resolve, keys, now, how)] if keys else []
+        return [(functools.partial(self._run, self._resolve, keys, now, how), len(keys))] if keys else []
+
+    def _pending_keys(self) -> int:
+        return sum(count for _, count in self._pending)
 
     def confirm(self, keys: Iterable[str], now: float | None = None) -> None:
         self._later(self._resolving(keys, now, "confirm"))
@@ -240,7 +244,7 @@ class RedisStore:
 
     def forget(self, scope: str, rel_path: str) -> None:
         path, _ = split(f"{scope}\0{rel_path}\0")
-        self._later([lambda pipe: pipe.delete(self.prefix + path)])
+        self._later([(lambda pipe: pipe.delete(self.prefix + path), 1)])
 
     def _paths(self) -> list[bytes]:
         pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix) + "*"
@@ -265,7 +269,7 @@ class RedisStore:
         except StoreUnavailable as error:
             # Our claims lapse with our lease: others take them; what is lost is confirms
             # (a duplicate may be handled again) and forgets (for nodupe_ttl).
-            log.error("%s; %d change(s) of the duplicate store lost", error, len(self._pending))
+            log.error("%s; %d change(s) of the duplicate store lost", error, self._pending_keys())
         try:
             with redisdb.answering(self.url, "nodupe_store"):
                 self.db.delete(f"{PREFIX}alive:{self.owner}")

@@ -198,6 +198,12 @@ def failures(where: str, transient: Transient = ()) -> Iterator[None]:
         raise
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
         raise PermanentError(f"{where}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        # A server's listing naming a file in another encoding (Latin-1): its line, escaped.
+        text = bytes(error.object)
+        line = text[text.rfind(b"\n", 0, error.start) + 1:].split(b"\n", 1)[0].strip()
+        raise PermanentError(f"{where}: a name there is not UTF-8 ({line[:160]!r})",
+                             fix="rename it in UTF-8 on the server") from error
     except retryable as error:
         raise TransferError(f"{where}: {getattr(error, 'strerror', None) or error}") from error
 

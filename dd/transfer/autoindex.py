@@ -85,7 +85,8 @@ def _child(href: str, directory: str) -> tuple[str, bool] | None:
     parts = urllib.parse.urlsplit(href)
     if parts.scheme or parts.netloc or parts.query or parts.fragment or not parts.path:
         return None
-    path = urllib.parse.unquote(parts.path)
+    # A name that is not UTF-8 (%E9 for a Latin-1 é) keeps its bytes, for the caller to refuse.
+    path = urllib.parse.unquote(parts.path, errors="surrogateescape")
     path = path if path.startswith("/") else directory + path
     if not path.startswith(directory):
         return None

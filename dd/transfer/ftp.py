@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # Failures after which the connection is in an unknown state: it is dropped, and trying again may help.
-_BROKEN = (OSError, EOFError, ftplib.error_temp, ftplib.error_reply, ftplib.error_proto)
+# A name that is not UTF-8 stops a listing halfway: the rest of it is still on the way.
+_BROKEN = (OSError, EOFError, ftplib.error_temp, ftplib.error_reply, ftplib.error_proto, UnicodeDecodeError)
 # Replies that end a download the client stopped reading: the server saw it go (426, 451)
 # or had sent everything already (2xx).
 _ABORTED = ("2", "426", "451")

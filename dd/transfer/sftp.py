@@ -68,7 +68,11 @@ class SftpTransport(Transport):
 
     def entries(self, path: str) -> list[Entry]:
         with self._session(path) as sftp:
-            listing = sftp.listdir_attr(path)   # lstat's attributes: links are not followed
+            try:
+                listing = sftp.listdir_attr(path)   # lstat's attributes: links are not followed
+            except UnicodeDecodeError:
+                self._drop()    # paramiko reads names as UTF-8: this one left the directory open
+                raise
         found = [entry_of(st.filename, st.st_mode or 0, st.st_size, st.st_mtime) for st in listing]
         return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.name)
 

@@ -38,15 +38,16 @@ class Daemon:
     """`dd_COMPONENT foreground NAME` logging to a file, read while it runs (a pipe nobody reads
     would block it once full)."""
 
-    def __init__(self, pump, component, name):
+    def __init__(self, pump, component, name, env=None):
         self.pump, self.component, self.name = pump, component, name
+        self.env = env or pump.env
         self.log = pump.base / f"{component}_{name}.log"
         self.process = None
 
     def start(self):
         with open(self.log, "a") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "dd.cli.main", self.component, "foreground",
-                                             self.name], env=self.pump.env, stdout=log, stderr=log)
+                                             self.name], env=self.env, stdout=log, stderr=log)
         self.pump.processes.append(self.process)
         return self
 

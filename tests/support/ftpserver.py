@@ -31,6 +31,7 @@ def main(root, user, password, plain_port, tls_port, idle_port, cert, key):
     for handler, port in ((Plain, plain_port), (Tls, tls_port), (Idle, idle_port)):
         handler.authorizer = authorizer
         handler.auth_failed_timeout = 0   # a refused login is answered at once
+        handler.unicode_errors = "surrogateescape"    # names sent as their bytes, as most servers do
         # All servers share one event loop, which the last one runs.
         server = FTPServer(("127.0.0.1", int(port)), handler)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)

@@ -3,6 +3,8 @@ started once per session and removed after; each test takes a database of its ow
 import dataclasses
 import itertools
 import shutil
+import uuid
+from typing import Any
 
 import pytest
 
@@ -42,3 +44,28 @@ def redis_url(redis_server):
     db = next(redis_server.databases)
     assert db < DATABASES, "more tests use Redis than the server has databases"
     return redis_server.url(db)
+
+
+@dataclasses.dataclass
+class RedisUser:
+    """A Redis user of the test's own (url with its password) whom Redis can stop answering."""
+
+    url: str
+    name: str
+    password: str
+    admin: Any
+
+    def answered(self, yes: bool) -> None:
+        self.admin.acl_setuser(self.name, enabled=True, commands=["+@all" if yes else "-@all"])
+
+
+@pytest.fixture
+def redis_user(redis_url):
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    name, password = f"dd-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.acl_setuser(name, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+    yield RedisUser(redis_url.replace("redis://", f"redis://{name}:{password}@"), name, password, admin)
+    admin.acl_deluser(name)
+    admin.close()
