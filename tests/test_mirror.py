@@ -345,17 +345,19 @@ def test_a_subscription_sets_its_sftp_key_known_hosts_and_https_ca(pump, nginx_s
     assert (pump.dst / "over-sftp.txt").read_text() == "with the key the configuration names"
 
 
-def test_dd_post_names_a_file_whose_name_is_not_utf8_and_announces_the_others(pump):
-    # Notices carry names as UTF-8: a Latin-1 name could be neither sent nor fetched.
+def test_dd_post_names_the_files_no_receiver_would_take_and_announces_the_others(pump):
+    # Notices carry names as UTF-8: a Latin-1 name could be neither sent nor fetched. A line
+    # break in a name, receivers refuse.
     (pump.src / "good.txt").write_text("g")
-    latin1 = os.fsdecode(b"caf\xe9.txt")
-    (pump.src / latin1).write_text("l")
+    (pump.src / os.fsdecode(b"caf\xe9.txt")).write_text("l")
+    (pump.src / "two\nlines.txt").write_text("n")
     pump.subscriber_config()
     subscriber = pump.foreground()
     result = pump.post(pump.src, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "1 announced, 1 not announced" in result.stderr
+    assert "1 announced, 2 not announced" in result.stderr
     assert "its name is not UTF-8, as notices need (rename it in UTF-8" in result.stderr
+    assert "its name contains a control character, which receivers refuse (rename it)" in result.stderr
     assert wait_for(lambda: (pump.dst / "good.txt").exists())
     pump.stop(subscriber)
     assert sorted(os.listdir(pump.dst)) == ["good.txt"]

@@ -11,7 +11,7 @@ import stat
 
 from dd.core import checksum, parts
 from dd.core.errors import DDError, PathError, TransferError
-from dd.core.notice import Checksum, Notice, Op, Part, from_timestamp, now
+from dd.core.notice import CONTROL_CHARACTER, Checksum, Notice, Op, Part, from_timestamp, now
 from dd.transfer import ReadStream
 from dd.transfer.copy import Nowhere, copy
 
@@ -46,7 +46,7 @@ class Announcer:
         parent = real_directory(os.path.dirname(path))
         if parent != self.real_base and not parent.startswith(self._real_prefix):
             raise PathError(f"{path} is reached through a symlink that leaves post_base_dir {self.base_dir}")
-        return utf8_name(rel_path)
+        return announceable(rel_path)
 
     def notices(self, path, *, deleted=False, renamed_from=None, st=None):
         """The notices announcing `path` as it is now (or its deletion; or its content, moved
@@ -70,7 +70,7 @@ class Announcer:
             return [Notice(op=Op.DELETE, **common)]
         st = st or os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            return [Notice(op=Op.LINK, link_target=utf8_name(os.readlink(path), "link target"),
+            return [Notice(op=Op.LINK, link_target=announceable(os.readlink(path), "link target"),
                            mtime=from_timestamp(st.st_mtime),
                            **common)]
         if not stat.S_ISREG(st.st_mode):
@@ -91,15 +91,19 @@ class Announcer:
                 for n, value in enumerate(sums)]
 
 
-def utf8_name(name, what="name"):
-    """`name` as a notice carries it, in UTF-8; PathError when the file system gave bytes that
-    are not (a Latin-1 name): announced, it could be neither sent nor fetched by that name."""
+def announceable(name, what="name"):
+    """`name` as a notice carries it; PathError when no receiver would take it: bytes that
+    are not UTF-8 (a Latin-1 name), which could be neither sent nor fetched by that name,
+    or a control character (a line break), which receivers refuse (dd.core.notice)."""
     if not name.isascii():
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise PathError(f"its {what} is not UTF-8, as notices need",
                             fix="rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest", rule="encoding") from None
+    if CONTROL_CHARACTER.search(name):
+        raise PathError(f"its {what} contains a control character, which receivers refuse",
+                        fix="rename it", rule="control-character")
     return name
 
 

@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 from dd.core.errors import PathError, StoreUnavailable, TransferError
 from dd.core.notice import Checksum, Notice, Op, from_timestamp, now
 from dd.flow import Item
-from dd.source.announce import utf8_name
+from dd.source.announce import announceable
 from dd.store import nodupe
 from dd.store.polled import Key, Record
 from dd.transfer import Transports
@@ -187,7 +187,7 @@ class PollGatherer:
     def _announceable(self, rel_path: str) -> bool:
         """Whether a notice can carry the name; said once for each that cannot."""
         try:
-            utf8_name(rel_path)
+            announceable(rel_path)
         except PathError as error:
             if rel_path not in self._refused:
                 self._refused.add(rel_path)
