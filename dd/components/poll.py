@@ -27,7 +27,7 @@ def build(ctx):
     source = f"{cfg.post_exchange} {str(cfg.poll_url).rstrip('/')}/"
     redis = cfg.nodupe_store and ctx.credentials.complete(cfg.nodupe_store)
     # What the SQLite files of one user's state directory are to one host.
-    namespace = f"poll/{cfg.post_broker.user}"
+    namespace = f"poll/{cfg.post_broker.user or ''}"
     record = polled.opened(redis, ctx.state.shared_file("polled.sqlite"), source, namespace)
     claims = nodupe.opened(redis, ctx.state.shared_file("nodupe.sqlite"), CLAIM_TTL, namespace)
     gatherer = PollGatherer(cfg, transports, record, claims, ctx.stop)

@@ -221,7 +221,9 @@ class WatchGatherer:
             return []   # gone meanwhile: its deletion is the next event
         except (DDError, OSError) as error:
             log.error("not announced: %s: %s", path, error if isinstance(error, DDError) else error.strerror)
-            return []
+            source = how.get("renamed_from")
+            # Renamed to a name that cannot be announced: the old name is gone all the same.
+            return self._announce(source, self._rel(source), None, deleted=True) if source else []
         source = how.get("renamed_from")
         if key is not None and _key(path) != key:
             # Written to while it was summed: the writer's close comes next; an old name goes now.
