@@ -215,16 +215,15 @@ class WatchGatherer:
         return self._announce(path, rel_path, key, st=st)
 
     def _announce(self, path, rel_path, key, **how):
+        source = how.get("renamed_from")
         try:
             notices = self.announcer.notices(path, **how)
         except FileNotFoundError:
             return []   # gone meanwhile: its deletion is the next event
         except (DDError, OSError) as error:
             log.error("not announced: %s: %s", path, error if isinstance(error, DDError) else error.strerror)
-            source = how.get("renamed_from")
             # Renamed to a name that cannot be announced: the old name is gone all the same.
             return self._announce(source, self._rel(source), None, deleted=True) if source else []
-        source = how.get("renamed_from")
         if key is not None and _key(path) != key:
             # Written to while it was summed: the writer's close comes next; an old name goes now.
             return self._announce(source, self._rel(source), None, deleted=True) if source else []

@@ -10,8 +10,8 @@ import os
 import stat
 
 from dd.core import checksum, parts
-from dd.core.errors import DDError, PathError, TransferError
-from dd.core.notice import CONTROL_CHARACTER, Checksum, Notice, Op, Part, from_timestamp, now
+from dd.core.errors import DDError, NoticeError, PathError, TransferError
+from dd.core.notice import Checksum, Notice, Op, Part, check_name, from_timestamp, now
 from dd.transfer import ReadStream
 from dd.transfer.copy import Nowhere, copy
 
@@ -91,20 +91,20 @@ class Announcer:
                 for n, value in enumerate(sums)]
 
 
+#: What the source says, and how to fix it, of each rule receivers judge a name by (check_name).
+_REFUSED = {"encoding": ("is not UTF-8, as notices need", "rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest"),
+            "control-character": ("contains a control character, which receivers refuse", "rename it")}
+
+
 def announceable(name, what="name"):
-    """`name` as a notice carries it; PathError when no receiver would take it: bytes that
-    are not UTF-8 (a Latin-1 name), which could be neither sent nor fetched by that name,
-    or a control character (a line break), which receivers refuse (dd.core.notice)."""
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise PathError(f"its {what} is not UTF-8, as notices need",
-                            fix="rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest", rule="encoding") from None
-    if CONTROL_CHARACTER.search(name):
-        raise PathError(f"its {what} contains a control character, which receivers refuse",
-                        fix="rename it", rule="control-character")
-    return name
+    """`name` as a notice carries it; PathError when no receiver would take it (the rules
+    of dd.core.notice.check_name): bytes that are not UTF-8 (a Latin-1 name), which could
+    be neither sent nor fetched by that name, or a control character (a line break)."""
+    try:
+        return check_name(name, what)
+    except NoticeError as error:
+        says, fix = _REFUSED[error.rule]
+        raise PathError(f"its {what} {says}", fix=fix, rule=error.rule) from None
 
 
 def real_directory(path):
